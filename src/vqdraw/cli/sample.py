@@ -1,0 +1,35 @@
+"""`vqdraw sample`: decode uniformly random codes into a grid of images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import add_model_arg, load_model, output_path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sample", help="draw samples from a trained model (uniform prior)",
+                       description="Decode uniformly random codes and save them as one PNG grid.")
+    add_model_arg(p)
+    p.add_argument("-n", "--count", type=int, default=64, help="number of samples")
+    p.add_argument("--stages", type=int, default=None, help="decode only this many stages (coarser)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the random codes")
+    p.add_argument("-o", "--output", default=None, help="PNG to write (default: MODEL/samples-<seed>.png)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import torch
+
+    from .. import plots
+    from ..errors import InputError
+
+    if args.count < 1:
+        raise InputError("--count must be at least 1")
+    model = load_model(args)
+    g = torch.Generator().manual_seed(args.seed)
+    images = model.sample(args.count, stages=args.stages, generator=g)
+    out = output_path(args.output, Path(args.model) / f"samples-{args.seed}.png")
+    plots.save_png(plots.grid(images, scale=plots._scale(model)), out)
+    print(out)
+    return 0

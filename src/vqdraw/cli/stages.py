@@ -1,0 +1,29 @@
+"""`vqdraw stages`: the paper's Figure 6, the reconstruction after each stage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .common import add_input_args, add_model_arg, load_inputs, load_model, output_path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("stages", help="draw the reconstruction after each stage (paper Figure 6)",
+                       description="One row per image: the target, then the reconstruction after "
+                       "stage 1, 2, … (at most --max-stages).")
+    add_model_arg(p)
+    add_input_args(p, count=8)
+    p.add_argument("--max-stages", type=int, default=20, help="show at most this many stages")
+    p.add_argument("-o", "--output", default=None, help="PNG to write (default: MODEL/stages-cli.png)")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from .. import plots
+
+    model = load_model(args)
+    images = load_inputs(args, model)
+    out = output_path(args.output, Path(args.model) / "stages-cli.png")
+    plots.save_stages(model, images, out, max_stages=args.max_stages)
+    print(out)
+    return 0

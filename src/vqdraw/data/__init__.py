@@ -1,0 +1,69 @@
+"""Datasets: readers of the official on-disk formats, all returning an :class:`ImageSet`.
+
+    load_dataset("mnist-embedded", "train")  ->  ImageSet(images uint8 (N, H, W, C), labels)
+    load_dataset("mnist", "test", data_dir)  ->  reads <data_dir>/mnist/t10k-*-ubyte[.gz]
+    load_dataset("folder:/path/to/images")   ->  any folder of PNG/JPEG images, no labels
+
+Registered datasets are read from ``<data_dir>/<name>/`` (data_dir None: see
+:func:`vqdraw.data.download.default_data_dir`); missing files raise a DatasetError that says
+where to get them and where to put them. :func:`ensure_downloaded` fetches them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Callable
+
+from .base import DatasetError, ImageSet
+from .download import default_data_dir, ensure_downloaded
+from .embedded import load_embedded_mnist
+
+FOLDER_PREFIX = "folder:"
+
+
+def _lazy(module: str, function: str) -> Callable[[str, Path | None], ImageSet]:
+    """A loader that imports its reader module only when called (keeps imports light)."""
+
+    def load(split: str, data_dir: Path | None = None) -> ImageSet:
+        return getattr(importlib.import_module(f"{__name__}.{module}"), function)(split, data_dir)
+
+    load.__name__ = function
+    return load
+
+
+# name -> loader(split, data_dir) ; other readers register themselves here.
+LOADERS: dict[str, Callable[[str, Path | None], ImageSet]] = {
+    "mnist-embedded": lambda split, data_dir=None: load_embedded_mnist(split),
+    "mnist": _lazy("idx", "load_mnist"),
+    "fashion-mnist": _lazy("idx", "load_fashion_mnist"),
+    "cifar10": _lazy("cifar", "load_cifar10"),
+    "svhn": _lazy("svhn", "load_svhn"),
+    "celeba": _lazy("celeba", "load_celeba"),
+}
+
+
+def dataset_names() -> list[str]:
+    return sorted(LOADERS)
+
+
+def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None) -> ImageSet:
+    """Load split 'train' or 'test' of dataset `name`, raising DatasetError with a clear message.
+
+    ``folder:PATH`` loads the PNG/JPEG images under PATH (every tenth file is the test split).
+    """
+    if name.startswith(FOLDER_PREFIX):
+        from .folder import load_image_folder
+
+        path = name[len(FOLDER_PREFIX):]
+        if not path:
+            raise DatasetError("folder: needs a path, as in folder:/path/to/images")
+        return load_image_folder(path, split=split)
+    if name not in LOADERS:
+        raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}, "
+                           f"or {FOLDER_PREFIX}PATH for a folder of images")
+    return LOADERS[name](split, Path(data_dir) if data_dir is not None else None)
+
+
+__all__ = ["DatasetError", "ImageSet", "LOADERS", "dataset_names", "default_data_dir",
+           "ensure_downloaded", "load_dataset"]

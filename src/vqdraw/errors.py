@@ -1,0 +1,17 @@
+"""Errors a person can act on. The CLI prints their message as one line and exits with code 2."""
+
+
+class VQDrawError(Exception):
+    """Base class: bad input, a missing or corrupt file, an unknown name."""
+
+
+class ConfigError(VQDrawError, ValueError):
+    """An invalid configuration value or an unknown preset."""
+
+
+class InputError(VQDrawError, ValueError):
+    """Input tensors or images that do not fit the model (shape, channels, range, stage count)."""
+
+
+class CheckpointError(VQDrawError):
+    """A model or run folder that is missing, incomplete or corrupt."""

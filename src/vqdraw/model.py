@@ -1,0 +1,313 @@
+"""VQDraw: encode (Algorithm 1), decode (Algorithm 2), sample, train objective (eq. 3), save/load.
+
+    image x in [0, 1] --normalise--> X
+    canvas X' = 0
+    for stage i = 1..N:
+        proposals R_i,1..K = X' + refiner_i(X')          (B, K, C, H, W)
+        losses   L(R_i,j, X)                             (B, K)
+        c_i = argmin_j losses    (encode)   or  given    (decode)
+        X' = R_i,c_i                                     (B, C, H, W)
+    codes (B, N) in [0, K);  reconstruction = denormalise(X') clamped to [0, 1]
+
+Encoding, decoding and training all run through :meth:`VQDraw._run`, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.utils.checkpoint import checkpoint
+
+from .config import ModelConfig, get_preset, override
+from .errors import CheckpointError, InputError
+from .losses import objective, option_losses
+from .refiner import SegmentedRefiner
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+LATEST_FILE = "LATEST"  # in a run folder: the name of the newest checkpoint folder
+FORMAT = "vqdraw-model"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class EncodeResult:
+    """What encoding yields besides the codes (Algorithm 1 gives the reconstruction for free)."""
+
+    codes: torch.Tensor
+    """(B, n) int64 chosen options."""
+    reconstruction: torch.Tensor
+    """(B, C, H, W) images in [0, 1] after the n stages."""
+    losses: torch.Tensor
+    """(B, n, K) loss of every option at every stage (normalised MSE)."""
+
+
+@dataclass
+class _Trace:
+    codes: torch.Tensor  # (B, n)
+    canvas: torch.Tensor  # (B, C, H, W), normalised
+    losses: torch.Tensor | None  # (B, n, K), or None when decoding without a target
+
+
+class VQDraw(nn.Module):
+    """A VQ-DRAW model (Nichol, 2020): an image as N integers in [0, K).
+
+    Images are float tensors in [0, 1], NCHW; normalisation happens inside, from the config.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.refiner = SegmentedRefiner(config)
+        c = config.image_shape[0]
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, c, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, c, 1, 1), persistent=False)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_preset(cls, name: str, **overrides) -> "VQDraw":
+        """Build a fresh model from a Table 1 preset; keyword arguments override ModelConfig fields."""
+        return cls(override(get_preset(name).model, **overrides))
+
+    @property
+    def options(self) -> int:
+        return self.config.options
+
+    @property
+    def stages(self) -> int:
+        return self.config.stages
+
+    @property
+    def device(self) -> torch.device:
+        return self.refiner.first_bias.device
+
+    # ------------------------------------------------------------------ the shared stage loop
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return (z * self.std + self.mean).clamp(0.0, 1.0)
+
+    def propose(self, canvas: torch.Tensor, stage: int) -> torch.Tensor:
+        """Stage `stage` (0-based): canvas (B, C, H, W) -> proposals (B, K, C, H, W)."""
+        return self.refiner(canvas, stage)
+
+    def _run(
+        self,
+        canvas: torch.Tensor,
+        stages: range,
+        target: torch.Tensor | None = None,
+        codes: torch.Tensor | None = None,
+    ) -> _Trace:
+        """Run `stages` from `canvas`. Choose the arg-min option (target given, codes None) or
+        follow `codes` (B, len(stages)). Per-option losses are computed whenever a target is given."""
+        if target is None and codes is None:
+            raise ValueError("_run needs a target to choose options or the codes to follow")
+        chosen, losses = [], []
+        rows = torch.arange(canvas.shape[0], device=canvas.device)
+        for j, stage in enumerate(stages):
+            proposals = self.propose(canvas, stage)  # (B, K, C, H, W)
+            if target is not None:
+                stage_losses = option_losses(proposals, target)  # (B, K)
+                losses.append(stage_losses)
+            choice = stage_losses.argmin(dim=1) if codes is None else codes[:, j]  # (B,)
+            canvas = proposals[rows, choice]  # gradients flow through the chosen path only
+            chosen.append(choice)
+        b = canvas.shape[0]
+        return _Trace(
+            codes=torch.stack(chosen, 1) if chosen else canvas.new_zeros((b, 0), dtype=torch.long),
+            canvas=canvas,
+            losses=torch.stack(losses, 1) if losses else None,
+        )
+
+    def _run_checkpointed(self, target: torch.Tensor, stages: int) -> _Trace:
+        """Like `_run` with a target, recomputing each segment's activations during backward."""
+        canvas = target.new_zeros(target.shape)
+        codes, losses = [], []
+        seg = self.config.segment
+        for start in range(0, stages, seg):
+            span = range(start, min(start + seg, stages))
+
+            def run_segment(c: torch.Tensor, span: range = span):
+                t = self._run(c, span, target=target)
+                return t.canvas, t.losses, t.codes
+
+            canvas, seg_losses, seg_codes = checkpoint(run_segment, canvas, use_reentrant=False)
+            codes.append(seg_codes)
+            losses.append(seg_losses)
+        return _Trace(torch.cat(codes, 1), canvas, torch.cat(losses, 1))
+
+    # ------------------------------------------------------------------ public API
+    def encode(
+        self,
+        x: torch.Tensor,
+        *,
+        stages: int | None = None,
+        return_reconstruction: bool = False,
+    ) -> torch.Tensor | EncodeResult:
+        """Algorithm 1 (greedy): images (B, C, H, W) in [0, 1] -> codes (B, n) int64.
+
+        With ``return_reconstruction=True`` returns an :class:`EncodeResult` holding the codes,
+        the reconstruction (free: it is the encoder's final canvas) and every per-stage loss.
+        """
+        n = self._check_stages(stages)
+        x = self._check_images(x)
+        with torch.inference_mode():
+            target = self.normalize(x)
+            trace = self._run(torch.zeros_like(target), range(n), target=target)
+        if not return_reconstruction:
+            return trace.codes
+        return EncodeResult(trace.codes, self.denormalize(trace.canvas), trace.losses)
+
+    def decode(self, codes: torch.Tensor, stages: int | None = None) -> torch.Tensor:
+        """Algorithm 2: codes (B, n) -> images (B, C, H, W) in [0, 1].
+
+        ``stages`` decodes only the first ``stages`` entries of each code (a prefix: fewer bits,
+        a coarser image). By default all the columns given are decoded.
+        """
+        codes = self._check_codes(codes)
+        n = self._check_stages(codes.shape[1] if stages is None else stages)
+        if n > codes.shape[1]:
+            raise InputError(f"asked to decode {n} stages but the codes have only {codes.shape[1]}")
+        c, h, w = self.config.image_shape
+        with torch.inference_mode():
+            canvas = torch.zeros((codes.shape[0], c, h, w), device=self.device)
+            trace = self._run(canvas, range(n), codes=codes[:, :n].to(self.device))
+            return self.denormalize(trace.canvas)
+
+    def reconstruct(self, x: torch.Tensor, stages: int | None = None) -> torch.Tensor:
+        """Encode then decode, at the cost of one encode."""
+        return self.encode(x, stages=stages, return_reconstruction=True).reconstruction
+
+    def sample(
+        self, n: int, *, stages: int | None = None, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Decode `n` uniformly random codes (the model's prior is uniform)."""
+        k = self._check_stages(stages)
+        codes = torch.randint(0, self.options, (n, k), generator=generator)
+        return self.decode(codes)
+
+    def loss(self, x: torch.Tensor, alpha: float = 0.01, grad_checkpoint: bool = False) -> dict:
+        """The training objective, eq. 3, with gradients through the chosen path (codes held fixed).
+
+        Returns the named terms of :func:`vqdraw.losses.objective` plus ``codes`` (B, N).
+        """
+        x = self._check_images(x)
+        target = self.normalize(x)
+        if grad_checkpoint and torch.is_grad_enabled():
+            trace = self._run_checkpointed(target, self.stages)
+        else:
+            trace = self._run(torch.zeros_like(target), range(self.stages), target=target)
+        terms = objective(trace.losses, trace.codes, alpha)
+        terms["codes"] = trace.codes
+        return terms
+
+    # ------------------------------------------------------------------ checks
+    def _check_images(self, x: torch.Tensor) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"images must be a torch.Tensor, got {type(x).__name__}")
+        c, h, w = self.config.image_shape
+        if x.dim() != 4 or tuple(x.shape[1:]) != (c, h, w):
+            raise InputError(
+                f"this model takes images of shape (B, {c}, {h}, {w}); got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise InputError(f"images must be float in [0, 1], got dtype {x.dtype}")
+        return x.to(self.device)
+
+    def _check_stages(self, stages: int | None) -> int:
+        if stages is None:
+            return self.stages
+        if not 0 <= int(stages) <= self.stages:
+            raise InputError(f"this model has {self.stages} stages; asked for {stages}")
+        return int(stages)
+
+    def _check_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        codes = torch.as_tensor(codes)
+        if codes.dim() != 2 or codes.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
+            raise InputError(f"codes must be an integer tensor of shape (B, n); got {codes.dtype} "
+                             f"{tuple(codes.shape)}")
+        if codes.shape[1] > self.stages:
+            raise InputError(f"this model has {self.stages} stages; codes have {codes.shape[1]}")
+        if codes.numel() and (codes.min() < 0 or codes.max() >= self.options):
+            raise InputError(f"code values must be in [0, {self.options})")
+        return codes.long()
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write config.json and model.safetensors into `directory` (each file atomically)."""
+        from safetensors.torch import save_file
+
+        from .io import atomic_write_bytes, atomic_write_json
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(directory / CONFIG_FILE, self.describe())
+        tmp = directory / (WEIGHTS_FILE + ".tmp")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
+        atomic_write_bytes(directory / WEIGHTS_FILE, tmp.read_bytes())
+        tmp.unlink()
+        return directory
+
+    def describe(self) -> dict:
+        return {"format": FORMAT, "version": FORMAT_VERSION, "model": self.config.to_dict()}
+
+    @classmethod
+    def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "VQDraw":
+        """Load a model folder written by :meth:`save`, or a training run folder (its newest
+        checkpoint). No architecture flags: the config travels with the weights."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        directory = resolve_model_dir(path)
+        try:
+            meta = json.loads((directory / CONFIG_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: unreadable model config ({exc})") from exc
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
+            raise CheckpointError(f"{directory / CONFIG_FILE}: not a vqdraw model config")
+        if meta.get("version", 0) > FORMAT_VERSION:
+            raise CheckpointError(f"{directory}: written by a newer vqdraw (format {meta['version']})")
+        model = cls(ModelConfig.from_dict(meta["model"]))
+        try:
+            state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
+        except (OSError, SafetensorError, ValueError) as exc:
+            raise CheckpointError(f"{directory / WEIGHTS_FILE}: unreadable weights ({exc})") from exc
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise CheckpointError(f"{directory / WEIGHTS_FILE}: weights do not fit the config ({first})") from exc
+        return model.to(map_location)
+
+    def fingerprint(self) -> bytes:
+        """16 bytes identifying this exact model: SHA-256 of its config and weights."""
+        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
+        for name, tensor in sorted(self.state_dict().items()):
+            t = tensor.detach().cpu().contiguous()
+            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        return h.digest()[:16]
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A model folder itself, or a run folder's newest checkpoint folder."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such model or run folder")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: expected a model or run folder, got a file")
+    if (path / CONFIG_FILE).exists():
+        return path
+    latest = path / LATEST_FILE
+    if latest.exists():
+        target = path / latest.read_text().strip()
+        if (target / CONFIG_FILE).exists():
+            return target
+        raise CheckpointError(f"{path}: LATEST points at {target.name}, which is missing or incomplete")
+    raise CheckpointError(f"{path}: no {CONFIG_FILE} here and no checkpoint in this run folder")

@@ -1,0 +1,259 @@
+"""Training: ``train_step``, ``evaluate``, ``fit``; a run folder with metrics, checkpoints, pictures.
+
+    run/
+      LATEST                 name of the newest checkpoint folder
+      ckpt-00001000/         config.json, model.safetensors, optimizer.safetensors, state.json
+      metrics.jsonl          one JSON object per logged step
+      samples.png reconstructions.png stages.png curves.png
+
+The data order is a pure function of (seed, step): step t uses positions t*B .. (t+1)*B-1 of
+an endless stream of seeded epoch permutations. Resuming needs no RNG state, and a run resumed
+from a checkpoint reaches the same parameters as one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import TrainConfig
+from .data import ImageSet
+from .errors import CheckpointError, ConfigError
+from .io import atomic_write_json, load_checkpoint_state, restore_optimizer, save_checkpoint
+from .losses import code_usage
+from .model import VQDraw
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """`name` if given, else CUDA when available, else CPU."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
+    """Dataset indices of the global batch at `step` (see the module docstring)."""
+    start = step * batch
+    out, pos = [], start
+    while pos < start + batch:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        take = min(n - offset, start + batch - pos)
+        out.append(perm[offset : offset + take])
+        pos += take
+    return torch.cat(out)
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The fixed paper step size, or a linear anneal to `lr_final` when it is set."""
+    if cfg.lr_final is None:
+        return cfg.lr
+    frac = step / max(1, cfg.steps)
+    return cfg.lr + (cfg.lr_final - cfg.lr) * frac
+
+
+def train_step(
+    model: VQDraw, optimizer: torch.optim.Optimizer, images: torch.Tensor, cfg: TrainConfig
+) -> dict[str, float]:
+    """One optimizer step on a global batch, accumulating gradients over micro-batches.
+
+    Each micro-batch's eq. 3 loss is weighted by its share of the batch, so the step equals a
+    single pass over the whole batch (up to float rounding).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    totals: dict[str, torch.Tensor] = {}
+    codes = []
+    b = images.shape[0]
+    for chunk in images.split(cfg.micro):
+        terms = model.loss(chunk, alpha=cfg.alpha, grad_checkpoint=cfg.grad_checkpoint)
+        weight = chunk.shape[0] / b
+        (terms["loss"] * weight).backward()
+        for k in ("loss", "chosen", "all", "final"):
+            totals[k] = totals.get(k, 0.0) + terms[k].detach() * weight
+        codes.append(terms["codes"])
+    optimizer.step()
+    entropy, used = code_usage(torch.cat(codes), model.options)
+    out = {k: float(v) for k, v in totals.items()}  # one host sync per step, after the step
+    out["entropy"], out["used"] = float(entropy), int(used)
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: VQDraw, images: torch.Tensor, batch: int = 250) -> dict[str, float]:
+    """Test reconstruction error of the full code: normalised MSE (paper units) and pixel MSE."""
+    sq_norm = sq_pix = 0.0
+    for chunk in images.split(batch):
+        res = model.encode(chunk, return_reconstruction=True)
+        sq_norm += res.losses[:, -1].gather(1, res.codes[:, -1:]).sum().item()
+        sq_pix += (res.reconstruction - chunk).pow(2).flatten(1).mean(1).sum().item()
+    n = images.shape[0]
+    mse = sq_pix / n
+    return {
+        "test_mse": sq_norm / n,
+        "test_mse_pixels": mse,
+        "test_psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
+    }
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    metrics: list[dict]
+
+
+def fit(
+    model: VQDraw,
+    train_set: ImageSet,
+    test_set: ImageSet,
+    cfg: TrainConfig,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+    pictures: bool = True,
+    stop_after: int | None = None,
+    on_log: Callable[[dict], None] | None = None,
+) -> RunResult:
+    """Train `model` for `cfg.steps` steps, writing everything into `run_dir`.
+
+    ``resume=True`` continues from the run's newest checkpoint (same data order, same optimizer
+    state). ``stop_after`` ends the call after that many steps of this call (a checkpoint is
+    written first), which is how tests simulate an interrupted run.
+    """
+    run_dir = Path(run_dir)
+    device = pick_device(str(device) if device is not None else None)
+    _check_data(model, train_set, test_set)
+    model.to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step = 0
+    if resume:
+        step = _resume(model, optimizer, run_dir, device)
+    elif (run_dir / "LATEST").exists():
+        raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or choose another folder")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(run_dir / "train.json", {"train": cfg.to_dict(), "model": model.config.to_dict()})
+    metrics = _read_metrics(run_dir, upto=step)
+    eval_images = test_set.batch(range(min(cfg.eval_size, len(test_set))), device)
+    last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
+
+    bar = _progress(progress, step, cfg.steps)
+    t0 = time.perf_counter()
+    record: dict = {}
+    while step < last:
+        lr = learning_rate(cfg, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        images = train_set.batch(batch_indices(step, cfg.batch, len(train_set), cfg.seed), device)
+        model.train()
+        terms = train_step(model, optimizer, images, cfg)
+        step += 1
+        record = {"step": step, **terms, "lr": lr, "time": round(time.perf_counter() - t0, 3)}
+        evaluated = step % cfg.eval_every == 0 or step == cfg.steps
+        if evaluated:
+            model.eval()
+            record.update(evaluate(model, eval_images))
+        if evaluated or step % cfg.log_every == 0:
+            metrics.append(record)
+            _append_metrics(run_dir, record)
+            if on_log:
+                on_log(record)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(_postfix(record, metrics), refresh=False)
+        if step % cfg.save_every == 0 or step == last:
+            _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures)
+    if bar is not None:
+        bar.close()
+    if step == 0 or not (run_dir / "LATEST").exists():
+        _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures)
+    return RunResult(run_dir, step, metrics)
+
+
+# ---------------------------------------------------------------------- helpers
+def _check_data(model: VQDraw, *sets: ImageSet) -> None:
+    for s in sets:
+        if s.image_shape != tuple(model.config.image_shape):
+            raise ConfigError(
+                f"dataset {s.name!r} has images of shape {s.image_shape} (C, H, W) but the model "
+                f"expects {tuple(model.config.image_shape)}"
+            )
+        if len(s) == 0:
+            raise ConfigError(f"dataset {s.name!r} is empty")
+
+
+def _resume(model: VQDraw, optimizer, run_dir: Path, device) -> int:
+    if not (run_dir / "LATEST").exists():
+        raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoint in this folder)")
+    ckpt, state, tensors = load_checkpoint_state(run_dir)
+    loaded = VQDraw.load(ckpt, map_location=device)
+    if loaded.config != model.config:
+        raise CheckpointError(f"{ckpt}: the checkpoint's model config differs from the requested one")
+    model.load_state_dict(loaded.state_dict())
+    restore_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, state["optimizer"])
+    return int(state["step"])
+
+
+def _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures) -> None:
+    save_checkpoint(run_dir, model, optimizer, {"step": step, "train": cfg.to_dict()})
+    if pictures:
+        write_pictures(model, run_dir, metrics, eval_images)
+
+
+def write_pictures(model: VQDraw, run_dir: Path, metrics: list[dict], test_images: torch.Tensor) -> None:
+    """samples.png, reconstructions.png, stages.png and curves.png in the run folder."""
+    from . import plots
+
+    model.eval()
+    plots.save_samples(model, run_dir / "samples.png", n=100)
+    plots.save_reconstructions(model, test_images[:50], run_dir / "reconstructions.png")
+    plots.save_stages(model, test_images[:8], run_dir / "stages.png")
+    if metrics:
+        plots.save_curves(metrics, run_dir / "curves.png", title=run_dir.name)
+
+
+def _read_metrics(run_dir: Path, upto: int) -> list[dict]:
+    """Metrics logged up to the checkpoint step; later lines (from a crashed run) are dropped."""
+    path = run_dir / METRICS_FILE
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue  # a line cut short by a crash
+        if row.get("step", 0) <= upto:
+            rows.append(row)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def _append_metrics(run_dir: Path, record: dict) -> None:
+    with open(run_dir / METRICS_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _progress(enabled: bool, start: int, total: int):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+
+def _postfix(record: dict, metrics: list[dict]) -> dict:
+    last_test = next((m["test_mse"] for m in reversed(metrics) if "test_mse" in m), None)
+    out = {"loss": f"{record['loss']:.4f}", "ent": f"{record['entropy']:.2f}", "used": record["used"]}
+    if last_test is not None:
+        out["test_mse"] = f"{last_test:.4f}"
+    return out
