@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig, get_preset, override
 from .errors import CheckpointError, InputError
-from .losses import objective, option_losses
+from .losses import objective, option_losses, select_option  # noqa: F401 (option_losses: API)
 from .refiner import SegmentedRefiner
 
 CONFIG_FILE = "config.json"
@@ -99,41 +99,79 @@ class VQDraw(nn.Module):
 
     def _run(
         self,
-        canvas: torch.Tensor,
+        canvas: torch.Tensor | None,
         stages: range,
         target: torch.Tensor | None = None,
         codes: torch.Tensor | None = None,
     ) -> _Trace:
         """Run `stages` from `canvas`. Choose the arg-min option (target given, codes None) or
-        follow `codes` (B, len(stages)). Per-option losses are computed whenever a target is given."""
+        follow `codes` (B, len(stages)). Per-option losses are computed whenever a target is given.
+
+        ``canvas=None`` is the zero canvas of Algorithm 1. The arithmetic is arranged for speed
+        without changing results beyond float rounding:
+
+        * while every image has the same canvas (the zero canvas: detected, or ``None``), the
+          refiner runs once for the whole batch; while the images have U < B distinct canvases
+          (after a shared stage, the K candidates, when B > K) it runs once per distinct canvas;
+        * per-option losses come from :func:`~vqdraw.losses.select_option` (no proposals tensor);
+          gradients still reach every option through the losses and the chosen path through the
+          canvas, exactly as with ``option_losses(propose(...))`` and indexing.
+        """
         if target is None and codes is None:
             raise ValueError("_run needs a target to choose options or the codes to follow")
+        ref = target if target is not None else codes
+        b = canvas.shape[0] if canvas is not None else ref.shape[0]
+        shape = (b, *self.config.image_shape)
+        device = canvas.device if canvas is not None else ref.device
+        group = unique = None
+        if canvas is None or (not canvas.requires_grad and not bool(canvas.any())):
+            # one canvas for all images: refine it once (ties to the batch come back via `group`)
+            unique = torch.zeros((1, *shape[1:]), device=device)
+            group = torch.zeros(b, dtype=torch.long, device=device)
+            canvas = None
+        k = self.options
         chosen, losses = [], []
-        rows = torch.arange(canvas.shape[0], device=canvas.device)
         for j, stage in enumerate(stages):
-            proposals = self.propose(canvas, stage)  # (B, K, C, H, W)
+            if group is not None:
+                deltas = self.refiner.deltas(unique, stage)  # (U, K, C, H, W)
+                canvas = unique[group] if unique.shape[0] > 1 else unique.expand(shape)
+            else:
+                deltas = self.refiner.deltas(canvas, stage)  # (B, K, C, H, W)
+            follow = None if codes is None else codes[:, j]
             if target is not None:
-                stage_losses = option_losses(proposals, target)  # (B, K)
+                stage_losses, choice, picked = select_option(deltas, target - canvas, follow, group)
                 losses.append(stage_losses)
-            choice = stage_losses.argmin(dim=1) if codes is None else codes[:, j]  # (B,)
-            canvas = proposals[rows, choice]  # gradients flow through the chosen path only
+            else:
+                rows = group if group is not None else torch.arange(b, device=device)
+                choice = follow
+                picked = deltas.flatten(2)[rows, choice].float().view(shape)
             chosen.append(choice)
-        b = canvas.shape[0]
+            if group is not None and unique.shape[0] * k < b:
+                # still fewer distinct canvases than images: keep all U*K candidates
+                unique = (unique.unsqueeze(1) + deltas.float()).flatten(0, 1)
+                group = group * k + choice
+                canvas = None
+            else:
+                # gradients flow through the chosen path only
+                canvas = picked if group is not None and unique.shape[0] == 1 else canvas + picked
+                group = unique = None
+        if group is not None:
+            canvas = unique[group] if unique.shape[0] > 1 else unique.expand(shape).clone()
         return _Trace(
-            codes=torch.stack(chosen, 1) if chosen else canvas.new_zeros((b, 0), dtype=torch.long),
+            codes=torch.stack(chosen, 1) if chosen else torch.zeros((b, 0), dtype=torch.long, device=device),
             canvas=canvas,
             losses=torch.stack(losses, 1) if losses else None,
         )
 
     def _run_checkpointed(self, target: torch.Tensor, stages: int) -> _Trace:
         """Like `_run` with a target, recomputing each segment's activations during backward."""
-        canvas = target.new_zeros(target.shape)
+        canvas = None  # the zero canvas
         codes, losses = [], []
         seg = self.config.segment
         for start in range(0, stages, seg):
             span = range(start, min(start + seg, stages))
 
-            def run_segment(c: torch.Tensor, span: range = span):
+            def run_segment(c: torch.Tensor | None, span: range = span):
                 t = self._run(c, span, target=target)
                 return t.canvas, t.losses, t.codes
 
@@ -149,17 +187,32 @@ class VQDraw(nn.Module):
         *,
         stages: int | None = None,
         return_reconstruction: bool = False,
+        beam: int = 1,
+        method: str = "greedy",
     ) -> torch.Tensor | EncodeResult:
         """Algorithm 1 (greedy): images (B, C, H, W) in [0, 1] -> codes (B, n) int64.
 
         With ``return_reconstruction=True`` returns an :class:`EncodeResult` holding the codes,
         the reconstruction (free: it is the encoder's final canvas) and every per-stage loss.
+        ``beam > 1``: beam search (:func:`vqdraw.search.beam_search`, never worse than greedy).
+        ``method="distilled"``: the one-pass encoder of :mod:`vqdraw.distill` predicts the codes.
         """
+        if method not in ("greedy", "distilled") or (method == "distilled" and beam != 1):
+            raise InputError(f"method must be 'greedy' (any beam) or 'distilled' (beam 1); got {method!r}, beam {beam}")
+        if method == "distilled":
+            from .distill import encode_distilled
+
+            return encode_distilled(self, x, stages, return_reconstruction)
+        if beam != 1:
+            from .search import beam_search
+
+            res = beam_search(self, x, beam, stages)
+            return res if return_reconstruction else res.codes
         n = self._check_stages(stages)
         x = self._check_images(x)
         with torch.inference_mode():
             target = self.normalize(x)
-            trace = self._run(torch.zeros_like(target), range(n), target=target)
+            trace = self._run(torch.zeros(target.shape, device=target.device), range(n), target=target)
         if not return_reconstruction:
             return trace.codes
         return EncodeResult(trace.codes, self.denormalize(trace.canvas), trace.losses)
@@ -180,9 +233,15 @@ class VQDraw(nn.Module):
             trace = self._run(canvas, range(n), codes=codes[:, :n].to(self.device))
             return self.denormalize(trace.canvas)
 
-    def reconstruct(self, x: torch.Tensor, stages: int | None = None) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, stages: int | None = None, beam: int = 1) -> torch.Tensor:
         """Encode then decode, at the cost of one encode."""
-        return self.encode(x, stages=stages, return_reconstruction=True).reconstruction
+        return self.encode(x, stages=stages, return_reconstruction=True, beam=beam).reconstruction
+
+    def attach_distilled(self, encoder: nn.Module) -> None:
+        """Use `encoder` (a :class:`vqdraw.distill.DistilledEncoder`) for ``encode(method="distilled")``."""
+        from .distill import attach_distilled
+
+        attach_distilled(self, encoder)
 
     def sample(
         self, n: int, *, stages: int | None = None, generator: torch.Generator | None = None
@@ -202,7 +261,7 @@ class VQDraw(nn.Module):
         if grad_checkpoint and torch.is_grad_enabled():
             trace = self._run_checkpointed(target, self.stages)
         else:
-            trace = self._run(torch.zeros_like(target), range(self.stages), target=target)
+            trace = self._run(None, range(self.stages), target=target)  # None: the zero canvas
         terms = objective(trace.losses, trace.codes, alpha)
         terms["codes"] = trace.codes
         return terms
@@ -218,7 +277,9 @@ class VQDraw(nn.Module):
             )
         if not x.is_floating_point():
             raise InputError(f"images must be float in [0, 1], got dtype {x.dtype}")
-        return x.to(self.device)
+        # contiguous NCHW: a channels-last input would make the convolutions pick other kernels,
+        # and encode's reconstruction must equal decode's bit for bit.
+        return x.to(self.device).clone(memory_format=torch.contiguous_format)
 
     def _check_stages(self, stages: int | None) -> int:
         if stages is None:
@@ -283,6 +344,7 @@ class VQDraw(nn.Module):
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[0]
             raise CheckpointError(f"{directory / WEIGHTS_FILE}: weights do not fit the config ({first})") from exc
+        model.source_dir = directory  # where `encode(method="distilled")` looks for distilled.*
         return model.to(map_location)
 
     def fingerprint(self) -> bytes:

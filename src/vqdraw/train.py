@@ -214,9 +214,10 @@ def write_pictures(model: VQDraw, run_dir: Path, metrics: list[dict], test_image
     from . import plots
 
     model.eval()
+    spread = lambda k: test_images[torch.linspace(0, len(test_images) - 1, min(k, len(test_images))).long()]  # noqa: E731
     plots.save_samples(model, run_dir / "samples.png", n=100)
-    plots.save_reconstructions(model, test_images[:50], run_dir / "reconstructions.png")
-    plots.save_stages(model, test_images[:8], run_dir / "stages.png")
+    plots.save_reconstructions(model, spread(50), run_dir / "reconstructions.png")
+    plots.save_stages(model, spread(8), run_dir / "stages.png")
     if metrics:
         plots.save_curves(metrics, run_dir / "curves.png", title=run_dir.name)
 

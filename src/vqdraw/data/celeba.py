@@ -1,0 +1,160 @@
+"""CelebA aligned faces at 64x64: ``img_align_celeba/*.jpg`` (178x218) + ``list_eval_partition.txt``.
+
+The partition file's lines read ``000001.jpg 0`` (0 train, 1 valid, 2 test); train is 0
+(162,770 images) and test is 2 (19,962). Every image, train and test alike, is centre-cropped
+to 140x140 (the box (19, 39, 159, 179) for 178x218) and resized to 64x64 with Pillow's BICUBIC
+filter. The images may also be read straight from an unextracted ``img_align_celeba.zip``.
+
+Decoding 180k JPEGs takes minutes, so the result is cached as ``celeba_64_<split>.npy`` in the
+dataset folder (written to a temporary name, then renamed) and memory-mapped on later loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import threading
+import warnings
+import zipfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .base import DatasetError, ImageSet
+from .download import check_split, dataset_dir, missing_error
+from .folder import decode_all, open_image
+
+CROP = 140
+SIZE = 64
+IMAGES = "img_align_celeba"
+ARCHIVE = "img_align_celeba.zip"
+PARTITION = "list_eval_partition.txt"
+SPLIT_CODE = {"train": 0, "test": 2}
+
+
+def read_partition(path: Path) -> list[tuple[str, int]]:
+    """(file name, 0/1/2) per line of ``list_eval_partition.txt``."""
+    out = []
+    try:
+        text = path.read_text(encoding="ascii")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read the partition file ({exc})") from exc
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2 or parts[1] not in ("0", "1", "2") or "/" in parts[0] \
+                or "\\" in parts[0] or parts[0].startswith("."):
+            raise DatasetError(f"{path}: line {number}: expected '<file>.jpg <0|1|2>', "
+                               f"got {line.strip()!r}")
+        out.append((parts[0], int(parts[1])))
+    return out
+
+
+def crop_and_resize(img) -> np.ndarray:
+    """Centre 140x140 crop, then BICUBIC resize to 64x64: a (64, 64, 3) uint8 array."""
+    from PIL import Image
+
+    w, h = img.size
+    if w < CROP or h < CROP:
+        raise ValueError(f"{w}x{h} is smaller than the {CROP}x{CROP} crop")
+    left, top = (w - CROP) // 2, (h - CROP) // 2
+    img = img.convert("RGB").crop((left, top, left + CROP, top + CROP))
+    return np.asarray(img.resize((SIZE, SIZE), Image.Resampling.BICUBIC), dtype=np.uint8)
+
+
+@contextlib.contextmanager
+def _image_reader(folder: Path):
+    """Yields a function file name -> (64, 64, 3) array, reading the folder or else the zip."""
+    archive = None
+    images = folder / IMAGES
+    if images.is_dir():
+        def source(name: str):
+            path = images / name
+            if not path.is_file():
+                raise DatasetError(f"{path}: listed in {PARTITION} but missing")
+            return path, str(path)
+    elif (folder / ARCHIVE).is_file():
+        try:
+            archive = zipfile.ZipFile(folder / ARCHIVE)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise DatasetError(f"{folder / ARCHIVE}: not a readable zip ({exc}); "
+                               "download it again or unzip it there") from exc
+        lock = threading.Lock()
+
+        def source(name: str):
+            where = f"{folder / ARCHIVE}:{IMAGES}/{name}"
+            try:
+                with lock:
+                    data = archive.read(f"{IMAGES}/{name}")
+            except KeyError:
+                raise DatasetError(f"{where}: listed in {PARTITION} but missing") from None
+            except (zipfile.BadZipFile, zlib.error, OSError) as exc:
+                raise DatasetError(f"{where}: cannot read it from the zip ({exc})") from exc
+            return io.BytesIO(data), where
+    else:
+        raise missing_error("celeba", folder, [ARCHIVE],
+                            reason=f"celeba: no {IMAGES}/ folder or {ARCHIVE} in {folder}")
+
+    def decode(name: str) -> np.ndarray:
+        src, where = source(name)
+        try:
+            return crop_and_resize(open_image(src, where))
+        except ValueError as exc:
+            raise DatasetError(f"{where}: {exc}") from exc
+
+    try:
+        yield decode
+    finally:
+        if archive is not None:
+            archive.close()
+
+
+def _cached(path: Path, count: int) -> np.ndarray | None:
+    if not path.is_file():
+        return None
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    return arr if arr.dtype == np.uint8 and arr.shape == (count, SIZE, SIZE, 3) else None
+
+
+def load_celeba(split: str = "train", data_dir: Path | None = None,
+                progress: bool = True) -> ImageSet:
+    """CelebA from ``<data dir>/celeba/``, decoded once into a memory-mapped ``.npy`` cache."""
+    check_split(split, "celeba")
+    folder = dataset_dir("celeba", data_dir)
+    partition = folder / PARTITION
+    if not partition.is_file():
+        missing = [PARTITION] + ([] if (folder / IMAGES).is_dir() or (folder / ARCHIVE).is_file()
+                                 else [ARCHIVE])
+        raise missing_error("celeba", folder, missing)
+    names = [n for n, code in read_partition(partition) if code == SPLIT_CODE[split]]
+    if not names:
+        raise DatasetError(f"{partition}: lists no {split} images")
+    cache = folder / f"celeba_{SIZE}_{split}.npy"
+    arr = _cached(cache, len(names))
+    if arr is not None:
+        return ImageSet(arr, None, name="celeba")
+    shape = (len(names), SIZE, SIZE, 3)
+    desc = f"decoding CelebA {split}"
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    with _image_reader(folder) as decode:
+        try:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        except OSError as exc:
+            warnings.warn(f"cannot write the CelebA cache {cache} ({exc}); decoding into memory",
+                          stacklevel=2)
+            out = decode_all(names, decode, np.empty(shape, np.uint8), desc, progress)
+            return ImageSet(out, None, name="celeba")
+        try:
+            decode_all(names, decode, out, desc, progress)
+            out.flush()
+            del out
+            os.replace(tmp, cache)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return ImageSet(np.load(cache, mmap_mode="r"), None, name="celeba")

@@ -1,0 +1,23 @@
+import pytest
+import torch
+
+from vqdraw import VQDraw
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture
+def tiny_model():
+    """A small untrained mnist-shaped model: K=8, N=4 in two segments of 2 stages."""
+    torch.manual_seed(0)
+    return VQDraw.from_preset("mnist", options=8, stages=4, segment=2).eval()
+
+
+@pytest.fixture
+def digits():
+    from vqdraw.data import load_dataset
+
+    return load_dataset("mnist-embedded", "test").batch(range(16))
