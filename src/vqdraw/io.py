@@ -85,6 +85,7 @@ def save_checkpoint(run_dir: Path, model, optimizer, state: dict, keep: int = 2)
         tensors, meta = optimizer_tensors(optimizer)
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         atomic_write_json(tmp / "state.json", {**state, "optimizer": meta})
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         final = run_dir / name
         if final.exists():
             shutil.rmtree(final)
