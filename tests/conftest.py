@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -5,8 +7,16 @@ from vqdraw import VQDraw
 
 
 @pytest.fixture(autouse=True)
-def _seed():
+def _seed_and_threads():
+    """Seeded, single-threaded: tiny models run faster on one thread (and do not fight over cores)."""
     torch.manual_seed(0)
+    torch.set_num_threads(1)
+
+
+@pytest.fixture
+def all_cores():
+    """For tests that run real-size convolutions: use up to two threads."""
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 @pytest.fixture

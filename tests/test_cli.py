@@ -30,11 +30,11 @@ def error_line(capsys):
 def test_train_writes_a_run_that_other_commands_accept(run_dir, tmp_path, capsys):
     assert json.loads((run_dir / "train.json").read_text())["model"]["options"] == 4
     assert VQDraw.load(run_dir).config.stages == 2
-    assert main(["sample", str(run_dir), "-n", "9", "-o", str(tmp_path / "s.png")]) == 0
+    assert main(["sample", "--model", str(run_dir), "-n", "9", "-o", str(tmp_path / "s.png")]) == 0
     assert Image.open(tmp_path / "s.png").size[0] > 28
-    assert main(["reconstruct", str(run_dir), "--count", "4", "-o", str(tmp_path / "r.png")]) == 0
+    assert main(["reconstruct", "--model", str(run_dir), "--count", "4", "-o", str(tmp_path / "r.png")]) == 0
     assert "MSE" in capsys.readouterr().out
-    assert main(["stages", str(run_dir), "--count", "3", "-o", str(tmp_path / "st.png")]) == 0
+    assert main(["stages", "--model", str(run_dir), "--count", "3", "-o", str(tmp_path / "st.png")]) == 0
     assert (tmp_path / "st.png").exists()
 
 
@@ -50,18 +50,18 @@ def test_resume_extends_a_run(run_dir, tmp_path):
 
 def test_reconstruct_image_files(run_dir, tmp_path, capsys):
     Image.fromarray(np.zeros((28, 28), np.uint8)).save(tmp_path / "a.png")
-    assert main(["reconstruct", str(run_dir), str(tmp_path / "a.png"), "-o", str(tmp_path / "r.png")]) == 0
+    assert main(["reconstruct", "--model", str(run_dir), str(tmp_path / "a.png"), "-o", str(tmp_path / "r.png")]) == 0
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "big.png")
-    assert main(["reconstruct", str(run_dir), str(tmp_path / "big.png")]) == 2
+    assert main(["reconstruct", "--model", str(run_dir), str(tmp_path / "big.png")]) == 2
     assert "--resize" in error_line(capsys)
-    assert main(["reconstruct", str(run_dir), str(tmp_path / "big.png"), "--resize",
+    assert main(["reconstruct", "--model", str(run_dir), str(tmp_path / "big.png"), "--resize",
                  "-o", str(tmp_path / "r2.png")]) == 0
 
 
 @pytest.mark.parametrize("argv,needle", [
     (["train", "--preset", "imagenet"], "unknown preset"),
     (["train", "--dataset", "nope"], "unknown dataset"),
-    (["sample", "/nonexistent/run"], "no such model"),
+    (["sample", "--model", "/nonexistent/run"], "no such model"),
 ])
 def test_clear_errors(argv, needle, capsys):
     assert main(argv) == 2
@@ -69,7 +69,7 @@ def test_clear_errors(argv, needle, capsys):
 
 
 def test_stage_count_beyond_model(run_dir, capsys):
-    assert main(["sample", str(run_dir), "--stages", "5"]) == 2
+    assert main(["sample", "--model", str(run_dir), "--stages", "5"]) == 2
     assert "has 2 stages" in error_line(capsys)
 
 
@@ -80,17 +80,17 @@ def test_corrupt_and_incomplete_checkpoints(run_dir, tmp_path, capsys):
     shutil.copytree(run_dir, bad)
     ckpt = bad / (bad / "LATEST").read_text().strip()
     (ckpt / "model.safetensors").write_bytes(b"\x00garbage")
-    assert main(["sample", str(bad)]) == 2
+    assert main(["sample", "--model", str(bad)]) == 2
     assert "unreadable weights" in error_line(capsys)
     (ckpt / "config.json").write_text("{not json")
-    assert main(["sample", str(bad)]) == 2
+    assert main(["sample", "--model", str(bad)]) == 2
     assert "config" in error_line(capsys)
     shutil.rmtree(ckpt)
-    assert main(["sample", str(bad)]) == 2
+    assert main(["sample", "--model", str(bad)]) == 2
     assert "missing" in error_line(capsys)
     f = tmp_path / "file.txt"
     f.write_text("x")
-    assert main(["sample", str(f)]) == 2
+    assert main(["sample", "--model", str(f)]) == 2
     assert "folder" in error_line(capsys)
 
 

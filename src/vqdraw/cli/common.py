@@ -9,7 +9,7 @@ from pathlib import Path
 
 
 def add_model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL",
+    p.add_argument("-m", "--model", required=True, metavar="MODEL",
                    help="a training run folder (its newest checkpoint is used) or a saved model folder")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
 

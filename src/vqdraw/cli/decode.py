@@ -1,0 +1,97 @@
+"""`vqdraw decode`: a ``.vqd`` file -> one PNG per image in a folder."""
+
+from __future__ import annotations
+
+from .encode import add_model_option, positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "decode", help="decompress a .vqd file into PNG images",
+        description="Decode the codes in a .vqd file with the model that made them and write one PNG per "
+        "image (000000.png, 000001.png, …) into OUT_DIR. The images are written to a temporary folder "
+        "first and moved into OUT_DIR only when all of them are done, so an error leaves OUT_DIR as it "
+        "was. Files of the same names already in OUT_DIR are replaced.")
+    add_model_option(p)
+    p.add_argument("input", metavar="IN.vqd", help="the .vqd file to decode")
+    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the PNG images")
+    p.add_argument("--stages", type=positive_int, default=None,
+                   help="decode only the first n of the stored stages (a coarser image)")
+    p.add_argument("--batch", type=positive_int, default=256, help="images decoded at a time")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from ..bitstream import read_vqd
+    from ..codec import decompress, read_input_bytes
+    from ..errors import InputError
+    from .common import load_model
+
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    data = read_input_bytes(args.input)
+    read_vqd(data)  # a broken file is refused before the model is loaded
+    model = load_model(args)
+    images, vqd = decompress(model, data, stages=args.stages, batch_size=args.batch)
+    width = max(6, len(str(max(vqd.count - 1, 0))))
+    names = [f"{i:0{width}d}.png" for i in range(vqd.count)]
+    write_pngs_atomically(images, names, out)
+    n = args.stages or vqd.stages
+    c, h, w = vqd.image_shape
+    print(f"{out}: {vqd.count} PNG image{'s' if vqd.count != 1 else ''} ({w}x{h}, {c} channel"
+          f"{'s' if c != 1 else ''}) decoded from {args.input} ({n} of {vqd.stages} stages, K={vqd.K})")
+    return 0
+
+
+def write_pngs_atomically(images, names: list[str], out) -> None:
+    """Write images[i] as ``out/names[i]`` so that on any error ``out`` is left as it was.
+
+    Everything is written into a temporary folder beside ``out`` (same file system), which then
+    becomes ``out`` by one rename, or, when ``out`` already exists, whose files are renamed into
+    it (undone if a rename fails).
+    """
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from ..errors import InputError
+    from ..images import save_image
+
+    out = Path(out)
+    parent = out.absolute().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp"))
+    except OSError as exc:
+        raise InputError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
+    try:
+        for image, name in zip(images, names):
+            save_image(image, tmp / name)
+        if not out.exists():
+            os.rename(tmp, out)
+            return
+        moved: list[tuple[Path, Path | None]] = []  # (destination, backup of what it replaced)
+        try:
+            for name in names:
+                dest = out / name
+                backup = None
+                if dest.exists():
+                    backup = tmp / (name + ".old")
+                    os.replace(dest, backup)
+                moved.append((dest, backup))
+                os.replace(tmp / name, dest)
+        except BaseException:
+            for dest, backup in reversed(moved):
+                if backup is not None and backup.exists():
+                    os.replace(backup, dest)
+                elif backup is None:
+                    dest.unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the images ({exc.strerror or exc})") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

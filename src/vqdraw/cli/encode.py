@@ -1,0 +1,111 @@
+"""`vqdraw encode`: image files -> one ``.vqd`` file of VQ-DRAW codes."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_model_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", required=True, metavar="RUN_OR_DIR",
+                   help="a training run folder (its newest checkpoint is used) or a saved model folder")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "encode", help="compress images into a .vqd file",
+        description="Encode image files (or every image in the folders given) with a VQ-DRAW model and "
+        "write their codes, packed at ceil(n·log2 K) bits per image, to one .vqd file "
+        "(format: docs/vqd-format.md). Images must have the model's size and channels unless --resize.")
+    add_model_option(p)
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.vqd", help="the .vqd file to write")
+    p.add_argument("--stages", type=positive_int, default=None,
+                   help="keep only the first n codes of each image (fewer bits, coarser images)")
+    p.add_argument("--beam", type=positive_int, default=1, help="beam width for encoding (1 = greedy)")
+    p.add_argument("--resize", action="store_true",
+                   help="resize (centre crop + Lanczos) and convert the channels of images that do not fit "
+                   "the model, instead of refusing them")
+    p.add_argument("--batch", type=positive_int, default=256, help="images encoded at a time")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import torch
+    from tqdm import tqdm
+
+    from ..bitstream import bits_per_image, header_size
+    from ..codec import beam_available, compress_codes, encode_images
+    from ..errors import InputError
+    from ..images import expand_image_paths, load_images
+    from ..io import atomic_write_bytes
+    from .common import load_model
+
+    out = Path(args.output)
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; -o needs a file name such as {out / 'images.vqd'}")
+    paths = expand_image_paths(args.images)
+    model = load_model(args)
+    if args.stages is not None and args.stages > model.stages:
+        raise InputError(f"this model has {model.stages} stages; --stages {args.stages} is too many")
+    if args.beam > 1 and not beam_available(model):
+        raise InputError("beam search is not available in this version of vqdraw (use --beam 1, greedy)")
+    shape = tuple(model.config.image_shape)
+    if not args.resize:
+        for path in paths:
+            check_channels(path, shape[0])
+
+    batches = [paths[i : i + args.batch] for i in range(0, len(paths), args.batch)]
+    codes = []
+    with tqdm(batches, desc="encoding", unit="batch", disable=None if len(batches) > 1 else True,
+              leave=False) as bar:
+        for chunk in bar:
+            images = load_images(chunk, shape, resize=args.resize).to(model.device)
+            codes.append(encode_images(model, images, stages=args.stages, beam=args.beam))
+    data = compress_codes(model, torch.cat(codes))
+    try:
+        atomic_write_bytes(out, data)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the .vqd file ({exc.strerror or exc})") from None
+
+    n = args.stages or model.stages
+    count = len(paths)
+    bits = bits_per_image(model.options, n)
+    print(f"{out}: {count} image{'s' if count != 1 else ''}, {n} stages of K={model.options}: "
+          f"{bits} bits per image payload, {header_size()} header bytes, {len(data)} bytes in all "
+          f"= {len(data) / count:.2f} bytes ({8 * len(data) / count:.1f} bits) per image")
+    return 0
+
+
+def check_channels(path, channels: int) -> None:
+    """Refuse an image file whose channels differ from the model's (grey vs colour) before loading it."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ..errors import InputError
+
+    try:
+        with Image.open(path) as im:
+            mode = im.mode
+            if mode == "P":  # a palette: grey if every palette entry is grey
+                r, g, b = im.convert("RGB").split()
+                mode = "L" if r.tobytes() == g.tobytes() == b.tobytes() else "RGB"
+    except (OSError, UnidentifiedImageError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
+    grey_modes = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}
+    has = 1 if mode in grey_modes else 3
+    if has != channels:
+        kind = {1: "greyscale (1 channel)", 3: "colour (3 channels)"}
+        raise InputError(f"{path}: image is {kind[has]} but the model takes {kind.get(channels, f'{channels} channels')}"
+                         "; pass --resize to convert it")

@@ -1,0 +1,88 @@
+"""`vqdraw eval`: rate–distortion of VQ-DRAW's code prefixes against JPEG and WebP."""
+
+from __future__ import annotations
+
+from .encode import add_model_option, positive_int
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval", help="rate–distortion curves: VQ-DRAW against JPEG and WebP",
+        description="Compress test images with every code prefix of the model (through real .vqd files) "
+        "and with JPEG and WebP (Pillow) at a sweep of qualities; measure sizes, MSE, PSNR and SSIM. "
+        "Writes OUT_DIR/rd.json (CompressAI-style curves), OUT_DIR/curves/*.json (one per curve), "
+        "OUT_DIR/rd.png (PSNR against bits per image) and OUT_DIR/compare.png. "
+        "Definitions: docs/compression.md.")
+    add_model_option(p)
+    p.add_argument("images", nargs="*", metavar="IMAGE",
+                   help="image files or folders (default: test images of --dataset or of the model's dataset)")
+    p.add_argument("--dataset", default=None, help="take test images from this dataset")
+    p.add_argument("--data-dir", default=None, help="where datasets live")
+    p.add_argument("--count", type=positive_int, default=500, help="how many test images to use")
+    p.add_argument("--resize", action="store_true", help="resize images whose size differs from the model's")
+    p.add_argument("--beam", type=positive_int, default=1, help="beam width for encoding (1 = greedy)")
+    p.add_argument("--batch", type=positive_int, default=256, help="images encoded and decoded at a time")
+    p.add_argument("-o", "--output", default=None, metavar="OUT_DIR", help="default: MODEL/eval")
+    p.set_defaults(func=run)
+
+
+def _source(args) -> str:
+    import json
+    from pathlib import Path
+
+    if args.images:
+        return "files: " + ", ".join(args.images)
+    if args.dataset:
+        return f"{args.dataset} test split"
+    for folder in (Path(args.model), Path(args.model).parent):
+        try:
+            return json.loads((folder / "train.json").read_text())["train"]["dataset"] + " test split"
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return ""
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from .. import ratedistortion as rd
+    from ..codec import beam_available
+    from ..errors import InputError
+    from .common import load_inputs, load_model
+
+    model = load_model(args)
+    if args.beam > 1 and not beam_available(model):
+        raise InputError("beam search is not available in this version of vqdraw (use --beam 1, greedy)")
+    images = load_inputs(args, model).cpu()
+    out = Path(args.output) if args.output else Path(args.model) / "eval"
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder")
+    report, recon = rd.evaluate(model, images, batch_size=args.batch, beam=args.beam, source=_source(args))
+    report["model"]["path"] = str(args.model)
+    try:
+        path = rd.write_report(report, out)
+        rd.save_rd_plot(report, out / "rd.png")
+        rd.save_compare(report, images, recon, out / "compare.png")
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the results ({exc.strerror or exc})") from None
+
+    curves = {c["name"]: c["results"] for c in report["curves"]}
+    vq = curves["VQ-DRAW"]
+    print(f"{path}: {report['count']} images {report['image_shape']}, model K={model.options} N={model.stages}")
+    print(f"  VQ-DRAW {vq['stages'][-1]} stages: {vq['bits_per_image'][-1]} bits payload, "
+          f"{curves['VQ-DRAW (.vqd file, one image)']['bits_per_image'][-1]} bits as a one-image file, "
+          f"{vq['bits_per_image_file_all_images'][-1]:.2f} bits per image in one file; "
+          f"PSNR {vq['psnr-rgb'][-1]:.2f} dB, SSIM {_fmt(vq['ssim'][-1])}")
+    for name in ("JPEG", "JPEG (no headers)", "WebP", "WebP (no headers)", "WebP lossless",
+                 "WebP lossless (no headers)"):
+        if name in curves:
+            r = curves[name]
+            i = min(range(len(r["bits_per_image"])), key=r["bits_per_image"].__getitem__)
+            print(f"  {name} smallest: quality {r['quality'][i]}, {r['bits_per_image'][i]:.1f} bits per image, "
+                  f"PSNR {_fmt(r['psnr-rgb'][i], 'inf')} dB")
+    print(f"  {out / 'rd.png'}, {out / 'compare.png'}")
+    return 0
+
+
+def _fmt(value, none: str = "n/a") -> str:
+    return none if value is None else f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}"

@@ -1,0 +1,161 @@
+"""Images <-> ``.vqd`` bytes with a VQ-DRAW model: :func:`compress` and its inverse :func:`decompress`.
+
+    images (B, C, H, W) in [0, 1] --model.encode--> codes (B, n) --write_vqd--> bytes
+    bytes --read_vqd (checks magic, version, length, CRC, fingerprint)--> codes --model.decode--> images
+
+The file format itself (header, bit packing, checksum) lives in :mod:`vqdraw.bitstream` and
+``docs/vqd-format.md``; this module ties it to a model: the file carries the model's
+fingerprint, and a file made by another model, or whose image shape, ``K`` or stage count do not
+fit this model, is refused with a one-line :class:`~vqdraw.bitstream.VqdFormatError`.
+
+Exactness: ``decompress(model, compress(model, x))[0]`` is bit for bit ``model.decode(codes)``
+for ``codes = model.encode(x)`` in the same process (same device, same batch), and compressing
+the same images twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .bitstream import VqdFile, VqdFormatError, read_vqd, write_vqd
+from .errors import InputError
+
+__all__ = [
+    "beam_available",
+    "compress",
+    "compress_codes",
+    "decompress",
+    "encode_images",
+    "model_fingerprint",
+    "read_file",
+    "read_input_bytes",
+]
+
+
+def beam_available(model) -> bool:
+    """Whether ``model.encode`` takes a ``beam`` keyword (beam search instead of greedy choices)."""
+    try:
+        return "beam" in inspect.signature(model.encode).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
+def model_fingerprint(model) -> bytes:
+    """The model's 16-byte fingerprint, as written into and checked against ``.vqd`` files."""
+    return model.fingerprint()
+
+
+def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: int = 1) -> torch.Tensor:
+    """``model.encode`` with the checks a compressor needs: images (B, C, H, W) floats in [0, 1],
+    ``stages`` in 1..N (default N), ``beam`` >= 1. Returns int64 codes (B, n) on the CPU.
+
+    ``beam > 1`` needs a model whose ``encode`` takes a ``beam`` keyword; otherwise
+    :class:`InputError` ("beam search is not available").
+    """
+    if isinstance(beam, bool) or not isinstance(beam, (int, np.integer)) or beam < 1:
+        raise InputError(f"beam width must be an integer >= 1, got {beam!r}")
+    if stages is not None and (isinstance(stages, bool) or not 1 <= int(stages) <= model.stages):
+        raise InputError(f"stages must be in 1..{model.stages} for this model, got {stages}")
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    c, h, w = model.config.image_shape
+    if images.dim() != 4 or tuple(images.shape[1:]) != (c, h, w):
+        raise InputError(f"this model takes images of shape (B, {c}, {h}, {w}); got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise InputError(f"images must be float in [0, 1], got dtype {images.dtype}")
+    if images.numel():
+        low, high = images.min().item(), images.max().item()
+        if not (low >= 0.0 and high <= 1.0):  # also catches NaN
+            raise InputError(f"image values must be in [0, 1], got range [{low:g}, {high:g}]")
+    if images.shape[0] == 0:
+        return torch.zeros((0, model.stages if stages is None else int(stages)), dtype=torch.int64)
+    if beam > 1:
+        if not beam_available(model):
+            raise InputError("beam search is not available in this version of vqdraw (use beam 1, greedy)")
+        codes = model.encode(images, stages=stages, beam=int(beam))
+    else:
+        codes = model.encode(images, stages=stages)
+    if not isinstance(codes, torch.Tensor):  # an EncodeResult
+        codes = codes.codes
+    return codes.detach().to("cpu", torch.int64)
+
+
+def compress_codes(model, codes) -> bytes:
+    """``.vqd`` bytes for ``codes`` (B, n), integers in ``[0, K)``, made by ``model``."""
+    arr = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+    if arr.ndim != 2:
+        raise InputError(f"codes must have shape (images, stages), got {tuple(arr.shape)}")
+    if not 1 <= arr.shape[1] <= model.stages:
+        raise InputError(f"codes must have 1..{model.stages} stages for this model, got {arr.shape[1]}")
+    return write_vqd(arr, int(model.options), tuple(model.config.image_shape), model_fingerprint(model))
+
+
+def compress(model, images: torch.Tensor, stages: int | None = None, beam: int = 1) -> bytes:
+    """Encode images (B, C, H, W) in [0, 1] and pack their codes into one ``.vqd`` file.
+
+    ``stages`` keeps only the first ``stages`` codes of each image (fewer bits, a coarser
+    image); ``beam`` > 1 asks the encoder for beam search. Inverse: :func:`decompress`.
+    """
+    return compress_codes(model, encode_images(model, images, stages=stages, beam=beam))
+
+
+def read_file(model, data: bytes) -> VqdFile:
+    """Parse ``.vqd`` bytes made by ``model``; :class:`VqdFormatError` for anything else.
+
+    Beyond :func:`vqdraw.bitstream.read_vqd` (magic, version, length, CRC, fingerprint) this
+    checks that the file's image shape, ``K`` and stage count fit the model.
+    """
+    vqd = read_vqd(data, expected_fingerprint=model_fingerprint(model))
+    shape = tuple(model.config.image_shape)
+    if tuple(vqd.image_shape) != shape:
+        raise VqdFormatError(f".vqd file holds images of shape {vqd.image_shape}; this model makes {shape}")
+    if vqd.K != model.options:
+        raise VqdFormatError(f".vqd file has K={vqd.K} options per stage; this model has K={model.options}")
+    if vqd.stages > model.stages:
+        raise VqdFormatError(f".vqd file has {vqd.stages} stages per image; this model has only {model.stages}")
+    return vqd
+
+
+def decompress(
+    model, data: bytes, stages: int | None = None, batch_size: int | None = None
+) -> tuple[torch.Tensor, VqdFile]:
+    """Inverse of :func:`compress`: ``.vqd`` bytes -> (images (B, C, H, W) in [0, 1] on the CPU, VqdFile).
+
+    ``stages`` decodes only the first ``stages`` of the codes stored (default: all of them).
+    With ``batch_size=None`` the codes are decoded in one ``model.decode`` call, so the result
+    is bit for bit ``model.decode(codes)``; a batch size bounds memory for large files.
+    """
+    vqd = read_file(model, data)
+    if batch_size is not None and batch_size < 1:
+        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    if stages is not None and not 1 <= stages <= vqd.stages:
+        raise InputError(f"the file stores {vqd.stages} stages per image; cannot decode {stages}")
+    codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
+    if vqd.count == 0:
+        c, h, w = vqd.image_shape
+        return torch.zeros((0, c, h, w)), vqd
+    step = vqd.count if batch_size is None else int(batch_size)
+    parts = [model.decode(codes[i : i + step]).cpu() for i in range(0, vqd.count, step)]
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)), vqd
+
+
+def read_input_bytes(path: str | Path, what: str = ".vqd file") -> bytes:
+    """The bytes of the file at ``path``, with a one-line :class:`InputError` (a VQDrawError)
+    for a missing file, a folder, or one that cannot be read."""
+    p = Path(path)
+    try:
+        return p.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such {what}") from None
+    except IsADirectoryError:
+        raise InputError(f"{p}: is a folder, expected a {what}") from None
+    except PermissionError:
+        raise InputError(f"{p}: permission denied") from None
+    except OSError as exc:
+        if p.is_dir():
+            raise InputError(f"{p}: is a folder, expected a {what}") from None
+        raise InputError(f"{p}: cannot read {what} ({exc.strerror or exc.__class__.__name__})") from None
