@@ -14,6 +14,7 @@ def register(sub) -> None:
     add_model_arg(p)
     add_input_args(p, count=50)
     p.add_argument("--stages", type=int, default=None, help="use only the first n stages of each code")
+    p.add_argument("--beam", type=int, default=1, help="beam width for encoding (1 = greedy, the paper)")
     p.add_argument("-o", "--output", default=None, help="PNG to write (default: MODEL/reconstructions-cli.png)")
     p.set_defaults(func=run)
 
@@ -27,7 +28,7 @@ def run(args) -> int:
 
     model = load_model(args)
     images = load_inputs(args, model)
-    recon = model.reconstruct(images, stages=args.stages)
+    recon = model.reconstruct(images, stages=args.stages, beam=args.beam)
     pairs = torch.stack([images.cpu(), recon.cpu()], 1).flatten(0, 1)
     out = output_path(args.output, Path(args.model) / "reconstructions-cli.png")
     plots.save_png(plots.grid(pairs, ncol=min(20, len(pairs)), scale=plots._scale(model)), out)

@@ -1,0 +1,151 @@
+"""Beam search over codes: a better encoder than the paper's greedy Algorithm 1, same decoder.
+
+Greedy encoding (Algorithm 1) keeps one canvas and picks, at every stage, the option whose
+proposal is closest to the target. Beam search keeps the ``beam`` best partial codes instead:
+
+    beams   = [empty code]                                   canvas 0
+    for stage i = 1..n:
+        every beam proposes K children                       one refiner call on (B*M) canvases
+        score(child) = L(child canvas, X)                    normalised MSE after stage i
+        beams = the `beam` lowest-scoring children per image (ties: lowest beam, then option)
+    result = the lowest-scoring complete code per image
+
+All B*M canvases of a stage go through :meth:`VQDraw.propose` as one batch (images x beams
+flattened into the batch dimension), so time and memory grow linearly in ``beam``: a stage
+holds (B*M, K, C, H, W) proposals, ``beam`` times what a plain proposals tensor for B images
+holds. Beams with the same code prefix have the same canvas, so the refiner runs once per
+distinct prefix: once at stage 0 (the empty code), at most K times at stage 1, and so on.
+Scores use :func:`vqdraw.losses.option_losses`, the definition of the per-option loss.
+
+Guarantee, "never worse than greedy": pruning can drop the greedy path (its prefix may fall out
+of the beam at some stage and would have won later), so by default ``beam_search`` also runs
+``model.encode(x)`` (greedy; it costs about 1/beam of the search) and keeps, per image, the
+greedy result unless the search found a strictly lower final loss. The result is therefore
+never worse than ``model.encode(x)`` for any image, comparing the losses the two report.
+With ``beam=1`` the search is the greedy algorithm (the best child of the only beam, ties to
+the lowest option as with ``argmin``) and gives the greedy codes without a second run; its
+losses equal greedy's up to float rounding (greedy may compute them with other arithmetic).
+
+Nothing here changes the decoder: the codes decode with :meth:`VQDraw.decode` as usual.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+from .losses import option_losses
+
+
+def beam_search(model, x: torch.Tensor, beam: int, stages: int | None = None,
+                *, keep_greedy: bool = True):
+    """Beam-search codes for images `x` (B, C, H, W) in [0, 1] -> :class:`EncodeResult`.
+
+    ``codes`` (B, n): the best complete code found for each image; ``reconstruction``: its final
+    canvas, denormalised; ``losses`` (B, n, K): the K option losses at every stage *along the
+    returned code* (same meaning as greedy's: ``losses[b, i, codes[b, i]]`` is the normalised MSE
+    of the prefix of length i+1).
+
+    ``keep_greedy`` (default on) also runs ``model.encode(x)`` and keeps its result for every
+    image where the search did not find a strictly lower final loss, which makes the result never
+    worse than greedy (see the module docstring). With ``beam=1`` there is no second run.
+    """
+    from .model import EncodeResult
+
+    beam = _check_beam(beam)
+    n = model._check_stages(stages)
+    x = model._check_images(x)
+    greedy = None
+    if n == 0 or (keep_greedy and beam > 1):
+        greedy = model.encode(x, stages=n, return_reconstruction=True)
+        if n == 0:
+            return greedy
+    with torch.inference_mode():
+        codes, canvas, losses = _search(model, model.normalize(x), beam, n)
+        result = EncodeResult(codes, model.denormalize(canvas), losses)
+        if greedy is not None:
+            result = _keep_better(result, greedy)
+    return result
+
+
+def final_losses(codes: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+    """Normalised MSE of each image's complete code, (B,), from an EncodeResult's codes/losses."""
+    return losses[:, -1].gather(1, codes[:, -1:]).squeeze(1)
+
+
+def _check_beam(beam) -> int:
+    try:
+        ok = not isinstance(beam, bool) and int(beam) == beam and int(beam) >= 1
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise InputError(f"beam must be a positive integer, got {beam!r}")
+    return int(beam)
+
+
+def _search(model, target: torch.Tensor, beam: int, n: int):
+    """The beam search proper: returns codes (B, n), final canvas (B, C, H, W), losses (B, n, K).
+
+    Beams that share a code prefix share a canvas (at stage 0 every image has the empty code,
+    at stage 1 there are at most K distinct prefixes whatever the batch): the refiner runs once
+    per distinct prefix, and its proposals are gathered back to every beam that needs them.
+    """
+    b = target.shape[0]
+    shape = tuple(target.shape[1:])
+    k = model.options
+    rows = torch.arange(b, device=target.device).unsqueeze(1)  # (B, 1)
+    prefix = torch.zeros((b, 1, 0), dtype=torch.long, device=target.device)  # (B, M, s) live codes
+    canvas = torch.zeros_like(target).unsqueeze(1)  # (B, M, C, H, W)
+    # Per stage: the option losses of every live beam (B, M, K) and each survivor's parent beam
+    # (B, M'). Backtracking through the parents at the end gives the losses along the winner.
+    stage_losses, parents = [], []
+    for stage in range(n):
+        m = prefix.shape[1]
+        proposals = _propose_deduplicated(model, canvas.flatten(0, 1), prefix.flatten(0, 1), stage)
+        per_target = target if m == 1 else target.repeat_interleave(m, dim=0)
+        scores = option_losses(proposals, per_target).view(b, m, k)  # (B, M, K)
+        keep = min(beam, m * k)
+        # Stable sort: among equal scores the lowest (beam, option) index wins, as argmin's does.
+        order = scores.flatten(1).sort(dim=1, stable=True).indices[:, :keep]  # (B, M')
+        parent = torch.div(order, k, rounding_mode="floor")
+        canvas = proposals.reshape((b, m * k) + shape)[rows, order]  # (B, M', C, H, W)
+        prefix = torch.cat([prefix[rows, parent], (order % k).unsqueeze(2)], dim=2)
+        stage_losses.append(scores)
+        parents.append(parent)
+    # After the last stage the beams are sorted by final loss: beam 0 is the best code.
+    row = rows.squeeze(1)
+    best = torch.zeros(b, dtype=torch.long, device=target.device)
+    codes, final_canvas = prefix[row, best], canvas[row, best]
+    losses = []
+    for stage in reversed(range(n)):
+        best = parents[stage][row, best]
+        losses.append(stage_losses[stage][row, best])
+    losses.reverse()
+    return codes, final_canvas, torch.stack(losses, 1)
+
+
+def _propose_deduplicated(model, canvas: torch.Tensor, prefix: torch.Tensor, stage: int) -> torch.Tensor:
+    """``model.propose(canvas, stage)`` for (R, C, H, W) canvases identified by their code prefixes
+    (R, s), running the refiner once per distinct prefix. Returns (R, K, C, H, W)."""
+    r = canvas.shape[0]
+    if prefix.shape[1] == 0:  # every canvas is the empty one
+        return model.propose(canvas[:1], stage).expand(r, -1, -1, -1, -1)
+    unique, inverse = torch.unique(prefix, dim=0, return_inverse=True)
+    if unique.shape[0] == r:
+        return model.propose(canvas, stage)
+    first = torch.full((unique.shape[0],), r, dtype=torch.long, device=canvas.device)
+    first.scatter_reduce_(0, inverse, torch.arange(r, device=canvas.device), reduce="amin")
+    return model.propose(canvas[first], stage)[inverse]
+
+
+def _keep_better(result, greedy):
+    """Per image, the beam result unless greedy's final loss is lower or equal."""
+    from .model import EncodeResult
+
+    use_beam = final_losses(result.codes, result.losses) < final_losses(greedy.codes, greedy.losses)  # (B,)
+    pick = use_beam.view(-1, *([1] * (result.reconstruction.dim() - 1)))
+    return EncodeResult(
+        torch.where(use_beam.unsqueeze(1), result.codes, greedy.codes),
+        torch.where(pick, result.reconstruction, greedy.reconstruction),
+        torch.where(use_beam.view(-1, 1, 1), result.losses, greedy.losses.to(result.losses.dtype)),
+    )

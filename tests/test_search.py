@@ -1,0 +1,165 @@
+"""Beam search (vqdraw.search): greedy at beam 1, never worse than greedy, codes that decode."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from vqdraw.config import ModelConfig, RefinerConfig
+from vqdraw.errors import InputError
+from vqdraw.model import EncodeResult, VQDraw
+from vqdraw.search import beam_search, final_losses
+
+TINY = ModelConfig(
+    (1, 28, 28), options=8, stages=4, segment=2,
+    refiner=RefinerConfig(down=(8, 8), body=(16,), up=(8, 8)),
+)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A tiny model after 30 Adam steps on embedded MNIST (a few seconds), and 48 test digits."""
+    from vqdraw.data import load_dataset
+
+    # One thread: on a shared 2-core machine OpenMP's second thread spin-waits for a busy core
+    # and makes these tiny convolutions ~50x slower. Restored after this module's tests.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = VQDraw(TINY)
+    train = load_dataset("mnist-embedded", "train")
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        x = train.batch(torch.randint(0, len(train), (16,), generator=gen))
+        opt.zero_grad()
+        model.loss(x)["loss"].backward()
+        opt.step()
+    model.eval()
+    yield model, load_dataset("mnist-embedded", "test").batch(range(48))
+    torch.set_num_threads(threads)
+
+
+def test_beam_one_is_exactly_greedy(trained):
+    model, x = trained
+    greedy = model.encode(x, return_reconstruction=True)
+    for keep_greedy in (True, False):  # beam 1 never runs the extra greedy pass: this is the search itself
+        res = beam_search(model, x, 1, keep_greedy=keep_greedy)
+        assert torch.equal(res.codes, greedy.codes)
+        # greedy may compute the losses with other (faster) arithmetic: equal up to rounding
+        assert torch.allclose(res.losses, greedy.losses, rtol=1e-5, atol=1e-6)
+        assert torch.allclose(res.reconstruction, greedy.reconstruction, rtol=0, atol=1e-6)
+    assert torch.equal(model.encode(x, beam=1), greedy.codes)
+
+
+def test_beam_one_is_greedy_for_prefixes(trained):
+    model, x = trained
+    for n in (1, 3):
+        assert torch.equal(beam_search(model, x, 1, stages=n).codes, model.encode(x, stages=n))
+
+
+@pytest.mark.parametrize("beam", [2, 4, 16])
+def test_beam_never_worse_than_greedy(trained, beam):
+    model, x = trained
+    greedy = model.encode(x, return_reconstruction=True)
+    res = model.encode(x, beam=beam, return_reconstruction=True)
+    g, b = final_losses(greedy.codes, greedy.losses), final_losses(res.codes, res.losses)
+    assert (b <= g).all()  # exact: greedy's own code is kept wherever the search did not beat it
+    assert (b < g).any()  # and the search does find better codes for some digits
+    assert b.mean() < g.mean()
+
+
+def test_wider_beams_help_on_average(trained):
+    model, x = trained
+    means = [final_losses(r.codes, r.losses).mean().item()
+             for r in (beam_search(model, x, w, keep_greedy=False) for w in (1, 4, 32))]
+    assert means[0] > means[1] > means[2]
+
+
+def test_beam_codes_decode_to_the_reported_reconstruction(trained):
+    model, x = trained
+    res = model.encode(x, beam=4, return_reconstruction=True)
+    assert isinstance(res, EncodeResult)
+    # decode() runs a batch of B canvases where the search ran B*beam, so the convolutions may
+    # round differently; in practice (CPU, this model) they agree exactly, the test allows 1e-6.
+    assert torch.allclose(model.decode(res.codes), res.reconstruction, rtol=0, atol=1e-6)
+    # the losses are the ones along the returned code: following the codes gives them again
+    with torch.inference_mode():
+        target = model.normalize(x)
+        trace = model._run(torch.zeros_like(target), range(model.stages), target=target, codes=res.codes)
+    assert torch.allclose(trace.losses, res.losses, rtol=1e-5, atol=1e-7)
+
+
+def test_exhaustive_beam_finds_the_best_code(trained):
+    """With beam >= K^n the search keeps every code: it must find the global optimum."""
+    model, x = trained
+    x = x[:6]
+    n, k = 2, model.options
+    res = beam_search(model, x, k**n, stages=n, keep_greedy=False)
+    every = torch.tensor(list(itertools.product(range(k), repeat=n)))  # (K^n, n)
+    with torch.inference_mode():
+        target = model.normalize(x)
+        best = []
+        for i in range(x.shape[0]):
+            codes = every
+            t = target[i : i + 1].expand(len(codes), -1, -1, -1)
+            trace = model._run(torch.zeros_like(t), range(n), target=t, codes=codes)
+            best.append(final_losses(trace.codes, trace.losses).min())
+    assert torch.allclose(final_losses(res.codes, res.losses), torch.stack(best), rtol=1e-5, atol=1e-7)
+
+
+def test_one_batched_refiner_call_per_stage(trained, monkeypatch):
+    model, x = trained
+    calls = []
+    original = model.propose
+
+    def spy(canvas, stage):
+        calls.append((stage, canvas.shape[0]))
+        return original(canvas, stage)
+
+    monkeypatch.setattr(model, "propose", spy)
+    x = x[:20]
+    res = beam_search(model, x, 3, keep_greedy=False)
+    assert [s for s, _ in calls] == list(range(model.stages))  # one call per stage
+    # one canvas per distinct prefix: the empty code, then at most K one-option prefixes, ...
+    assert calls[0][1] == 1 and 3 <= calls[1][1] <= model.options
+    assert all(size <= 20 * 3 for _, size in calls)
+    # deduplicating prefixes does not change the result
+    monkeypatch.setattr("vqdraw.search._propose_deduplicated", lambda m, c, p, s: m.propose(c, s))
+    again = beam_search(model, x, 3, keep_greedy=False)
+    assert torch.equal(again.codes, res.codes)
+    assert torch.allclose(again.losses, res.losses, rtol=1e-5, atol=1e-7)
+
+
+def test_encode_and_reconstruct_with_beam(trained):
+    model, x = trained
+    codes = model.encode(x[:4], beam=3)
+    assert codes.shape == (4, model.stages) and codes.dtype == torch.int64
+    assert int(codes.min()) >= 0 and int(codes.max()) < model.options
+    assert model.encode(x[:4], beam=3, stages=2).shape == (4, 2)
+    res = model.encode(x[:4], beam=3, return_reconstruction=True)
+    assert res.losses.shape == (4, model.stages, model.options)
+    assert torch.equal(model.reconstruct(x[:4], beam=3), res.reconstruction)
+    empty = model.encode(x[:4], beam=3, stages=0, return_reconstruction=True)
+    assert empty.codes.shape == (4, 0)
+
+
+@pytest.mark.parametrize("beam", [0, -2, 1.5])
+def test_bad_beam(trained, beam):
+    model, x = trained
+    with pytest.raises(InputError):
+        model.encode(x[:2], beam=beam)
+    with pytest.raises(InputError):
+        beam_search(model, x[:2], beam)
+    with pytest.raises(InputError):
+        beam_search(model, x[:2], True)
+
+
+def test_bad_method(trained):
+    model, x = trained
+    with pytest.raises(InputError):
+        model.encode(x[:2], method="exhaustive")
+    with pytest.raises(InputError):
+        model.encode(x[:2], method="distilled", beam=4)
