@@ -25,7 +25,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .config import ModelConfig, get_preset, override
 from .errors import CheckpointError, InputError
-from .losses import objective, option_losses, select_option  # noqa: F401 (option_losses: API)
+from .losses import objective, option_losses, select_option, widen  # noqa: F401 (option_losses: API)
 from .refiner import SegmentedRefiner
 
 CONFIG_FILE = "config.json"
@@ -139,16 +139,17 @@ class VQDraw(nn.Module):
                 deltas = self.refiner.deltas(canvas, stage)  # (B, K, C, H, W)
             follow = None if codes is None else codes[:, j]
             if target is not None:
-                stage_losses, choice, picked = select_option(deltas, target - canvas, follow, group)
+                stage_losses, choice, picked = select_option(deltas, target - canvas, follow, group,
+                                                             reuse_deltas=True)
                 losses.append(stage_losses)
             else:
                 rows = group if group is not None else torch.arange(b, device=device)
                 choice = follow
-                picked = deltas.flatten(2)[rows, choice].float().view(shape)
+                picked = widen(deltas.flatten(2)[rows, choice]).view(shape)
             chosen.append(choice)
             if group is not None and unique.shape[0] * k < b:
                 # still fewer distinct canvases than images: keep all U*K candidates
-                unique = (unique.unsqueeze(1) + deltas.float()).flatten(0, 1)
+                unique = (unique.unsqueeze(1) + widen(deltas)).flatten(0, 1)
                 group = group * k + choice
                 canvas = None
             else:
@@ -353,7 +354,7 @@ class VQDraw(nn.Module):
         for name, tensor in sorted(self.state_dict().items()):
             t = tensor.detach().cpu().contiguous()
             h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
         return h.digest()[:16]
 
 

@@ -8,6 +8,11 @@
 
 One class, configured by :class:`~vqdraw.config.RefinerConfig`, builds the paper's MNIST,
 SVHN, CIFAR-10 and CelebA refiners. A :class:`SegmentedRefiner` holds one of these per segment.
+
+The network is evaluated by :func:`vqdraw.layers.run_plan` from a static plan and the stage's
+parameters (stage masks and ``output_scale`` folded into the convolution weights), channels-last
+by default, optionally through ``torch.compile`` (:meth:`SegmentedRefiner.set_speed`). None of
+this changes a parameter, a state-dict key or a result beyond float rounding.
 """
 
 from __future__ import annotations
@@ -16,7 +21,17 @@ import torch
 import torch.nn as nn
 
 from .config import ModelConfig, RefinerConfig
-from .layers import ConvUnit, ResidualBlock
+from .layers import ConvUnit, ResidualBlock, _conv_entry, fold_scale, run_plan
+
+_COMPILED: dict = {}
+
+
+def compiled_run_plan(mode: str | None = None):
+    """One ``torch.compile``-d :func:`run_plan`, shared by every refiner (the plan is a constant,
+    the weights are inputs, so all segments and stages of a model share its graphs)."""
+    if mode not in _COMPILED:
+        _COMPILED[mode] = torch.compile(run_plan, mode=mode, dynamic=False)
+    return _COMPILED[mode]
 
 
 class Refiner(nn.Module):
@@ -50,16 +65,29 @@ class Refiner(nn.Module):
 
         self.heads = nn.ModuleList([head() for _ in range(stages if cfg.head_per_stage else 1)])
         self.output_scale = nn.Parameter(torch.tensor(float(cfg.output_scale)))
+        self.plan = tuple(e for unit in self.units for e in unit.plan()) + (
+            _conv_entry(self.heads[0], None, relu=False),
+        )
+        self.channels_last = True
+        self.run_plan = run_plan
+
+    def stage_params(self, stage: int) -> tuple:
+        """The tensors :func:`run_plan` consumes at `stage`: masks and output_scale folded in."""
+        params: list = []
+        for unit in self.units:
+            params += unit.stage_params(stage)
+        head = self.heads[stage if len(self.heads) > 1 else 0]
+        w, b = fold_scale(head, self.output_scale)  # head(h) * output_scale, folded
+        params += [w, b]
+        return tuple(params)
 
     def forward(self, canvas: torch.Tensor, stage: int) -> torch.Tensor:
-        """Deltas (B, K, C, H, W) for a canvas (B, C, H, W) at `stage` (index within the segment)."""
-        h = canvas
-        for unit in self.units:
-            h = unit(h, stage)
-        head = self.heads[stage if len(self.heads) > 1 else 0]
-        out = head(h) * self.output_scale  # (B, K*C, H, W)
-        b, _, height, width = out.shape
-        return out.view(b, self.options, self.channels, height, width)
+        """Deltas (B, K, C, H, W) for a canvas (B, C, H, W) at `stage` (index within the segment).
+
+        With ``channels_last`` the result is a view of an NHWC tensor (memory order B, H, W, K, C).
+        """
+        out = self.run_plan(canvas, self.plan, self.stage_params(stage), self.channels_last)
+        return out.unflatten(1, (self.options, self.channels))  # (B, K*C, H, W) -> (B, K, C, H, W)
 
 
 class SegmentedRefiner(nn.Module):
@@ -80,10 +108,24 @@ class SegmentedRefiner(nn.Module):
         )
         self.first_bias = nn.Parameter(torch.zeros(cfg.options, c, h, w))
 
+    def set_speed(self, *, channels_last: bool | None = None, compile: bool | None = None,
+                  compile_mode: str | None = None) -> None:
+        """Evaluation options (no effect on parameters or, beyond float rounding, on results):
+        NHWC activations, and ``torch.compile`` of the per-stage network."""
+        for seg in self.segments:
+            if channels_last is not None:
+                seg.channels_last = bool(channels_last)
+            if compile is not None:
+                seg.run_plan = compiled_run_plan(compile_mode) if compile else run_plan
+
+    def deltas(self, canvas: torch.Tensor, stage: int) -> torch.Tensor:
+        """Proposals minus the canvas, (B, K, C, H, W), for global stage index `stage`: the
+        refiner's output, plus the learned first-stage candidates at stage 0."""
+        d = self.segments[stage // self.segment](canvas, stage % self.segment)
+        if stage == 0:
+            d = d + self.first_bias
+        return d
+
     def forward(self, canvas: torch.Tensor, stage: int) -> torch.Tensor:
         """Proposals (B, K, C, H, W) = canvas + deltas for global stage index `stage`."""
-        deltas = self.segments[stage // self.segment](canvas, stage % self.segment)
-        proposals = canvas.unsqueeze(1) + deltas  # residual outputs
-        if stage == 0:
-            proposals = proposals + self.first_bias
-        return proposals
+        return canvas.unsqueeze(1) + self.deltas(canvas, stage)  # residual outputs

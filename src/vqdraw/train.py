@@ -13,6 +13,8 @@ from a checkpoint reaches the same parameters as one that was never interrupted.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import time
@@ -21,7 +23,9 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn as nn
 
+from . import distributed as dist_util
 from .config import TrainConfig
 from .data import ImageSet
 from .errors import CheckpointError, ConfigError
@@ -30,6 +34,8 @@ from .losses import code_usage
 from .model import VQDraw
 
 METRICS_FILE = "metrics.jsonl"
+PRECISIONS = ("fp32", "bf16")
+_TERMS = ("loss", "chosen", "all", "final")
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -40,16 +46,25 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
-    """Dataset indices of the global batch at `step` (see the module docstring)."""
+    """Dataset indices of the global batch at `step` (see the module docstring).
+
+    With several processes every rank computes this same global batch and takes its own slice
+    (:func:`vqdraw.distributed.local_slice`): the role of a distributed sampler, with no state.
+    """
     start = step * batch
     out, pos = [], start
     while pos < start + batch:
         epoch, offset = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        perm = _epoch_permutation(n, seed, epoch)
         take = min(n - offset, start + batch - pos)
         out.append(perm[offset : offset + take])
         pos += take
     return torch.cat(out)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -60,29 +75,80 @@ def learning_rate(cfg: TrainConfig, step: int) -> float:
     return cfg.lr + (cfg.lr_final - cfg.lr) * frac
 
 
+class LossModule(nn.Module):
+    """``forward(images) -> model.loss(images, ...)``: what DistributedDataParallel wraps (DDP
+    reduces gradients of a module's forward). Holds no parameters of its own."""
+
+    def __init__(self, model: VQDraw, alpha: float, grad_checkpoint: bool):
+        super().__init__()
+        self.model = model
+        self.alpha = alpha
+        self.grad_checkpoint = grad_checkpoint
+
+    def forward(self, images: torch.Tensor) -> dict:
+        return self.model.loss(images, alpha=self.alpha, grad_checkpoint=self.grad_checkpoint)
+
+
+def autocast(precision: str, device: torch.device | str):
+    """The autocast region of a precision: none for fp32, bfloat16 autocast for bf16. Per-option
+    losses, the arg-min and the canvas stay float32 (see :func:`vqdraw.losses.select_option`)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+
+
 def train_step(
-    model: VQDraw, optimizer: torch.optim.Optimizer, images: torch.Tensor, cfg: TrainConfig
+    model: VQDraw,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    precision: str = "fp32",
+    ddp: nn.Module | None = None,
+    dist_info: dist_util.DistInfo | None = None,
 ) -> dict[str, float]:
     """One optimizer step on a global batch, accumulating gradients over micro-batches.
 
     Each micro-batch's eq. 3 loss is weighted by its share of the batch, so the step equals a
     single pass over the whole batch (up to float rounding).
+
+    Data-parallel: ``images`` is this rank's slice of the global batch and ``ddp`` the
+    DistributedDataParallel-wrapped :class:`LossModule` of ``model``; gradients are averaged
+    across ranks once per step (not per micro-batch), the logged terms are averaged and the codes
+    gathered, so the returned numbers are those of the global batch.
     """
     optimizer.zero_grad(set_to_none=True)
-    totals: dict[str, torch.Tensor] = {}
-    codes = []
+    if ddp is None:
+        def run(x):
+            return model.loss(x, alpha=cfg.alpha, grad_checkpoint=cfg.grad_checkpoint)
+    else:
+        run = ddp
+    chunks = images.split(cfg.micro)
     b = images.shape[0]
-    for chunk in images.split(cfg.micro):
-        terms = model.loss(chunk, alpha=cfg.alpha, grad_checkpoint=cfg.grad_checkpoint)
-        weight = chunk.shape[0] / b
-        (terms["loss"] * weight).backward()
-        for k in ("loss", "chosen", "all", "final"):
-            totals[k] = totals.get(k, 0.0) + terms[k].detach() * weight
+    totals = None
+    codes = []
+    for i, chunk in enumerate(chunks):
+        last = i == len(chunks) - 1
+        sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
+        with sync:
+            with autocast(precision, images.device):
+                terms = run(chunk)
+            weight = chunk.shape[0] / b
+            (terms["loss"] * weight).backward()
+        step_terms = torch.stack([terms[k].detach().float() for k in _TERMS]) * weight
+        totals = step_terms if totals is None else totals + step_terms
         codes.append(terms["codes"])
     optimizer.step()
-    entropy, used = code_usage(torch.cat(codes), model.options)
-    out = {k: float(v) for k, v in totals.items()}  # one host sync per step, after the step
-    out["entropy"], out["used"] = float(entropy), int(used)
+    codes = torch.cat(codes)
+    if dist_info is not None and dist_info.enabled:
+        totals = dist_util.all_reduce_mean(totals, dist_info)
+        codes = dist_util.all_gather_cat(codes, dist_info)
+    entropy, used = code_usage(codes, model.options)
+    values = torch.cat([totals, entropy.view(1), used.view(1).to(totals.dtype)]).tolist()  # one sync
+    out = dict(zip(_TERMS, values[:4]))
+    out["entropy"], out["used"] = values[4], int(values[5])
     return out
 
 
@@ -123,40 +189,79 @@ def fit(
     pictures: bool = True,
     stop_after: int | None = None,
     on_log: Callable[[dict], None] | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
+    distributed: bool | None = None,
 ) -> RunResult:
     """Train `model` for `cfg.steps` steps, writing everything into `run_dir`.
 
     ``resume=True`` continues from the run's newest checkpoint (same data order, same optimizer
     state). ``stop_after`` ends the call after that many steps of this call (a checkpoint is
     written first), which is how tests simulate an interrupted run.
+
+    Speed and scale options (none changes the parameters' meaning or the checkpoint format):
+    ``precision="bf16"`` runs the refiner under bfloat16 autocast (losses, arg-min and canvas in
+    float32); ``compile=True`` compiles the per-stage network with ``torch.compile``;
+    ``distributed`` (default: whenever a process group of several ranks is initialised, see
+    :mod:`vqdraw.distributed`) trains data-parallel, each rank on its slice of the global batch,
+    with rank 0 alone evaluating and writing the run folder.
     """
     run_dir = Path(run_dir)
-    device = pick_device(str(device) if device is not None else None)
+    dinfo = dist_util.info() if distributed is not False else dist_util.DistInfo()
+    if distributed and not dinfo.enabled and dist_util.env_world_size() > 1:
+        raise ConfigError("distributed=True but no process group is initialised "
+                          "(call vqdraw.distributed.init_from_env() first)")
+    if dinfo.enabled:
+        device = dist_util.device_for(dinfo, device)
+        local = dist_util.local_slice(cfg.batch, dinfo)  # cfg.micro_batch is per rank
+    else:
+        device = pick_device(str(device) if device is not None else None)
+        local = slice(0, cfg.batch)
+    main = dinfo.is_main
+    autocast(precision, device)  # validates the name
     _check_data(model, train_set, test_set)
     model.to(device)
+    if compile:
+        model.refiner.set_speed(compile=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if resume:
         step = _resume(model, optimizer, run_dir, device)
     elif (run_dir / "LATEST").exists():
         raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or choose another folder")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "train.json", {"train": cfg.to_dict(), "model": model.config.to_dict()})
-    metrics = _read_metrics(run_dir, upto=step)
-    eval_images = test_set.batch(range(min(cfg.eval_size, len(test_set))), device)
+    ddp = None
+    if dinfo.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(
+            LossModule(model, cfg.alpha, cfg.grad_checkpoint),
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,  # mean/std buffers are constants of the config
+            find_unused_parameters=_has_unused_parameters(model),
+        )
+    metrics: list[dict] = []
+    eval_images = None
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run_dir / "train.json", {"train": cfg.to_dict(), "model": model.config.to_dict()})
+        metrics = _read_metrics(run_dir, upto=step)
+        eval_images = test_set.batch(range(min(cfg.eval_size, len(test_set))), device)
     last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
 
-    bar = _progress(progress, step, cfg.steps)
+    bar = _progress(progress and main, step, cfg.steps)
     t0 = time.perf_counter()
     record: dict = {}
     while step < last:
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        images = train_set.batch(batch_indices(step, cfg.batch, len(train_set), cfg.seed), device)
+        index = batch_indices(step, cfg.batch, len(train_set), cfg.seed)[local]
+        images = train_set.batch(index, device)
         model.train()
-        terms = train_step(model, optimizer, images, cfg)
+        terms = train_step(model, optimizer, images, cfg, precision=precision, ddp=ddp, dist_info=dinfo)
         step += 1
+        if not main:
+            continue  # rank 0 alone evaluates, logs and writes (on the unwrapped model)
         record = {"step": step, **terms, "lr": lr, "time": round(time.perf_counter() - t0, 3)}
         evaluated = step % cfg.eval_every == 0 or step == cfg.steps
         if evaluated:
@@ -174,9 +279,16 @@ def fit(
             _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures)
     if bar is not None:
         bar.close()
-    if step == 0 or not (run_dir / "LATEST").exists():
+    if main and (step == 0 or not (run_dir / "LATEST").exists()):
         _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures)
+    dist_util.barrier(dinfo)  # every rank returns once the run folder is complete
     return RunResult(run_dir, step, metrics)
+
+
+def _has_unused_parameters(model: VQDraw) -> bool:
+    """Per-stage heads of a last segment shorter than the others are never used."""
+    c = model.config
+    return c.refiner.head_per_stage and c.stages > c.segment and c.stages % c.segment != 0
 
 
 # ---------------------------------------------------------------------- helpers

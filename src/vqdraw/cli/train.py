@@ -22,7 +22,9 @@ def register(sub) -> None:
         description="Train a VQ-DRAW model. Writes checkpoints, metrics.jsonl, samples.png, "
         "reconstructions.png, stages.png and curves.png into the run folder, which every other "
         "command accepts as MODEL.",
-        epilog="example: vqdraw train --preset mnist --dataset mnist-embedded --steps 1000 --run runs/mnist",
+        epilog="example: vqdraw train --preset mnist --dataset mnist-embedded --steps 1000 --run runs/mnist\n"
+        "several processes: torchrun --standalone --nproc_per_node=N -m vqdraw.cli train ... "
+        "(data-parallel; see docs/scaling.md)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--preset", default="mnist", help="mnist, svhn, cifar10 or celeba (see `vqdraw presets`)")
@@ -35,6 +37,9 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its newest checkpoint")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: bfloat16 autocast for the refiner (losses and arg-min stay float32)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the per-stage network")
     add_dataclass_flags(p, ModelConfig, skip=MODEL_SKIP, title="model (overrides the preset)")
     add_dataclass_flags(p, TrainConfig, skip=TRAIN_SKIP, title="training (overrides the preset)")
     p.set_defaults(func=run)
@@ -67,23 +72,31 @@ def run(args) -> int:
 
     torch.manual_seed(train_cfg.seed)
     model = VQDraw(model_cfg)
-    device = pick_device(args.device)
-    print(
+    from .. import distributed
+
+    dist_info = distributed.init_from_env(args.device)  # no-op outside torchrun
+    device = distributed.device_for(dist_info, args.device) if dist_info.enabled else pick_device(args.device)
+    say = print if dist_info.is_main else (lambda *a, **k: None)
+    say(
         f"vqdraw train: preset {args.preset}, dataset {train_cfg.dataset} ({len(train_set)} train / "
         f"{len(test_set)} test), K={model_cfg.options} N={model_cfg.stages} "
         f"({model_cfg.code_bits:g}-bit codes), batch {train_cfg.batch}, {train_cfg.steps} steps, "
-        f"device {device}, run folder {run_dir}",
+        f"device {device}, run folder {run_dir}"
+        + (f", {dist_info.world_size} processes ({dist_info.backend})" if dist_info.enabled else ""),
         file=sys.stderr,
     )
     t0 = time.perf_counter()
-    result = fit(model, train_set, test_set, train_cfg, run_dir, resume=args.resume, device=device,
-                 progress=not args.no_progress)
+    try:
+        result = fit(model, train_set, test_set, train_cfg, run_dir, resume=args.resume, device=device,
+                     progress=not args.no_progress, precision=args.precision, compile=args.compile)
+    finally:
+        distributed.shutdown()
     last = next((m for m in reversed(result.metrics) if "test_mse" in m), None)
     summary = f"done: step {result.step} in {time.perf_counter() - t0:.0f} s"
     if last:
         summary += (f"; test MSE {last['test_mse']:.4f} (normalised), {last['test_mse_pixels']:.5f} "
                     f"(pixels in [0, 1]), PSNR {last['test_psnr']:.2f} dB")
-    print(f"vqdraw train: {summary}. Pictures and checkpoints in {run_dir}/", file=sys.stderr)
+    say(f"vqdraw train: {summary}. Pictures and checkpoints in {run_dir}/", file=sys.stderr)
     return 0
 
 

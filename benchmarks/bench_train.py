@@ -1,0 +1,159 @@
+"""Training-step time of a preset: median/min/max seconds per optimizer step, achieved GFLOP/s
+against a large-convolution calibration measured in the same run, and memory.
+
+    python benchmarks/bench_train.py --preset mnist --steps 20
+    python benchmarks/bench_train.py --preset cifar10 --steps 2 --warmup 1 --stages 20
+    python benchmarks/bench_train.py --preset mnist --steps 60 --rss-at 20 40 60   # growth check
+
+A step is exactly what `vqdraw.train.fit` runs (`train_step`: forward, eq. 3, backward over the
+micro-batches, Adam), on fresh images each step. Defaults: the preset's batch when it has no
+micro-batch (mnist: 32), else one micro-batch per step (``--batch`` = the preset's micro-batch)
+so that big presets stay measurable on a CPU; ``--batch/--micro`` override. ``--stages`` shortens
+the model (time per step is linear in the number of stages; the output says so when used).
+
+FLOPs: ``flops_per_step_nominal`` = 3 x (stages x one refiner forward on the whole batch), the
+work of the straightforward algorithm (forward + two backward products per layer);
+``flops_per_step_executed`` = what torch.utils.flop_counter saw in one real step (less: the
+first stage is computed once for the whole batch). ``achieved_gflops`` = nominal / median time.
+Memory: ``peak_rss_mb`` is ru_maxrss of this process (the calibration runs in a subprocess);
+``rss_mb_at_steps`` the resident size after the given steps (nothing should grow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import inspect
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--preset", default="mnist")
+    p.add_argument("--steps", type=int, default=20, help="timed steps")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--batch", type=int, default=None, help="images per optimizer step")
+    p.add_argument("--micro", type=int, default=None, help="images per forward/backward pass")
+    p.add_argument("--stages", type=int, default=None, help="override N (and segment if larger)")
+    p.add_argument("--grad-checkpoint", choices=["preset", "on", "off"], default="preset")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--rss-at", type=int, nargs="*", default=[], help="record RSS after these steps")
+    p.add_argument("--real-data", action="store_true", help="mnist: use the embedded digits (default for mnist)")
+    p.add_argument("--calibrate-only", action="store_true", help=argparse.SUPPRESS)
+    C.add_common_args(p)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    args = parse(argv)
+    device = C.setup(args)
+    if args.calibrate_only:
+        C.emit(C.calibration(device))
+        return
+
+    from vqdraw import VQDraw
+    from vqdraw.config import get_preset, override
+    from vqdraw.train import train_step
+
+    preset = get_preset(args.preset)
+    mcfg = preset.model
+    if args.stages:
+        mcfg = override(mcfg, stages=args.stages, segment=min(mcfg.segment, args.stages))
+    batch = args.batch or (preset.train.micro_batch or preset.train.batch)
+    micro = args.micro or batch
+    gc = {"preset": preset.train.grad_checkpoint, "on": True, "off": False}[args.grad_checkpoint]
+    tcfg = override(preset.train, batch=batch, micro_batch=micro if micro < batch else 0, grad_checkpoint=gc)
+
+    torch.manual_seed(0)
+    model = VQDraw(mcfg).to(device).train()
+    if args.compile:
+        model.refiner.set_speed(compile=True)
+    opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
+    kwargs = {}
+    if "precision" in inspect.signature(train_step).parameters:
+        kwargs["precision"] = args.precision
+    elif args.precision != "fp32":
+        raise SystemExit("this vqdraw has no precision option")
+
+    total = args.warmup + args.steps + 1
+    shape = mcfg.image_shape
+    if args.preset == "mnist" or args.real_data:
+        from vqdraw.data import load_dataset
+        from vqdraw.train import batch_indices
+
+        data = load_dataset("mnist-embedded" if args.preset == "mnist" else tcfg.dataset, "train")
+
+        def images(step):
+            return data.batch(batch_indices(step, batch, len(data), 0), device)
+    else:
+        gen = torch.Generator().manual_seed(0)
+
+        def images(step):
+            return torch.rand(batch, *shape, generator=gen).to(device)
+
+    step_no = [0]
+
+    def one_step():
+        x = images(step_no[0])
+        step_no[0] += 1
+        return train_step(model, opt, x, tcfg, **kwargs)
+
+    # FLOPs: one real step (it doubles as the first warm-up step), and the nominal count
+    executed = C.count_flops(one_step)
+    probe = copy.deepcopy(model.refiner.segments[0]).eval()
+    with torch.no_grad():
+        fwd = C.count_flops(lambda: probe(torch.randn(batch, *shape, device=device), 0))
+    nominal = 3 * mcfg.stages * fwd
+    del probe
+
+    rss = {}
+
+    def on_step(i):
+        if i + args.warmup in args.rss_at:
+            rss[str(i + args.warmup)] = round(C.current_rss_mb(), 1)
+
+    env_before = C.environment(device)
+    times = C.time_calls(one_step, args.steps, max(0, args.warmup - 1), device, on_step)
+    s = C.summary(times)
+    out = {
+        "benchmark": "train_step",
+        "preset": args.preset,
+        "batch": batch,
+        "micro_batch": micro,
+        "stages": mcfg.stages,
+        "stages_overridden": bool(args.stages),
+        "grad_checkpoint": gc,
+        "precision": args.precision,
+        "compile": args.compile,
+        "step": s,
+        "images_per_s": batch / s["median_s"],
+        "flops_per_step_nominal": nominal,
+        "flops_per_step_executed": executed,
+        "achieved_gflops": nominal / s["median_s"] / 1e9,
+        "executed_gflops": executed / s["median_s"] / 1e9,
+        "vqdraw": str(Path(inspect.getfile(VQDraw)).parent),
+        **C.memory(device),
+        "env": env_before,
+        "load_average_after": [round(v, 2) for v in __import__("os").getloadavg()],
+    }
+    if rss:
+        out["rss_mb_at_steps"] = rss
+    if args.stages:
+        out["note"] = f"model shortened to {mcfg.stages} stages; step time is linear in stages"
+    if not args.no_calibration:
+        cal = C.run_child("bench_train.py", ["--calibrate-only", "--device", str(device)]
+                          + (["--threads", str(args.threads)] if args.threads else []))
+        out.update(cal)
+        out["fraction_of_calibration"] = out["achieved_gflops"] / cal["calibration_gflops"]
+    C.emit(out)
+
+
+if __name__ == "__main__":
+    main()
