@@ -28,7 +28,8 @@ import _common as C  # noqa: E402
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="mnist")
-    p.add_argument("--model", default=None, help="a trained model or run folder (default: fresh preset weights)")
+    p.add_argument("--model", default=None, help="a trained model or run folder (default: fresh preset "
+                   "weights; code statistics, and so the work shared between images, depend on them)")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--reps", type=int, default=7, help="timed calls per measurement")
     p.add_argument("--warmup", type=int, default=2)

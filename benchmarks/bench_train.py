@@ -13,9 +13,10 @@ the model (time per step is linear in the number of stages; the output says so w
 
 FLOPs: ``flops_per_step_nominal`` = 3 x (stages x one refiner forward on the whole batch), the
 work of the straightforward algorithm (forward + two backward products per layer);
-``flops_per_step_executed`` = what torch.utils.flop_counter saw in one real step (less: the
-first stage is computed once for the whole batch). ``achieved_gflops`` = nominal / median time.
-Memory: ``peak_rss_mb`` is ru_maxrss of this process (the calibration runs in a subprocess);
+``flops_per_step_executed`` = what torch.utils.flop_counter saw in one more real step (less:
+images that share a canvas share the refiner's work, see ``VQDraw._run``). ``achieved_gflops`` = nominal / median time.
+Memory: ``peak_rss_mb`` is ru_maxrss of this process over the warm-up and timed steps (the
+calibration runs in a subprocess, the FLOP count after the reading);
 ``rss_mb_at_steps`` the resident size after the given steps (nothing should grow).
 """
 
@@ -36,6 +37,10 @@ import _common as C  # noqa: E402
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--preset", default="mnist")
+    p.add_argument("--model", default=None,
+                   help="start from this trained model or run folder (its config; the preset gives "
+                        "the training settings). Code statistics, and so the work shared between "
+                        "images with equal canvases, depend on the weights")
     p.add_argument("--steps", type=int, default=20, help="timed steps")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
     p.add_argument("--batch", type=int, default=None, help="images per optimizer step")
@@ -72,7 +77,13 @@ def main(argv=None) -> None:
     tcfg = override(preset.train, batch=batch, micro_batch=micro if micro < batch else 0, grad_checkpoint=gc)
 
     torch.manual_seed(0)
-    model = VQDraw(mcfg).to(device).train()
+    if args.model:
+        model = VQDraw.load(args.model, map_location=device).train()
+        if args.stages:
+            raise SystemExit("--stages cannot shorten a loaded model")
+        mcfg = model.config
+    else:
+        model = VQDraw(mcfg).to(device).train()
     if args.compile:
         model.refiner.set_speed(compile=True)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
@@ -105,14 +116,6 @@ def main(argv=None) -> None:
         step_no[0] += 1
         return train_step(model, opt, x, tcfg, **kwargs)
 
-    # FLOPs: one real step (it doubles as the first warm-up step), and the nominal count
-    executed = C.count_flops(one_step)
-    probe = copy.deepcopy(model.refiner.segments[0]).eval()
-    with torch.no_grad():
-        fwd = C.count_flops(lambda: probe(torch.randn(batch, *shape, device=device), 0))
-    nominal = 3 * mcfg.stages * fwd
-    del probe
-
     rss = {}
 
     def on_step(i):
@@ -120,11 +123,20 @@ def main(argv=None) -> None:
             rss[str(i + args.warmup)] = round(C.current_rss_mb(), 1)
 
     env_before = C.environment(device)
-    times = C.time_calls(one_step, args.steps, max(0, args.warmup - 1), device, on_step)
+    times = C.time_calls(one_step, args.steps, args.warmup, device, on_step)
     s = C.summary(times)
+    mem = C.memory(device)  # before the FLOP count below, which runs under a dispatch mode
+    # FLOPs: one more real step under the counter, and the nominal count
+    executed = C.count_flops(one_step)
+    probe = copy.deepcopy(model.refiner.segments[0]).eval()
+    with torch.no_grad():
+        fwd = C.count_flops(lambda: probe(torch.randn(batch, *shape, device=device), 0))
+    nominal = 3 * mcfg.stages * fwd
+    del probe
     out = {
         "benchmark": "train_step",
         "preset": args.preset,
+        "model": args.model or "fresh (seed 0)",
         "batch": batch,
         "micro_batch": micro,
         "stages": mcfg.stages,
@@ -139,7 +151,7 @@ def main(argv=None) -> None:
         "achieved_gflops": nominal / s["median_s"] / 1e9,
         "executed_gflops": executed / s["median_s"] / 1e9,
         "vqdraw": str(Path(inspect.getfile(VQDraw)).parent),
-        **C.memory(device),
+        **mem,
         "env": env_before,
         "load_average_after": [round(v, 2) for v in __import__("os").getloadavg()],
     }

@@ -6,7 +6,7 @@
 #   DEVICE=cpu QUICK=1 bash benchmarks/gpu_check.sh  # smoke test of the script itself (tiny sizes)
 #
 # Writes results.jsonl (one JSON object per measurement, each with a "check" name), log.txt and
-# the stderr of any failed step into the output folder. Steps, most important first, each with
+# errors.txt (the stderr of any failed step) into the output folder. Steps, most important first, each with
 # its own time limit so that one failure does not eat the budget:
 #   1  environment (nvidia-smi, torch, device)
 #   2  mnist training step, batch 32: fp32, bf16, torch.compile (bench_train.py)
@@ -59,8 +59,8 @@ EOF
     log "done  $name in $(($(date +%s) - t))s"
   else
     local rc=$?
-    log "FAIL  $name rc=$rc after $(($(date +%s) - t))s (stderr in $name.err)"
-    tail -c 20000 "$OUT/.stderr" >"$OUT/$name.err"
+    log "FAIL  $name rc=$rc after $(($(date +%s) - t))s (stderr in errors.txt)"
+    { echo "===== $name (rc=$rc)"; tail -c 8000 "$OUT/.stderr"; } >>"$OUT/errors.txt"
     echo "{\"check\": \"$name\", \"failed\": true, \"rc\": $rc}" >>"$RES"
   fi
 }
@@ -97,7 +97,7 @@ EOF
   log "done  mnist_${BUDGET}_steps"
 else
   log "FAIL  mnist_${BUDGET}_steps"
-  tail -c 20000 "$OUT/.stderr" >"$OUT/mnist_budget.err"
+  { echo "===== mnist_budget"; tail -c 8000 "$OUT/.stderr"; } >>"$OUT/errors.txt"
 fi
 
 # 4 bf16 vs fp32 codes on the trained model
@@ -120,5 +120,5 @@ rm -rf "$OUT/ddp1"
 step ddp_nccl_1gpu 90 "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m -- vqdraw.cli train \
   --preset mnist --dataset mnist-embedded --steps 20 --log-every 10 --eval-every 20 --save-every 20 \
   --device "$DEV" --no-progress --run "$OUT/ddp1"
-rm -rf "$OUT/ddp1" "$RUN" "$OUT/.stdout" "$OUT/.stderr"  # only results.jsonl, log.txt, *.err come back
+rm -rf "$OUT/ddp1" "$RUN" "$OUT/.stdout" "$OUT/.stderr"  # only results.jsonl, log.txt, errors.txt remain
 log "all done in $(($(date +%s) - T0))s"

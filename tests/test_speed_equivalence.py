@@ -90,11 +90,11 @@ def test_select_option_equals_option_losses(c, channels_last):
     assert torch.equal(followed, codes) and torch.equal(chosen, deltas[torch.arange(b), codes])
 
 
-@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("groups", [1, 3, 40])  # 40 > GROUPED_MAX: gathered inside
 def test_select_option_grouped_equals_gathered(groups):
     """U distinct canvases shared by B images (group index) = the same deltas gathered per image."""
     g = torch.Generator().manual_seed(1)
-    b, k = 9, 5
+    b, k = 50 if groups > 3 else 9, 5
     group = torch.randint(0, groups, (b,), generator=g)
     deltas = torch.randn(groups, k, 1, 6, 6, generator=g)
     residual = torch.randn(b, 1, 6, 6, generator=g)
@@ -190,7 +190,9 @@ def test_golden_codes_of_a_seeded_model(digits):
 # ----------------------------------------------------------------------------- whole model
 @pytest.mark.parametrize("batch", [4, 16, 40])  # K = 8: shared stage 0, then B <= K or B > K
 @pytest.mark.parametrize("channels_last", [True, False])
-def test_encode_decode_equal_the_stage_by_stage_definition(digits, batch, channels_last):
+@pytest.mark.parametrize("dedup", [True, False])  # distinct canvases by torch.unique, or no-sync rule
+def test_encode_decode_equal_the_stage_by_stage_definition(digits, batch, channels_last, dedup, monkeypatch):
+    monkeypatch.setattr("vqdraw.model.DEDUP_ON_CPU", dedup)
     model = small("mnist").eval()
     model.refiner.set_speed(channels_last=channels_last)
     x = torch.cat([digits, digits.flip(3), digits.flip(2)])[:batch]
@@ -218,12 +220,15 @@ def test_rgb_model_encode_equals_definition():
     assert close(res.losses, losses, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("batch,checkpointed", [(4, False), (16, False), (16, True)])
-def test_training_gradients_equal_autograd_of_the_definition(digits, batch, checkpointed):
+@pytest.mark.parametrize("batch,checkpointed,dedup", [(4, False, True), (16, False, True), (16, True, True),
+                                                     (32, False, False), (32, True, False)])
+def test_training_gradients_equal_autograd_of_the_definition(digits, batch, checkpointed, dedup, monkeypatch):
     """eq. 3 through the fast path (and with per-segment checkpointing) = through the definition."""
+    monkeypatch.setattr("vqdraw.model.DEDUP_ON_CPU", dedup)
     model = small("mnist").train()
     x = torch.cat([digits, digits.flip(3)])[:batch]
     codes, _, losses = naive_run(model, model.normalize(x))
+    assert len(torch.unique(codes[:, 0])) < batch  # the shared/grouped paths are exercised
     ref_terms = objective(losses, codes, alpha=0.5)
     ref_terms["loss"].backward()
     ref = {n: p.grad.clone() for n, p in model.named_parameters()}

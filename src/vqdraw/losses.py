@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+GROUPED_MAX = 32  # select_option compares images with all groups' options up to this many groups
+
 
 def option_losses(proposals: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """L(R_j, X) for every option: proposals (B, K, C, H, W), target (B, C, H, W) -> (B, K)."""
@@ -132,6 +134,10 @@ def select_option(
     r = widen(residual.reshape(b, -1))
     if group is None and d.shape[0] != b:
         raise ValueError(f"deltas for {d.shape[0]} canvases but {b} residuals and no group index")
+    if group is not None and d.shape[0] > GROUPED_MAX:
+        # many groups: comparing every image with every group's options would cost more than
+        # gathering each image's deltas (autograd sums the gathered gradients back)
+        d, group, reuse_deltas = d[group], None, True
     with torch.autocast(device_type=d.device.type, enabled=False):
         losses, choice, picked = _SelectOption.apply(d, r, group, codes, bool(reuse_deltas))
     return losses, choice, picked.view(residual.shape)

@@ -33,6 +33,8 @@ WEIGHTS_FILE = "model.safetensors"
 LATEST_FILE = "LATEST"  # in a run folder: the name of the newest checkpoint folder
 FORMAT = "vqdraw-model"
 FORMAT_VERSION = 1
+GROUP_FRACTION = 0.75  # _run refines distinct canvases only while they are at most this share of B
+DEDUP_ON_CPU = True  # find distinct canvases with torch.unique on the CPU (False: the no-sync rule)
 
 
 @dataclass
@@ -110,12 +112,19 @@ class VQDraw(nn.Module):
         ``canvas=None`` is the zero canvas of Algorithm 1. The arithmetic is arranged for speed
         without changing results beyond float rounding:
 
-        * while every image has the same canvas (the zero canvas: detected, or ``None``), the
-          refiner runs once for the whole batch; while the images have U < B distinct canvases
-          (after a shared stage, the K candidates, when B > K) it runs once per distinct canvas;
-        * per-option losses come from :func:`~vqdraw.losses.select_option` (no proposals tensor);
+        * Images that share a canvas share the refiner's work. The zero canvas (``None``, or
+          detected) is refined once for the whole batch. After a shared stage the batch holds few
+          distinct canvases (a trained MNIST model gives ~10 distinct first-stage codes in a batch
+          of 32, ~23 in 256): while the distinct canvases number at most
+          ``GROUP_FRACTION`` x B, the refiner runs on those only (``unique``, with ``group``
+          mapping images to them). On the CPU they are found with ``torch.unique``; elsewhere, to
+          avoid a host synchronisation, only while all U*K candidates are fewer than B.
+        * Per-option losses come from :func:`~vqdraw.losses.select_option` (no proposals tensor);
           gradients still reach every option through the losses and the chosen path through the
           canvas, exactly as with ``option_losses(propose(...))`` and indexing.
+
+        Encoding and decoding the same codes take the same path, so decode reproduces the
+        encoder's canvas bit for bit.
         """
         if target is None and codes is None:
             raise ValueError("_run needs a target to choose options or the codes to follow")
@@ -129,6 +138,7 @@ class VQDraw(nn.Module):
             unique = torch.zeros((1, *shape[1:]), device=device)
             group = torch.zeros(b, dtype=torch.long, device=device)
             canvas = None
+        dedup = DEDUP_ON_CPU and device.type == "cpu"  # torch.unique's result size needs the host
         k = self.options
         chosen, losses = [], []
         for j, stage in enumerate(stages):
@@ -147,15 +157,24 @@ class VQDraw(nn.Module):
                 choice = follow
                 picked = widen(deltas.flatten(2)[rows, choice]).view(shape)
             chosen.append(choice)
-            if group is not None and unique.shape[0] * k < b:
-                # still fewer distinct canvases than images: keep all U*K candidates
-                unique = (unique.unsqueeze(1) + widen(deltas)).flatten(0, 1)
-                group = group * k + choice
-                canvas = None
-            else:
-                # gradients flow through the chosen path only
-                canvas = picked if group is not None and unique.shape[0] == 1 else canvas + picked
+            if group is not None:
+                u = unique.shape[0]
+                if dedup:
+                    ids, inverse = torch.unique(group * k + choice, return_inverse=True)
+                    if len(ids) <= GROUP_FRACTION * b:  # the distinct next canvases
+                        src = ids.div(k, rounding_mode="floor")
+                        unique = unique[src] + widen(deltas[src, ids - src * k])
+                        group = inverse
+                        continue
+                elif u * k < b:  # all U*K candidates: fewer than the images, no host sync
+                    unique = (unique.unsqueeze(1) + widen(deltas)).flatten(0, 1)
+                    group = group * k + choice
+                    continue
+                # back to one canvas per image; gradients flow through the chosen path only
+                canvas = picked if u == 1 else canvas + picked
                 group = unique = None
+            else:
+                canvas = canvas + picked  # gradients flow through the chosen path only
         if group is not None:
             canvas = unique[group] if unique.shape[0] > 1 else unique.expand(shape).clone()
         return _Trace(

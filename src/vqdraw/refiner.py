@@ -30,7 +30,7 @@ def compiled_run_plan(mode: str | None = None):
     """One ``torch.compile``-d :func:`run_plan`, shared by every refiner (the plan is a constant,
     the weights are inputs, so all segments and stages of a model share its graphs)."""
     if mode not in _COMPILED:
-        _COMPILED[mode] = torch.compile(run_plan, mode=mode, dynamic=False)
+        _COMPILED[mode] = torch.compile(run_plan, mode=mode)  # batch sizes vary: dynamic after a recompile
     return _COMPILED[mode]
 
 
