@@ -126,7 +126,6 @@ def encode_images(model, image_set, batch: int = 250, limit: int | None = None) 
 def save_heatmap(stats: CodeStats, path: str | Path, title: str = "", stage_label: str = "stage") -> Path:
     """Heat map stage x option of usage counts (log colour scale); options never used are red.
     A side panel shows each stage's entropy against the maximum log2 K."""
-    import io
 
     import matplotlib
 
@@ -134,7 +133,6 @@ def save_heatmap(stats: CodeStats, path: str | Path, title: str = "", stage_labe
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    from .io import atomic_write_bytes
 
     n, k = stats.counts.shape
     width = min(14.0, 3.0 + 0.12 * k)
@@ -159,8 +157,6 @@ def save_heatmap(stats: CodeStats, path: str | Path, title: str = "", stage_labe
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    from .plots import save_figure
+
+    return save_figure(fig, path)

@@ -71,9 +71,21 @@ def save_stages(model, images: torch.Tensor, path: str | Path, max_stages: int =
     return save_png(grid(rows.flatten(0, 1), ncol=rows.shape[1], scale=_scale(model)), path)
 
 
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as a PNG (atomically) and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
 def save_curves(metrics: list[dict], path: str | Path, title: str = "") -> Path:
     """Paper Figure 4: test (and train) MSE on a log axis, code entropy on a twin axis."""
-    import io
 
     import matplotlib
 
@@ -101,11 +113,7 @@ def save_curves(metrics: list[dict], path: str | Path, title: str = "") -> Path:
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def _scale(model) -> int:

@@ -170,14 +170,12 @@ def probe_model(model, train_set, test_set, prefixes: list[int] | None = None, *
 
 def save_probe_plot(result: dict, path: str | Path, title: str = "") -> Path:
     """Test accuracy against code bits (prefix length), pixel probes as horizontal lines."""
-    import io
 
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=100)
     bits = [r["bits"] for r in result["prefixes"]]
@@ -197,8 +195,6 @@ def save_probe_plot(result: dict, path: str | Path, title: str = "") -> Path:
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    from .plots import save_figure
+
+    return save_figure(fig, path)

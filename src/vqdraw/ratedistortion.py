@@ -458,7 +458,6 @@ def save_rd_plot(report: dict, path: str | Path, title: str = "") -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .io import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=110)
     by_name = {c["name"]: c for c in report["curves"]}
@@ -482,11 +481,9 @@ def save_rd_plot(report: dict, path: str | Path, title: str = "") -> Path:
     ax.set_title(title or f"rate–distortion on {report['count']} images {w}x{h}"
                  + (f" ({report['source']})" if report.get("source") else ""), fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    from .plots import save_figure
+
+    return save_figure(fig, path)
 
 
 def _nearest(curve: dict, bits: float) -> int:
@@ -507,7 +504,6 @@ def save_compare(
     import matplotlib.pyplot as plt
 
     from . import plots
-    from .io import atomic_write_bytes
 
     by_name = {c["name"]: c for c in report["curves"]}
     vq = by_name["VQ-DRAW"]["results"]
@@ -542,8 +538,6 @@ def save_compare(
         ax.set_title(label, fontsize=7)
         ax.axis("off")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    from .plots import save_figure
+
+    return save_figure(fig, path)
