@@ -90,7 +90,7 @@ def test_select_option_equals_option_losses(c, channels_last):
     assert torch.equal(followed, codes) and torch.equal(chosen, deltas[torch.arange(b), codes])
 
 
-@pytest.mark.parametrize("groups", [1, 3, 40])  # 40 > GROUPED_MAX: gathered inside
+@pytest.mark.parametrize("groups", [1, 3, 40])
 def test_select_option_grouped_equals_gathered(groups):
     """U distinct canvases shared by B images (group index) = the same deltas gathered per image."""
     g = torch.Generator().manual_seed(1)
@@ -104,13 +104,14 @@ def test_select_option_grouped_equals_gathered(groups):
     assert torch.equal(got[1], ref[1]) and torch.equal(got[2], ref[2])
 
 
-@pytest.mark.parametrize("groups", [None, 1, 3])
-def test_select_option_backward_matches_autograd_of_the_definition(groups):
-    """Hand-written backward == autograd through proposals, option_losses and indexing (float64)."""
+@pytest.mark.parametrize("grouping", [None, [0] * 6, [0, 2, 1, 2, 0, 1], [3, 3, 3, 3, 1, 0]])
+def test_select_option_backward_matches_autograd_of_the_definition(grouping):
+    """Hand-written backward == autograd through proposals, option_losses and indexing (float64).
+    Groupings: none, one shared canvas, equal groups, one big group (gathered instead)."""
     g = torch.Generator().manual_seed(2)
     b, k, c, h, w = 6, 4, 2, 3, 5
-    u = b if groups is None else groups
-    group = None if groups is None else torch.randint(0, groups, (b,), generator=g)
+    group = None if grouping is None else torch.tensor(grouping)
+    u = b if grouping is None else max(grouping) + 1
     deltas = torch.randn(u, k, c, h, w, generator=g, dtype=torch.float64)
     canvas = torch.randn(b, c, h, w, generator=g, dtype=torch.float64)
     target = torch.randn(b, c, h, w, generator=g, dtype=torch.float64)

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import torch
 
-GROUPED_MAX = 32  # select_option compares images with all groups' options up to this many groups
+GROUPED_MAX_ROWS = 16  # grouped losses while groups x largest group <= this x the batch
+GRAM_MIN_NUMEL = 1 << 22  # squared norms as a Gram diagonal from this many elements on
 
 
 def option_losses(proposals: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -31,60 +32,76 @@ def option_losses(proposals: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 
 
 class _SelectOption(torch.autograd.Function):
-    """(deltas (U, K, P), residual (B, P), group (B,) | None, codes (B,) | None)
-    -> (losses (B, K), choice (B,), chosen deltas (B, P)); image b uses deltas[group[b]]
-    (deltas[b] when group is None)."""
+    """(deltas (U, K, P), residual (B, P), grouping | None, codes (B,) | None)
+    -> (losses (B, K), choice (B,), chosen deltas (B, P)).
+
+    Without a grouping image b uses deltas[b]. With one, image b uses deltas[group[b]]; the
+    grouping is (group, slot, size): image b is member slot[b] of its group and no group has
+    more than `size` members, so the residuals can be laid out as (U, size, P) and compared with
+    each group's deltas in one batched matrix product.
+    """
 
     @staticmethod
-    def forward(ctx, d, r, group, codes, reuse: bool):
+    def forward(ctx, d, r, group, slot, size: int, codes, reuse: bool):
         ctx.set_materialize_grads(False)
         u, k, p = d.shape
         b = r.shape[0]
         rr = (r * r).sum(1, keepdim=True)  # (B, 1)
-        sq = (d * d).sum(2)  # (U, K)
+        sq = _squared_norms(d)  # (U, K)
         if group is None:
             cross = _batched_dot(d, r)  # (B, K)
-        elif u == 1:
-            cross = r @ d[0].t()  # one shared set of deltas: a plain matrix product
-            sq = sq.expand(b, k)
         else:
-            cross = _grouped_cross(d, r, group)
+            rg = r.new_zeros(u, size, p)
+            rg[group, slot] = r
+            cross = torch.bmm(rg, d.transpose(1, 2))[group, slot]  # (B, K)
             sq = sq[group]
         losses = ((sq - 2.0 * cross) + rr).div_(p).clamp_min_(0.0)
         choice = losses.argmin(dim=1) if codes is None else codes
         rows = torch.arange(b, device=d.device) if group is None else group
         picked = d[rows, choice]  # (B, P)
-        ctx.reuse = reuse
-        ctx.save_for_backward(d, r, group, choice)
+        ctx.reuse, ctx.size = reuse, size
+        ctx.save_for_backward(d, r, group, slot, choice)
         ctx.mark_non_differentiable(choice)
         return losses, choice, picked
 
     @staticmethod
     def backward(ctx, g_losses, _g_choice, g_picked):
-        d, r, group, choice = ctx.saved_tensors
+        d, r, group, slot, choice = ctx.saved_tensors
         u, k, p = d.shape
         b = r.shape[0]
         grad_d = grad_r = None
         if g_losses is not None:
             gs = g_losses.to(d.dtype) * (2.0 / p)  # dL/dd_j = 2 g_j (d_j - r) / P
+            grad_r = r * gs.sum(1, keepdim=True)  # dL/dr = -sum_j 2 g_j (d_j - r) / P
             if group is None:
-                grad_r = r * gs.sum(1, keepdim=True) - torch.bmm(gs.unsqueeze(1), d).squeeze(1)
+                grad_r -= torch.bmm(gs.unsqueeze(1), d).squeeze(1)
                 # reuse: d is needed by nothing else (the refiner's backward needs its inputs,
                 # not its output), so its storage becomes the gradient, no new (B, K, P) tensor.
                 # A second backward through the same graph then fails loudly (d's version changed).
                 grad_d = d.sub_(r.unsqueeze(1)).mul_(gs.unsqueeze(2)) if ctx.reuse else \
                     (d - r.unsqueeze(1)).mul_(gs.unsqueeze(2))
             else:
-                s = gs.new_zeros(b, u, k)
-                s[torch.arange(b, device=d.device), group] = gs  # (B, U, K)
-                grad_d = d * s.sum(0).unsqueeze(2) - torch.einsum("buk,bp->ukp", s, r)
-                grad_r = r * gs.sum(1, keepdim=True) - torch.einsum("buk,ukp->bp", s, d)
+                gg = gs.new_zeros(u, ctx.size, k)
+                gg[group, slot] = gs
+                rg = r.new_zeros(u, ctx.size, p)
+                rg[group, slot] = r
+                grad_d = d * gg.sum(1).unsqueeze(2) - torch.bmm(gg.transpose(1, 2), rg)
+                grad_r -= torch.bmm(gg, d)[group, slot]
         if g_picked is not None:
             if grad_d is None:
                 grad_d = torch.zeros_like(d)
             rows = torch.arange(b, device=d.device) if group is None else group
             grad_d.index_put_((rows, choice), g_picked.to(grad_d.dtype), accumulate=True)
-        return grad_d, grad_r, None, None, None
+        return grad_d, grad_r, None, None, None, None, None
+
+
+def _squared_norms(d: torch.Tensor) -> torch.Tensor:
+    """||d[u, j]||^2: (U, K, P) -> (U, K). For large tensors as the diagonal of the per-canvas Gram
+    matrix (one read of d, in a matrix product's cache blocking) rather than squaring and summing
+    (a full-size temporary written and read back); same value up to float rounding."""
+    if d.numel() >= GRAM_MIN_NUMEL:
+        return torch.bmm(d, d.transpose(1, 2)).diagonal(dim1=1, dim2=2)
+    return (d * d).sum(2)
 
 
 def _batched_dot(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -94,12 +111,18 @@ def _batched_dot(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return torch.bmm(d, r.unsqueeze(2)).squeeze(2)
 
 
-def _grouped_cross(d: torch.Tensor, r: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
-    """<d[group[b], j], r[b]> for every image b and option j: (B, K)."""
-    u, k, p = d.shape
-    # all groups against all images in one product (U*K x P x B), then pick each image's group
-    allpairs = torch.matmul(d.reshape(u * k, p), r.t()).view(u, k, -1)  # (U, K, B)
-    return allpairs[group, :, torch.arange(r.shape[0], device=r.device)]  # (B, K)
+def group_slots(group: torch.Tensor, groups: int) -> tuple[torch.Tensor, int]:
+    """Each image's slot within its group (0, 1, ... in batch order) and the largest group size.
+    The size is read on the host (a synchronisation on a GPU)."""
+    b = group.shape[0]
+    if groups == 1:
+        return torch.arange(b, device=group.device), b
+    sizes = torch.bincount(group, minlength=groups)
+    order = torch.argsort(group, stable=True)
+    start = torch.cumsum(sizes, 0) - sizes
+    slot = torch.empty_like(group)
+    slot[order] = torch.arange(b, device=group.device) - start[group[order]]
+    return slot, int(sizes.max())
 
 
 def widen(t: torch.Tensor) -> torch.Tensor:
@@ -125,21 +148,27 @@ def select_option(
     chosen path flows; the losses' gradient reaches every option.
 
     ``reuse_deltas=True`` lets the backward pass write the deltas' gradient into the deltas'
-    own storage; only for deltas that nothing else reads afterwards (the refiner's output).
+    own storage: only for deltas that nothing reads afterwards (the refiner's output), and the
+    graph can then be differentiated once only (as with ``retain_graph=False``).
     """
     b = residual.shape[0]
-    flat = deltas.flatten(2)
-    d = widen(flat)
-    reuse_deltas = reuse_deltas or d is not flat or flat.data_ptr() != deltas.data_ptr()  # a copy
+    d = widen(deltas.flatten(2))
     r = widen(residual.reshape(b, -1))
     if group is None and d.shape[0] != b:
         raise ValueError(f"deltas for {d.shape[0]} canvases but {b} residuals and no group index")
-    if group is not None and d.shape[0] > GROUPED_MAX:
-        # many groups: comparing every image with every group's options would cost more than
-        # gathering each image's deltas (autograd sums the gathered gradients back)
-        d, group, reuse_deltas = d[group], None, True
+    slot, size = None, 0
+    if group is not None:
+        u = d.shape[0]
+        if d.device.type == "cpu" or u == 1:
+            slot, size = group_slots(group, u)
+        else:
+            size = b + 1  # no host sync on a GPU: the largest group's size is unknown
+        if u * size > GROUPED_MAX_ROWS * b:
+            # very unequal groups: gathering each image's deltas is cheaper than padding the
+            # residuals to the largest group (autograd sums the gathered gradients back)
+            d, group, slot = d[group], None, None
     with torch.autocast(device_type=d.device.type, enabled=False):
-        losses, choice, picked = _SelectOption.apply(d, r, group, codes, bool(reuse_deltas))
+        losses, choice, picked = _SelectOption.apply(d, r, group, slot, size, codes, bool(reuse_deltas))
     return losses, choice, picked.view(residual.shape)
 
 

@@ -35,6 +35,7 @@ FORMAT = "vqdraw-model"
 FORMAT_VERSION = 1
 GROUP_FRACTION = 0.75  # _run refines distinct canvases only while they are at most this share of B
 DEDUP_ON_CPU = True  # find distinct canvases with torch.unique on the CPU (False: the no-sync rule)
+GROUP_BUCKET = 8  # distinct canvases are refined in batches of a multiple of this
 
 
 @dataclass
@@ -115,9 +116,9 @@ class VQDraw(nn.Module):
         * Images that share a canvas share the refiner's work. The zero canvas (``None``, or
           detected) is refined once for the whole batch. After a shared stage the batch holds few
           distinct canvases (a trained MNIST model gives ~10 distinct first-stage codes in a batch
-          of 32, ~23 in 256): while the distinct canvases number at most
-          ``GROUP_FRACTION`` x B, the refiner runs on those only (``unique``, with ``group``
-          mapping images to them). On the CPU they are found with ``torch.unique``; elsewhere, to
+          of 32, ~23 in 256): while the distinct canvases, rounded up to a multiple of
+          ``GROUP_BUCKET``, number at most ``GROUP_FRACTION`` x B, the refiner runs on those only
+          (``unique``, with ``group`` mapping images to them). On the CPU they are found with ``torch.unique``; elsewhere, to
           avoid a host synchronisation, only while all U*K candidates are fewer than B.
         * Per-option losses come from :func:`~vqdraw.losses.select_option` (no proposals tensor);
           gradients still reach every option through the losses and the chosen path through the
@@ -161,7 +162,12 @@ class VQDraw(nn.Module):
                 u = unique.shape[0]
                 if dedup:
                     ids, inverse = torch.unique(group * k + choice, return_inverse=True)
-                    if len(ids) <= GROUP_FRACTION * b:  # the distinct next canvases
+                    padded = -(-len(ids) // GROUP_BUCKET) * GROUP_BUCKET
+                    if padded <= GROUP_FRACTION * b:  # refine the distinct next canvases only
+                        # padded to a multiple of GROUP_BUCKET with repeats of the first (never
+                        # referenced by `group`): few distinct batch sizes, so oneDNN (and
+                        # torch.compile) reuse their kernels instead of building new ones
+                        ids = torch.cat([ids, ids[:1].expand(padded - len(ids))])
                         src = ids.div(k, rounding_mode="floor")
                         unique = unique[src] + widen(deltas[src, ids - src * k])
                         group = inverse
