@@ -192,8 +192,10 @@ def test_golden_codes_of_a_seeded_model(digits):
 @pytest.mark.parametrize("batch", [4, 16, 40])  # K = 8: shared stage 0, then B <= K or B > K
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("dedup", [True, False])  # distinct canvases by torch.unique, or no-sync rule
-def test_encode_decode_equal_the_stage_by_stage_definition(digits, batch, channels_last, dedup, monkeypatch):
+@pytest.mark.parametrize("chunk", [64, 7])  # CPU inference in chunks of this many images
+def test_encode_decode_equal_the_stage_by_stage_definition(digits, batch, channels_last, dedup, chunk, monkeypatch):
     monkeypatch.setattr("vqdraw.model.DEDUP_ON_CPU", dedup)
+    monkeypatch.setattr("vqdraw.model.CPU_INFERENCE_CHUNK", chunk)
     model = small("mnist").eval()
     model.refiner.set_speed(channels_last=channels_last)
     x = torch.cat([digits, digits.flip(3), digits.flip(2)])[:batch]

@@ -36,6 +36,7 @@ FORMAT_VERSION = 1
 GROUP_FRACTION = 0.75  # _run refines distinct canvases only while they are at most this share of B
 DEDUP_ON_CPU = True  # find distinct canvases with torch.unique on the CPU (False: the no-sync rule)
 GROUP_BUCKET = 8  # distinct canvases are refined in batches of a multiple of this
+CPU_INFERENCE_CHUNK = 64  # encode/decode on the CPU run this many images at a time (cache-sized)
 
 
 @dataclass
@@ -206,6 +207,27 @@ class VQDraw(nn.Module):
             losses.append(seg_losses)
         return _Trace(torch.cat(codes, 1), canvas, torch.cat(losses, 1))
 
+    def _run_inference(self, target: torch.Tensor | None, codes: torch.Tensor | None, n: int) -> _Trace:
+        """`_run` from the zero canvas for encoding (`target`) or decoding (`codes`), without
+        autograd. On the CPU the batch is run ``CPU_INFERENCE_CHUNK`` images at a time: a batch
+        of 256 MNIST images has 51 MB activations per layer, and oneDNN's convolutions run ~1.5x
+        slower per image once they no longer fit the caches. Each image's arithmetic is the
+        same (up to the convolution's float rounding), and encode and decode chunk alike."""
+        ref = target if target is not None else codes
+        b = ref.shape[0]
+        step = CPU_INFERENCE_CHUNK if ref.device.type == "cpu" else max(b, 1)
+        shape = self.config.image_shape
+        parts = []
+        for i in range(0, max(b, 1), step):
+            t = None if target is None else target[i : i + step]
+            c = None if codes is None else codes[i : i + step]
+            canvas = torch.zeros((min(step, b - i), *shape), device=ref.device)
+            parts.append(self._run(canvas, range(n), target=t, codes=c))
+        if len(parts) == 1:
+            return parts[0]
+        losses = None if parts[0].losses is None else torch.cat([p.losses for p in parts])
+        return _Trace(torch.cat([p.codes for p in parts]), torch.cat([p.canvas for p in parts]), losses)
+
     # ------------------------------------------------------------------ public API
     def encode(
         self,
@@ -238,7 +260,7 @@ class VQDraw(nn.Module):
         x = self._check_images(x)
         with torch.inference_mode():
             target = self.normalize(x)
-            trace = self._run(torch.zeros(target.shape, device=target.device), range(n), target=target)
+            trace = self._run_inference(target, None, n)
         if not return_reconstruction:
             return trace.codes
         return EncodeResult(trace.codes, self.denormalize(trace.canvas), trace.losses)
@@ -253,10 +275,8 @@ class VQDraw(nn.Module):
         n = self._check_stages(codes.shape[1] if stages is None else stages)
         if n > codes.shape[1]:
             raise InputError(f"asked to decode {n} stages but the codes have only {codes.shape[1]}")
-        c, h, w = self.config.image_shape
         with torch.inference_mode():
-            canvas = torch.zeros((codes.shape[0], c, h, w), device=self.device)
-            trace = self._run(canvas, range(n), codes=codes[:, :n].to(self.device))
+            trace = self._run_inference(None, codes[:, :n].to(self.device), n)
             return self.denormalize(trace.canvas)
 
     def reconstruct(self, x: torch.Tensor, stages: int | None = None, beam: int = 1) -> torch.Tensor:
