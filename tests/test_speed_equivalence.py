@@ -262,6 +262,33 @@ def test_bf16_autocast_keeps_losses_and_argmin_float32(digits):
     assert agree > 0.5  # bf16 is an approximation: most codes agree with float32
 
 
+def test_bf16_codes_match_float32_on_a_trained_model(all_cores):
+    """After real training (not at initialisation, where options are near-ties), bf16 autocast
+    must pick the float32 codes for the vast majority of images and not lose quality."""
+    from vqdraw.data import load_dataset
+    from vqdraw.train import autocast
+
+    train, test = load_dataset("mnist-embedded", "train"), load_dataset("mnist-embedded", "test")
+    model = small("mnist", options=16, stages=4).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(40):
+        loss = model.loss(train.batch(torch.randint(0, len(train), (32,), generator=g)))["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    x = test.batch(range(200))
+    model.eval()
+    fp32 = model.encode(x, return_reconstruction=True)
+    with autocast("bf16", "cpu"):
+        bf16 = model.encode(x, return_reconstruction=True)
+    whole = (bf16.codes == fp32.codes).all(1).float().mean().item()
+    first = (bf16.codes[:, 0] == fp32.codes[:, 0]).float().mean().item()
+    assert whole >= 0.8 and first >= 0.95, (whole, first)
+    mse = [((r.reconstruction - x) ** 2).mean().item() for r in (fp32, bf16)]
+    assert mse[1] <= 1.05 * mse[0], mse
+
+
 @pytest.mark.slow
 def test_compiled_refiner_equals_eager(digits):
     model = small("mnist").eval()
