@@ -91,8 +91,10 @@ def test_select_option_equals_option_losses(c, channels_last):
 
 
 @pytest.mark.parametrize("groups", [1, 3, 40])
-def test_select_option_grouped_equals_gathered(groups):
+@pytest.mark.parametrize("host_reads", [True, False])  # False: the GPU rule (no exact group size)
+def test_select_option_grouped_equals_gathered(groups, host_reads, monkeypatch):
     """U distinct canvases shared by B images (group index) = the same deltas gathered per image."""
+    monkeypatch.setattr("vqdraw.losses.host_reads_are_cheap", lambda device: host_reads)
     g = torch.Generator().manual_seed(1)
     b, k = 50 if groups > 3 else 9, 5
     group = torch.randint(0, groups, (b,), generator=g)
@@ -105,9 +107,11 @@ def test_select_option_grouped_equals_gathered(groups):
 
 
 @pytest.mark.parametrize("grouping", [None, [0] * 6, [0, 2, 1, 2, 0, 1], [3, 3, 3, 3, 1, 0]])
-def test_select_option_backward_matches_autograd_of_the_definition(grouping):
+@pytest.mark.parametrize("host_reads", [True, False])  # False: the GPU rule (no exact group size)
+def test_select_option_backward_matches_autograd_of_the_definition(grouping, host_reads, monkeypatch):
     """Hand-written backward == autograd through proposals, option_losses and indexing (float64).
     Groupings: none, one shared canvas, equal groups, one big group (gathered instead)."""
+    monkeypatch.setattr("vqdraw.losses.host_reads_are_cheap", lambda device: host_reads)
     g = torch.Generator().manual_seed(2)
     b, k, c, h, w = 6, 4, 2, 3, 5
     group = None if grouping is None else torch.tensor(grouping)

@@ -111,9 +111,14 @@ def _batched_dot(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return torch.bmm(d, r.unsqueeze(2)).squeeze(2)
 
 
-def group_slots(group: torch.Tensor, groups: int) -> tuple[torch.Tensor, int]:
-    """Each image's slot within its group (0, 1, ... in batch order) and the largest group size.
-    The size is read on the host (a synchronisation on a GPU)."""
+def host_reads_are_cheap(device: torch.device) -> bool:
+    """Whether reading a value back to Python costs nothing (the CPU) or a stall (a GPU)."""
+    return device.type == "cpu"
+
+
+def group_slots(group: torch.Tensor, groups: int, exact_size: bool = True) -> tuple[torch.Tensor, int]:
+    """Each image's slot within its group (0, 1, ... in batch order) and a bound on the group
+    sizes: the largest size (read on the host) with ``exact_size``, else the batch size."""
     b = group.shape[0]
     if groups == 1:
         return torch.arange(b, device=group.device), b
@@ -122,7 +127,7 @@ def group_slots(group: torch.Tensor, groups: int) -> tuple[torch.Tensor, int]:
     start = torch.cumsum(sizes, 0) - sizes
     slot = torch.empty_like(group)
     slot[order] = torch.arange(b, device=group.device) - start[group[order]]
-    return slot, int(sizes.max())
+    return slot, int(sizes.max()) if exact_size else b
 
 
 def widen(t: torch.Tensor) -> torch.Tensor:
@@ -159,10 +164,8 @@ def select_option(
     slot, size = None, 0
     if group is not None:
         u = d.shape[0]
-        if d.device.type == "cpu" or u == 1:
-            slot, size = group_slots(group, u)
-        else:
-            size = b + 1  # no host sync on a GPU: the largest group's size is unknown
+        # on a GPU the largest group's size is not read back (no host sync): B bounds it
+        slot, size = group_slots(group, u, exact_size=host_reads_are_cheap(d.device))
         if u * size > GROUPED_MAX_ROWS * b:
             # very unequal groups: gathering each image's deltas is cheaper than padding the
             # residuals to the largest group (autograd sums the gathered gradients back)
