@@ -3,6 +3,7 @@
     python benchmarks/bench_codec.py                        # mnist preset, fresh weights
     python benchmarks/bench_codec.py --model runs/mnist     # a trained model (run folder)
     python benchmarks/bench_codec.py --beam 1 4 --reps 5
+    python benchmarks/bench_codec.py --model runs/mnist --reference   # the straightforward path
 
 Greedy encoding is `model.encode(x)` (Algorithm 1), decoding `model.decode(codes)`
 (Algorithm 2); each timed call handles one batch (default 256 test digits for mnist, random
@@ -35,6 +36,8 @@ def parse(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--stages", type=int, default=None, help="override N for a fresh preset model")
     p.add_argument("--beam", type=int, nargs="*", default=[], help="also time these beam widths")
+    p.add_argument("--reference", action="store_true",
+                   help="time the straightforward computation (vqdraw.reference) instead: the 'before' figure")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--compile", action="store_true")
     C.add_common_args(p)
@@ -79,16 +82,30 @@ def main(argv=None) -> None:
 
         ctx = contextlib.nullcontext()
 
+    encode, decode = model.encode, model.decode
+    if args.reference:
+        if args.precision != "fp32" or args.compile or any(b != 1 for b in args.beam):
+            raise SystemExit("--reference times plain float32 greedy encoding and decoding only")
+        from vqdraw.reference import reference_run
+
+        def encode(images):
+            with torch.inference_mode():
+                return reference_run(model, model.normalize(images))[0]
+
+        def decode(codes):
+            with torch.inference_mode():
+                return model.denormalize(reference_run(model, None, codes)[1])
+
     with ctx:
-        codes = model.encode(x)
-        enc_flops = C.count_flops(lambda: model.encode(x))
+        codes = encode(x)
+        enc_flops = C.count_flops(lambda: encode(x))
         probe = model.refiner.segments[0]
         with torch.no_grad():
             fwd = C.count_flops(lambda: probe(torch.randn(args.batch, *shape, device=device), 0))
         nominal = model.stages * fwd
         env = C.environment(device)
-        enc = C.summary(C.time_calls(lambda: model.encode(x), args.reps, args.warmup, device))
-        dec = C.summary(C.time_calls(lambda: model.decode(codes), args.reps, args.warmup, device))
+        enc = C.summary(C.time_calls(lambda: encode(x), args.reps, args.warmup, device))
+        dec = C.summary(C.time_calls(lambda: decode(codes), args.reps, args.warmup, device))
         out = {
             "benchmark": "codec",
             "preset": args.preset if not args.model else str(args.model),
@@ -97,6 +114,7 @@ def main(argv=None) -> None:
             "options": model.options,
             "precision": args.precision,
             "compile": args.compile,
+            "path": "reference (straightforward)" if args.reference else "vqdraw",
             "encode": {**enc, "images_per_s": args.batch / enc["median_s"],
                        "achieved_gflops": nominal / enc["median_s"] / 1e9,
                        "executed_gflops": enc_flops / enc["median_s"] / 1e9},

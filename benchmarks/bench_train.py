@@ -2,6 +2,7 @@
 against a large-convolution calibration measured in the same run, and memory.
 
     python benchmarks/bench_train.py --preset mnist --steps 20
+    python benchmarks/bench_train.py --preset mnist --steps 20 --reference   # the straightforward path
     python benchmarks/bench_train.py --preset cifar10 --steps 2 --warmup 1 --stages 20
     python benchmarks/bench_train.py --preset mnist --steps 60 --rss-at 20 40 60   # growth check
 
@@ -50,6 +51,13 @@ def parse(argv=None):
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--rss-at", type=int, nargs="*", default=[], help="record RSS after these steps")
+    p.add_argument("--reference", action="store_true",
+                   help="time the straightforward computation (vqdraw.reference: module by module, "
+                        "NCHW, a proposals tensor per stage, autograd) instead of the library's path: "
+                        "the 'before' figure, measured on the same machine at the same time")
+    p.add_argument("--no-flops", action="store_true",
+                   help="skip the FLOP count (one more step under a dispatch mode, which holds more "
+                        "memory than a plain step: leave it out for the big presets on a small machine)")
     p.add_argument("--real-data", action="store_true", help="mnist: use the embedded digits (default for mnist)")
     p.add_argument("--calibrate-only", action="store_true", help=argparse.SUPPRESS)
     C.add_common_args(p)
@@ -84,6 +92,8 @@ def main(argv=None) -> None:
         mcfg = model.config
     else:
         model = VQDraw(mcfg).to(device).train()
+    if args.reference and (args.compile or args.precision != "fp32" or micro < batch):
+        raise SystemExit("--reference times the plain float32 step on one batch only")
     if args.compile:
         model.refiner.set_speed(compile=True)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
@@ -114,7 +124,18 @@ def main(argv=None) -> None:
     def one_step():
         x = images(step_no[0])
         step_no[0] += 1
+        if args.reference:
+            return reference_step(x)
         return train_step(model, opt, x, tcfg, **kwargs)
+
+    def reference_step(x):
+        from vqdraw.reference import reference_loss
+
+        opt.zero_grad(set_to_none=True)
+        terms = reference_loss(model, x, tcfg.alpha)
+        terms["loss"].backward()
+        opt.step()
+        return terms["loss"].item()
 
     rss = {}
 
@@ -127,12 +148,12 @@ def main(argv=None) -> None:
     s = C.summary(times)
     mem = C.memory(device)  # before the FLOP count below, which runs under a dispatch mode
     # FLOPs: one more real step under the counter, and the nominal count
-    executed = C.count_flops(one_step)
     probe = copy.deepcopy(model.refiner.segments[0]).eval()
     with torch.no_grad():
         fwd = C.count_flops(lambda: probe(torch.randn(batch, *shape, device=device), 0))
     nominal = 3 * mcfg.stages * fwd
     del probe
+    executed = None if args.no_flops else C.count_flops(one_step)
     out = {
         "benchmark": "train_step",
         "preset": args.preset,
@@ -144,12 +165,13 @@ def main(argv=None) -> None:
         "grad_checkpoint": gc,
         "precision": args.precision,
         "compile": args.compile,
+        "path": "reference (straightforward)" if args.reference else "vqdraw",
         "step": s,
         "images_per_s": batch / s["median_s"],
         "flops_per_step_nominal": nominal,
         "flops_per_step_executed": executed,
         "achieved_gflops": nominal / s["median_s"] / 1e9,
-        "executed_gflops": executed / s["median_s"] / 1e9,
+        "executed_gflops": None if executed is None else executed / s["median_s"] / 1e9,
         "vqdraw": str(Path(inspect.getfile(VQDraw)).parent),
         **mem,
         "env": env_before,

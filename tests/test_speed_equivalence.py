@@ -1,6 +1,6 @@
 """The fast paths compute what the straightforward definitions compute (up to float rounding).
 
-The straightforward versions live here, written the obvious way: the refiner as conv -> mask
+The straightforward versions live in `vqdraw.reference`, written the obvious way: the refiner as conv -> mask
 multiply -> ReLU [-> GroupNorm] module by module and head * output_scale; the stage loop as
 ``proposals = canvas + deltas``, ``option_losses(proposals, target)``, ``proposals[rows, choice]``.
 The library instead folds masks and scales into weights, runs channels-last, computes the
@@ -14,47 +14,8 @@ import pytest
 import torch
 
 from vqdraw import VQDraw
-from vqdraw.layers import ConvUnit
-from vqdraw.losses import objective, option_losses, select_option
-
-
-# ----------------------------------------------------------------------------- references
-def naive_deltas(refiner, canvas, stage):
-    """Refiner.forward as first written (conv, then mask, then ReLU, then norm)."""
-    h = canvas
-    for unit in refiner.units:
-        if isinstance(unit, ConvUnit):
-            h = unit.norm(torch.relu(unit.mask(unit.conv(h), stage)))
-        else:
-            x = h
-            for norm, conv, mask in zip(unit.norms, unit.convs, unit.masks):
-                h = mask(conv(norm(torch.relu(h))), stage)
-            h = x + h
-    head = refiner.heads[stage if len(refiner.heads) > 1 else 0]
-    out = head(h) * refiner.output_scale
-    b, _, height, width = out.shape
-    return out.view(b, refiner.options, refiner.channels, height, width)
-
-
-def naive_proposals(model, canvas, stage):
-    seg = model.refiner
-    p = canvas.unsqueeze(1) + naive_deltas(seg.segments[stage // seg.segment], canvas, stage % seg.segment)
-    return p + seg.first_bias if stage == 0 else p
-
-
-def naive_run(model, target, codes=None):
-    """Algorithm 1 (or 2 with codes) stage by stage: (codes, canvas, losses)."""
-    canvas = torch.zeros_like(target)
-    rows = torch.arange(len(target))
-    chosen, losses = [], []
-    for i in range(model.stages):
-        p = naive_proposals(model, canvas, i)
-        stage_losses = option_losses(p, target)
-        c = stage_losses.argmin(1) if codes is None else codes[:, i]
-        canvas = p[rows, c]
-        chosen.append(c)
-        losses.append(stage_losses)
-    return torch.stack(chosen, 1), canvas, torch.stack(losses, 1)
+from vqdraw.losses import option_losses, select_option
+from vqdraw.reference import reference_deltas, reference_loss, reference_proposals, reference_run
 
 
 def close(a, b, rtol=1e-4, atol=1e-5):
@@ -162,10 +123,10 @@ def test_refiner_equals_module_by_module_definition(name, channels_last):
         for stage in range(3):
             seg = model.refiner.segments[stage // 2]
             fast = seg(canvas, stage % 2)
-            ref = naive_deltas(seg, canvas, stage % 2)
+            ref = reference_deltas(seg, canvas, stage % 2)
             assert fast.shape == ref.shape
             assert close(fast, ref), (name, stage, (fast - ref).abs().max().item())
-            assert close(model.propose(canvas, stage), naive_proposals(model, canvas, stage))
+            assert close(model.propose(canvas, stage), reference_proposals(model, canvas, stage))
 
 
 def test_state_dict_keys_and_shapes_unchanged():
@@ -204,7 +165,7 @@ def test_encode_decode_equal_the_stage_by_stage_definition(digits, batch, channe
     model.refiner.set_speed(channels_last=channels_last)
     x = torch.cat([digits, digits.flip(3), digits.flip(2)])[:batch]
     with torch.no_grad():
-        codes, canvas, losses = naive_run(model, model.normalize(x))
+        codes, canvas, losses = reference_run(model, model.normalize(x))
     res = model.encode(x, return_reconstruction=True)
     assert torch.equal(res.codes, codes)
     assert close(res.losses, losses, rtol=1e-5, atol=1e-6)
@@ -213,7 +174,7 @@ def test_encode_decode_equal_the_stage_by_stage_definition(digits, batch, channe
     # decode of arbitrary codes, too (every path: shared, grouped, per image)
     other = torch.randint(0, 8, codes.shape, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
-        _, ref_canvas, _ = naive_run(model, model.normalize(x), codes=other)
+        _, ref_canvas, _ = reference_run(model, None, codes=other)
     assert close(model.decode(other), model.denormalize(ref_canvas))
 
 
@@ -221,7 +182,7 @@ def test_rgb_model_encode_equals_definition():
     model = small("svhn", stages=3).eval()
     x = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
-        codes, canvas, losses = naive_run(model, model.normalize(x))
+        codes, canvas, losses = reference_run(model, model.normalize(x))
     res = model.encode(x, return_reconstruction=True)
     assert torch.equal(res.codes, codes)
     assert close(res.losses, losses, rtol=1e-5, atol=1e-6)
@@ -234,9 +195,9 @@ def test_training_gradients_equal_autograd_of_the_definition(digits, batch, chec
     monkeypatch.setattr("vqdraw.model.DEDUP_ON_CPU", dedup)
     model = small("mnist").train()
     x = torch.cat([digits, digits.flip(3)])[:batch]
-    codes, _, losses = naive_run(model, model.normalize(x))
+    ref_terms = reference_loss(model, x, alpha=0.5)
+    codes = ref_terms["codes"]
     assert len(torch.unique(codes[:, 0])) < batch  # the shared/grouped paths are exercised
-    ref_terms = objective(losses, codes, alpha=0.5)
     ref_terms["loss"].backward()
     ref = {n: p.grad.clone() for n, p in model.named_parameters()}
     model.zero_grad(set_to_none=True)
