@@ -131,7 +131,7 @@ def main(argv=None) -> None:
             else:
                 out["beam"] = {}
                 for b in beams:
-                    t = C.summary(C.time_calls(lambda: model.encode(x, beam=b), max(1, args.reps // 2), 1, device))
+                    t = C.summary(C.time_calls(lambda b=b: model.encode(x, beam=b), max(1, args.reps // 2), 1, device))
                     out["beam"][str(b)] = {**t, "images_per_s": args.batch / t["median_s"]}
     out.update(C.memory(device))
     out["load_average_after"] = [round(v, 2) for v in __import__("os").getloadavg()]

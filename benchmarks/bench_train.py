@@ -103,7 +103,6 @@ def main(argv=None) -> None:
     elif args.precision != "fp32":
         raise SystemExit("this vqdraw has no precision option")
 
-    total = args.warmup + args.steps + 1
     shape = mcfg.image_shape
     if args.preset == "mnist" or args.real_data:
         from vqdraw.data import load_dataset
@@ -152,7 +151,6 @@ def main(argv=None) -> None:
     with torch.no_grad():
         fwd = C.count_flops(lambda: probe(torch.randn(batch, *shape, device=device), 0))
     nominal = 3 * mcfg.stages * fwd
-    del probe
     executed = None if args.no_flops else C.count_flops(one_step)
     out = {
         "benchmark": "train_step",
