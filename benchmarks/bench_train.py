@@ -49,7 +49,9 @@ def parse(argv=None):
     p.add_argument("--stages", type=int, default=None, help="override N (and segment if larger)")
     p.add_argument("--grad-checkpoint", choices=["preset", "on", "off"], default="preset")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
-    p.add_argument("--compile", action="store_true")
+    p.add_argument("--compile", nargs="?", const="default", default=None,
+                   choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the per-stage network, optionally with this mode")
     p.add_argument("--rss-at", type=int, nargs="*", default=[], help="record RSS after these steps")
     p.add_argument("--reference", action="store_true",
                    help="time the straightforward computation (vqdraw.reference: module by module, "
@@ -95,7 +97,7 @@ def main(argv=None) -> None:
     if args.reference and (args.compile or args.precision != "fp32" or micro < batch):
         raise SystemExit("--reference times the plain float32 step on one batch only")
     if args.compile:
-        model.refiner.set_speed(compile=True)
+        model.refiner.set_speed(compile=True, compile_mode=args.compile)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr)
     kwargs = {}
     if "precision" in inspect.signature(train_step).parameters:

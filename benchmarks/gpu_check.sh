@@ -9,7 +9,8 @@
 # errors.txt (the stderr of any failed step) into the output folder. Steps, most important first, each with
 # its own time limit so that one failure does not eat the budget:
 #   1  environment (nvidia-smi, torch, device)
-#   2  mnist training step, batch 32: fp32, the straightforward path (--reference: the before), bf16, torch.compile
+#   2  mnist training step, batch 32: fp32, the straightforward path (--reference: the before), bf16,
+#      torch.compile, torch.compile with CUDA graphs (mode reduce-overhead)
 #   3  the paper's mnist budget: a real 2,000-step `vqdraw train` run (mnist-embedded, batch 32,
 #      evaluation and checkpoints as configured), timed; 50,000 steps EXTRAPOLATED x25
 #   4  bf16 vs fp32 codes on the model trained in step 3 (bf16_agreement.py)
@@ -74,6 +75,7 @@ step train_mnist_fp32 90 "$PY" benchmarks/bench_train.py --device "$DEV" --prese
 step train_mnist_reference 90 "$PY" benchmarks/bench_train.py --device "$DEV" --preset mnist --steps "$S_STEPS" --warmup "$S_WARM" --reference --no-flops --no-calibration
 step train_mnist_bf16 90 "$PY" benchmarks/bench_train.py --device "$DEV" --preset mnist --steps "$S_STEPS" --warmup "$S_WARM" --precision bf16 --no-calibration
 step train_mnist_compile 240 "$PY" benchmarks/bench_train.py --device "$DEV" --preset mnist --steps "$S_STEPS" --warmup "$S_WARM" --compile --no-calibration
+step train_mnist_cudagraphs 240 "$PY" benchmarks/bench_train.py --device "$DEV" --preset mnist --steps "$S_STEPS" --warmup "$S_WARM" --compile reduce-overhead --no-calibration
 
 # 3 the paper's mnist budget, measured on 2,000 real steps and extrapolated to 50,000
 RUN="$OUT/mnist2k"

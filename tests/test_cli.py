@@ -99,3 +99,22 @@ def test_presets_table(capsys):
     out = capsys.readouterr().out
     for text in ("mnist", "svhn", "cifar10", "celeba", "50,000", "4,375", "2,175", "2,262", "600", "64x64x3"):
         assert text in out
+
+
+@pytest.mark.parametrize("flag,mode", [([], False), (["--compile"], "default"),
+                                       (["--compile", "reduce-overhead"], "reduce-overhead")])
+def test_train_compile_flag_reaches_fit(flag, mode, tmp_path, monkeypatch):
+    """`--compile [MODE]` reaches fit as torch.compile's mode (False without the flag)."""
+    import vqdraw.train
+
+    seen = {}
+
+    def fake_fit(model, train_set, test_set, cfg, run_dir, **kw):
+        seen["compile"] = kw["compile"]
+        raise SystemExit(0)
+
+    monkeypatch.setattr(vqdraw.train, "fit", fake_fit)
+    with pytest.raises(SystemExit):
+        main(["train", "--preset", "mnist", "--dataset", "mnist-embedded", "--steps", "1", "--options", "8",
+              "--stages", "2", "--segment", "2", "--run", str(tmp_path / "r"), *flag])
+    assert seen["compile"] == mode

@@ -190,7 +190,7 @@ def fit(
     stop_after: int | None = None,
     on_log: Callable[[dict], None] | None = None,
     precision: str = "fp32",
-    compile: bool = False,
+    compile: bool | str = False,
     distributed: bool | None = None,
 ) -> RunResult:
     """Train `model` for `cfg.steps` steps, writing everything into `run_dir`.
@@ -201,7 +201,8 @@ def fit(
 
     Speed and scale options (none changes the parameters' meaning or the checkpoint format):
     ``precision="bf16"`` runs the refiner under bfloat16 autocast (losses, arg-min and canvas in
-    float32); ``compile=True`` compiles the per-stage network with ``torch.compile``;
+    float32); ``compile=True`` compiles the per-stage network with ``torch.compile`` (a string
+    is the compile mode: ``"reduce-overhead"`` adds CUDA graphs on a GPU, ``"max-autotune"``);
     ``distributed`` (default: whenever a process group of several ranks is initialised, see
     :mod:`vqdraw.distributed`) trains data-parallel, each rank on its slice of the global batch,
     with rank 0 alone evaluating and writing the run folder.
@@ -222,7 +223,7 @@ def fit(
     _check_data(model, train_set, test_set)
     model.to(device)
     if compile:
-        model.refiner.set_speed(compile=True)
+        model.refiner.set_speed(compile=True, compile_mode=None if compile is True else str(compile))
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     step = 0
     if resume:

@@ -39,7 +39,10 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: bfloat16 autocast for the refiner (losses and arg-min stay float32)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the per-stage network")
+    p.add_argument("--compile", nargs="?", const="default", default=None,
+                   choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile the per-stage network; optionally the mode (reduce-overhead: "
+                        "CUDA graphs on a GPU, for the launch-bound small batches)")
     add_dataclass_flags(p, ModelConfig, skip=MODEL_SKIP, title="model (overrides the preset)")
     add_dataclass_flags(p, TrainConfig, skip=TRAIN_SKIP, title="training (overrides the preset)")
     p.set_defaults(func=run)
@@ -88,7 +91,8 @@ def run(args) -> int:
     t0 = time.perf_counter()
     try:
         result = fit(model, train_set, test_set, train_cfg, run_dir, resume=args.resume, device=device,
-                     progress=not args.no_progress, precision=args.precision, compile=args.compile)
+                     progress=not args.no_progress, precision=args.precision,
+                     compile=args.compile or False)
     finally:
         distributed.shutdown()
     last = next((m for m in reversed(result.metrics) if "test_mse" in m), None)
