@@ -46,6 +46,14 @@ def test_decode_prefix_matches_encoding_fewer_stages(tiny_model, digits):
     assert torch.allclose(zero, tiny_model.denormalize(torch.zeros_like(digits)))
 
 
+def test_empty_batches_give_empty_results(tiny_model):
+    res = tiny_model.encode(torch.zeros(0, 1, 28, 28), return_reconstruction=True)
+    assert res.codes.shape == (0, 4) and res.codes.dtype == torch.long
+    assert res.reconstruction.shape == (0, 1, 28, 28) and res.losses.shape == (0, 4, 8)
+    assert tiny_model.decode(torch.zeros(0, 4, dtype=torch.long)).shape == (0, 1, 28, 28)
+    assert tiny_model.decode(torch.zeros(0, 4, dtype=torch.long), stages=2).shape == (0, 1, 28, 28)
+
+
 def test_sample_decodes_random_codes(tiny_model):
     a = tiny_model.sample(6, generator=torch.Generator().manual_seed(1))
     b = tiny_model.sample(6, generator=torch.Generator().manual_seed(1))

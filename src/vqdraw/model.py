@@ -215,10 +215,14 @@ class VQDraw(nn.Module):
         same (up to the convolution's float rounding), and encode and decode chunk alike."""
         ref = target if target is not None else codes
         b = ref.shape[0]
-        step = CPU_INFERENCE_CHUNK if ref.device.type == "cpu" else max(b, 1)
         shape = self.config.image_shape
+        if b == 0:  # an empty batch: empty results of the right shapes
+            return _Trace(torch.zeros((0, n), dtype=torch.long, device=ref.device),
+                          torch.zeros((0, *shape), device=ref.device),
+                          None if target is None else torch.zeros((0, n, self.options), device=ref.device))
+        step = CPU_INFERENCE_CHUNK if ref.device.type == "cpu" else b
         parts = []
-        for i in range(0, max(b, 1), step):
+        for i in range(0, b, step):
             t = None if target is None else target[i : i + step]
             c = None if codes is None else codes[i : i + step]
             canvas = torch.zeros((min(step, b - i), *shape), device=ref.device)
