@@ -30,20 +30,13 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     device = C.setup(args)
 
-    import json
-
     from vqdraw import VQDraw
+    from vqdraw.baselines import run_dataset
     from vqdraw.data import load_dataset
     from vqdraw.train import autocast
 
     model = VQDraw.load(args.model, map_location=device).eval()
-    name = args.dataset
-    if name is None:
-        for folder in (Path(args.model), Path(args.model).parent):
-            if (folder / "train.json").exists():
-                name = json.loads((folder / "train.json").read_text())["train"]["dataset"]
-                break
-    test = load_dataset(name or "mnist-embedded", "test")
+    test = load_dataset(args.dataset or run_dataset(args.model) or "mnist-embedded", "test")
     x = test.batch(range(min(args.count, len(test))), device)
     c32, c16, m32, m16 = [], [], 0.0, 0.0
     for chunk in x.split(args.batch):

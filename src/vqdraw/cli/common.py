@@ -93,8 +93,7 @@ def add_input_args(p: argparse.ArgumentParser, count: int) -> None:
 def load_inputs(args, model):
     """(B, C, H, W) images: the files given, else the first --count test images of the dataset
     (--dataset, or the one the run was trained on)."""
-    import json
-
+    from ..baselines import run_dataset
     from ..data import load_dataset
     from ..errors import InputError
     from ..images import expand_image_paths, load_images
@@ -102,12 +101,7 @@ def load_inputs(args, model):
     if args.images:
         paths = expand_image_paths(args.images)[: args.count] if args.count else expand_image_paths(args.images)
         return load_images(paths, model.config.image_shape, resize=args.resize).to(model.device)
-    name = args.dataset
-    if name is None:
-        for folder in (Path(args.model), Path(args.model).parent):
-            if (folder / "train.json").exists():
-                name = json.loads((folder / "train.json").read_text())["train"]["dataset"]
-                break
+    name = args.dataset or run_dataset(args.model)
     if name is None:
         raise InputError("no images given and the model folder does not say its dataset; pass --dataset")
     test = load_dataset(name, "test", args.data_dir)

@@ -39,21 +39,15 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import json
     from pathlib import Path
 
+    from ..baselines import run_dataset
     from ..data import load_dataset
     from ..distill import distill
     from .common import load_model
 
     model = load_model(args)
-    name = args.dataset
-    if name is None:
-        for folder in (Path(args.model), Path(args.model).parent):
-            if (folder / "train.json").exists():
-                name = json.loads((folder / "train.json").read_text())["train"]["dataset"]
-                break
-    name = name or "mnist-embedded"
+    name = args.dataset or run_dataset(args.model) or "mnist-embedded"
     train_set = load_dataset(name, "train", args.data_dir)
     test_set = load_dataset(name, "test", args.data_dir)
     print(f"vqdraw distill: {args.model} (K={model.options} N={model.stages}), dataset {name} "

@@ -27,19 +27,14 @@ def register(sub) -> None:
 
 
 def _source(args) -> str:
-    import json
-    from pathlib import Path
+    from ..baselines import run_dataset
 
     if args.images:
         return "files: " + ", ".join(args.images)
     if args.dataset:
         return f"{args.dataset} test split"
-    for folder in (Path(args.model), Path(args.model).parent):
-        try:
-            return json.loads((folder / "train.json").read_text())["train"]["dataset"] + " test split"
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-    return ""
+    name = run_dataset(args.model)
+    return f"{name} test split" if name else ""
 
 
 def run(args) -> int:
