@@ -36,7 +36,7 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory, data):
+def folder(tmp_path_factory, data, train_briefly):
     """A tiny model trained for 30 Adam steps, saved in a folder, then distilled into it (~10 s)."""
     # One thread: on a shared 2-core machine OpenMP's second thread spin-waits for a busy core
     # and makes these tiny convolutions ~50x slower. Restored after this module's tests.
@@ -44,14 +44,7 @@ def folder(tmp_path_factory, data):
     torch.set_num_threads(1)
     train, test = data
     torch.manual_seed(0)
-    model = VQDraw(TINY)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(30):
-        x = train.batch(torch.randint(0, len(train), (16,), generator=gen))
-        opt.zero_grad()
-        model.loss(x)["loss"].backward()
-        opt.step()
+    model = train_briefly(VQDraw(TINY), train, steps=30)
     path = tmp_path_factory.mktemp("model")
     model.eval().save(path)
     model = VQDraw.load(path).eval()

@@ -17,21 +17,7 @@ from vqdraw.metrics.fid import fid, frechet_distance, kid, mmd2_unbiased, precis
 RECIPE = FeatureRecipe(steps=150, batch=32, width=8, feature_dim=32, lr=3e-3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast(request):
-    """Tiny nets: one intra-op thread is faster (and far faster on a busy machine); the embedded
-    MNIST text file is parsed once for the whole module instead of once per load_dataset call."""
-    import functools
-
-    import vqdraw.data as data
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    original = data.LOADERS["mnist-embedded"]
-    data.LOADERS["mnist-embedded"] = functools.cache(lambda split, data_dir=None: original(split))
-    yield
-    data.LOADERS["mnist-embedded"] = original
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("fast_embedded_mnist")
 
 
 @pytest.fixture(scope="module")

@@ -19,20 +19,7 @@ from vqdraw.probe import (
 FAST = ProbeRecipe(epochs=5, batch=64, hidden=64)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast():
-    """One intra-op thread for tiny nets; parse the embedded MNIST file once for the module."""
-    import functools
-
-    import vqdraw.data as data
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    original = data.LOADERS["mnist-embedded"]
-    data.LOADERS["mnist-embedded"] = functools.cache(lambda split, data_dir=None: original(split))
-    yield
-    data.LOADERS["mnist-embedded"] = original
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("fast_embedded_mnist")
 
 
 def test_one_hot_codes():

@@ -19,7 +19,7 @@ TINY = ModelConfig(
 
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(train_briefly):
     """A tiny model after 30 Adam steps on embedded MNIST (a few seconds), and 48 test digits."""
     from vqdraw.data import load_dataset
 
@@ -28,16 +28,7 @@ def trained():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    model = VQDraw(TINY)
-    train = load_dataset("mnist-embedded", "train")
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(30):
-        x = train.batch(torch.randint(0, len(train), (16,), generator=gen))
-        opt.zero_grad()
-        model.loss(x)["loss"].backward()
-        opt.step()
-    model.eval()
+    model = train_briefly(VQDraw(TINY), load_dataset("mnist-embedded", "train"), steps=30).eval()
     yield model, load_dataset("mnist-embedded", "test").batch(range(48))
     torch.set_num_threads(threads)
 

@@ -227,21 +227,14 @@ def test_bf16_autocast_keeps_losses_and_argmin_float32(digits):
     assert agree > 0.5  # bf16 is an approximation: most codes agree with float32
 
 
-def test_bf16_codes_match_float32_on_a_trained_model(all_cores):
+def test_bf16_codes_match_float32_on_a_trained_model(all_cores, train_briefly):
     """After real training (not at initialisation, where options are near-ties), bf16 autocast
     must pick the float32 codes for the vast majority of images and not lose quality."""
     from vqdraw.data import load_dataset
     from vqdraw.train import autocast
 
     train, test = load_dataset("mnist-embedded", "train"), load_dataset("mnist-embedded", "test")
-    model = small("mnist", options=16, stages=4).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    for _ in range(40):
-        loss = model.loss(train.batch(torch.randint(0, len(train), (32,), generator=g)))["loss"]
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    model = train_briefly(small("mnist", options=16, stages=4).train(), train, steps=40, batch=32, lr=1e-3)
     x = test.batch(range(200))
     model.eval()
     fp32 = model.encode(x, return_reconstruction=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import json
 
 import pytest
@@ -15,18 +14,7 @@ from vqdraw.errors import CheckpointError, InputError
 SMALL = dict(channels=(8, 16), latent_dim=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _fast():
-    """One intra-op thread for tiny nets; parse the embedded MNIST file once for the module."""
-    import vqdraw.data as data
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    original = data.LOADERS["mnist-embedded"]
-    data.LOADERS["mnist-embedded"] = functools.cache(lambda split, data_dir=None: original(split))
-    yield
-    data.LOADERS["mnist-embedded"] = original
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("fast_embedded_mnist")
 
 
 @pytest.fixture(scope="module")
