@@ -225,8 +225,7 @@ class VQDraw(nn.Module):
         for i in range(0, b, step):
             t = None if target is None else target[i : i + step]
             c = None if codes is None else codes[i : i + step]
-            canvas = torch.zeros((min(step, b - i), *shape), device=ref.device)
-            parts.append(self._run(canvas, range(n), target=t, codes=c))
+            parts.append(self._run(None, range(n), target=t, codes=c))  # None: the zero canvas
         if len(parts) == 1:
             return parts[0]
         losses = None if parts[0].losses is None else torch.cat([p.losses for p in parts])
