@@ -10,10 +10,12 @@ import torch
 from vqdraw.config import ModelConfig, RefinerConfig
 from vqdraw.distill import (
     CONFIG_FILE,
+    attach_distilled,
     WEIGHTS_FILE,
     DistilledConfig,
     DistilledEncoder,
     distill,
+    encode_distilled,
     finetune,
     relaxed_reconstruction_loss,
     weights_fingerprint,
@@ -100,14 +102,14 @@ def test_saved_into_the_model_folder(folder):
 def test_encode_distilled(folder, data):
     path, model, result = folder
     x = data[1].batch(range(8))
-    codes = model.encode(x, method="distilled")
+    codes = encode_distilled(model, x)
     assert torch.equal(codes, result.encoder.predict(x))
-    res = model.encode(x, method="distilled", return_reconstruction=True)
+    res = encode_distilled(model, x, return_reconstruction=True)
     assert isinstance(res, EncodeResult)
     assert torch.equal(res.codes, codes)
     assert res.losses.shape == (8, model.stages, model.options)
     assert torch.allclose(res.reconstruction, model.decode(codes), rtol=0, atol=1e-6)
-    prefix = model.encode(x, method="distilled", stages=2, return_reconstruction=True)
+    prefix = encode_distilled(model, x, stages=2, return_reconstruction=True)
     assert torch.equal(prefix.codes, codes[:, :2])
     assert torch.allclose(prefix.reconstruction, model.decode(codes, stages=2), rtol=0, atol=1e-6)
 
@@ -116,28 +118,28 @@ def test_a_freshly_loaded_model_finds_its_distilled_encoder(folder, data):
     path, model, result = folder
     x = data[1].batch(range(8))
     fresh = VQDraw.load(path)
-    assert torch.equal(fresh.encode(x, method="distilled"), result.encoder.predict(x))
+    assert torch.equal(encode_distilled(fresh, x), result.encoder.predict(x))
     assert "distilled" not in "".join(fresh.state_dict())  # not part of the model's weights
 
 
 def test_no_distilled_encoder_is_a_clear_error(tmp_path, data):
     model = VQDraw(TINY).eval()
     with pytest.raises(InputError, match="vqdraw distill"):
-        model.encode(data[1].batch(range(2)), method="distilled")
+        encode_distilled(model, data[1].batch(range(2)))
     model.save(tmp_path)
     with pytest.raises(InputError, match="vqdraw distill"):
-        VQDraw.load(tmp_path).encode(data[1].batch(range(2)), method="distilled")
+        encode_distilled(VQDraw.load(tmp_path), data[1].batch(range(2)))
 
 
 def test_attached_encoder(data):
     model = VQDraw(TINY).eval()
     enc = DistilledEncoder(DistilledConfig.for_model(model, **SMALL_ENCODER))
-    model.attach_distilled(enc)
+    attach_distilled(model, enc)
     x = data[1].batch(range(3))
-    assert torch.equal(model.encode(x, method="distilled"), enc.predict(x))
+    assert torch.equal(encode_distilled(model, x), enc.predict(x))
     wrong = DistilledEncoder(DistilledConfig((1, 28, 28), 5, 8, (0.1,), (0.3,)))
     with pytest.raises(InputError):
-        model.attach_distilled(wrong)
+        attach_distilled(model, wrong)
 
 
 def test_encoder_for_other_weights_is_refused(folder, tmp_path, data):
@@ -149,7 +151,7 @@ def test_encoder_for_other_weights_is_refused(folder, tmp_path, data):
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         shutil.copy(path / name, tmp_path / name)
     with pytest.raises(CheckpointError, match="other model weights"):
-        VQDraw.load(tmp_path).encode(data[1].batch(range(2)), method="distilled")
+        encode_distilled(VQDraw.load(tmp_path), data[1].batch(range(2)))
 
 
 def test_straight_through_loss_follows_the_hard_codes(folder, data):
@@ -158,7 +160,7 @@ def test_straight_through_loss_follows_the_hard_codes(folder, data):
     x = data[1].batch(range(8))
     enc.eval()
     loss = relaxed_reconstruction_loss(model, enc, x)
-    res = model.encode(x, method="distilled", return_reconstruction=True)
+    res = encode_distilled(model, x, return_reconstruction=True)
     along = res.losses.gather(2, res.codes.unsqueeze(2)).mean()
     assert loss.item() == pytest.approx(along.item(), rel=1e-4)
     loss.backward()

@@ -77,10 +77,8 @@ def test_beam_codes_decode_to_the_reported_reconstruction(trained):
     # round differently; in practice (CPU, this model) they agree exactly, the test allows 1e-6.
     assert torch.allclose(model.decode(res.codes), res.reconstruction, rtol=0, atol=1e-6)
     # the losses are the ones along the returned code: following the codes gives them again
-    with torch.inference_mode():
-        target = model.normalize(x)
-        trace = model._run(torch.zeros_like(target), range(model.stages), target=target, codes=res.codes)
-    assert torch.allclose(trace.losses, res.losses, rtol=1e-5, atol=1e-7)
+    followed = model.score(x, res.codes)
+    assert torch.allclose(followed.losses, res.losses, rtol=1e-5, atol=1e-7)
 
 
 def test_exhaustive_beam_finds_the_best_code(trained):
@@ -90,14 +88,10 @@ def test_exhaustive_beam_finds_the_best_code(trained):
     n, k = 2, model.options
     res = beam_search(model, x, k**n, stages=n, keep_greedy=False)
     every = torch.tensor(list(itertools.product(range(k), repeat=n)))  # (K^n, n)
-    with torch.inference_mode():
-        target = model.normalize(x)
-        best = []
-        for i in range(x.shape[0]):
-            codes = every
-            t = target[i : i + 1].expand(len(codes), -1, -1, -1)
-            trace = model._run(torch.zeros_like(t), range(n), target=t, codes=codes)
-            best.append(final_losses(trace.codes, trace.losses).min())
+    best = []
+    for i in range(x.shape[0]):
+        trace = model.score(x[i : i + 1].expand(len(every), -1, -1, -1), every)
+        best.append(final_losses(trace.codes, trace.losses).min())
     assert torch.allclose(final_losses(res.codes, res.losses), torch.stack(best), rtol=1e-5, atol=1e-7)
 
 
@@ -148,9 +142,14 @@ def test_bad_beam(trained, beam):
         beam_search(model, x[:2], True)
 
 
-def test_bad_method(trained):
+def test_one_pass_encoder_and_beam_cannot_be_combined(trained):
     model, x = trained
+
+    class Fixed:  # any object with predict(x) -> codes is a one-pass encoder
+        def predict(self, images):
+            return torch.zeros(images.shape[0], model.stages, dtype=torch.long)
+
     with pytest.raises(InputError):
-        model.encode(x[:2], method="exhaustive")
-    with pytest.raises(InputError):
-        model.encode(x[:2], method="distilled", beam=4)
+        model.encode(x[:2], encoder=Fixed(), beam=4)
+    res = model.encode(x[:2], encoder=Fixed(), return_reconstruction=True)
+    assert res.codes.eq(0).all() and torch.equal(res.reconstruction, model.decode(res.codes))

@@ -15,6 +15,7 @@ import torch
 
 from vqdraw import VQDraw
 from vqdraw.losses import option_losses, select_option
+from vqdraw.stageloop import LoopOptions
 from vqdraw.reference import reference_deltas, reference_loss, reference_proposals, reference_run
 
 
@@ -53,15 +54,14 @@ def test_select_option_equals_option_losses(c, channels_last):
 
 @pytest.mark.parametrize("groups", [1, 3, 40])
 @pytest.mark.parametrize("host_reads", [True, False])  # False: the GPU rule (no exact group size)
-def test_select_option_grouped_equals_gathered(groups, host_reads, monkeypatch):
+def test_select_option_grouped_equals_gathered(groups, host_reads):
     """U distinct canvases shared by B images (group index) = the same deltas gathered per image."""
-    monkeypatch.setattr("vqdraw.losses.host_reads_are_cheap", lambda device: host_reads)
     g = torch.Generator().manual_seed(1)
     b, k = 50 if groups > 3 else 9, 5
     group = torch.randint(0, groups, (b,), generator=g)
     deltas = torch.randn(groups, k, 1, 6, 6, generator=g)
     residual = torch.randn(b, 1, 6, 6, generator=g)
-    got = select_option(deltas, residual, group=group)
+    got = select_option(deltas, residual, group=group, exact_size=host_reads)
     ref = select_option(deltas[group], residual)
     assert torch.allclose(got[0], ref[0], rtol=1e-5, atol=1e-6)
     assert torch.equal(got[1], ref[1]) and torch.equal(got[2], ref[2])
@@ -69,10 +69,9 @@ def test_select_option_grouped_equals_gathered(groups, host_reads, monkeypatch):
 
 @pytest.mark.parametrize("grouping", [None, [0] * 6, [0, 2, 1, 2, 0, 1], [3, 3, 3, 3, 1, 0]])
 @pytest.mark.parametrize("host_reads", [True, False])  # False: the GPU rule (no exact group size)
-def test_select_option_backward_matches_autograd_of_the_definition(grouping, host_reads, monkeypatch):
+def test_select_option_backward_matches_autograd_of_the_definition(grouping, host_reads):
     """Hand-written backward == autograd through proposals, option_losses and indexing (float64).
     Groupings: none, one shared canvas, equal groups, one big group (gathered instead)."""
-    monkeypatch.setattr("vqdraw.losses.host_reads_are_cheap", lambda device: host_reads)
     g = torch.Generator().manual_seed(2)
     b, k, c, h, w = 6, 4, 2, 3, 5
     group = None if grouping is None else torch.tensor(grouping)
@@ -84,7 +83,7 @@ def test_select_option_backward_matches_autograd_of_the_definition(grouping, hos
     g_chosen = torch.randn(b, c, h, w, generator=g, dtype=torch.float64)
 
     def fast(d, cv):
-        losses, choice, chosen = select_option(d, target - cv, group=group)
+        losses, choice, chosen = select_option(d, target - cv, group=group, exact_size=host_reads)
         return (losses * g_losses).sum() + ((cv + chosen) * g_chosen).sum(), choice
 
     def naive(d, cv):
@@ -107,8 +106,8 @@ def test_select_option_backward_matches_autograd_of_the_definition(grouping, hos
     assert torch.allclose(gc1, gc2, rtol=1e-9, atol=1e-12)
     d, r = deltas[:, :, :1, :2, :2].clone().requires_grad_(), (target - canvas)[:, :1, :2, :2].clone()
     r.requires_grad_()
-    assert torch.autograd.gradcheck(lambda d, r: (select_option(d, r, group=group)[0],
-                                                 select_option(d, r, group=group)[2]), (d, r))
+    assert torch.autograd.gradcheck(lambda d, r: (select_option(d, r, group=group, exact_size=host_reads)[0],
+                                                 select_option(d, r, group=group, exact_size=host_reads)[2]), (d, r))
 
 
 # ----------------------------------------------------------------------------- the refiner
@@ -117,7 +116,7 @@ def test_select_option_backward_matches_autograd_of_the_definition(grouping, hos
 def test_refiner_equals_module_by_module_definition(name, channels_last):
     model = small(name, stages=3, segment=2)
     model.refiner.set_speed(channels_last=channels_last)
-    shape = model.config.image_shape
+    shape = model.config.data_shape
     canvas = torch.randn(3, *shape, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         for stage in range(3):
@@ -158,10 +157,9 @@ def test_golden_codes_of_a_seeded_model(digits):
 @pytest.mark.parametrize("channels_last", [True, False])
 @pytest.mark.parametrize("dedup", [True, False])  # distinct canvases by torch.unique, or no-sync rule
 @pytest.mark.parametrize("chunk", [64, 7])  # CPU inference in chunks of this many images
-def test_encode_decode_equal_the_stage_by_stage_definition(digits, batch, channels_last, dedup, chunk, monkeypatch):
-    monkeypatch.setattr("vqdraw.model.DEDUP_ON_CPU", dedup)
-    monkeypatch.setattr("vqdraw.model.CPU_INFERENCE_CHUNK", chunk)
+def test_encode_decode_equal_the_stage_by_stage_definition(digits, batch, channels_last, dedup, chunk):
     model = small("mnist").eval()
+    model.loop = LoopOptions(dedup=dedup, cpu_chunk=chunk)
     model.refiner.set_speed(channels_last=channels_last)
     x = torch.cat([digits, digits.flip(3), digits.flip(2)])[:batch]
     with torch.no_grad():
@@ -190,10 +188,10 @@ def test_rgb_model_encode_equals_definition():
 
 @pytest.mark.parametrize("batch,checkpointed,dedup", [(4, False, True), (16, False, True), (16, True, True),
                                                      (32, False, False), (32, True, False)])
-def test_training_gradients_equal_autograd_of_the_definition(digits, batch, checkpointed, dedup, monkeypatch):
+def test_training_gradients_equal_autograd_of_the_definition(digits, batch, checkpointed, dedup):
     """eq. 3 through the fast path (and with per-segment checkpointing) = through the definition."""
-    monkeypatch.setattr("vqdraw.model.DEDUP_ON_CPU", dedup)
     model = small("mnist").train()
+    model.loop = LoopOptions(dedup=dedup)
     x = torch.cat([digits, digits.flip(3)])[:batch]
     ref_terms = reference_loss(model, x, alpha=0.5)
     codes = ref_terms["codes"]
@@ -262,10 +260,10 @@ def test_compiled_refiner_equals_eager(digits):
 
 @pytest.mark.parametrize("out_pad", [0, 1])
 def test_transposed_convolution_backward_equals_autograd(out_pad):
-    from vqdraw.layers import _ConvTranspose2dCPU
+    from vqdraw.layers import conv_transpose
 
     g = torch.Generator().manual_seed(7)
     x = torch.randn(3, 5, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(5, 4, 4, 4, generator=g, dtype=torch.float64, requires_grad=True)
     b = torch.randn(4, generator=g, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda x, w, b: _ConvTranspose2dCPU.apply(x, w, b, 2, 1, out_pad), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x, w, b: conv_transpose(x, w, b, 2, 1, out_pad), (x, w, b))

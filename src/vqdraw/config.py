@@ -56,12 +56,16 @@ class RefinerConfig:
                 raise ConfigError(f"refiner.{name}: channel counts must be positive")
 
 
+LIKELIHOODS = ("mse", "bernoulli")
+"""Names accepted by ``ModelConfig.likelihood`` (see :mod:`vqdraw.likelihood`)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild a VQ-DRAW model; stored as config.json beside the weights."""
 
-    image_shape: tuple[int, int, int] = (1, 28, 28)
-    """(C, H, W) of the images the model encodes."""
+    data_shape: tuple[int, ...] = (1, 28, 28)
+    """Channels first, then 1-3 spatial sizes: (C, L) sequences, (C, H, W) images, (C, D, H, W) volumes."""
     options: int = 64
     """K: refinement options per stage; each stage stores log2(K) bits."""
     stages: int = 10
@@ -69,16 +73,21 @@ class ModelConfig:
     segment: int = 10
     """Stages per segment: each segment of this many stages has its own refiner parameters."""
     mean: tuple[float, ...] = (0.1307,)
-    """Per-channel mean used to normalise [0, 1] images inside the model."""
+    """Per-channel mean used to normalise [0, 1] data inside the model (mse likelihood)."""
     std: tuple[float, ...] = (0.3081,)
-    """Per-channel std used to normalise [0, 1] images inside the model."""
+    """Per-channel std used to normalise [0, 1] data inside the model (mse likelihood)."""
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     """Architecture of each segment's refinement network."""
+    likelihood: str = "mse"
+    """How a proposal is scored: 'mse' (the paper's) or 'bernoulli' (logits, for binary data)."""
 
     def __post_init__(self) -> None:
-        c, h, w = self.image_shape
-        if min(c, h, w) <= 0:
-            raise ConfigError(f"image_shape must be positive, got {self.image_shape}")
+        shape = tuple(self.data_shape)
+        if not 2 <= len(shape) <= 4:
+            raise ConfigError(f"data_shape must be (C, L), (C, H, W) or (C, D, H, W); got {shape}")
+        if min(shape) <= 0:
+            raise ConfigError(f"data_shape must be positive, got {shape}")
+        c = shape[0]
         if self.options < 2:
             raise ConfigError(f"options (K) must be at least 2, got {self.options}")
         if self.stages < 1:
@@ -89,12 +98,24 @@ class ModelConfig:
             raise ConfigError(f"mean and std need {c} values (one per channel)")
         if any(s <= 0 for s in self.std):
             raise ConfigError("std values must be positive")
+        if self.likelihood not in LIKELIHOODS:
+            raise ConfigError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(LIKELIHOODS)}")
         scale = 2 ** len(self.refiner.down)
-        if h % scale or w % scale:
+        if any(n % scale for n in shape[1:]):
             raise ConfigError(
-                f"image size {h}x{w} must be divisible by {scale} for {len(self.refiner.down)} "
-                "downsampling layers"
+                f"data size {'x'.join(map(str, shape[1:]))} must be divisible by {scale} for "
+                f"{len(self.refiner.down)} downsampling layers"
             )
+
+    @property
+    def image_shape(self) -> tuple[int, ...]:
+        """The data shape (C, H, W) of an image model; another name for :attr:`data_shape`."""
+        return tuple(self.data_shape)
+
+    @property
+    def rank(self) -> int:
+        """Spatial dimensions of the data: 1 (sequences), 2 (images) or 3 (volumes)."""
+        return len(self.data_shape) - 1
 
     @property
     def num_segments(self) -> int:
@@ -106,12 +127,21 @@ class ModelConfig:
         return self.stages * math.log2(self.options)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as JSON data. Image models with the paper's likelihood keep format 1's keys
+        (``image_shape``, no ``likelihood``), so their files and fingerprints are unchanged."""
+        d = asdict(self)
+        if self.rank == 2:
+            d["image_shape"] = d.pop("data_shape")
+        if self.likelihood == "mse":
+            del d["likelihood"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         try:
             d = dict(d)
+            if "image_shape" in d:  # format 1's name
+                d["data_shape"] = d.pop("image_shape")
             refiner = RefinerConfig(**_tuples(d.pop("refiner", {}), RefinerConfig))
             return cls(refiner=refiner, **_tuples(d, cls))
         except TypeError as exc:
@@ -244,6 +274,8 @@ def get_preset(name: str) -> Preset:
 def override(cfg, **changes):
     """`dataclasses.replace` that ignores None values and reports unknown fields clearly."""
     changes = {k: v for k, v in changes.items() if v is not None}
+    if isinstance(cfg, ModelConfig) and "image_shape" in changes:  # the older name of data_shape
+        changes["data_shape"] = changes.pop("image_shape")
     known = {f.name for f in fields(cfg)}
     unknown = set(changes) - known
     if unknown:

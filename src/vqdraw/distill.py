@@ -203,20 +203,9 @@ def distilled_for(model) -> DistilledEncoder:
 
 
 def encode_distilled(model, x: torch.Tensor, stages: int | None = None, return_reconstruction: bool = False):
-    """``model.encode(x, method="distilled")``: predicted codes (B, n), or an EncodeResult whose
-    reconstruction and per-stage losses come from following those codes with the unchanged
-    decoder (so ``reconstruction == model.decode(codes)``)."""
-    from .model import EncodeResult
-
-    n = model._check_stages(stages)
-    x = model._check_images(x)
-    codes = distilled_for(model).predict(x)[:, :n]
-    if not return_reconstruction:
-        return codes
-    with torch.inference_mode():
-        target = model.normalize(x)
-        trace = model._run(torch.zeros_like(target), range(n), target=target, codes=codes)
-    return EncodeResult(trace.codes, model.denormalize(trace.canvas), trace.losses)
+    """Predicted codes (B, n), or an EncodeResult whose reconstruction and per-stage losses come
+    from following those codes with the unchanged decoder (so ``reconstruction == model.decode(codes)``)."""
+    return model.encode(x, stages=stages, return_reconstruction=return_reconstruction, encoder=distilled_for(model))
 
 
 def weights_fingerprint(model) -> str:
@@ -288,10 +277,9 @@ def code_metrics(model, images: torch.Tensor, codes: torch.Tensor, batch: int = 
     with torch.inference_mode():
         for x, c in zip(images.split(batch), codes.split(batch)):
             x = x.to(model.device)
-            target = model.normalize(x)
-            trace = model._run(torch.zeros_like(target), range(c.shape[1]), codes=c.to(model.device))
-            sq_norm += (trace.canvas - target).pow(2).flatten(1).mean(1).sum().item()
-            sq_pix += (model.denormalize(trace.canvas) - x).pow(2).flatten(1).mean(1).sum().item()
+            res = model.score(x, c)
+            sq_norm += res.losses[:, -1].gather(1, res.codes[:, -1:]).sum().item()
+            sq_pix += (res.reconstruction - x).pow(2).flatten(1).mean(1).sum().item()
     n = max(1, images.shape[0])
     mse = sq_pix / n
     return {"mse": sq_norm / n, "mse_pixels": mse, "psnr": 10 * math.log10(1.0 / max(mse, 1e-12))}
@@ -457,7 +445,7 @@ def relaxed_reconstruction_loss(model, encoder: DistilledEncoder, x: torch.Tenso
     total = target.new_zeros(())
     for stage in range(model.stages):
         proposals = model.propose(canvas, stage)  # (B, K, C, H, W)
-        canvas = (weights[:, stage].view(*weights.shape[:1], -1, 1, 1, 1) * proposals).sum(1)
+        canvas = (weights[:, stage].view(weights.shape[0], -1, *([1] * (target.dim() - 1))) * proposals).sum(1)
         total = total + (canvas - target).pow(2).flatten(1).mean(1).mean()
     return total / model.stages
 

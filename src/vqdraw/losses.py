@@ -1,7 +1,8 @@
 """Per-option reconstruction losses and the training objective (paper eqs. 1-3).
 
-All losses are mean squared errors in the model's normalised space (the units of the paper's
-Figure 4): L(R, X) = mean over (C, H, W) of (R - X)^2.
+These are the paper's losses, mean squared errors in the model's normalised space (the units of
+its Figure 4): L(R, X) = mean over the elements (C, H, W) of (R - X)^2; :mod:`vqdraw.likelihood`
+uses them for its ``mse`` likelihood and gives the others.
 
 :func:`option_losses` is the definition. The stage loop uses :func:`select_option`, which gives
 the same numbers (up to float rounding) without forming the proposals R = canvas + d: with the
@@ -111,11 +112,6 @@ def _batched_dot(d: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return torch.bmm(d, r.unsqueeze(2)).squeeze(2)
 
 
-def host_reads_are_cheap(device: torch.device) -> bool:
-    """Whether reading a value back to Python costs nothing (the CPU) or a stall (a GPU)."""
-    return device.type == "cpu"
-
-
 def group_slots(group: torch.Tensor, groups: int, exact_size: bool = True) -> tuple[torch.Tensor, int]:
     """Each image's slot within its group (0, 1, ... in batch order) and a bound on the group
     sizes: the largest size (read on the host) with ``exact_size``, else the batch size."""
@@ -141,6 +137,7 @@ def select_option(
     codes: torch.Tensor | None = None,
     group: torch.Tensor | None = None,
     reuse_deltas: bool = False,
+    exact_size: bool | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One stage's losses, choice and chosen delta, without forming the proposals.
 
@@ -151,6 +148,9 @@ def select_option(
     Returns ``losses`` (B, K) = :func:`option_losses` of the proposals (float32), ``choice`` (B,)
     and ``chosen`` (B, C, H, W) = the chosen deltas (float32), through which the gradient of the
     chosen path flows; the losses' gradient reaches every option.
+
+    ``exact_size``: with a grouping, read the largest group's size back to the host (cheap on
+    the CPU, a stall on a GPU); False bounds it by the batch instead. None: True on the CPU only.
 
     ``reuse_deltas=True`` lets the backward pass write the deltas' gradient into the deltas'
     own storage: only for deltas that nothing reads afterwards (the refiner's output), and the
@@ -165,7 +165,9 @@ def select_option(
     if group is not None:
         u = d.shape[0]
         # on a GPU the largest group's size is not read back (no host sync): B bounds it
-        slot, size = group_slots(group, u, exact_size=host_reads_are_cheap(d.device))
+        if exact_size is None:
+            exact_size = d.device.type == "cpu"
+        slot, size = group_slots(group, u, exact_size=exact_size)
         if u * size > GROUPED_MAX_ROWS * b:
             # very unequal groups: gathering each image's deltas is cheaper than padding the
             # residuals to the largest group (autograd sums the gathered gradients back)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .layers import ConvUnit
-from .losses import objective, option_losses
+from .losses import objective
 
 
 def reference_deltas(refiner, canvas: torch.Tensor, stage: int) -> torch.Tensor:
@@ -29,8 +29,7 @@ def reference_deltas(refiner, canvas: torch.Tensor, stage: int) -> torch.Tensor:
             h = x + h
     head = refiner.heads[stage if len(refiner.heads) > 1 else 0]
     out = head(h) * refiner.output_scale
-    b, _, height, width = out.shape
-    return out.view(b, refiner.options, refiner.channels, height, width)
+    return out.unflatten(1, (refiner.options, refiner.channels))
 
 
 def reference_proposals(model, canvas: torch.Tensor, stage: int) -> torch.Tensor:
@@ -45,12 +44,12 @@ def reference_run(model, target: torch.Tensor | None, codes: torch.Tensor | None
     None: no losses), stage by stage: (codes (B, N), final canvas (B, C, H, W), losses (B, N, K)
     or None)."""
     ref = target if target is not None else codes
-    canvas = torch.zeros((len(ref), *model.config.image_shape), device=ref.device)
+    canvas = torch.zeros((len(ref), *model.config.data_shape), device=ref.device)
     rows = torch.arange(len(ref), device=ref.device)
     chosen, losses = [], []
     for i in range(codes.shape[1] if codes is not None else model.stages):
         p = reference_proposals(model, canvas, i)
-        stage_losses = option_losses(p, target) if target is not None else None
+        stage_losses = model.likelihood.option_losses(p, target) if target is not None else None
         c = stage_losses.argmin(1) if codes is None else codes[:, i]
         canvas = p[rows, c]
         chosen.append(c)

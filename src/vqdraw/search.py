@@ -15,7 +15,7 @@ flattened into the batch dimension), so time and memory grow linearly in ``beam`
 holds (B*M, K, C, H, W) proposals, ``beam`` times what a plain proposals tensor for B images
 holds. Beams with the same code prefix have the same canvas, so the refiner runs once per
 distinct prefix: once at stage 0 (the empty code), at most K times at stage 1, and so on.
-Scores use :func:`vqdraw.losses.option_losses`, the definition of the per-option loss.
+Scores use the likelihood's ``option_losses``, the definition of the per-option loss.
 
 Guarantee, "never worse than greedy": pruning can drop the greedy path (its prefix may fall out
 of the beam at some stage and would have won later), so by default ``beam_search`` also runs
@@ -34,7 +34,8 @@ from __future__ import annotations
 import torch
 
 from .errors import InputError
-from .losses import option_losses
+from .inputs import check_data, check_stages
+from .stageloop import EncodeResult
 
 
 def beam_search(model, x: torch.Tensor, beam: int, stages: int | None = None,
@@ -50,11 +51,9 @@ def beam_search(model, x: torch.Tensor, beam: int, stages: int | None = None,
     image where the search did not find a strictly lower final loss, which makes the result never
     worse than greedy (see the module docstring). With ``beam=1`` there is no second run.
     """
-    from .model import EncodeResult
-
     beam = _check_beam(beam)
-    n = model._check_stages(stages)
-    x = model._check_images(x)
+    n = check_stages(model.config, stages)
+    x = check_data(model.config, x, model.device)
     greedy = None
     if n == 0 or (keep_greedy and beam > 1):
         greedy = model.encode(x, stages=n, return_reconstruction=True)
@@ -103,7 +102,7 @@ def _search(model, target: torch.Tensor, beam: int, n: int):
         m = prefix.shape[1]
         proposals = _propose_deduplicated(model, canvas.flatten(0, 1), prefix.flatten(0, 1), stage)
         per_target = target if m == 1 else target.repeat_interleave(m, dim=0)
-        scores = option_losses(proposals, per_target).view(b, m, k)  # (B, M, K)
+        scores = model.likelihood.option_losses(proposals, per_target).view(b, m, k)  # (B, M, K)
         keep = min(beam, m * k)
         # Stable sort: among equal scores the lowest (beam, option) index wins, as argmin's does.
         order = scores.flatten(1).sort(dim=1, stable=True).indices[:, :keep]  # (B, M')
@@ -129,7 +128,7 @@ def _propose_deduplicated(model, canvas: torch.Tensor, prefix: torch.Tensor, sta
     (R, s), running the refiner once per distinct prefix. Returns (R, K, C, H, W)."""
     r = canvas.shape[0]
     if prefix.shape[1] == 0:  # every canvas is the empty one
-        return model.propose(canvas[:1], stage).expand(r, -1, -1, -1, -1)
+        return model.propose(canvas[:1], stage).expand(r, *([-1] * canvas.dim()))
     unique, inverse = torch.unique(prefix, dim=0, return_inverse=True)
     if unique.shape[0] == r:
         return model.propose(canvas, stage)
@@ -140,8 +139,6 @@ def _propose_deduplicated(model, canvas: torch.Tensor, prefix: torch.Tensor, sta
 
 def _keep_better(result, greedy):
     """Per image, the beam result unless greedy's final loss is lower or equal."""
-    from .model import EncodeResult
-
     use_beam = final_losses(result.codes, result.losses) < final_losses(greedy.codes, greedy.losses)  # (B,)
     pick = use_beam.view(-1, *([1] * (result.reconstruction.dim() - 1)))
     return EncodeResult(
