@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from .data import ImageSet
 from .errors import CheckpointError, ConfigError
 from .io import atomic_write_json, load_checkpoint_state, restore_optimizer, save_checkpoint
 from .losses import code_usage
+from .metrics.distortion import psnr_from_mse
 from .model import VQDraw
 
 METRICS_FILE = "metrics.jsonl"
@@ -165,7 +165,7 @@ def evaluate(model: VQDraw, images: torch.Tensor, batch: int = 250) -> dict[str,
     return {
         "test_mse": sq_norm / n,
         "test_mse_pixels": mse,
-        "test_psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
+        "test_psnr": psnr_from_mse(mse),
     }
 
 

@@ -13,12 +13,12 @@ confidently classified samples); ``real_vs_real.classifier`` rates the test imag
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 
 from .fid import compare
+from .distortion import psnr_from_mse
 
 
 @torch.no_grad()
@@ -108,7 +108,7 @@ def evaluate_samples(
         "seed": seed,
         "bits_per_image": float(model.config.code_bits),
         **sample_metrics,
-        "reconstruction": {"mse": mse, "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)), **recon_metrics},
+        "reconstruction": {"mse": mse, "psnr": psnr_from_mse(mse), **recon_metrics},
         "real_vs_real": floor_metrics,
         "feature_net_test_accuracy": feature_meta.get("test_accuracy"),
         "feature_net": {
