@@ -41,6 +41,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from .. import ratedistortion as rd
+    from .. import rdplots
     from ..codec import beam_available
     from ..errors import InputError
     from .common import load_inputs, load_model
@@ -56,8 +57,8 @@ def run(args) -> int:
     report["model"]["path"] = str(args.model)
     try:
         path = rd.write_report(report, out)
-        rd.save_rd_plot(report, out / "rd.png")
-        rd.save_compare(report, images, recon, out / "compare.png")
+        rdplots.save_rd_plot(report, out / "rd.png")
+        rdplots.save_compare(report, images, recon, out / "compare.png")
     except OSError as exc:
         raise InputError(f"{out}: cannot write the results ({exc.strerror or exc})") from None
 
@@ -67,7 +68,10 @@ def run(args) -> int:
     print(f"  VQ-DRAW {vq['stages'][-1]} stages: {vq['bits_per_image'][-1]} bits payload, "
           f"{curves['VQ-DRAW (.vqd file, one image)']['bits_per_image'][-1]} bits as a one-image file, "
           f"{vq['bits_per_image_file_all_images'][-1]:.2f} bits per image in one file; "
-          f"PSNR {vq['psnr-rgb'][-1]:.2f} dB, SSIM {_fmt(vq['ssim'][-1])}")
+          f"PSNR {_fmt(vq['psnr-rgb'][-1], 'inf')} dB (mean of per-image PSNR; "
+          f"{_fmt(vq['psnr-of-mean-mse'][-1], 'inf')} dB of the mean MSE), SSIM {_fmt(vq['ssim'][-1])}; "
+          f"{1000 * vq['encoding_time'][-1]:.2f} ms to encode, {1000 * vq['decoding_time'][-1]:.2f} ms to "
+          "decode per image")
     for name in ("JPEG", "JPEG (no headers)", "WebP", "WebP (no headers)", "WebP lossless",
                  "WebP lossless (no headers)"):
         if name in curves:
