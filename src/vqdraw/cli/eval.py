@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .common import add_fit_arg
 from .encode import add_model_option, positive_int
 
 
@@ -18,8 +19,9 @@ def register(sub) -> None:
                    help="image files or folders (default: test images of --dataset or of the model's dataset)")
     p.add_argument("--dataset", default=None, help="take test images from this dataset")
     p.add_argument("--data-dir", default=None, help="where datasets live")
-    p.add_argument("--count", type=positive_int, default=500, help="how many test images to use")
-    p.add_argument("--resize", action="store_true", help="resize images whose size differs from the model's")
+    p.add_argument("--count", type=positive_int, default=500,
+                   help="how many images to use (test images: a class-balanced, seeded subset)")
+    add_fit_arg(p)
     p.add_argument("--beam", type=positive_int, default=1, help="beam width for encoding (1 = greedy)")
     p.add_argument("--batch", type=positive_int, default=256, help="images encoded and decoded at a time")
     p.add_argument("-o", "--output", default=None, metavar="OUT_DIR", help="default: MODEL/eval")

@@ -1,6 +1,6 @@
 """Evaluate a model's samples (uniform prior) and reconstructions in the feature-net space.
 
-    real      = the first `count` test images of the dataset
+    real      = `count` test images of the dataset, class-balanced (seeded; :func:`vqdraw.data.balanced_subset`)
     samples   = `count` images decoded from uniformly random codes (seeded)
     recon     = the reconstructions of `real`
     floor     = `count` training images (a seeded random subset) against `real`: the value of each
@@ -72,7 +72,7 @@ def evaluate_samples(
     progress: bool = False,
 ) -> tuple[dict, torch.Tensor]:
     """Returns (metrics dict, the samples (count, C, H, W) on the CPU)."""
-    from ..data import load_dataset
+    from ..data import balanced_subset, load_dataset
     from ..errors import InputError
     from .features import features_dir, load_feature_net
 
@@ -87,8 +87,7 @@ def evaluate_samples(
         feature_net, feature_meta = load_feature_net(dataset, data_dir, recipe=feature_recipe,
                                                      progress=progress, train_set=train, test_set=test)
     feature_meta = feature_meta or {}
-    n_real = min(count, len(test))
-    real = test.batch(range(n_real))
+    real = test.batch(balanced_subset(test.labels, count, seed=seed, size=len(test)))
     perm = np.random.default_rng(seed).permutation(len(train))[: min(count, len(train))]
     floor_images = train.batch(np.sort(perm))
     samples = draw_samples(model, count, seed)
