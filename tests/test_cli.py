@@ -53,7 +53,7 @@ def test_reconstruct_image_files(run_dir, tmp_path, capsys):
     assert main(["reconstruct", "--model", str(run_dir), str(tmp_path / "a.png"), "-o", str(tmp_path / "r.png")]) == 0
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(tmp_path / "big.png")
     assert main(["reconstruct", "--model", str(run_dir), str(tmp_path / "big.png")]) == 2
-    assert "--resize" in error_line(capsys)
+    assert "--fit" in error_line(capsys)
     assert main(["reconstruct", "--model", str(run_dir), str(tmp_path / "big.png"), "--resize",
                  "-o", str(tmp_path / "r2.png")]) == 0
 

@@ -276,7 +276,7 @@ def _write(path: Path, size=(28, 28), mode="L") -> Path:
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda d: _write(d / "big.png", size=(30, 28)), "--resize"),
+        (lambda d: _write(d / "big.png", size=(30, 28)), "--fit"),
         (lambda d: _write(d / "rgb.png", mode="RGB"), "colour"),
         (lambda d: d / "missing.png", "no such file"),
         (lambda d: (d / "notimage.png").write_bytes(b"not an image") and d / "notimage.png", "not a readable image"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -195,3 +196,18 @@ def test_eval_samples_cli_errors(tmp_path, capsys):
     assert main(["eval-samples"]) == 2
     assert "no model given" in capsys.readouterr().err
     assert main(["eval-samples", str(tmp_path / "missing")]) == 2
+
+
+def test_distortion_measures_by_hand():
+    from vqdraw.metrics import mse, psnr, psnr_from_mse
+
+    x = torch.zeros(2, 1, 2, 2, dtype=torch.float64)
+    y = x.clone()
+    y[0, 0, 0, 0] = 0.2  # mse 0.04 / 4 = 0.01 -> 20 dB
+    y[1] = math.sqrt(0.001)
+    assert mse(x, y).tolist() == pytest.approx([0.01, 0.001])
+    assert psnr(x, y).tolist() == pytest.approx([20.0, 30.0])
+    assert psnr(x, y).mean().item() == pytest.approx(25.0)  # CompressAI's psnr-rgb of the pair
+    assert psnr_from_mse(mse(x, y).mean().item()) == pytest.approx(10 * math.log10(1 / 0.0055))
+    assert psnr(x, x).isinf().all() and psnr_from_mse(0.0) == math.inf
+    assert psnr(x * 255, y * 255, peak=255).tolist() == pytest.approx([20.0, 30.0])

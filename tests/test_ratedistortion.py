@@ -14,6 +14,9 @@ from PIL import Image
 
 from vqdraw import RefinerConfig, VQDraw
 from vqdraw import ratedistortion as rd
+from vqdraw import rdplots
+from vqdraw.codecs_classical import JPEG_QUALITIES, jpeg_payload_size, webp_payload_size
+from vqdraw.metrics.distortion import ssim
 from vqdraw.bitstream import bits_per_image, header_size
 from vqdraw.cli import main
 
@@ -69,12 +72,17 @@ def test_report_is_valid_json_in_compressai_layout(report, tmp_path):
         assert set(curve) == {"name", "description", "results"} and curve["description"]
         r = curve["results"]
         n = len(r["bpp"])
-        for key in ("bpp", "bits_per_image", "mse", "psnr-rgb", "ssim"):
+        for key in ("bpp", "bits_per_image", "mse", "psnr-rgb", "psnr-of-mean-mse", "ssim", "encoding_time",
+                    "decoding_time"):
             assert len(r[key]) == n, (curve["name"], key)
         assert "ms-ssim-rgb" not in r
         assert r["bpp"] == pytest.approx([b / 784 for b in r["bits_per_image"]])
-        for mse, psnr in zip(r["mse"], r["psnr-rgb"]):
+        for mse, psnr in zip(r["mse"], r["psnr-of-mean-mse"]):
             assert psnr is None if mse == 0 else psnr == pytest.approx(10 * math.log10(1 / mse))
+        for mean_psnr, psnr in zip(r["psnr-rgb"], r["psnr-of-mean-mse"]):
+            # PSNR is concave in the mse: the mean of per-image PSNRs is at least the PSNR of the mean mse
+            assert (mean_psnr is None) if psnr is None else mean_psnr >= psnr - 1e-9
+        assert all(t > 0 for t in r["encoding_time"] + r["decoding_time"])
         assert all(s is None or -1 <= s <= 1 for s in r["ssim"])
     per_curve = sorted(p.name for p in (tmp_path / "curves").iterdir())
     assert len(per_curve) == len(names)
@@ -100,6 +108,8 @@ def test_vqdraw_sizes_and_distortion(report, model, images):
         out = _u8(model.decode(codes[:, :n])).astype(np.float64) / 255
         mse = np.mean((out - _u8(images) / 255.0) ** 2)
         assert vq["mse"][i] == pytest.approx(mse, rel=1e-9)
+        per_image = np.mean((out - _u8(images) / 255.0) ** 2, axis=(1, 2))
+        assert vq["psnr-rgb"][i] == pytest.approx(np.mean(10 * np.log10(1 / per_image)), rel=1e-9)
 
 
 def _pillow(arr: np.ndarray, fmt: str, **kw) -> bytes:
@@ -146,6 +156,7 @@ def test_webp_sizes_are_what_pillow_produces(report, images):
                 bare += struct.unpack("<I", f[16:20])[0]
             assert c[name + " (no headers)"]["bytes_total"][i] == bare
     assert c["WebP lossless"]["mse"] == [0.0] and c["WebP lossless"]["psnr-rgb"] == [None]
+    assert c["WebP lossless"]["psnr-of-mean-mse"] == [None]
 
 
 def test_jpeg_payload_parser_handles_several_scans(images):
@@ -154,11 +165,11 @@ def test_jpeg_payload_parser_handles_several_scans(images):
     progressive = _pillow(np.stack([arr] * 3, -1), "JPEG", quality=80, progressive=True)
     assert progressive.count(b"\xff\xda") > 1
     for f in (plain, progressive):
-        assert 0 < rd.jpeg_payload_size(f) < len(f)
+        assert 0 < jpeg_payload_size(f) < len(f)
     with pytest.raises(ValueError):
-        rd.jpeg_payload_size(b"GIF89a")
+        jpeg_payload_size(b"GIF89a")
     with pytest.raises(ValueError):
-        rd.webp_payload_size(plain)
+        webp_payload_size(plain)
 
 
 def test_ssim_matches_reference_values():
@@ -167,21 +178,21 @@ def test_ssim_matches_reference_values():
     i, j = np.meshgrid(np.arange(16), np.arange(20), indexing="ij")
     a = (np.sin(i * 0.7) * np.cos(j * 0.3) + 1) / 2
     b = (np.sin(i * 0.7 + 0.4) * np.cos(j * 0.33) + 1) / 2 * 0.9
-    grey = rd.ssim(torch.tensor(a)[None, None], torch.tensor(b)[None, None])
+    grey = ssim(torch.tensor(a)[None, None], torch.tensor(b)[None, None])
     assert grey.item() == pytest.approx(0.8470212911109937, abs=1e-12)
     a3 = np.stack([a, a**2, 1 - a])
     b3 = np.stack([b, a**2 * 0.8, 1 - b])
-    colour = rd.ssim(torch.tensor(a3)[None], torch.tensor(b3)[None])
+    colour = ssim(torch.tensor(a3)[None], torch.tensor(b3)[None])
     assert colour.item() == pytest.approx(0.8808604811981633, abs=1e-12)
     x = torch.rand(3, 1, 28, 28, dtype=torch.float64)
-    assert torch.allclose(rd.ssim(x, x), torch.ones(3, dtype=torch.float64))
-    assert rd.ssim(x[:, :, :10], x[:, :, :10]) is None  # smaller than the 11x11 window
+    assert torch.allclose(ssim(x, x), torch.ones(3, dtype=torch.float64))
+    assert ssim(x[:, :, :10], x[:, :, :10]) is None  # smaller than the 11x11 window
 
 
 def test_plots(report, images, tmp_path):
     rep, recon = report
-    for path in (rd.save_rd_plot(rep, tmp_path / "rd.png"),
-                 rd.save_compare(rep, images, recon, tmp_path / "compare.png", count=4)):
+    for path in (rdplots.save_rd_plot(rep, tmp_path / "rd.png"),
+                 rdplots.save_compare(rep, images, recon, tmp_path / "compare.png", count=4)):
         with Image.open(path) as im:
             assert im.format == "PNG" and im.width > 100
 
@@ -197,7 +208,25 @@ def test_cli_eval(model, tmp_path, capsys):
     rep = json.loads((out / "rd.json").read_text())
     assert rep["count"] == 6 and rep["source"] == "mnist-embedded test split"
     assert rep["model"]["fingerprint"] and rep["image_shape"] == [1, 28, 28]
-    assert _curves(rep)["JPEG"]["quality"] == list(rd.JPEG_QUALITIES)
+    assert _curves(rep)["JPEG"]["quality"] == list(JPEG_QUALITIES)
     for name in ("rd.png", "compare.png"):
         with Image.open(out / name) as im:
             assert im.format == "PNG"
+
+
+def test_psnr_rgb_is_the_mean_of_per_image_psnr_as_compressai():
+    # two 1x2x2 images; the first is off by 0.1 in one pixel (mse 0.0025), the second by 0.2 in
+    # every pixel (mse 0.04): per-image PSNRs 26.0206 and 13.9794 dB, mean 20.0 dB, while the PSNR
+    # of the mean mse 0.02125 is 16.7264 dB.
+    x = torch.full((2, 1, 2, 2), 0.4, dtype=torch.float64)
+    y = x.clone()
+    y[0, 0, 0, 0] += 0.1
+    y[1] += 0.2
+    d = rd.distortion(x, rd.as_uint8(y))
+    exact = rd.from_uint8(rd.as_uint8(x)) - rd.from_uint8(rd.as_uint8(y))  # on the 8-bit grid
+    m0, m1 = exact[0].pow(2).mean().item(), exact[1].pow(2).mean().item()
+    assert d["psnr-rgb"] == pytest.approx((10 * math.log10(1 / m0) + 10 * math.log10(1 / m1)) / 2)
+    assert d["psnr-rgb"] == pytest.approx(20.0, abs=0.1)
+    assert d["psnr-of-mean-mse"] == pytest.approx(10 * math.log10(1 / ((m0 + m1) / 2)))
+    assert d["psnr-of-mean-mse"] == pytest.approx(16.73, abs=0.1)
+    assert rd.distortion(x, rd.as_uint8(x))["psnr-rgb"] is None  # exact: infinite PSNR

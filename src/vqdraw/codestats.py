@@ -126,19 +126,16 @@ def encode_images(model, image_set, batch: int = 250, limit: int | None = None) 
 def save_heatmap(stats: CodeStats, path: str | Path, title: str = "", stage_label: str = "stage") -> Path:
     """Heat map stage x option of usage counts (log colour scale); options never used are red.
     A side panel shows each stage's entropy against the maximum log2 K."""
-
     import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
+    from .plots import figure, save_figure
 
     n, k = stats.counts.shape
     width = min(14.0, 3.0 + 0.12 * k)
     height = max(3.0, min(9.0, 1.6 + 0.15 * n))
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(width + 2.0, height), dpi=100,
-                                  gridspec_kw={"width_ratios": [width, 2.0]}, sharey=True)
+    fig = figure(width + 2.0, height, dpi=100)
+    ax, ax2 = fig.subplots(1, 2, gridspec_kw={"width_ratios": [width, 2.0]}, sharey=True)
     masked = np.ma.masked_equal(stats.counts, 0)
     cmap = matplotlib.colormaps["viridis"].with_extremes(bad="red")
     vmax = max(1, int(stats.counts.max()))
@@ -157,6 +154,4 @@ def save_heatmap(stats: CodeStats, path: str | Path, title: str = "", stage_labe
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    from .plots import save_figure
-
     return save_figure(fig, path)

@@ -27,7 +27,6 @@ Files, written next to the model (or into a given folder):
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .errors import CheckpointError, ConfigError, InputError
+from .metrics.distortion import psnr_from_mse
 
 WEIGHTS_FILE = "distilled.safetensors"
 CONFIG_FILE = "distilled.json"
@@ -282,7 +282,7 @@ def code_metrics(model, images: torch.Tensor, codes: torch.Tensor, batch: int = 
             sq_pix += (res.reconstruction - x).pow(2).flatten(1).mean(1).sum().item()
     n = max(1, images.shape[0])
     mse = sq_pix / n
-    return {"mse": sq_norm / n, "mse_pixels": mse, "psnr": 10 * math.log10(1.0 / max(mse, 1e-12))}
+    return {"mse": sq_norm / n, "mse_pixels": mse, "psnr": psnr_from_mse(mse)}
 
 
 def distill(

@@ -1,7 +1,12 @@
-"""Pictures a person would rather look at: image grids, learning curves, stage-by-stage figures."""
+"""Pictures a person would rather look at: image grids, learning curves, stage-by-stage figures.
+
+Figures are ``matplotlib.figure.Figure`` objects drawn without pyplot, so no matplotlib backend
+is chosen or switched here: they render to PNG with Agg whatever backend the caller uses.
+"""
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -10,6 +15,7 @@ import torch
 from PIL import Image
 
 from .io import atomic_write_bytes
+from .metrics.distortion import psnr
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -36,12 +42,56 @@ def grid(images: torch.Tensor, ncol: int | None = None, pad: int = 2, scale: int
 
 
 def save_png(img: Image.Image, path: str | Path) -> Path:
-    import io
-
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def figure(width: float, height: float, dpi: int = 110):
+    """A matplotlib Figure that belongs to no pyplot window and touches no backend."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=dpi)
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Write a matplotlib figure as a PNG (atomically, rendered with Agg)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    buf = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buf)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)
+
+
+def describe_model(config, dataset: str | None = None) -> str:
+    """A figure title: the Table 1 preset the model config is (or "custom"), the dataset, the code.
+
+    e.g. ``"VQ-DRAW, mnist preset, on mnist-embedded: 28x28x1, K=64, N=10 (60-bit codes)"``.
+    """
+    from .bitstream import bits_per_image
+    from .config import PRESETS
+
+    preset = next((name for name, p in PRESETS.items() if p.model == config), None)
+    c, h, w = config.image_shape
+    where = f" on {dataset}" if dataset else ""
+    kind = f"{preset} preset" if preset else "custom model"
+    return (f"VQ-DRAW, {kind}{where}: {w}x{h}x{c}, K={config.options}, N={config.stages} "
+            f"({bits_per_image(config.options, config.stages)}-bit codes)")
+
+
+def _show(ax, img: Image.Image) -> None:
+    ax.imshow(np.asarray(img), cmap="gray" if img.mode == "L" else None, vmin=0, vmax=255,
+              interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+
+
+def _cell_centres(count: int, size: int, pad: int, scale: int) -> list[float]:
+    return [scale * (pad + i * (size + pad) + size / 2) - 0.5 for i in range(count)]
 
 
 def save_samples(model, path: str | Path, n: int = 100, seed: int = 0) -> Path:
@@ -50,11 +100,35 @@ def save_samples(model, path: str | Path, n: int = 100, seed: int = 0) -> Path:
     return save_png(grid(model.sample(n, generator=g), scale=_scale(model)), path)
 
 
-def save_reconstructions(model, images: torch.Tensor, path: str | Path) -> Path:
-    """Pairs side by side: original, then its reconstruction (10 pairs per row)."""
-    recon = model.reconstruct(images).cpu()
-    pairs = torch.stack([images.cpu(), recon], 1).flatten(0, 1)  # (2B, C, H, W)
-    return save_png(grid(pairs, ncol=min(20, 2 * len(images)), scale=_scale(model)), path)
+def save_pairs(images: torch.Tensor, recon: torch.Tensor, path: str | Path, *, scale: int = 1,
+               per_row: int = 10, title: str = "") -> Path:
+    """Pairs side by side, `per_row` pairs a row: the original, then its reconstruction, each pair
+    labelled with its PSNR (dB, peak 1) below it."""
+    images, recon = images.detach().cpu().float(), recon.detach().cpu().float()
+    values = psnr(images, recon.clamp(0, 1))
+    b, _, h, w = images.shape
+    per_row = max(1, min(per_row, b))
+    pad = 2
+    pairs = torch.stack([images, recon], 1).flatten(0, 1)
+    img = grid(pairs, ncol=2 * per_row, pad=pad, scale=scale)
+    fig = figure(max(4.0, img.width / 60), img.height / 60 + 0.9 + 0.25 * math.ceil(b / per_row))
+    ax = fig.add_subplot()
+    _show(ax, img)
+    xs = _cell_centres(2 * per_row, w, pad, scale)
+    for i, p in enumerate(values.tolist()):
+        r, k = divmod(i, per_row)
+        x = (xs[2 * k] + xs[2 * k + 1]) / 2
+        y = scale * (pad + r * (h + pad) + h) - 0.5
+        ax.text(x, y, "∞" if math.isinf(p) else f"{p:.1f} dB", ha="center", va="top", fontsize=6)
+    ax.set_title((title + "\n" if title else "") + "each pair: original | reconstruction, PSNR below",
+                 fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_reconstructions(model, images: torch.Tensor, path: str | Path, title: str = "") -> Path:
+    """Originals beside their reconstructions (10 pairs per row), labelled with per-image PSNR."""
+    return save_pairs(images, model.reconstruct(images), path, scale=_scale(model), title=title)
 
 
 def stage_canvases(model, images: torch.Tensor, max_stages: int = 20) -> torch.Tensor:
@@ -65,37 +139,39 @@ def stage_canvases(model, images: torch.Tensor, max_stages: int = 20) -> torch.T
     return torch.stack([images.cpu(), *steps], 1)
 
 
-def save_stages(model, images: torch.Tensor, path: str | Path, max_stages: int = 20) -> Path:
-    """Paper Figure 6: one row per image, the target first, then each stage's reconstruction."""
+def stage_labels(options: int, stages: int) -> list[str]:
+    """Column labels of the stage grid: "target", then "stage n · b bits" with b = ceil(n·log2 K)."""
+    from .bitstream import bits_per_image
+
+    return ["target"] + [f"{n}\n{bits_per_image(options, n)} bits" for n in range(1, stages + 1)]
+
+
+def save_stages(model, images: torch.Tensor, path: str | Path, max_stages: int = 20, title: str = "") -> Path:
+    """Paper Figure 6: one row per image, the target first, then each stage's reconstruction;
+    the columns labelled with the stage and the code bits spent so far."""
     rows = stage_canvases(model, images, max_stages)
-    return save_png(grid(rows.flatten(0, 1), ncol=rows.shape[1], scale=_scale(model)), path)
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    """Write a matplotlib figure as a PNG (atomically) and close it."""
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
-    return Path(path)
+    b, cols, _, h, w = rows.shape
+    scale, pad = _scale(model), 2
+    img = grid(rows.flatten(0, 1), ncol=cols, pad=pad, scale=scale)
+    fig = figure(max(4.0, img.width / 55), img.height / 55 + 1.1)
+    ax = fig.add_subplot()
+    _show(ax, img)
+    ax.set_xticks(_cell_centres(cols, w, pad, scale))
+    ax.set_xticklabels(stage_labels(model.options, cols - 1), fontsize=6)
+    ax.tick_params(axis="x", length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
+    ax.set_title((title + "\n" if title else "") + "reconstruction after stage n (code bits so far)",
+                 fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)
 
 
 def save_curves(metrics: list[dict], path: str | Path, title: str = "") -> Path:
-    """Paper Figure 4: test (and train) MSE on a log axis, code entropy on a twin axis."""
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    """Paper Figure 4: test (and train) MSE on a log axis, code entropy (bits) on a twin axis."""
+    fig = figure(6.4, 4.0)
+    ax = fig.add_subplot()
     train = [(m["step"], m["final"]) for m in metrics if "final" in m]
     test = [(m["step"], m["test_mse"]) for m in metrics if "test_mse" in m]
-    ent = [(m["step"], m["entropy"]) for m in metrics if "entropy" in m]
+    ent = [(m["step"], m["entropy"] / math.log(2)) for m in metrics if "entropy" in m]  # logged in nats
     if train:
         ax.plot(*zip(*train), color="tab:blue", alpha=0.5, lw=1, label="train MSE (final stage)")
     if test:
@@ -105,14 +181,15 @@ def save_curves(metrics: list[dict], path: str | Path, title: str = "") -> Path:
     ax.set_ylabel("reconstruction MSE (normalised)")
     ax2 = ax.twinx()
     if ent:
-        ax2.plot(*zip(*ent), color="tab:orange", lw=1, label="entropy (nats / mini-batch)")
-    ax2.set_ylabel("code entropy (nats)", color="tab:orange")
-    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+        ax2.plot(*zip(*ent), color="tab:orange", lw=1, label="code entropy (bits, per mini-batch)")
+    ax2.set_ylabel("code entropy (bits)", color="tab:orange")
+    handles = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
     labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
-    ax.legend(lines, labels, loc="upper right", fontsize=8)
+    if handles:  # below the axes, where it covers no data
+        fig.legend(handles, labels, loc="lower center", ncol=min(3, len(handles)), fontsize=7, frameon=False)
     if title:
-        ax.set_title(title)
-    fig.tight_layout()
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return save_figure(fig, path)
 
 

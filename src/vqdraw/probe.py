@@ -170,14 +170,10 @@ def probe_model(model, train_set, test_set, prefixes: list[int] | None = None, *
 
 def save_probe_plot(result: dict, path: str | Path, title: str = "") -> Path:
     """Test accuracy against code bits (prefix length), pixel probes as horizontal lines."""
+    from .plots import figure, save_figure
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-
-    fig, ax = plt.subplots(figsize=(5.6, 3.6), dpi=100)
+    fig = figure(5.6, 3.6, dpi=100)
+    ax = fig.add_subplot()
     bits = [r["bits"] for r in result["prefixes"]]
     colors = {"linear": "tab:blue", "mlp": "tab:orange"}
     for kind in KINDS:
@@ -191,10 +187,8 @@ def save_probe_plot(result: dict, path: str | Path, title: str = "") -> Path:
     ax.set_xlabel("code prefix (bits)")
     ax.set_ylabel("test accuracy")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
-    from .plots import save_figure
-
     return save_figure(fig, path)

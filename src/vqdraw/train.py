@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from .data import ImageSet
 from .errors import CheckpointError, ConfigError
 from .io import atomic_write_json, load_checkpoint_state, restore_optimizer, save_checkpoint
 from .losses import code_usage
+from .metrics.distortion import psnr_from_mse
 from .model import VQDraw
 
 METRICS_FILE = "metrics.jsonl"
@@ -165,7 +165,7 @@ def evaluate(model: VQDraw, images: torch.Tensor, batch: int = 250) -> dict[str,
     return {
         "test_mse": sq_norm / n,
         "test_mse_pixels": mse,
-        "test_psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
+        "test_psnr": psnr_from_mse(mse),
     }
 
 
@@ -319,20 +319,22 @@ def _resume(model: VQDraw, optimizer, run_dir: Path, device) -> int:
 def _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures) -> None:
     save_checkpoint(run_dir, model, optimizer, {"step": step, "train": cfg.to_dict()})
     if pictures:
-        write_pictures(model, run_dir, metrics, eval_images)
+        write_pictures(model, run_dir, metrics, eval_images, dataset=cfg.dataset)
 
 
-def write_pictures(model: VQDraw, run_dir: Path, metrics: list[dict], test_images: torch.Tensor) -> None:
+def write_pictures(model: VQDraw, run_dir: Path, metrics: list[dict], test_images: torch.Tensor,
+                   dataset: str | None = None) -> None:
     """samples.png, reconstructions.png, stages.png and curves.png in the run folder."""
     from . import plots
 
     model.eval()
     spread = lambda k: test_images[torch.linspace(0, len(test_images) - 1, min(k, len(test_images))).long()]  # noqa: E731
     plots.save_samples(model, run_dir / "samples.png", n=100)
-    plots.save_reconstructions(model, spread(50), run_dir / "reconstructions.png")
-    plots.save_stages(model, spread(8), run_dir / "stages.png")
+    title = plots.describe_model(model.config, dataset)
+    plots.save_reconstructions(model, spread(50), run_dir / "reconstructions.png", title=title)
+    plots.save_stages(model, spread(8), run_dir / "stages.png", title=title)
     if metrics:
-        plots.save_curves(metrics, run_dir / "curves.png", title=run_dir.name)
+        plots.save_curves(metrics, run_dir / "curves.png", title=title)
 
 
 def _read_metrics(run_dir: Path, upto: int) -> list[dict]:

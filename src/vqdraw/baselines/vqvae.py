@@ -36,6 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import CheckpointError, ConfigError, InputError
+from ..metrics.distortion import psnr_from_mse
 
 FORMAT = "vqdraw-vqvae"
 FORMAT_VERSION = 1
@@ -287,7 +288,7 @@ def evaluate_vqvae(model: VQVAE, images: torch.Tensor, batch: int = 250) -> dict
     n = images.shape[0]
     mse = sq_pix / n
     return {"test_mse": sq_norm / n, "test_mse_pixels": mse,
-            "test_psnr": 10 * math.log10(1.0 / max(mse, 1e-12)),
+            "test_psnr": psnr_from_mse(mse),
             "test_codes_used": int(torch.cat(codes).unique().numel())}
 
 

@@ -86,21 +86,41 @@ def add_input_args(p: argparse.ArgumentParser, count: int) -> None:
                    help="image files or folders (default: test images of the model's dataset)")
     p.add_argument("--dataset", default=None, help="take test images from this dataset instead")
     p.add_argument("--data-dir", default=None, help="where datasets live")
-    p.add_argument("--count", type=int, default=count, help="how many test images to use")
-    p.add_argument("--resize", action="store_true", help="resize images whose size differs from the model's")
+    p.add_argument("--count", type=int, default=count,
+                   help="how many images to use (test images: a class-balanced, seeded subset)")
+    add_fit_arg(p)
+
+
+def add_fit_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fit", "--resize", dest="fit", action="store_true",
+                   help="fit images to the model: centre-crop to its aspect ratio, resize (bicubic), convert "
+                   "the channels (transparency composited onto white); --resize is the old name")
+
+
+def warn_polarity(images, model) -> None:
+    """Print to stderr when the images look far darker or lighter than the model's training data."""
+    import sys
+
+    from ..images import polarity_warning
+
+    message = polarity_warning(images, model.config.mean)
+    if message:
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def load_inputs(args, model):
-    """(B, C, H, W) images: the files given, else the first --count test images of the dataset
-    (--dataset, or the one the run was trained on)."""
+    """(B, C, H, W) images: the files given, else --count test images of the dataset (--dataset,
+    or the one the run was trained on), class-balanced (seeded random without labels)."""
     from ..baselines import run_dataset
-    from ..data import load_dataset
+    from ..data import balanced_subset, load_dataset
     from ..errors import InputError
     from ..images import expand_image_paths, load_images
 
     if args.images:
         paths = expand_image_paths(args.images)[: args.count] if args.count else expand_image_paths(args.images)
-        return load_images(paths, model.config.image_shape, resize=args.resize).to(model.device)
+        images = load_images(paths, model.config.image_shape, fit=args.fit)
+        warn_polarity(images, model)
+        return images.to(model.device)
     name = args.dataset or run_dataset(args.model)
     if name is None:
         raise InputError("no images given and the model folder does not say its dataset; pass --dataset")
@@ -108,4 +128,4 @@ def load_inputs(args, model):
     if test.image_shape != tuple(model.config.image_shape):
         raise InputError(f"dataset {name} has images of shape {test.image_shape}, the model takes "
                          f"{tuple(model.config.image_shape)}")
-    return test.batch(range(min(args.count, len(test))), model.device)
+    return test.batch(balanced_subset(test.labels, args.count, size=len(test)), model.device)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_fit_arg
+
 
 def add_model_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", required=True, metavar="RUN_OR_DIR",
@@ -26,16 +28,14 @@ def register(sub) -> None:
         "encode", help="compress images into a .vqd file",
         description="Encode image files (or every image in the folders given) with a VQ-DRAW model and "
         "write their codes, packed at ceil(n·log2 K) bits per image, to one .vqd file "
-        "(format: docs/vqd-format.md). Images must have the model's size and channels unless --resize.")
+        "(format: docs/vqd-format.md). Images must have the model's size and channels unless --fit.")
     add_model_option(p)
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
     p.add_argument("-o", "--output", required=True, metavar="OUT.vqd", help="the .vqd file to write")
     p.add_argument("--stages", type=positive_int, default=None,
                    help="keep only the first n codes of each image (fewer bits, coarser images)")
     p.add_argument("--beam", type=positive_int, default=1, help="beam width for encoding (1 = greedy)")
-    p.add_argument("--resize", action="store_true",
-                   help="resize (centre crop + Lanczos) and convert the channels of images that do not fit "
-                   "the model, instead of refusing them")
+    add_fit_arg(p)
     p.add_argument("--batch", type=positive_int, default=256, help="images encoded at a time")
     p.set_defaults(func=run)
 
@@ -51,7 +51,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..images import expand_image_paths, load_images
     from ..io import atomic_write_bytes
-    from .common import load_model
+    from .common import load_model, warn_polarity
 
     out = Path(args.output)
     if out.is_dir():
@@ -63,7 +63,7 @@ def run(args) -> int:
     if args.beam > 1 and not beam_available(model):
         raise InputError("beam search is not available in this version of vqdraw (use --beam 1, greedy)")
     shape = tuple(model.config.image_shape)
-    if not args.resize:
+    if not args.fit:
         for path in paths:
             check_channels(path, shape[0])
 
@@ -72,7 +72,10 @@ def run(args) -> int:
     with tqdm(batches, desc="encoding", unit="batch", disable=None if len(batches) > 1 else True,
               leave=False) as bar:
         for chunk in bar:
-            images = load_images(chunk, shape, resize=args.resize).to(model.device)
+            images = load_images(chunk, shape, fit=args.fit)
+            if not codes:
+                warn_polarity(images, model)
+            images = images.to(model.device)
             codes.append(encode_images(model, images, stages=args.stages, beam=args.beam))
     data = compress_codes(model, torch.cat(codes))
     try:
@@ -108,4 +111,4 @@ def check_channels(path, channels: int) -> None:
     if has != channels:
         kind = {1: "greyscale (1 channel)", 3: "colour (3 channels)"}
         raise InputError(f"{path}: image is {kind[has]} but the model takes {kind.get(channels, f'{channels} channels')}"
-                         "; pass --resize to convert it")
+                         "; pass --fit to convert it")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .common import add_fit_arg
 from .encode import add_model_option, positive_int
 
 
@@ -18,8 +19,9 @@ def register(sub) -> None:
                    help="image files or folders (default: test images of --dataset or of the model's dataset)")
     p.add_argument("--dataset", default=None, help="take test images from this dataset")
     p.add_argument("--data-dir", default=None, help="where datasets live")
-    p.add_argument("--count", type=positive_int, default=500, help="how many test images to use")
-    p.add_argument("--resize", action="store_true", help="resize images whose size differs from the model's")
+    p.add_argument("--count", type=positive_int, default=500,
+                   help="how many images to use (test images: a class-balanced, seeded subset)")
+    add_fit_arg(p)
     p.add_argument("--beam", type=positive_int, default=1, help="beam width for encoding (1 = greedy)")
     p.add_argument("--batch", type=positive_int, default=256, help="images encoded and decoded at a time")
     p.add_argument("-o", "--output", default=None, metavar="OUT_DIR", help="default: MODEL/eval")
@@ -41,6 +43,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from .. import ratedistortion as rd
+    from .. import rdplots
     from ..codec import beam_available
     from ..errors import InputError
     from .common import load_inputs, load_model
@@ -56,8 +59,8 @@ def run(args) -> int:
     report["model"]["path"] = str(args.model)
     try:
         path = rd.write_report(report, out)
-        rd.save_rd_plot(report, out / "rd.png")
-        rd.save_compare(report, images, recon, out / "compare.png")
+        rdplots.save_rd_plot(report, out / "rd.png")
+        rdplots.save_compare(report, images, recon, out / "compare.png")
     except OSError as exc:
         raise InputError(f"{out}: cannot write the results ({exc.strerror or exc})") from None
 
@@ -67,7 +70,10 @@ def run(args) -> int:
     print(f"  VQ-DRAW {vq['stages'][-1]} stages: {vq['bits_per_image'][-1]} bits payload, "
           f"{curves['VQ-DRAW (.vqd file, one image)']['bits_per_image'][-1]} bits as a one-image file, "
           f"{vq['bits_per_image_file_all_images'][-1]:.2f} bits per image in one file; "
-          f"PSNR {vq['psnr-rgb'][-1]:.2f} dB, SSIM {_fmt(vq['ssim'][-1])}")
+          f"PSNR {_fmt(vq['psnr-rgb'][-1], 'inf')} dB (mean of per-image PSNR; "
+          f"{_fmt(vq['psnr-of-mean-mse'][-1], 'inf')} dB of the mean MSE), SSIM {_fmt(vq['ssim'][-1])}; "
+          f"{1000 * vq['encoding_time'][-1]:.2f} ms to encode, {1000 * vq['decoding_time'][-1]:.2f} ms to "
+          "decode per image")
     for name in ("JPEG", "JPEG (no headers)", "WebP", "WebP (no headers)", "WebP lossless",
                  "WebP lossless (no headers)"):
         if name in curves:

@@ -20,21 +20,29 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import math
-
-    import torch
-
     from .. import plots
+    from ..bitstream import bits_per_image
+    from ..metrics import mse, psnr, psnr_from_mse
 
     model = load_model(args)
     images = load_inputs(args, model)
     recon = model.reconstruct(images, stages=args.stages, beam=args.beam)
-    pairs = torch.stack([images.cpu(), recon.cpu()], 1).flatten(0, 1)
-    out = output_path(args.output, Path(args.model) / "reconstructions-cli.png")
-    plots.save_png(plots.grid(pairs, ncol=min(20, len(pairs)), scale=plots._scale(model)), out)
-    mse = (recon - images).pow(2).mean().item()
     n = args.stages if args.stages is not None else model.stages
-    bits = n * math.log2(model.options)
-    print(f"{out}: {len(images)} images, {bits:g} bits each, MSE {mse:.5f}, "
-          f"PSNR {10 * math.log10(1 / max(mse, 1e-12)):.2f} dB")
+    bits = bits_per_image(model.options, n)
+    out = output_path(args.output, Path(args.model) / "reconstructions-cli.png")
+    plots.save_pairs(images, recon, out, scale=plots._scale(model),
+                     title=f"{plots.describe_model(model.config, _dataset(args))}; {n} stages, {bits} bits")
+    errors = mse(images, recon)
+    print(f"{out}: {len(images)} images, {bits} bits each, MSE {errors.mean().item():.5f}, "
+          f"PSNR {psnr(images, recon).mean().item():.2f} dB (mean of per-image PSNR; "
+          f"{psnr_from_mse(errors.mean().item()):.2f} dB of the mean MSE)")
     return 0
+
+
+def _dataset(args) -> str | None:
+    """The dataset named in the title: --dataset, the run's, or none when files were given."""
+    from ..baselines import run_dataset
+
+    if args.images:
+        return None
+    return args.dataset or run_dataset(args.model)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .common import add_input_args, add_model_arg, load_inputs, load_model, output_path
+from .reconstruct import _dataset
 
 
 def register(sub) -> None:
@@ -24,6 +25,7 @@ def run(args) -> int:
     model = load_model(args)
     images = load_inputs(args, model)
     out = output_path(args.output, Path(args.model) / "stages-cli.png")
-    plots.save_stages(model, images, out, max_stages=args.max_stages)
+    plots.save_stages(model, images, out, max_stages=args.max_stages,
+                      title=plots.describe_model(model.config, _dataset(args)))
     print(out)
     return 0

@@ -3,6 +3,7 @@
     load_dataset("mnist-embedded", "train")  ->  ImageSet(images uint8 (N, H, W, C), labels)
     load_dataset("mnist", "test", data_dir)  ->  reads <data_dir>/mnist/t10k-*-ubyte[.gz]
     load_dataset("folder:/path/to/images")   ->  any folder of PNG/JPEG images, no labels
+    balanced_subset(test.labels, 100)        ->  indices of 10 images of each class (seeded)
 
 Registered datasets are read from ``<data_dir>/<name>/`` (data_dir None: see
 :func:`vqdraw.data.download.default_data_dir`); missing files raise a DatasetError that says
@@ -18,6 +19,7 @@ from typing import Callable
 from .base import DatasetError, ImageSet
 from .download import default_data_dir, ensure_downloaded
 from .embedded import load_embedded_mnist
+from .subset import balanced_subset
 
 FOLDER_PREFIX = "folder:"
 
@@ -65,5 +67,5 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
     return LOADERS[name](split, Path(data_dir) if data_dir is not None else None)
 
 
-__all__ = ["DatasetError", "ImageSet", "LOADERS", "dataset_names", "default_data_dir",
+__all__ = ["DatasetError", "ImageSet", "LOADERS", "balanced_subset", "dataset_names", "default_data_dir",
            "ensure_downloaded", "load_dataset"]

@@ -1,9 +1,11 @@
 """Any folder of PNG/JPEG images (searched recursively, in sorted path order) as a dataset.
 
 Every tenth file in sorted order (the 10th, 20th, …) is the test split; the rest is train.
-There are no labels. Images whose size differs from the target are centre-cropped to the
-target's aspect ratio then resized with Pillow's BICUBIC filter (or rejected when resizing is
-off); colour is converted to 1 (grayscale) or 3 (RGB) channels.
+There are no labels. Every image goes through :func:`vqdraw.images.fit_image`, the path
+``vqdraw encode --fit`` and :func:`vqdraw.images.to_tensor` take too: 16-bit images scaled to
+8 bits, transparency composited onto white, colour converted to 1 (grayscale) or 3 (RGB)
+channels, and images whose size differs from the target centre-cropped to the target's aspect
+ratio then resized bicubically (or rejected when resizing is off).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..images import fit_image
 from .base import DatasetError, ImageSet
 from .download import check_split
 
@@ -33,32 +36,15 @@ def list_images(root: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())
 
 
-def fit(img, height: int, width: int):
-    """Centre-crop a PIL image to the aspect ratio height:width, then resize it (BICUBIC)."""
-    from PIL import Image
-
-    w, h = img.size
-    if (w, h) == (width, height):
-        return img
-    if w * height > h * width:  # too wide: trim left and right
-        cw, ch = max(1, round(h * width / height)), h
-    else:  # too tall: trim top and bottom
-        cw, ch = w, max(1, round(w * height / width))
-    left, top = (w - cw) // 2, (h - ch) // 2
-    img = img.crop((left, top, left + cw, top + ch))
-    return img.resize((width, height), Image.Resampling.BICUBIC)
-
-
 def open_image(source, where: str):
     """Open and fully decode an image (path or file object), applying EXIF orientation."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from ..errors import InputError
+    from ..images import open_image as _open
 
     try:
-        with Image.open(source) as img:
-            img.load()
-            return ImageOps.exif_transpose(img)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
-        raise DatasetError(f"{where}: cannot decode the image ({exc})") from exc
+        return _open(source)
+    except InputError as exc:
+        raise DatasetError(f"{where}: cannot decode the image ({exc.__cause__})") from exc.__cause__
 
 
 def decode_all(items: Sequence, decode: Callable[[object], np.ndarray], out: np.ndarray,
@@ -85,7 +71,7 @@ def load_image_folder(path: str | Path, size: tuple[int, int] | None = None,
 
     size: (height, width); None takes the size of the first image in sorted order.
     channels: 1 or 3; None takes 1 if the first image is grayscale, else 3.
-    resize: fit images of another size (centre crop + BICUBIC); False rejects them.
+    resize: fit images of another size (centre crop + bicubic resize); False rejects them.
     """
     root = Path(path).expanduser()
     name = f"folder:{root}"
@@ -107,16 +93,13 @@ def load_image_folder(path: str | Path, size: tuple[int, int] | None = None,
     if not keep:
         raise DatasetError(f"{root}: only {len(files)} image(s), so the {split} split "
                            "(every tenth file) is empty; add at least 10 images")
-    mode = "L" if channels == 1 else "RGB"
 
     def decode(p: Path) -> np.ndarray:
         img = open_image(p, str(p))
-        if img.size != (width, height):
-            if not resize:
-                raise DatasetError(f"{p}: {img.width}x{img.height} pixels (width x height), "
-                                   f"expected {width}x{height}; resize it or allow resizing")
-            img = fit(img.convert(mode), height, width)
-        return np.asarray(img.convert(mode), dtype=np.uint8).reshape(height, width, channels)
+        if img.size != (width, height) and not resize:
+            raise DatasetError(f"{p}: {img.width}x{img.height} pixels (width x height), "
+                               f"expected {width}x{height}; resize it or allow resizing")
+        return fit_image(img, (channels, height, width))
 
     out = np.empty((len(keep), height, width, channels), dtype=np.uint8)
     decode_all(keep, decode, out, desc=f"decoding {root.name}", progress=progress)

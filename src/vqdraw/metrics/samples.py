@@ -1,6 +1,6 @@
 """Evaluate a model's samples (uniform prior) and reconstructions in the feature-net space.
 
-    real      = the first `count` test images of the dataset
+    real      = `count` test images of the dataset, class-balanced (seeded; :func:`vqdraw.data.balanced_subset`)
     samples   = `count` images decoded from uniformly random codes (seeded)
     recon     = the reconstructions of `real`
     floor     = `count` training images (a seeded random subset) against `real`: the value of each
@@ -13,12 +13,12 @@ confidently classified samples); ``real_vs_real.classifier`` rates the test imag
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import torch
 
 from .fid import compare
+from .distortion import psnr_from_mse
 
 
 @torch.no_grad()
@@ -72,7 +72,7 @@ def evaluate_samples(
     progress: bool = False,
 ) -> tuple[dict, torch.Tensor]:
     """Returns (metrics dict, the samples (count, C, H, W) on the CPU)."""
-    from ..data import load_dataset
+    from ..data import balanced_subset, load_dataset
     from ..errors import InputError
     from .features import features_dir, load_feature_net
 
@@ -87,8 +87,7 @@ def evaluate_samples(
         feature_net, feature_meta = load_feature_net(dataset, data_dir, recipe=feature_recipe,
                                                      progress=progress, train_set=train, test_set=test)
     feature_meta = feature_meta or {}
-    n_real = min(count, len(test))
-    real = test.batch(range(n_real))
+    real = test.batch(balanced_subset(test.labels, count, seed=seed, size=len(test)))
     perm = np.random.default_rng(seed).permutation(len(train))[: min(count, len(train))]
     floor_images = train.batch(np.sort(perm))
     samples = draw_samples(model, count, seed)
@@ -108,7 +107,7 @@ def evaluate_samples(
         "seed": seed,
         "bits_per_image": float(model.config.code_bits),
         **sample_metrics,
-        "reconstruction": {"mse": mse, "psnr": 10 * math.log10(1.0 / max(mse, 1e-12)), **recon_metrics},
+        "reconstruction": {"mse": mse, "psnr": psnr_from_mse(mse), **recon_metrics},
         "real_vs_real": floor_metrics,
         "feature_net_test_accuracy": feature_meta.get("test_accuracy"),
         "feature_net": {
