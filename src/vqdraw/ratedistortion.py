@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from .bitstream import bits_per_image, header_size
-from .codec import compress_codes, decompress, encode_images, model_fingerprint
+from .codec import compress_codes, decompress, encode_images
 from .errors import InputError
 
 __all__ = [
@@ -400,7 +400,7 @@ def evaluate(
         "source": source,
         "count": int(images.shape[0]),
         "image_shape": [c, h, w],
-        "model": {"fingerprint": model_fingerprint(model).hex(), "K": model.options, "N": model.stages,
+        "model": {"fingerprint": model.fingerprint().hex(), "K": model.options, "N": model.stages,
                   "beam": beam},
         "definitions": {
             "bits_per_image": "the curve's size measure in bits, averaged over the images (see description)",
