@@ -153,11 +153,26 @@ def pack_codes(codes: np.ndarray, K: int) -> bytes:
     bits = bits_per_image(K, n)
     if count == 0 or bits == 0:
         return b""
+    if K & (K - 1) == 0:  # each code is its own log2(K)-bit field
+        return np.packbits(_ints_to_bits(arr.reshape(-1), bits // n).reshape(-1)).tobytes()
+    if bits <= 63:  # one int64 per image
+        values = np.zeros(count, dtype=np.int64)
+        for col in range(n):
+            values = values * K + arr[:, col]
+        return np.packbits(_ints_to_bits(values, bits).reshape(-1)).tobytes()
     width = (bits + 7) // 8
     values = _digits_to_ints(arr, K)
     rows = np.frombuffer(b"".join(v.to_bytes(width, "big") for v in values), dtype=np.uint8)
     fields = np.unpackbits(rows.reshape(count, width), axis=1)[:, width * 8 - bits :]
     return np.packbits(fields.reshape(-1)).tobytes()
+
+
+def _ints_to_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of :func:`_bits_to_ints`: each of ``values`` (int64 >= 0) as ``bits`` 0/1 uint8, MSB first."""
+    out = np.empty((values.shape[0], bits), dtype=np.uint8)
+    for col in range(bits):
+        out[:, col] = (values >> (bits - 1 - col)) & 1
+    return out
 
 
 def unpack_codes(data: bytes, K: int, n: int, count: int) -> np.ndarray:
