@@ -25,7 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("--verify", action="store_true",
                    help="md5-check each present file against the official checksum")
     p.add_argument("--strict", action="store_true",
-                   help="with --verify: exit 1 also when a file is unverified (an uncompressed "
+                   help="verify, and exit 1 also when a file is unverified (an uncompressed "
                         "stand-in without a published md5)")
     p.add_argument("--download", metavar="NAME", action="append", default=[],
                    help="download the missing files of dataset NAME ('all' for every dataset "
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}")
 
     bad = checked = unverified = 0
-    if args.verify:
+    if args.verify or args.strict:
         print()
         for st in statuses:
             if not any(have for _, have in st.files):
