@@ -15,11 +15,9 @@ from vqdraw import RefinerConfig, VQDraw
 from vqdraw.bitstream import VqdFormatError, bits_per_image, header_size, payload_size, read_vqd, write_vqd
 from vqdraw.cli import main
 from vqdraw.codec import (
-    beam_available,
     compress,
     compress_codes,
     decompress,
-    model_fingerprint,
     read_input_bytes,
 )
 from vqdraw.errors import InputError, VQDrawError
@@ -141,7 +139,7 @@ def test_file_of_another_model_is_refused(model, images):
 
 
 def test_file_that_does_not_fit_the_model_is_refused(model):
-    fp = model_fingerprint(model)
+    fp = model.fingerprint()
     codes = np.zeros((2, STAGES), dtype=np.int64)
     with pytest.raises(VqdFormatError, match="shape"):
         decompress(model, write_vqd(codes, K, (1, 27, 28), fp))
@@ -161,35 +159,13 @@ def test_empty_batch(model, images):
 
 
 def test_fingerprint(model):
-    fp = model_fingerprint(model)
+    fp = model.fingerprint()
     assert isinstance(fp, bytes) and len(fp) == 16
-    assert model_fingerprint(tiny(0)) == fp  # same config and weights
-    assert model_fingerprint(tiny(1)) != fp
-    try:
-        assert model.fingerprint() == fp
-    except RuntimeError:  # VQDraw.fingerprint fails on 0-d tensors; model_fingerprint covers it
-        pass
-
-
-class _NoBeam(VQDraw):
-    """A model whose encode has no ``beam`` keyword (as before beam search existed)."""
-
-    def encode(self, x, *, stages=None, return_reconstruction=False):
-        return super().encode(x, stages=stages, return_reconstruction=return_reconstruction)
-
-
-def test_beam_unavailable(model, images):
-    old = _NoBeam(model.config)
-    old.load_state_dict(model.state_dict())
-    assert not beam_available(old)
-    with pytest.raises(InputError, match="beam search is not available"):
-        compress(old, images, beam=2)
-    assert compress(old, images, beam=1) == compress(model, images)
+    assert tiny(0).fingerprint() == fp  # same config and weights
+    assert tiny(1).fingerprint() != fp
 
 
 def test_beam_search(model, images):
-    if not beam_available(model):
-        pytest.skip("VQDraw.encode has no beam keyword yet")
     data = compress(model, images[:3], beam=3)
     out, vqd = decompress(model, data)
     assert vqd.count == 3 and len(data) == header_size() + payload_size(3, K, STAGES)
@@ -309,14 +285,10 @@ def test_cli_encode_output_is_a_folder(saved, tmp_path, capsys):
     assert rc == 2 and "is a folder" in _one_line_error(capsys)
 
 
-def test_cli_encode_beam_unavailable_or_works(saved, model, tmp_path, capsys):
+def test_cli_encode_beam_works(saved, model, tmp_path, capsys):
     out = tmp_path / "b.vqd"
     rc = main(["encode", "--model", str(saved / "model"), str(saved / "pngs"), "-o", str(out), "--beam", "2"])
-    if beam_available(model):
-        assert rc == 0 and read_vqd(out.read_bytes()).count == 5
-    else:
-        assert rc == 2 and "beam search is not available" in _one_line_error(capsys)
-        assert not out.exists()
+    assert rc == 0 and read_vqd(out.read_bytes()).count == 5
 
 
 def _good_file(model, images) -> bytes:
@@ -356,7 +328,7 @@ def test_cli_decode_rejects_other_model(saved, model, images, tmp_path, capsys):
 
 def test_cli_decode_rejects_forged_shape(saved, model, tmp_path, capsys):
     """A file whose CRC and fingerprint are right but whose shape is not the model's."""
-    body = bytearray(write_vqd(np.zeros((1, STAGES), dtype=np.int64), K, (1, 28, 28), model_fingerprint(model)))
+    body = bytearray(write_vqd(np.zeros((1, STAGES), dtype=np.int64), K, (1, 28, 28), model.fingerprint()))
     struct.pack_into("<H", body, 24, 14)  # height 14
     body = bytes(body[:-4]) + struct.pack("<I", zlib.crc32(bytes(body[:-4])))
     src = tmp_path / "in.vqd"

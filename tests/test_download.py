@@ -206,7 +206,7 @@ def test_verify_reports_each_file(tmp_path, monkeypatch):
     assert got["good.bin"] == (True, "md5 ok")
     assert got["bad.bin"][0] is False and "does not match" in got["bad.bin"][1]
     assert got["gone.bin"] == (False, "missing")
-    assert got["packed"][0] is True and "not checksummed" in got["packed"][1]
+    assert got["packed"][0] is None and "unverified" in got["packed"][1]  # no md5 for the stand-in
     st = dl.status("svhn", tmp_path)
     assert st.missing == ["gone.bin"] and not st.complete
 

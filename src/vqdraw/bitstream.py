@@ -53,6 +53,7 @@ fingerprint) raise :class:`vqdraw.errors.InputError`.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -64,12 +65,18 @@ from vqdraw.errors import InputError, VQDrawError
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
+    "MAX_MIXED_RADIX_BITS",
     "VqdFile",
     "VqdFormatError",
+    "VqdHeader",
     "bits_per_image",
+    "check_header",
+    "check_vqd",
     "header_size",
     "pack_codes",
+    "mixed_radix_limit_ok",
     "payload_size",
+    "read_header",
     "read_vqd",
     "unpack_codes",
     "write_vqd",
@@ -85,6 +92,8 @@ _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
 _MAX_PACK_K = 2**31  # keeps every per-chunk accumulator inside int64
 _CHUNK_LIMIT = 2**62
+MAX_MIXED_RADIX_BITS = 16384
+"""Largest image, in bits, for a ``K`` that is not a power of two (its unpacking is quadratic)."""
 
 
 class VqdFormatError(VQDrawError, ValueError):
@@ -99,7 +108,15 @@ def header_size() -> int:
 def bits_per_image(K: int, n: int) -> int:
     """Exactly ``ceil(n * log2(K))``: the bits that hold ``n`` base-``K`` digits (0 when ``K == 1`` or ``n == 0``)."""
     K, n = _check_radix(K, n)
-    return (K**n - 1).bit_length()
+    if K == 1 or n == 0:
+        return 0
+    if K & (K - 1) == 0:  # a power of two: log2(K) bits per code, exactly
+        return n * (K.bit_length() - 1)
+    estimate = n * math.log2(K)  # never an integer for K not a power of two
+    bits = math.ceil(estimate)
+    if bits - estimate > 1e-6 and estimate - (bits - 1) > 1e-6:  # far from a rounding doubt
+        return bits
+    return (K**n - 1).bit_length()  # rare: exact big-integer answer
 
 
 def payload_size(count: int, K: int, n: int) -> int:
@@ -107,6 +124,18 @@ def payload_size(count: int, K: int, n: int) -> int:
     if int(count) < 0:
         raise InputError(f"image count must be >= 0, got {count}")
     return (int(count) * bits_per_image(K, n) + 7) // 8
+
+
+def mixed_radix_limit_ok(K: int, n: int) -> bool:
+    """Whether ``n`` base-``K`` codes fit the format's cost limit: always for a power-of-two ``K``;
+    otherwise images of at most :data:`MAX_MIXED_RADIX_BITS` bits.
+
+    Base conversion of one image's number costs time quadratic in its bits (see unpack_codes),
+    so images of a ``K`` that is not a power of two are capped; every power-of-two ``K``
+    unpacks by bit slicing in time linear in the payload.
+    """
+    K, n = _check_radix(K, n)
+    return K & (K - 1) == 0 or bits_per_image(K, n) <= MAX_MIXED_RADIX_BITS
 
 
 # ---------------------------------------------------------------------------------------------
@@ -124,11 +153,26 @@ def pack_codes(codes: np.ndarray, K: int) -> bytes:
     bits = bits_per_image(K, n)
     if count == 0 or bits == 0:
         return b""
+    if K & (K - 1) == 0:  # each code is its own log2(K)-bit field
+        return np.packbits(_ints_to_bits(arr.reshape(-1), bits // n).reshape(-1)).tobytes()
+    if bits <= 63:  # one int64 per image
+        values = np.zeros(count, dtype=np.int64)
+        for col in range(n):
+            values = values * K + arr[:, col]
+        return np.packbits(_ints_to_bits(values, bits).reshape(-1)).tobytes()
     width = (bits + 7) // 8
     values = _digits_to_ints(arr, K)
     rows = np.frombuffer(b"".join(v.to_bytes(width, "big") for v in values), dtype=np.uint8)
     fields = np.unpackbits(rows.reshape(count, width), axis=1)[:, width * 8 - bits :]
     return np.packbits(fields.reshape(-1)).tobytes()
+
+
+def _ints_to_bits(values: np.ndarray, bits: int) -> np.ndarray:
+    """Inverse of :func:`_bits_to_ints`: each of ``values`` (int64 >= 0) as ``bits`` 0/1 uint8, MSB first."""
+    out = np.empty((values.shape[0], bits), dtype=np.uint8)
+    for col in range(bits):
+        out[:, col] = (values >> (bits - 1 - col)) & 1
+    return out
 
 
 def unpack_codes(data: bytes, K: int, n: int, count: int) -> np.ndarray:
@@ -137,24 +181,59 @@ def unpack_codes(data: bytes, K: int, n: int, count: int) -> np.ndarray:
     Inverse of :func:`pack_codes`. ``data`` must be exactly ``payload_size(count, K, n)``
     bytes with zero padding bits, and every image must decode to codes in ``[0, K)``;
     otherwise :class:`VqdFormatError` is raised.
+
+    Cost: the length is checked before anything is allocated, so the work is bounded by
+    ``len(data)``. A power-of-two ``K`` is unpacked by slicing bits and images of at most 63
+    bits with vectorised int64 arithmetic, both in time linear in the payload; other images
+    (a ``K`` that is not a power of two, more than 63 bits) are converted one by one with
+    Python integers, in time quadratic in their size, which :data:`MAX_MIXED_RADIX_BITS` caps.
     """
     K, n = _check_radix(K, n)
     count = int(count)
     expected = payload_size(count, K, n)
     if len(data) != expected:
         raise VqdFormatError(f"corrupt .vqd payload: expected {expected} bytes, got {len(data)}")
+    if not mixed_radix_limit_ok(K, n):
+        raise VqdFormatError(
+            f".vqd images of {bits_per_image(K, n)} bits with K={K} (not a power of two) exceed the "
+            f"{MAX_MIXED_RADIX_BITS}-bit limit of this reader"
+        )
     bits = bits_per_image(K, n)
     if count == 0 or bits == 0:
         return np.zeros((count, n), dtype=np.int64)
-    stream = np.unpackbits(np.frombuffer(bytes(data), dtype=np.uint8))
-    if stream[count * bits :].any():
+    raw = np.frombuffer(bytes(data), dtype=np.uint8)
+    used = count * bits
+    if used % 8 and raw[-1] & ((1 << (8 - used % 8)) - 1):
         raise VqdFormatError("corrupt .vqd payload: non-zero padding bits")
+    fields = np.unpackbits(raw, count=used).reshape(count, bits)  # one uint8 per bit
+    if K & (K - 1) == 0:
+        return _bits_to_ints(fields.reshape(count * n, bits // n)).reshape(count, n)
+    if bits <= 63:
+        values = _bits_to_ints(fields)
+        bad = np.flatnonzero(values >= K**n)
+        if bad.size:
+            raise VqdFormatError(
+                f"corrupt .vqd payload: image {int(bad[0])} decodes to codes outside [0, {K})"
+            )
+        out = np.empty((count, n), dtype=np.int64)
+        for col in range(n - 1, -1, -1):  # least significant digit last in the row
+            values, out[:, col] = np.divmod(values, K)
+        return out
     width = (bits + 7) // 8
-    fields = np.zeros((count, width * 8), dtype=np.uint8)
-    fields[:, width * 8 - bits :] = stream[: count * bits].reshape(count, bits)
-    rows = np.packbits(fields, axis=1)
+    padded = np.zeros((count, width * 8), dtype=np.uint8)
+    padded[:, width * 8 - bits :] = fields
+    rows = np.packbits(padded, axis=1)
     values = [int.from_bytes(row.tobytes(), "big") for row in rows]
     return _ints_to_digits(values, K, n)
+
+
+def _bits_to_ints(fields: np.ndarray) -> np.ndarray:
+    """Each row of ``fields`` (0/1 uint8, at most 63 columns, most significant first) as int64."""
+    out = np.zeros(fields.shape[0], dtype=np.int64)
+    for col in range(fields.shape[1]):  # one vectorised pass per bit of a row
+        out <<= 1
+        out |= fields[:, col]
+    return out
 
 
 def _check_radix(K: int, n: int) -> tuple[int, int]:
@@ -274,25 +353,45 @@ def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, int, int], fing
         raise InputError(f"a .vqd file stores 1..{_U16_MAX} stages per image, got {n}")
     if count > _U32_MAX:
         raise InputError(f"a .vqd file stores at most {_U32_MAX} images, got {count}")
+    if not mixed_radix_limit_ok(int(K), n):
+        raise InputError(
+            f"{n} codes with K={K} take {bits_per_image(int(K), n)} bits per image; a .vqd file holds at "
+            f"most {MAX_MIXED_RADIX_BITS} when K is not a power of two"
+        )
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, bytes(fingerprint), *map(int, shape), int(K), n, count)
     body = header + pack_codes(arr, int(K))
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def read_vqd(data: bytes, expected_fingerprint: bytes | None = None) -> VqdFile:
-    """Parse ``.vqd`` bytes; raises :class:`VqdFormatError` (and nothing else) for any invalid input.
+@dataclass(frozen=True)
+class VqdHeader:
+    """What a ``.vqd`` header declares, checked for consistency with the file's length."""
 
-    When ``expected_fingerprint`` is given, a file made by another model is rejected.
+    fingerprint: bytes  # 16 bytes
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    K: int
+    stages: int
+    count: int
+    payload_bytes: int
+
+
+def read_header(data: bytes) -> VqdHeader:
+    """Parse and check a ``.vqd`` header without reading the payload (rules 1-4 of docs/vqd-format.md).
+
+    Checks magic, version, flags, ``K``, ``n`` and the image shape, and that the file is
+    exactly as long as the header says, so later work is bounded by the file's real size.
+    :class:`VqdFormatError` for any invalid input.
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise VqdFormatError(f".vqd data must be bytes, got {type(data).__name__}")
-    data = bytes(data)
+    data = memoryview(data).cast("B")
     if not data:
         raise VqdFormatError("empty .vqd file (0 bytes)")
-    if data[: len(MAGIC)] != MAGIC:
-        if MAGIC.startswith(data):
+    head = bytes(data[: len(MAGIC)])
+    if head != MAGIC:
+        if MAGIC.startswith(head):
             raise VqdFormatError(f"truncated .vqd file: expected at least {header_size()} bytes, got {len(data)}")
-        raise VqdFormatError(f"not a .vqd file (starts with {data[:4].hex()}, expected {MAGIC.hex()} = {MAGIC!r})")
+        raise VqdFormatError(f"not a .vqd file (starts with {head.hex()}, expected {MAGIC.hex()} = {MAGIC!r})")
     if len(data) > len(MAGIC) and data[len(MAGIC)] != FORMAT_VERSION:
         raise VqdFormatError(
             f"unsupported .vqd format version {data[len(MAGIC)]} (this vqdraw reads version {FORMAT_VERSION})"
@@ -309,37 +408,94 @@ def read_vqd(data: bytes, expected_fingerprint: bytes | None = None) -> VqdFile:
         raise VqdFormatError("invalid .vqd header: stage count 0 (must be at least 1)")
     if 0 in (C, H, W):
         raise VqdFormatError(f"invalid .vqd header: image shape {(C, H, W)} has a zero dimension")
-
     payload_len = payload_size(count, K, n)
     expected = header_size() + payload_len
     if len(data) < expected:
         raise VqdFormatError(f"truncated .vqd file: expected {expected} bytes, got {len(data)}")
     if len(data) > expected:
         raise VqdFormatError(f"trailing garbage after .vqd data: expected {expected} bytes, got {len(data)}")
-    (stored_crc,) = _CRC.unpack_from(data, expected - _CRC.size)
-    actual_crc = zlib.crc32(data[: expected - _CRC.size])
-    if stored_crc != actual_crc:
-        raise VqdFormatError(
-            f"corrupt .vqd file: checksum mismatch (stored {stored_crc:08x}, computed {actual_crc:08x})"
-        )
+    return VqdHeader(fingerprint, (C, H, W), K, n, count, payload_len)
+
+
+def check_header(
+    header: VqdHeader,
+    expected_fingerprint: bytes | None = None,
+    *,
+    image_shape: tuple[int, ...] | None = None,
+    K: int | None = None,
+    max_stages: int | None = None,
+) -> None:
+    """Refuse a header that does not fit the reading model (each check only when its argument is given):
+    another fingerprint, another image shape or ``K``, or more than ``max_stages`` stages."""
     if expected_fingerprint is not None:
         if not isinstance(expected_fingerprint, (bytes, bytearray)) or len(expected_fingerprint) != FINGERPRINT_SIZE:
             raise InputError(f"expected fingerprint must be {FINGERPRINT_SIZE} bytes, got {expected_fingerprint!r}")
-        if bytes(expected_fingerprint) != fingerprint:
-            ours, theirs = bytes(expected_fingerprint).hex(), fingerprint.hex()
+        if bytes(expected_fingerprint) != header.fingerprint:
+            ours, theirs = bytes(expected_fingerprint).hex(), header.fingerprint.hex()
             shown = 12 if ours[:12] != theirs[:12] else len(ours)
             raise VqdFormatError(
                 f".vqd file was made by a different model (file fingerprint {theirs[:shown]}, "
                 f"this model {ours[:shown]})"
             )
+    if image_shape is not None and tuple(header.image_shape) != tuple(image_shape):
+        raise VqdFormatError(
+            f".vqd file holds images of shape {header.image_shape}; this model makes {tuple(image_shape)}"
+        )
+    if K is not None and header.K != K:
+        raise VqdFormatError(f".vqd file has K={header.K} options per stage; this model has K={K}")
+    if max_stages is not None and header.stages > max_stages:
+        raise VqdFormatError(f".vqd file has {header.stages} stages per image; this model has only {max_stages}")
 
-    codes = unpack_codes(data[_HEADER.size : _HEADER.size + payload_len], K, n, count)
+
+def check_vqd(data: bytes) -> VqdHeader:
+    """Everything :func:`read_vqd` checks before unpacking (header, length, size limit, CRC), in
+    time linear in ``len(data)``; the header. For refusing a broken file before loading a model."""
+    header = read_header(data)
+    _check_cost_and_crc(data, header)
+    return header
+
+
+def _check_cost_and_crc(data, header: VqdHeader) -> None:
+    if not mixed_radix_limit_ok(header.K, header.stages):
+        raise VqdFormatError(
+            f".vqd images of {bits_per_image(header.K, header.stages)} bits with K={header.K} (not a power "
+            f"of two) exceed the {MAX_MIXED_RADIX_BITS}-bit limit of this reader"
+        )
+    end = _HEADER.size + header.payload_bytes
+    (stored_crc,) = _CRC.unpack_from(data, end)
+    actual_crc = zlib.crc32(memoryview(data).cast("B")[:end])
+    if stored_crc != actual_crc:
+        raise VqdFormatError(
+            f"corrupt .vqd file: checksum mismatch (stored {stored_crc:08x}, computed {actual_crc:08x})"
+        )
+
+
+def read_vqd(
+    data: bytes,
+    expected_fingerprint: bytes | None = None,
+    *,
+    image_shape: tuple[int, ...] | None = None,
+    K: int | None = None,
+    max_stages: int | None = None,
+) -> VqdFile:
+    """Parse ``.vqd`` bytes; raises :class:`VqdFormatError` (and nothing else) for any invalid input.
+
+    Order: the header (:func:`read_header`), then the reading model's expectations
+    (:func:`check_header`: ``expected_fingerprint``, ``image_shape``, ``K``, ``max_stages``,
+    each only when given), then the size limit and the CRC, and only then the payload is
+    unpacked, once. So a file that does not fit the model costs nothing beyond its header.
+    """
+    header = read_header(data)
+    check_header(header, expected_fingerprint, image_shape=image_shape, K=K, max_stages=max_stages)
+    _check_cost_and_crc(data, header)
+    start = _HEADER.size
+    payload = bytes(memoryview(data).cast("B")[start : start + header.payload_bytes])
     return VqdFile(
-        codes=codes,
-        K=K,
-        image_shape=(C, H, W),
-        fingerprint=fingerprint,
-        stages=n,
+        codes=unpack_codes(payload, header.K, header.stages, header.count),
+        K=header.K,
+        image_shape=header.image_shape,
+        fingerprint=header.fingerprint,
+        stages=header.stages,
         header_bytes=header_size(),
-        payload_bytes=payload_len,
+        payload_bytes=header.payload_bytes,
     )

@@ -15,46 +15,28 @@ the same images twice gives the same bytes.
 
 from __future__ import annotations
 
-import inspect
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .bitstream import VqdFile, VqdFormatError, read_vqd, write_vqd
+from .bitstream import VqdFile, read_vqd, write_vqd
 from .errors import InputError
 
 __all__ = [
-    "beam_available",
     "compress",
     "compress_codes",
     "decompress",
     "encode_images",
-    "model_fingerprint",
     "read_file",
     "read_input_bytes",
 ]
 
 
-def beam_available(model) -> bool:
-    """Whether ``model.encode`` takes a ``beam`` keyword (beam search instead of greedy choices)."""
-    try:
-        return "beam" in inspect.signature(model.encode).parameters
-    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
-        return False
-
-
-def model_fingerprint(model) -> bytes:
-    """The model's 16-byte fingerprint, as written into and checked against ``.vqd`` files."""
-    return model.fingerprint()
-
-
 def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: int = 1) -> torch.Tensor:
     """``model.encode`` with the checks a compressor needs: images (B, C, H, W) floats in [0, 1],
-    ``stages`` in 1..N (default N), ``beam`` >= 1. Returns int64 codes (B, n) on the CPU.
-
-    ``beam > 1`` needs a model whose ``encode`` takes a ``beam`` keyword; otherwise
-    :class:`InputError` ("beam search is not available").
+    ``stages`` in 1..N (default N), ``beam`` >= 1 (beam search when > 1). Returns int64 codes
+    (B, n) on the CPU.
     """
     if isinstance(beam, bool) or not isinstance(beam, (int, np.integer)) or beam < 1:
         raise InputError(f"beam width must be an integer >= 1, got {beam!r}")
@@ -73,12 +55,7 @@ def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: 
             raise InputError(f"image values must be in [0, 1], got range [{low:g}, {high:g}]")
     if images.shape[0] == 0:
         return torch.zeros((0, model.stages if stages is None else int(stages)), dtype=torch.int64)
-    if beam > 1:
-        if not beam_available(model):
-            raise InputError("beam search is not available in this version of vqdraw (use beam 1, greedy)")
-        codes = model.encode(images, stages=stages, beam=int(beam))
-    else:
-        codes = model.encode(images, stages=stages)
+    codes = model.encode(images, stages=stages, beam=int(beam))
     if not isinstance(codes, torch.Tensor):  # an EncodeResult
         codes = codes.codes
     return codes.detach().to("cpu", torch.int64)
@@ -91,7 +68,7 @@ def compress_codes(model, codes) -> bytes:
         raise InputError(f"codes must have shape (images, stages), got {tuple(arr.shape)}")
     if not 1 <= arr.shape[1] <= model.stages:
         raise InputError(f"codes must have 1..{model.stages} stages for this model, got {arr.shape[1]}")
-    return write_vqd(arr, int(model.options), tuple(model.config.image_shape), model_fingerprint(model))
+    return write_vqd(arr, int(model.options), tuple(model.config.image_shape), model.fingerprint())
 
 
 def compress(model, images: torch.Tensor, stages: int | None = None, beam: int = 1) -> bytes:
@@ -106,18 +83,17 @@ def compress(model, images: torch.Tensor, stages: int | None = None, beam: int =
 def read_file(model, data: bytes) -> VqdFile:
     """Parse ``.vqd`` bytes made by ``model``; :class:`VqdFormatError` for anything else.
 
-    Beyond :func:`vqdraw.bitstream.read_vqd` (magic, version, length, CRC, fingerprint) this
-    checks that the file's image shape, ``K`` and stage count fit the model.
+    Beyond :func:`vqdraw.bitstream.read_vqd`'s own checks (magic, version, length, CRC) the
+    header must fit the model: its fingerprint, image shape, ``K``, and at most its stage count.
+    These are checked from the header alone, before the CRC or the payload is looked at.
     """
-    vqd = read_vqd(data, expected_fingerprint=model_fingerprint(model))
-    shape = tuple(model.config.image_shape)
-    if tuple(vqd.image_shape) != shape:
-        raise VqdFormatError(f".vqd file holds images of shape {vqd.image_shape}; this model makes {shape}")
-    if vqd.K != model.options:
-        raise VqdFormatError(f".vqd file has K={vqd.K} options per stage; this model has K={model.options}")
-    if vqd.stages > model.stages:
-        raise VqdFormatError(f".vqd file has {vqd.stages} stages per image; this model has only {model.stages}")
-    return vqd
+    return read_vqd(
+        data,
+        expected_fingerprint=model.fingerprint(),
+        image_shape=tuple(model.config.image_shape),
+        K=int(model.options),
+        max_stages=int(model.stages),
+    )
 
 
 def decompress(

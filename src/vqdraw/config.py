@@ -11,6 +11,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import ConfigError
+from .validate import check_model_dict, check_train_dict
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        check_model_dict(d, cls)  # untrusted JSON: types, ranges and total size before anything is built
         try:
             d = dict(d)
             if "image_shape" in d:  # format 1's name
@@ -199,6 +201,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        check_train_dict(d, cls)
         try:
             return cls(**_tuples(d, cls))
         except TypeError as exc:

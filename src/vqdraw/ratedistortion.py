@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from .bitstream import bits_per_image, header_size
-from .codec import compress_codes, decompress, encode_images, model_fingerprint
+from .codec import compress_codes, decompress, encode_images
 from .codecs_classical import JPEG, JPEG_QUALITIES, WEBP_QUALITIES, WebP
 from .errors import InputError
 from .metrics import distortion as dm
@@ -278,7 +278,7 @@ def evaluate(
         "source": source,
         "count": int(images.shape[0]),
         "image_shape": [c, h, w],
-        "model": {"fingerprint": model_fingerprint(model).hex(), "K": model.options, "N": model.stages,
+        "model": {"fingerprint": model.fingerprint().hex(), "K": model.options, "N": model.stages,
                   "beam": beam, "device": str(model.device)},
         "definitions": {
             "bits_per_image": "the curve's size measure in bits, averaged over the images (see description)",

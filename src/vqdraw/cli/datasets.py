@@ -10,7 +10,8 @@ HELP = "list datasets and where they are stored; verify checksums or download th
 DESCRIPTION = """\
 List the datasets vqdraw can read, the folder each is read from and whether its official files
 are there. Files live in <data dir>/<dataset>/; the data dir is --data-dir, else $VQDRAW_DATA,
-else ~/.cache/vqdraw. --verify checks present files against the official md5s; --download NAME
+else ~/.cache/vqdraw. --verify checks present files against the official md5s (an uncompressed
+stand-in with no published md5 is reported "unverified"; --strict makes that a failure); --download NAME
 fetches a dataset's missing files (CelebA has no direct link: you are told where to get it).
 Any folder of PNG/JPEG images can also be used as a dataset, named folder:/path/to/images."""
 
@@ -23,6 +24,9 @@ def register(subparsers) -> None:
                         "or ~/.cache/vqdraw)")
     p.add_argument("--verify", action="store_true",
                    help="md5-check each present file against the official checksum")
+    p.add_argument("--strict", action="store_true",
+                   help="verify, and exit 1 also when a file is unverified (an uncompressed "
+                        "stand-in without a published md5)")
     p.add_argument("--download", metavar="NAME", action="append", default=[],
                    help="download the missing files of dataset NAME ('all' for every dataset "
                         "with a direct link); may be repeated")
@@ -69,20 +73,25 @@ def run(args: argparse.Namespace) -> int:
     for r in rows:
         print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}")
 
-    bad = checked = 0
-    if args.verify:
+    bad = checked = unverified = 0
+    if args.verify or args.strict:
         print()
         for st in statuses:
             if not any(have for _, have in st.files):
                 continue  # nothing of this dataset here: nothing to verify
             for file, ok, message in dl.verify(st.name, data_dir):
                 checked += 1
-                bad += not ok
-                print(f"{st.name:<{widths[0]}}  {'ok' if ok else 'FAIL':<4}  {file}: {message}")
+                bad += ok is False
+                unverified += ok is None
+                mark = "ok" if ok else "FAIL" if ok is False else "?"
+                print(f"{st.name:<{widths[0]}}  {mark:<4}  {file}: {message}")
         if not checked:
             print("no dataset files present to verify")
-        elif bad:
+        if bad:
             print(f"{bad} file(s) missing or not matching their official md5")
-        else:
+        if unverified:
+            print(f"{unverified} file(s) unverified (no published md5)"
+                  + ("; failing because of --strict" if args.strict else "; use --strict to fail on them"))
+        if checked and not bad and not unverified:
             print("all files match")
-    return 1 if bad else 0
+    return 1 if bad or (args.strict and unverified) else 0

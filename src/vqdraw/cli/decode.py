@@ -24,7 +24,7 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..bitstream import read_vqd
+    from ..bitstream import check_vqd
     from ..codec import decompress, read_input_bytes
     from ..errors import InputError
     from .common import load_model
@@ -33,7 +33,7 @@ def run(args) -> int:
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     data = read_input_bytes(args.input)
-    read_vqd(data)  # a broken file is refused before the model is loaded
+    check_vqd(data)  # a broken file is refused before the model is loaded (header, length, CRC; no unpacking)
     model = load_model(args)
     images, vqd = decompress(model, data, stages=args.stages, batch_size=args.batch)
     width = max(6, len(str(max(vqd.count - 1, 0))))

@@ -47,7 +47,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..bitstream import bits_per_image, header_size
-    from ..codec import beam_available, compress_codes, encode_images
+    from ..codec import compress_codes, encode_images
     from ..errors import InputError
     from ..images import expand_image_paths, load_images
     from ..io import atomic_write_bytes
@@ -60,8 +60,6 @@ def run(args) -> int:
     model = load_model(args)
     if args.stages is not None and args.stages > model.stages:
         raise InputError(f"this model has {model.stages} stages; --stages {args.stages} is too many")
-    if args.beam > 1 and not beam_available(model):
-        raise InputError("beam search is not available in this version of vqdraw (use --beam 1, greedy)")
     shape = tuple(model.config.image_shape)
     if not args.fit:
         for path in paths:

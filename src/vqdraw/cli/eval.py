@@ -44,13 +44,10 @@ def run(args) -> int:
 
     from .. import ratedistortion as rd
     from .. import rdplots
-    from ..codec import beam_available
     from ..errors import InputError
     from .common import load_inputs, load_model
 
     model = load_model(args)
-    if args.beam > 1 and not beam_available(model):
-        raise InputError("beam search is not available in this version of vqdraw (use --beam 1, greedy)")
     images = load_inputs(args, model).cpu()
     out = Path(args.output) if args.output else Path(args.model) / "eval"
     if out.exists() and not out.is_dir():

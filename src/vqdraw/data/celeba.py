@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetError, ImageSet
+from .capped import MAX_MEMBER_BYTES, MAX_TEXT_BYTES, read_capped
 from .download import check_split, dataset_dir, missing_error
 from .folder import decode_all, open_image
 
@@ -38,7 +39,7 @@ def read_partition(path: Path) -> list[tuple[str, int]]:
     """(file name, 0/1/2) per line of ``list_eval_partition.txt``."""
     out = []
     try:
-        text = path.read_text(encoding="ascii")
+        text = read_capped(path, MAX_TEXT_BYTES).decode("ascii")
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read the partition file ({exc})") from exc
     for number, line in enumerate(text.splitlines(), 1):
@@ -88,7 +89,11 @@ def _image_reader(folder: Path):
             where = f"{folder / ARCHIVE}:{IMAGES}/{name}"
             try:
                 with lock:
-                    data = archive.read(f"{IMAGES}/{name}")
+                    info = archive.getinfo(f"{IMAGES}/{name}")
+                    if info.file_size > MAX_MEMBER_BYTES:  # zipfile never inflates past file_size
+                        raise DatasetError(f"{where}: {info.file_size:,} bytes, more than a CelebA image "
+                                           f"can hold ({MAX_MEMBER_BYTES:,}); not the official archive")
+                    data = archive.read(info)
             except KeyError:
                 raise DatasetError(f"{where}: listed in {PARTITION} but missing") from None
             except (zipfile.BadZipFile, zlib.error, OSError) as exc:

@@ -13,6 +13,7 @@ global is refused.
 from __future__ import annotations
 
 import codecs
+import gzip
 import io
 import pickle
 import tarfile
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetError, ImageSet
+from .capped import MAX_MEMBER_BYTES, MAX_TAR_BYTES, CappedReader, read_capped
 from .download import check_split, dataset_dir, missing_error
 
 ARCHIVE = "cifar-10-python.tar.gz"
@@ -97,17 +99,21 @@ def _read_members(folder: Path, names: tuple[str, ...]) -> list[tuple[bytes, str
             if not path.is_file():
                 raise DatasetError(f"{path}: missing from the extracted CIFAR-10 folder; "
                                    f"delete {extracted} or put {ARCHIVE} in {folder} instead")
-            out.append((path.read_bytes(), str(path)))
+            out.append((read_capped(path, MAX_MEMBER_BYTES), str(path)))
         return out
     archive = folder / ARCHIVE
     if not archive.is_file():
         raise missing_error("cifar10", folder, [ARCHIVE])
     wanted = {f"{FOLDER}/{n}": n for n in names}
     found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
+    try:  # the uncompressed stream and each member are capped: a gzip bomb is refused, not read
+        with gzip.open(archive, "rb") as gz, tarfile.open(
+                fileobj=CappedReader(gz, MAX_TAR_BYTES, str(archive)), mode="r:") as tar:
             for member in tar:  # one pass over the stream, in archive order
                 if member.name in wanted and member.isfile():
+                    if member.size > MAX_MEMBER_BYTES:
+                        raise DatasetError(f"{archive}:{member.name}: {member.size:,} bytes, more than a "
+                                           f"CIFAR-10 batch can hold ({MAX_MEMBER_BYTES:,}); not the official file")
                     found[wanted[member.name]] = tar.extractfile(member).read()
                     if len(found) == len(wanted):
                         break

@@ -35,6 +35,8 @@ class RemoteFile:
     url: str | None
     md5: str
     also: tuple[str, ...] = ()
+    also_md5: tuple[tuple[str, str], ...] = ()
+    """Published md5s of files under the stand-in names, as (path in the dataset folder, md5)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,12 @@ def _idx_files(base: str, md5s: tuple[str, str, str, str]) -> tuple[RemoteFile, 
     return tuple(RemoteFile(f"{n}.gz", f"{base}{n}.gz", m, (n,)) for n, m in zip(names, md5s))
 
 
+# md5s of the extracted CIFAR-10 batches (the same values torchvision checks)
+_CIFAR_BATCH_MD5S = tuple((f"cifar-10-batches-py/{n}", m) for n, m in (
+    ("data_batch_1", "c99cafc152244af753f735de768cd75f"), ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+    ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"), ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+    ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"), ("test_batch", "40351d587109b95175f43aff81a1287e")))
+
 CATALOGUE: dict[str, DatasetSpec] = {
     spec.name: spec
     for spec in (
@@ -65,7 +73,8 @@ CATALOGUE: dict[str, DatasetSpec] = {
         DatasetSpec("cifar10", "CIFAR-10, 32x32x3, 50k/10k", (
             RemoteFile("cifar-10-python.tar.gz",
                        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-                       "c58f30108f718f92721af3b95e74349a", ("cifar-10-batches-py",)),)),
+                       "c58f30108f718f92721af3b95e74349a", ("cifar-10-batches-py",),
+                       _CIFAR_BATCH_MD5S),)),
         DatasetSpec("svhn", "SVHN cropped digits, 32x32x3, 73k/26k", (
             RemoteFile("train_32x32.mat", "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
                        "e26dedcc434d2e4c54c9b2d4a06d8373"),
@@ -160,17 +169,20 @@ def md5sum(path: Path) -> str:
     return h.hexdigest()
 
 
-def verify(name: str, data_dir: str | Path | None = None) -> list[tuple[str, bool, str]]:
-    """md5-check the files of dataset `name` that are present: a list of (file, ok, message)."""
+def verify(name: str, data_dir: str | Path | None = None) -> list[tuple[str, bool | None, str]]:
+    """md5-check the files of dataset `name` that are present: a list of (file, ok, message).
+
+    ``ok`` is True (md5s match), False (missing or not matching) or None (unverified: an
+    uncompressed or extracted stand-in for which no md5 is published).
+    """
     folder = dataset_dir(name, data_dir)
-    out = []
+    out: list[tuple[str, bool | None, str]] = []
     for f in spec(name).files:
         have = _present_as(folder, f)
         if have is None:
             out.append((f.name, False, "missing"))
         elif have != f.name:
-            out.append((have, True, f"present in place of {f.name}; not checksummed "
-                                    "(the published md5 is of the download)"))
+            out.append(_verify_standin(folder, f, have))
         else:
             got = md5sum(folder / f.name)
             if got == f.md5:
@@ -178,6 +190,20 @@ def verify(name: str, data_dir: str | Path | None = None) -> list[tuple[str, boo
             else:
                 out.append((f.name, False, f"md5 {got} does not match the official {f.md5}"))
     return out
+
+
+def _verify_standin(folder: Path, f: RemoteFile, have: str) -> tuple[str, bool | None, str]:
+    sums = [(p, m) for p, m in f.also_md5 if p == have or p.startswith(have + "/")]
+    if not sums:
+        return (have, None, f"unverified: present in place of {f.name}, whose published md5 is of the "
+                            "download; no md5 is known for this uncompressed copy")
+    for path, md5 in sums:
+        if not (folder / path).is_file():
+            return (have, False, f"lacks {path}")
+        got = md5sum(folder / path)
+        if got != md5:
+            return (have, False, f"{path}: md5 {got} does not match the official {md5}")
+    return (have, True, f"md5 ok ({len(sums)} files, in place of {f.name})")
 
 
 def download_file(url: str, dest: Path, md5: str, progress: bool = True,

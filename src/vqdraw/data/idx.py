@@ -7,13 +7,14 @@ The official split: ``train-*`` (60,000) and ``t10k-*`` (10,000).
 
 from __future__ import annotations
 
-import gzip
+import math
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .base import DatasetError, ImageSet
+from .capped import MAX_IDX_BYTES, open_capped
 from .download import check_split, dataset_dir, missing_error
 
 IMAGES_MAGIC = 2051
@@ -22,41 +23,48 @@ _UBYTE = 0x08
 
 
 def read_idx(path: Path, magic: int) -> np.ndarray:
-    """Read one IDX file of unsigned bytes with the expected `magic`, validating the header."""
+    """Read one IDX file of unsigned bytes with the expected `magic`, validating the header.
+
+    The header is read first and the data after it only up to the size the header declares
+    (at most :data:`~vqdraw.data.capped.MAX_IDX_BYTES`), so a gzip bomb costs no more than a
+    genuine file before it is refused.
+    """
     path = Path(path)
+    kind = "images" if magic == IMAGES_MAGIC else "labels"
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as fh:
-                raw = fh.read()
-        else:
-            raw = path.read_bytes()
+        with open_capped(path, MAX_IDX_BYTES) as fh:
+            head = fh.read(4)
+            if len(head) < 4:
+                raise DatasetError(f"{path}: only {len(head)} bytes, not an IDX file")
+            found = int.from_bytes(head, "big")
+            if head[0] or head[1]:
+                raise DatasetError(f"{path}: bad magic number {found} (0x{found:08x}), expected {magic}; "
+                                   "not an IDX file")
+            if head[2] != _UBYTE:
+                raise DatasetError(f"{path}: bad magic number {found}: element type 0x{head[2]:02x}, "
+                                   "expected 0x08 (unsigned byte)")
+            if found != magic:
+                raise DatasetError(f"{path}: bad magic number {found}, expected {magic} ({kind} file)")
+            ndim = head[3]
+            sizes = fh.read(4 * ndim)
+            if len(sizes) < 4 * ndim:
+                raise DatasetError(f"{path}: truncated inside the header")
+            dims = tuple(int.from_bytes(sizes[4 * i: 4 + 4 * i], "big") for i in range(ndim))
+            expected = math.prod(dims)
+            if expected > MAX_IDX_BYTES:
+                raise DatasetError(f"{path}: its header declares {'x'.join(map(str, dims))} = {expected:,} "
+                                   f"bytes, more than the {MAX_IDX_BYTES:,} an IDX dataset file may hold")
+            body = fh.read(expected + 1)  # one byte more reveals trailing data
     except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
         raise DatasetError(f"{path}: cannot read ({exc}); the file is damaged, "
                            "delete it and download it again") from exc
-    if len(raw) < 4:
-        raise DatasetError(f"{path}: only {len(raw)} bytes, not an IDX file")
-    found = int.from_bytes(raw[:4], "big")
-    kind = "images" if magic == IMAGES_MAGIC else "labels"
-    if raw[0] or raw[1]:
-        raise DatasetError(f"{path}: bad magic number {found} (0x{found:08x}), expected {magic}; "
-                           "not an IDX file")
-    if raw[2] != _UBYTE:
-        raise DatasetError(f"{path}: bad magic number {found}: element type 0x{raw[2]:02x}, "
-                           "expected 0x08 (unsigned byte)")
-    if found != magic:
-        raise DatasetError(f"{path}: bad magic number {found}, expected {magic} ({kind} file)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DatasetError(f"{path}: truncated inside the header")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims, dtype=np.int64))
-    actual = len(raw) - header
-    if actual != expected:
-        what = "truncated" if actual < expected else "has trailing bytes"
-        raise DatasetError(f"{path}: {what}: its header declares {'x'.join(map(str, dims))} = "
-                           f"{expected} bytes of data but the file holds {actual}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+    if len(body) != expected:
+        if len(body) > expected:
+            raise DatasetError(f"{path}: has trailing bytes: its header declares {'x'.join(map(str, dims))} = "
+                               f"{expected} bytes of data but the file holds more")
+        raise DatasetError(f"{path}: truncated: its header declares {'x'.join(map(str, dims))} = "
+                           f"{expected} bytes of data but the file holds {len(body)}")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
 
 def _find(folder: Path, name: str) -> Path | None:
