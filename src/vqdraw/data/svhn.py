@@ -16,7 +16,10 @@ from .download import check_split, dataset_dir, missing_error
 
 def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (N, 32, 32, 3) uint8, labels (N,) int64 in 0..9) from one SVHN .mat file."""
-    from scipy.io import loadmat
+    try:
+        from scipy.io import loadmat
+    except ImportError as exc:  # the optional extra [svhn]
+        raise DatasetError('reading SVHN needs scipy: pip install "vqdraw[svhn]"') from exc
 
     try:
         mat = loadmat(path, variable_names=["X", "y"])
