@@ -36,10 +36,14 @@ FIELD_TYPES = {
 
 def preset_values(section: str, cls) -> dict[str, str]:
     """field -> "the preset's: mnist 10, svhn 20, …" (or "the preset's: 0.01" when all agree)."""
+    def show(v) -> str:
+        if v is None or isinstance(v, bool):
+            return {None: "off", True: "yes", False: "no"}[v]
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
     out = {}
     for f in dataclasses.fields(cls):
-        values = {name: getattr(getattr(p, section), f.name) for name, p in PRESETS.items()}
-        shown = {name: "off" if v is None else "yes" if v is True else "no" if v is False else f"{v:,}" if type(v) is int else str(v) for name, v in values.items()}
+        shown = {name: show(getattr(getattr(p, section), f.name)) for name, p in PRESETS.items()}
         if len(set(shown.values())) == 1:
             out[f.name] = f"the preset's: {next(iter(shown.values()))}"
         else:
