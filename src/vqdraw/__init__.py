@@ -20,23 +20,47 @@
     >>> recon = model.decode(codes)           # (B, 1, 28, 28) in [0, 1]
 """
 
-from .config import PRESETS, ModelConfig, RefinerConfig, TrainConfig, get_preset
-from .errors import CheckpointError, ConfigError, InputError, VQDrawError
-from .model import EncodeResult, VQDraw
-from .train import fit
+from __future__ import annotations
 
-__all__ = [
-    "VQDraw",
-    "EncodeResult",
-    "ModelConfig",
-    "RefinerConfig",
-    "TrainConfig",
-    "PRESETS",
-    "get_preset",
-    "fit",
-    "VQDrawError",
-    "ConfigError",
-    "InputError",
-    "CheckpointError",
-]
+import importlib
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
+
+# public name -> the submodule defining it. Imported on first use (PEP 562), so that
+# `import vqdraw` and `vqdraw --help` do not import torch.
+_EXPORTS = {
+    "VQDraw": "model",
+    "EncodeResult": "model",
+    "ModelConfig": "config",
+    "RefinerConfig": "config",
+    "TrainConfig": "config",
+    "PRESETS": "config",
+    "get_preset": "config",
+    "fit": "train",
+    "VQDrawError": "errors",
+    "ConfigError": "errors",
+    "InputError": "errors",
+    "CheckpointError": "errors",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs; never executed
+    from .config import PRESETS, ModelConfig, RefinerConfig, TrainConfig, get_preset
+    from .errors import CheckpointError, ConfigError, InputError, VQDrawError
+    from .model import EncodeResult, VQDraw
+    from .train import fit

@@ -54,7 +54,9 @@ def open_image(source):
         with Image.open(source) as im:
             im.load()
             return ImageOps.exif_transpose(im)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # Pillow's limit against decompression bombs
+        raise InputError(f"{source}: image too large ({exc})") from None
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise InputError(f"{source}: not a readable image ({exc.__class__.__name__}: {exc})") from exc
 
 

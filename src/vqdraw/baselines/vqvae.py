@@ -114,8 +114,8 @@ class VQVAEConfig:
 def _vector_quantize():
     try:
         from vector_quantize_pytorch import VectorQuantize
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise ConfigError(f"the VQ-VAE baseline needs {VQ_LIBRARY}: pip install {VQ_LIBRARY}") from exc
+    except ImportError as exc:  # the optional extra [baselines]
+        raise ConfigError('the VQ-VAE baseline needs vector-quantize-pytorch: pip install "vqdraw[baselines]"') from exc
     return VectorQuantize
 
 

@@ -1,9 +1,13 @@
 """The `vqdraw` command: the only place that reads argv or writes to the terminal.
 
-Each verb lives in its own module under ``vqdraw.cli`` (found automatically: every module with a
-``register`` function) and exposes ``register(subparsers)``,
-which adds a sub-parser and sets ``func`` to a function ``(args) -> int | None``. Heavy imports
-(torch, the model) happen inside those functions so that ``vqdraw --help`` stays fast.
+VERBS below is the one table of verbs: name -> (module under ``vqdraw.cli``, one-line help), in
+the order of `vqdraw --help`. Each module exposes ``register(subparsers)``, which adds the verb's
+sub-parser and sets ``func`` to a function ``(args) -> int | None``. Only the module of the verb
+being run is imported (none for `vqdraw --help` / `--version`), and heavy imports (torch, the model)
+happen inside ``func``, so those stay fast.
+
+Errors: every argparse error and every :class:`~vqdraw.errors.VQDrawError` ends in one line on
+stderr and exit code 2; Ctrl-C in exit code 130.
 """
 
 from __future__ import annotations
@@ -12,36 +16,74 @@ import argparse
 import importlib
 import sys
 
+from .. import __version__
 from ..errors import VQDrawError
 
-# Order in `vqdraw --help`; verbs not listed here follow in alphabetical order.
-ORDER = ["train", "sample", "reconstruct", "stages", "encode", "decode", "eval", "presets", "datasets"]
+VERBS: dict[str, tuple[str, str]] = {
+    "train": ("train", "train a VQ-DRAW model (a Table 1 preset; every field can be overridden)"),
+    "sample": ("sample", "draw samples from a trained model (uniform prior)"),
+    "reconstruct": ("reconstruct", "encode and decode images; save originals beside reconstructions"),
+    "stages": ("stages", "draw the reconstruction after each stage (paper Figure 6)"),
+    "encode": ("encode", "compress images into a .vqd file"),
+    "decode": ("decode", "decompress a .vqd file into PNG images"),
+    "eval": ("eval", "rate–distortion curves: VQ-DRAW against JPEG and WebP"),
+    "presets": ("presets", "print the Table 1 presets"),
+    "datasets": ("datasets", "list datasets and where they are stored; verify checksums or download them"),
+    "baseline": ("baseline", "train a baseline model (VQ-VAE with a 7x7 grid and a tiny codebook)"),
+    "code-stats": ("code_stats", "per-stage option usage, entropy and never-used options over a whole split"),
+    "distill": ("distill", "distil the greedy encoder into a one-pass CNN"),
+    "eval-samples": ("eval_samples", "FID / KID / precision-recall of samples in a self-trained feature space"),
+    "probe": ("probe", "how well do the codes predict the labels? (linear / MLP probes, paper §6)"),
+}
 
 
-def command_modules() -> list[str]:
-    import pkgutil
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors: `vqdraw VERB: error: MESSAGE (see vqdraw VERB --help)`."""
 
-    names = [m.name for m in pkgutil.iter_modules(__path__) if m.name != "common"]
-    return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Subparsers(argparse._SubParsersAction):
+    """Gives each verb its one-line help from VERBS, so verb modules do not repeat it."""
+
+    def add_parser(self, name, **kwargs):
+        kwargs.setdefault("help", VERBS[name][1] if name in VERBS else None)
+        return super().add_parser(name, **kwargs)
+
+
+def build_parser(verb: str | None = None) -> ArgumentParser:
+    """The parser; only `verb`'s module is imported and registered (all of them for verb "*")."""
+    parser = ArgumentParser(
         prog="vqdraw",
         description="VQ-DRAW: train discrete auto-encoders, compress images to a few dozen bits, sample.",
+        epilog="MODEL (a run or model folder) is the first argument of every verb that takes one, "
+        "or -m MODEL. `vqdraw VERB --help` for a verb's options.",
     )
+    parser.add_argument("--version", action="version", version=f"vqdraw {__version__}")
+    parser.register("action", "parsers", _Subparsers)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in command_modules():
-        module = importlib.import_module(f"{__name__}.{name}")
-        if hasattr(module, "register"):
-            module.register(sub)
+    for name, (module, _) in VERBS.items():
+        if verb == "*" or name == verb:
+            importlib.import_module(f"{__name__}.{module}").register(sub)
+        else:
+            sub.add_parser(name)  # listed in --help; its module is not imported
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verb = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(verb)
     try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a one-line usage error (already printed)
+        return exc.code if isinstance(exc.code, int) else 2
+    try:
+        if hasattr(args, "model_rest"):  # the verb takes a MODEL (common.add_model_arg)
+            from .common import resolve_model
+
+            resolve_model(args)
         return int(args.func(args) or 0)
     except VQDrawError as exc:
         print(f"vqdraw {args.command}: error: {exc}", file=sys.stderr)
@@ -49,6 +91,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"vqdraw {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if not _is_decompression_bomb(exc):
+            raise
+        print(f"vqdraw {args.command}: error: image too large: {exc}", file=sys.stderr)
+        return 2
+
+
+def _is_decompression_bomb(exc: Exception) -> bool:
+    """Pillow's refusal of a huge image (imported only if Pillow already is)."""
+    pil = sys.modules.get("PIL.Image")
+    return pil is not None and isinstance(exc, pil.DecompressionBombError)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,7 +1,7 @@
 """Plumbing shared by the evaluation verbs (eval-samples, probe, code-stats); not a verb itself.
 
-Their MODEL may be given as a positional argument (like the other verbs) or as ``--model``, and
-may be a VQ-DRAW run/model folder or a VQ-VAE baseline folder.
+Their MODEL is given like every verb's (the first positional, or -m/--model; common.add_model_arg),
+and may be a VQ-DRAW run/model folder or a VQ-VAE baseline folder.
 """
 
 from __future__ import annotations
@@ -9,30 +9,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import add_model_arg, output_dir as output_dir_type
+
 
 def add_model_and_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model_pos", nargs="?", metavar="MODEL",
-                   help="a VQ-DRAW run or model folder, or a `vqdraw baseline` folder")
-    p.add_argument("--model", dest="model_opt", metavar="MODEL", default=None, help="same as MODEL")
+    add_model_arg(p, help="a VQ-DRAW run or model folder, or a `vqdraw baseline` folder")
     p.add_argument("--dataset", default=None,
                    help="dataset to evaluate on (default: the one the model was trained on)")
     p.add_argument("--data-dir", default=None,
                    help="where datasets (and cached feature nets) live (default: $VQDRAW_DATA or ~/.cache/vqdraw)")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
-    p.add_argument("-o", "--output", default=None, metavar="DIR",
+    p.add_argument("-o", "--output", type=output_dir_type, default=None, metavar="DIR",
                    help="folder for the JSON and PNG files (default: MODEL/evaluation)")
-
-
-def model_path(args) -> str:
-    from ..errors import InputError
-
-    pos, opt = getattr(args, "model_pos", None), getattr(args, "model_opt", None)
-    if pos and opt and pos != opt:
-        raise InputError(f"two different models given: {pos} and --model {opt}")
-    path = pos or opt
-    if not path:
-        raise InputError("no model given: pass MODEL or --model MODEL")
-    return path
 
 
 def load(args):
@@ -41,7 +28,7 @@ def load(args):
     from ..errors import InputError
     from ..train import pick_device
 
-    path = model_path(args)
+    path = args.model  # set by common.resolve_model
     model = load_any_model(path, map_location=pick_device(args.device))
     dataset = args.dataset or run_dataset(path)
     if dataset is None:

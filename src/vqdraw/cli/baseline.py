@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
+from .common import (MAX_BATCH, MAX_OPTIONS, MAX_SIZE, MAX_STEPS, HelpFormatter, add_device_arg, finite_float,
+                     output_dir, positive_int)
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "baseline",
-        help="train a baseline model (VQ-VAE with a 7x7 grid and a tiny codebook)",
         description="Train a baseline to compare VQ-DRAW with. The result is a model folder that "
         "eval-samples, probe and code-stats accept as MODEL.",
     )
@@ -22,18 +22,18 @@ def register(sub) -> None:
         "gradients. Samples decode uniformly random code grids. Writes config.json, "
         "model.safetensors, train.json, metrics.jsonl, samples.png, reconstructions.png.",
         epilog="example: vqdraw baseline vqvae --codebook 2 --steps 1000 --run runs/vqvae-c2",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     q.add_argument("--dataset", default="mnist-embedded", help="dataset name (see `vqdraw datasets`)")
     q.add_argument("--data-dir", default=None, help="where datasets live (default: $VQDRAW_DATA or ~/.cache/vqdraw)")
-    q.add_argument("--steps", type=int, default=1000, help="optimizer steps")
-    q.add_argument("--batch", type=int, default=32, help="images per step")
-    q.add_argument("--lr", type=float, default=1e-3, help="Adam step size")
-    q.add_argument("--codebook", type=int, default=2, help="codebook size C")
-    q.add_argument("--latent-dim", type=int, default=16, help="dimension D of a codebook vector")
-    q.add_argument("--seed", type=int, default=0, help="seed for initialisation and the data order")
-    q.add_argument("--run", default=None, help="output folder (default: runs/vqvae-c<C>)")
-    q.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    q.add_argument("--steps", type=positive_int(max=MAX_STEPS), default=1000, help="optimizer steps")
+    q.add_argument("--batch", type=positive_int(max=MAX_BATCH), default=32, help="images per step")
+    q.add_argument("--lr", type=finite_float(above=0), default=1e-3, help="Adam step size")
+    q.add_argument("--codebook", type=positive_int(min=2, max=MAX_OPTIONS), default=2, help="codebook size C")
+    q.add_argument("--latent-dim", type=positive_int(max=MAX_SIZE), default=16, help="dimension D of a codebook vector")
+    q.add_argument("--seed", type=positive_int(min=0, max=2**63 - 1), default=0, help="seed for initialisation and the data order")
+    q.add_argument("--run", type=output_dir, default=None, help="output folder (default: runs/vqvae-c<C>)")
+    add_device_arg(q)
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.add_argument("--force", action="store_true", help="overwrite a model already in --run")
     q.set_defaults(func=run_vqvae)

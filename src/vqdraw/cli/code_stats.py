@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
-
 from ._evaluation import add_model_and_data_args
+from .common import HelpFormatter
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "code-stats",
-        help="per-stage option usage, entropy and never-used options over a whole split",
         description="Encode every image of a split and count, for each stage, how often each "
         "option is chosen. Writes code-stats.json (counts, entropy per stage, unused options) and "
         "code-stats.png (heat map stage x option; never-used options in red).",
-        epilog="example: vqdraw code-stats --model runs/mnist",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: vqdraw code-stats runs/mnist",
+        formatter_class=HelpFormatter,
     )
     add_model_and_data_args(p)
     p.add_argument("--split", choices=("train", "test"), default="test", help="which split to encode")

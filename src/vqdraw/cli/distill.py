@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from .common import add_model_arg
+from .common import MAX_BATCH, MAX_COUNT, MAX_STEPS, add_model_arg, finite_float, output_dir, positive_int
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "distill",
-        help="distil the greedy encoder into a one-pass CNN (encode with method='distilled')",
         description="Train a small feed-forward CNN to predict, in one pass, the codes VQ-DRAW's greedy "
         "encoder chooses. Writes distilled.safetensors and distilled.json into the model folder "
         "(a run folder's newest checkpoint), where `model.encode(x, method=\"distilled\")` finds them. "
@@ -21,17 +20,17 @@ def register(sub) -> None:
     p.add_argument("--dataset", default=None,
                    help="dataset to distil on (default: the one the run was trained on, else mnist-embedded)")
     p.add_argument("--data-dir", default=None, help="where datasets live")
-    p.add_argument("--steps", type=int, default=2000,
+    p.add_argument("--steps", type=positive_int(max=MAX_STEPS), default=2000,
                    help="training steps, cross-entropy on the greedy codes (default: 2000)")
-    p.add_argument("--batch", type=int, default=64, help="images per step (default: 64)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam step size (default: 1e-3)")
-    p.add_argument("--seed", type=int, default=0, help="initialisation and data order (default: 0)")
-    p.add_argument("--finetune-steps", type=int, default=0,
+    p.add_argument("--batch", type=positive_int(max=MAX_BATCH), default=64, help="images per step (default: 64)")
+    p.add_argument("--lr", type=finite_float(above=0), default=1e-3, help="Adam step size (default: 1e-3)")
+    p.add_argument("--seed", type=positive_int(min=0, max=2**63 - 1), default=0, help="initialisation and data order (default: 0)")
+    p.add_argument("--finetune-steps", type=positive_int(min=0, max=MAX_STEPS), default=0,
                    help="extra steps on the reconstruction error through the frozen decoder "
                    "(straight-through argmax; default 0 = off)")
-    p.add_argument("--train-images", type=int, default=None, help="use only the first n training images")
-    p.add_argument("--test-images", type=int, default=None, help="evaluate on only the first n test images")
-    p.add_argument("-o", "--output", default=None,
+    p.add_argument("--train-images", type=positive_int(max=MAX_COUNT), default=None, help="use only the first n training images")
+    p.add_argument("--test-images", type=positive_int(max=MAX_COUNT), default=None, help="evaluate on only the first n test images")
+    p.add_argument("-o", "--output", type=output_dir, default=None,
                    help="folder for distilled.* (default: the model folder; encode(method='distilled') "
                    "only looks there)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

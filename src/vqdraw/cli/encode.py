@@ -2,41 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
-
-from .common import add_fit_arg
-
-
-def add_model_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", required=True, metavar="RUN_OR_DIR",
-                   help="a training run folder (its newest checkpoint is used) or a saved model folder")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+from .common import MAX_BATCH, MAX_BEAM, MAX_STAGES, add_fit_arg, add_model_arg, output_file, positive_int
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "encode", help="compress images into a .vqd file",
+        "encode",
         description="Encode image files (or every image in the folders given) with a VQ-DRAW model and "
         "write their codes, packed at ceil(n·log2 K) bits per image, to one .vqd file "
         "(format: docs/vqd-format.md). Images must have the model's size and channels unless --fit.")
-    add_model_option(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.vqd", help="the .vqd file to write")
-    p.add_argument("--stages", type=positive_int, default=None,
+    add_model_arg(p, rest="images")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders (searched recursively)")
+    p.add_argument("-o", "--output", type=output_file, required=True, metavar="OUT.vqd",
+                   help="the .vqd file to write")
+    p.add_argument("--stages", type=positive_int(max=MAX_STAGES), default=None,
                    help="keep only the first n codes of each image (fewer bits, coarser images)")
-    p.add_argument("--beam", type=positive_int, default=1, help="beam width for encoding (1 = greedy)")
+    p.add_argument("--beam", type=positive_int(max=MAX_BEAM), default=1, help="beam width for encoding (1 = greedy)")
     add_fit_arg(p)
-    p.add_argument("--batch", type=positive_int, default=256, help="images encoded at a time")
+    p.add_argument("--batch", type=positive_int(max=MAX_BATCH), default=256, help="images encoded at a time")
     p.set_defaults(func=run)
 
 
@@ -53,6 +36,8 @@ def run(args) -> int:
     from ..io import atomic_write_bytes
     from .common import load_model, warn_polarity
 
+    if not args.images:
+        raise InputError("no images given: vqdraw encode MODEL IMAGE... -o OUT.vqd")
     out = Path(args.output)
     if out.is_dir():
         raise InputError(f"{out}: is a folder; -o needs a file name such as {out / 'images.vqd'}")
@@ -102,6 +87,8 @@ def check_channels(path, channels: int) -> None:
             if mode == "P":  # a palette: grey if every palette entry is grey
                 r, g, b = im.convert("RGB").split()
                 mode = "L" if r.tobytes() == g.tobytes() == b.tobytes() else "RGB"
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: image too large ({exc})") from None
     except (OSError, UnidentifiedImageError) as exc:
         raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from None
     grey_modes = {"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"}

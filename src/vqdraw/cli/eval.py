@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-from .common import add_fit_arg
-from .encode import add_model_option, positive_int
+from .common import MAX_BATCH, MAX_BEAM, MAX_COUNT, add_fit_arg, add_model_arg, output_dir, positive_int
 
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "eval", help="rate–distortion curves: VQ-DRAW against JPEG and WebP",
+        "eval",
         description="Compress test images with every code prefix of the model (through real .vqd files) "
         "and with JPEG and WebP (Pillow) at a sweep of qualities; measure sizes, MSE, PSNR and SSIM. "
         "Writes OUT_DIR/rd.json (CompressAI-style curves), OUT_DIR/curves/*.json (one per curve), "
         "OUT_DIR/rd.png (PSNR against bits per image) and OUT_DIR/compare.png. "
         "Definitions: docs/compression.md.")
-    add_model_option(p)
+    add_model_arg(p, rest="images")
     p.add_argument("images", nargs="*", metavar="IMAGE",
                    help="image files or folders (default: test images of --dataset or of the model's dataset)")
     p.add_argument("--dataset", default=None, help="take test images from this dataset")
     p.add_argument("--data-dir", default=None, help="where datasets live")
-    p.add_argument("--count", type=positive_int, default=500,
+    p.add_argument("--count", type=positive_int(max=MAX_COUNT), default=500,
                    help="how many images to use (test images: a class-balanced, seeded subset)")
     add_fit_arg(p)
-    p.add_argument("--beam", type=positive_int, default=1, help="beam width for encoding (1 = greedy)")
-    p.add_argument("--batch", type=positive_int, default=256, help="images encoded and decoded at a time")
-    p.add_argument("-o", "--output", default=None, metavar="OUT_DIR", help="default: MODEL/eval")
+    p.add_argument("--beam", type=positive_int(max=MAX_BEAM), default=1, help="beam width for encoding (1 = greedy)")
+    p.add_argument("--batch", type=positive_int(max=MAX_BATCH), default=256, help="images encoded and decoded at a time")
+    p.add_argument("-o", "--output", type=output_dir, default=None, metavar="OUT_DIR", help="default: MODEL/eval")
     p.set_defaults(func=run)
 
 

@@ -3,28 +3,26 @@ reconstructions) in the space of a feature net the project trains on the dataset
 
 from __future__ import annotations
 
-import argparse
-
 from ._evaluation import add_model_and_data_args
+from .common import MAX_SAMPLES, MAX_STEPS, HelpFormatter, positive_int
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "eval-samples",
-        help="FID / KID / precision-recall of samples in a self-trained feature space",
         description="Draw --count samples from uniformly random codes, reconstruct --count test "
         "images, and compare both with the test images in the penultimate layer of a small CNN "
         "classifier trained on the dataset (cached under DATA_DIR/features/DATASET/). Works for "
         "VQ-DRAW models and `vqdraw baseline` models. Writes eval-samples.json and "
         "eval-samples.png (a grid of the first 100 samples).",
-        epilog="example: vqdraw eval-samples --model runs/mnist --count 500",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: vqdraw eval-samples runs/mnist --count 500",
+        formatter_class=HelpFormatter,
     )
     add_model_and_data_args(p)
-    p.add_argument("--count", type=int, default=500, help="samples to draw (and test images to compare with)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random codes (and KID subsets)")
-    p.add_argument("--kid-subsets", type=int, default=100, help="random subsets averaged by KID")
-    p.add_argument("--feature-steps", type=int, default=1000,
+    p.add_argument("--count", type=positive_int(max=MAX_SAMPLES), default=500, help="samples to draw (and test images to compare with)")
+    p.add_argument("--seed", type=positive_int(min=0, max=2**63 - 1), default=0, help="seed of the random codes (and KID subsets)")
+    p.add_argument("--kid-subsets", type=positive_int(max=100_000), default=100, help="random subsets averaged by KID")
+    p.add_argument("--feature-steps", type=positive_int(max=MAX_STEPS), default=1000,
                    help="training steps of the feature net (a cached net is reused only if they match)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while training the feature net")
     p.set_defaults(func=run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def register(sub) -> None:
-    p = sub.add_parser("presets", help="print the Table 1 presets",
+    p = sub.add_parser("presets",
                        description="Print the named presets (the paper's Table 1) as a table.")
     p.add_argument("--json", action="store_true", help="print the full configurations as JSON")
     p.set_defaults(func=run)

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import argparse
-
 from ._evaluation import add_model_and_data_args
+from .common import MAX_COUNT, MAX_STAGES, MAX_STEPS, HelpFormatter, positive_int
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "probe",
-        help="how well do the codes predict the labels? (linear / MLP probes, paper §6)",
         description="Encode the training and test splits, then train a linear classifier and a "
         "one-hidden-layer MLP on the one-hot codes of the first n stages (for each prefix n) and "
         "on raw pixels; report test accuracies. Writes probe.json and probe.png.",
-        epilog="example: vqdraw probe --model runs/mnist",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="example: vqdraw probe runs/mnist",
+        formatter_class=HelpFormatter,
     )
     add_model_and_data_args(p)
-    p.add_argument("--prefixes", type=int, nargs="+", default=None,
+    p.add_argument("--prefixes", type=positive_int(max=MAX_STAGES), nargs="+", default=None,
                    help="code prefixes (stage counts) to probe (default: all up to 16, else powers of 2 and N)")
-    p.add_argument("--epochs", type=int, default=20, help="training epochs of each classifier")
-    p.add_argument("--train-count", type=int, default=None, help="use only this many training images")
-    p.add_argument("--seed", type=int, default=0, help="seed of the classifiers")
+    p.add_argument("--epochs", type=positive_int(max=MAX_STEPS), default=20, help="training epochs of each classifier")
+    p.add_argument("--train-count", type=positive_int(max=MAX_COUNT), default=None, help="use only this many training images")
+    p.add_argument("--seed", type=positive_int(min=0, max=2**63 - 1), default=0, help="seed of the classifiers")
     p.set_defaults(func=run)
 
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_input_args, add_model_arg, load_inputs, load_model, output_path
+from .common import (MAX_BEAM, MAX_STAGES, add_input_args, add_model_arg, load_inputs, load_model,
+                     output_file, output_path, positive_int)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("reconstruct", help="encode and decode images; save originals beside reconstructions",
+    p = sub.add_parser("reconstruct",
                        description="Encode images and decode the codes; write a PNG with each original "
                        "beside its reconstruction and print the reconstruction error.")
-    add_model_arg(p)
+    add_model_arg(p, rest="images")
     add_input_args(p, count=50)
-    p.add_argument("--stages", type=int, default=None, help="use only the first n stages of each code")
-    p.add_argument("--beam", type=int, default=1, help="beam width for encoding (1 = greedy, the paper)")
-    p.add_argument("-o", "--output", default=None, help="PNG to write (default: MODEL/reconstructions-cli.png)")
+    p.add_argument("--stages", type=positive_int(max=MAX_STAGES), default=None, help="use only the first n stages of each code")
+    p.add_argument("--beam", type=positive_int(max=MAX_BEAM), default=1, help="beam width for encoding (1 = greedy, the paper)")
+    p.add_argument("-o", "--output", type=output_file, default=None, help="PNG to write (default: MODEL/reconstructions-cli.png)")
     p.set_defaults(func=run)
 
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import add_input_args, add_model_arg, load_inputs, load_model, output_path
+from .common import (MAX_STAGES, add_input_args, add_model_arg, load_inputs, load_model, output_file,
+                     output_path, positive_int)
 from .reconstruct import _dataset
 
 
 def register(sub) -> None:
-    p = sub.add_parser("stages", help="draw the reconstruction after each stage (paper Figure 6)",
+    p = sub.add_parser("stages",
                        description="One row per image: the target, then the reconstruction after "
                        "stage 1, 2, … (at most --max-stages).")
-    add_model_arg(p)
+    add_model_arg(p, rest="images")
     add_input_args(p, count=8)
-    p.add_argument("--max-stages", type=int, default=20, help="show at most this many stages")
-    p.add_argument("-o", "--output", default=None, help="PNG to write (default: MODEL/stages-cli.png)")
+    p.add_argument("--max-stages", type=positive_int(max=MAX_STAGES), default=20, help="show at most this many stages")
+    p.add_argument("-o", "--output", type=output_file, default=None, help="PNG to write (default: MODEL/stages-cli.png)")
     p.set_defaults(func=run)
 
 

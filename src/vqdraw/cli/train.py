@@ -2,30 +2,65 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 import time
 from pathlib import Path
 
-from ..config import ModelConfig, TrainConfig
-from .common import add_dataclass_flags, dataclass_overrides
+from ..config import PRESETS, ModelConfig, TrainConfig
+from .common import (MAX_BATCH, MAX_COUNT, MAX_OPTIONS, MAX_STAGES, MAX_STEPS, HelpFormatter, add_dataclass_flags,
+                     add_device_arg, dataclass_overrides, finite_float, output_dir, positive_int)
 
 MODEL_SKIP = {"image_shape", "mean", "std", "refiner"}
 TRAIN_SKIP = {"dataset"}
+
+# The CLI boundary for the config fields given as flags (the configs check their own rules again).
+FIELD_TYPES = {
+    "options": positive_int(min=2, max=MAX_OPTIONS),
+    "stages": positive_int(max=MAX_STAGES),
+    "segment": positive_int(max=MAX_STAGES),
+    "steps": positive_int(max=MAX_STEPS),
+    "batch": positive_int(max=MAX_BATCH),
+    "micro_batch": positive_int(min=0, max=MAX_BATCH),
+    "alpha": finite_float(min=0),
+    "lr": finite_float(above=0),
+    "lr_final": finite_float(min=0),
+    "eval_every": positive_int(max=MAX_STEPS),
+    "eval_size": positive_int(max=MAX_COUNT),
+    "save_every": positive_int(max=MAX_STEPS),
+    "log_every": positive_int(max=MAX_STEPS),
+    "seed": positive_int(min=0, max=2**63 - 1),
+}
+
+
+def preset_values(section: str, cls) -> dict[str, str]:
+    """field -> "the preset's: mnist 10, svhn 20, …" (or "the preset's: 0.01" when all agree)."""
+    def show(v) -> str:
+        if v is None or isinstance(v, bool):
+            return {None: "off", True: "yes", False: "no"}[v]
+        return f"{v:,}" if isinstance(v, int) else str(v)
+
+    out = {}
+    for f in dataclasses.fields(cls):
+        shown = {name: show(getattr(getattr(p, section), f.name)) for name, p in PRESETS.items()}
+        if len(set(shown.values())) == 1:
+            out[f.name] = f"the preset's: {next(iter(shown.values()))}"
+        else:
+            out[f.name] = "the preset's: " + ", ".join(f"{n} {v}" for n, v in shown.items())
+    return out
 
 
 def register(sub) -> None:
     p = sub.add_parser(
         "train",
-        help="train a VQ-DRAW model (a Table 1 preset; every field can be overridden)",
         description="Train a VQ-DRAW model. Writes checkpoints, metrics.jsonl, samples.png, "
         "reconstructions.png, stages.png and curves.png into the run folder, which every other "
         "command accepts as MODEL.",
         epilog="example: vqdraw train --preset mnist --dataset mnist-embedded --steps 1000 --run runs/mnist\n"
         "several processes: torchrun --standalone --nproc_per_node=N -m vqdraw.cli train ... "
         "(data-parallel; see docs/scaling.md)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--preset", default="mnist", help="mnist, svhn, cifar10 or celeba (see `vqdraw presets`)")
     p.add_argument("--dataset", default=None,
@@ -33,9 +68,9 @@ def register(sub) -> None:
     p.add_argument("--data-dir", default=None, help="where datasets live (default: $VQDRAW_DATA or ~/.cache/vqdraw)")
     p.add_argument("--download", action="store_true",
                    help="download the dataset's official files first if they are missing")
-    p.add_argument("--run", default=None, help="run folder (default: runs/<preset>)")
+    p.add_argument("--run", type=output_dir, default=None, help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its newest checkpoint")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: bfloat16 autocast for the refiner (losses and arg-min stay float32)")
@@ -43,8 +78,10 @@ def register(sub) -> None:
                    choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the per-stage network; optionally the mode (reduce-overhead: "
                         "CUDA graphs on a GPU, for the launch-bound small batches)")
-    add_dataclass_flags(p, ModelConfig, skip=MODEL_SKIP, title="model (overrides the preset)")
-    add_dataclass_flags(p, TrainConfig, skip=TRAIN_SKIP, title="training (overrides the preset)")
+    add_dataclass_flags(p, ModelConfig, skip=MODEL_SKIP, title="model (overrides the preset)",
+                        types=FIELD_TYPES, defaults=preset_values("model", ModelConfig))
+    add_dataclass_flags(p, TrainConfig, skip=TRAIN_SKIP, title="training (overrides the preset)",
+                        types=FIELD_TYPES, defaults=preset_values("train", TrainConfig))
     p.set_defaults(func=run)
 
 
@@ -106,8 +143,8 @@ def run(args) -> int:
 
 def _load_data(name: str, args, model_cfg: ModelConfig):
     """Train and test splits. An image folder is fitted to the model's size and channels."""
-    from ..data import FOLDER_PREFIX, ensure_downloaded, load_dataset
-    from ..data.download import CATALOGUE
+    from ..data import FOLDER_PREFIX, DatasetError, ensure_downloaded, load_dataset
+    from ..data.download import CATALOGUE, status
 
     if name.startswith(FOLDER_PREFIX):
         from ..data.folder import load_image_folder
@@ -118,6 +155,11 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
                      for s in ("train", "test"))
     if args.download and name in CATALOGUE:
         ensure_downloaded(name, args.data_dir)
+    elif name in CATALOGUE and not CATALOGUE[name].manual and not (st := status(name, args.data_dir)).complete:
+        offline = (", or train offline on the 5,000 MNIST digits shipped with vqdraw: --dataset mnist-embedded"
+                   if tuple(model_cfg.image_shape) == (1, 28, 28) else "")
+        raise DatasetError(f"the {name} dataset is not in {st.folder} (missing {', '.join(st.missing)}): "
+                           f"add --download to fetch it{offline}")
     return load_dataset(name, "train", args.data_dir), load_dataset(name, "test", args.data_dir)
 
 

@@ -69,7 +69,10 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     The sizes the file declares are checked first (at most :data:`MAX_MAT_BYTES`), so a
     compressed variable that would inflate to gigabytes is refused before scipy reads it.
     """
-    from scipy.io import loadmat
+    try:
+        from scipy.io import loadmat
+    except ImportError as exc:  # the optional extra [svhn]
+        raise DatasetError('reading SVHN needs scipy: pip install "vqdraw[svhn]"') from exc
 
     declared = declared_bytes(path)
     if declared > MAX_MAT_BYTES:
