@@ -148,9 +148,12 @@ def test_bad_beam(trained, beam):
         beam_search(model, x[:2], True)
 
 
-def test_bad_method(trained):
+def test_an_encoder_and_a_beam_are_exclusive(trained):
     model, x = trained
+
+    class Zeros:  # any object with predict(images) -> (B, N) codes is an encoder
+        def predict(self, images):
+            return torch.zeros(len(images), model.stages, dtype=torch.long)
+
     with pytest.raises(InputError):
-        model.encode(x[:2], method="exhaustive")
-    with pytest.raises(InputError):
-        model.encode(x[:2], method="distilled", beam=4)
+        model.encode(x[:2], encoder=Zeros(), beam=4)
