@@ -363,6 +363,3 @@ class VQDraw(nn.Module):
     def fingerprint(self) -> bytes:
         """16 bytes identifying this exact model: SHA-256 of its config and weights."""
         return runs.fingerprint(self.config.to_dict(), self.state_dict())
-
-
-resolve_model_dir = runs.resolve_model_dir  # a model folder itself, or a run folder's newest checkpoint

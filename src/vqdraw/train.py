@@ -205,6 +205,7 @@ def fit(
         if main:
             stack.enter_context(runs.RunLock(run_dir))
             _start_run(run_dir, resume, overwrite)
+        dist_util.barrier(dinfo)  # the other ranks resume from the checkpoint rank 0 settled on
         return _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, resume=resume,
                            progress=progress and main, pictures=pictures, stop_after=stop_after,
                            on_log=on_log, precision=precision, compile=compile)
