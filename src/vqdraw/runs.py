@@ -122,8 +122,8 @@ def load(directory: str | Path, fmt: Format, build: Callable[[dict], torch.nn.Mo
     except (TypeError, ValueError, KeyError, AttributeError, IndexError, RecursionError, OverflowError) as exc:
         raise CheckpointError(f"{directory / fmt.config_file}: invalid {what} config ({exc})") from exc
     path = directory / fmt.weights_file
-    if path.is_symlink() or not path.is_file():
-        raise CheckpointError(f"{path}: unreadable weights (missing, or not a regular file)")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: unreadable weights (missing, or not a file)")
     try:
         state = load_file(str(path))
     except (OSError, SafetensorError, ValueError) as exc:
