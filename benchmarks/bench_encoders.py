@@ -7,7 +7,7 @@ For every method it reports, on the first --images test images:
 * quality: normalised MSE (paper units), pixel MSE and PSNR of the full code and of every prefix
   of the returned code (the prefix a progressive decoder would show; beam codes are searched
   for the full length, so their prefixes are not themselves beam-optimal);
-* speed: seconds per image to produce the codes (``model.encode(x, beam=..., encoder=...)``,
+* speed: seconds per image to produce the codes (``model.encode(x, beam=...)`` or ``encode(x, encoder=...)``,
   codes only), the median of --repeats runs over the first --time-images images, in chunks of
   --chunk images, after one warm-up run, with a fixed number of CPU threads (--threads,
   default torch's);
@@ -57,13 +57,13 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def method_kwargs(name: str, model=None) -> dict:
+def method_kwargs(name: str, model, folder) -> dict:
     if name == "greedy":
         return {}
     if name == "distilled":
-        from vqdraw.distill import distilled_for
+        from vqdraw.distill import load_distilled
 
-        return {"encoder": distilled_for(model)}
+        return {"encoder": load_distilled(folder, model)}
     return {"beam": int(name.removeprefix("beam"))}
 
 
@@ -79,7 +79,7 @@ def worker(args) -> dict:
     model = VQDraw.load(args.model).eval()
     test = load_dataset(args.dataset, "test", args.data_dir)
     images = test.batch(range(min(args.images, len(test))))
-    kwargs = method_kwargs(args.worker, model)
+    kwargs = method_kwargs(args.worker, model, args.model)
     if args.memory_only:
         base = reset_peak_rss()
         for chunk in images[: args.time_images].split(args.chunk):

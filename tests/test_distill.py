@@ -10,15 +10,14 @@ import torch
 from vqdraw.config import ModelConfig, RefinerConfig
 from vqdraw.distill import (
     CONFIG_FILE,
-    attach_distilled,
     WEIGHTS_FILE,
     DistilledConfig,
     DistilledEncoder,
+    check_fits,
     distill,
-    encode_distilled,
     finetune,
+    load_distilled,
     relaxed_reconstruction_loss,
-    weights_fingerprint,
 )
 from vqdraw.errors import CheckpointError, InputError
 from vqdraw.model import EncodeResult, VQDraw
@@ -51,7 +50,7 @@ def folder(tmp_path_factory, data, train_briefly):
     model.eval().save(path)
     model = VQDraw.load(path).eval()
     result = distill(model, train.subset(range(1500)), test.subset(range(200)), steps=300, batch=64,
-                     lr=2e-3, progress=False, encoder_config=SMALL_ENCODER)
+                     lr=2e-3, out_dir=path, progress=False, encoder_config=SMALL_ENCODER)
     yield path, model, result
     torch.set_num_threads(threads)
 
@@ -95,51 +94,62 @@ def test_saved_into_the_model_folder(folder):
     loaded = DistilledEncoder.load(path)
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(loaded.predict(x), result.encoder.predict(x))
-    assert loaded.meta["model_fingerprint"] == weights_fingerprint(model)
+    assert loaded.meta["model_fingerprint"] == model.fingerprint().hex()
     assert loaded.meta["metrics"]["accuracy"] == pytest.approx(result.accuracy)
 
 
-def test_encode_distilled(folder, data):
+def test_encode_with_the_distilled_encoder(folder, data):
     path, model, result = folder
     x = data[1].batch(range(8))
-    codes = encode_distilled(model, x)
-    assert torch.equal(codes, result.encoder.predict(x))
-    res = encode_distilled(model, x, return_reconstruction=True)
+    enc = result.encoder
+    codes = model.encode(x, encoder=enc)
+    assert torch.equal(codes, enc.predict(x))
+    res = model.encode(x, encoder=enc, return_reconstruction=True)
     assert isinstance(res, EncodeResult)
     assert torch.equal(res.codes, codes)
     assert res.losses.shape == (8, model.stages, model.options)
     assert torch.allclose(res.reconstruction, model.decode(codes), rtol=0, atol=1e-6)
-    prefix = encode_distilled(model, x, stages=2, return_reconstruction=True)
+    prefix = model.encode(x, encoder=enc, stages=2, return_reconstruction=True)
     assert torch.equal(prefix.codes, codes[:, :2])
     assert torch.allclose(prefix.reconstruction, model.decode(codes, stages=2), rtol=0, atol=1e-6)
 
 
-def test_a_freshly_loaded_model_finds_its_distilled_encoder(folder, data):
+def test_predict_checks_its_input(folder, data):
+    _, _, result = folder
+    enc = result.encoder
+    x = data[1].batch(range(4))
+    assert torch.equal(enc.predict(x.double()), enc.predict(x))  # float64 accepted
+    for bad in (x * 255, x.round().long(), x[:, :, :20], x[0]):
+        with pytest.raises(InputError):
+            enc.predict(bad)
+
+
+def test_a_freshly_loaded_model_loads_its_distilled_encoder(folder, data):
     path, model, result = folder
     x = data[1].batch(range(8))
     fresh = VQDraw.load(path)
-    assert torch.equal(encode_distilled(fresh, x), result.encoder.predict(x))
+    enc = load_distilled(path, fresh)
+    assert torch.equal(fresh.encode(x, encoder=enc), result.encoder.predict(x))
     assert "distilled" not in "".join(fresh.state_dict())  # not part of the model's weights
+    assert not hasattr(fresh, "source_dir")
 
 
 def test_no_distilled_encoder_is_a_clear_error(tmp_path, data):
     model = VQDraw(TINY).eval()
-    with pytest.raises(InputError, match="vqdraw distill"):
-        encode_distilled(model, data[1].batch(range(2)))
     model.save(tmp_path)
     with pytest.raises(InputError, match="vqdraw distill"):
-        encode_distilled(VQDraw.load(tmp_path), data[1].batch(range(2)))
+        load_distilled(tmp_path, VQDraw.load(tmp_path))
 
 
-def test_attached_encoder(data):
+def test_an_encoder_for_another_shape_is_refused(data):
     model = VQDraw(TINY).eval()
     enc = DistilledEncoder(DistilledConfig.for_model(model, **SMALL_ENCODER))
-    attach_distilled(model, enc)
+    check_fits(model, enc)  # fits
     x = data[1].batch(range(3))
-    assert torch.equal(encode_distilled(model, x), enc.predict(x))
+    assert torch.equal(model.encode(x, encoder=enc), enc.predict(x))
     wrong = DistilledEncoder(DistilledConfig((1, 28, 28), 5, 8, (0.1,), (0.3,)))
     with pytest.raises(InputError):
-        attach_distilled(model, wrong)
+        check_fits(model, wrong)
 
 
 def test_encoder_for_other_weights_is_refused(folder, tmp_path, data):
@@ -151,7 +161,7 @@ def test_encoder_for_other_weights_is_refused(folder, tmp_path, data):
     for name in (WEIGHTS_FILE, CONFIG_FILE):
         shutil.copy(path / name, tmp_path / name)
     with pytest.raises(CheckpointError, match="other model weights"):
-        encode_distilled(VQDraw.load(tmp_path), data[1].batch(range(2)))
+        load_distilled(tmp_path, VQDraw.load(tmp_path))
 
 
 def test_straight_through_loss_follows_the_hard_codes(folder, data):
@@ -160,7 +170,7 @@ def test_straight_through_loss_follows_the_hard_codes(folder, data):
     x = data[1].batch(range(8))
     enc.eval()
     loss = relaxed_reconstruction_loss(model, enc, x)
-    res = encode_distilled(model, x, return_reconstruction=True)
+    res = model.encode(x, encoder=enc, return_reconstruction=True)
     along = res.losses.gather(2, res.codes.unsqueeze(2)).mean()
     assert loss.item() == pytest.approx(along.item(), rel=1e-4)
     loss.backward()

@@ -17,16 +17,18 @@ estimator: the forward pass follows the hard argmax codes exactly; the backward 
 gradient of the softmax-weighted mixture of the K proposals at every stage. The loss is the
 mean over stages of the canvas' normalised MSE (eq. 1 with the encoder's choices).
 
-Files, written next to the model (or into a given folder):
+Files, written next to the model (or into a given folder), by :func:`vqdraw.runs.save`:
 
     distilled.safetensors   the encoder's weights
     distilled.json          format, encoder config, fingerprint of the VQ-DRAW model it serves,
                             how it was trained and its test metrics
+
+The encoder is not part of the model: load it with :func:`load_distilled` and pass it in,
+``model.encode(x, encoder=load_distilled(folder, model))``.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,14 +37,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import runs
 from .errors import CheckpointError, ConfigError, InputError
+from .loop import DataOrder, Progress, adam, run_steps
 from .metrics.distortion import psnr_from_mse
 
-WEIGHTS_FILE = "distilled.safetensors"
-CONFIG_FILE = "distilled.json"
-FORMAT = "vqdraw-distilled"
-FORMAT_VERSION = 1
-_ATTR = "_distilled_encoder"  # plain attribute on the VQDraw model (not a registered submodule)
+STORED = runs.Format("vqdraw-distilled", 1, key="encoder", config_file="distilled.json",
+                     weights_file="distilled.safetensors")
+WEIGHTS_FILE = STORED.weights_file
+CONFIG_FILE = STORED.config_file
+FORMAT, FORMAT_VERSION = STORED.name, STORED.version
 
 
 @dataclass(frozen=True)
@@ -118,8 +122,10 @@ class DistilledEncoder(nn.Module):
         h = self.features((x - self.mean) / self.std)
         return self.head(h).view(x.shape[0], self.config.stages, self.config.options)
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Images -> codes (B, N) int64, the argmax of the logits (eval mode, no gradients)."""
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] -> codes (B, N) int64, the argmax of the logits (eval
+        mode, no gradients). Any float dtype and device; the result is on the encoder's device."""
+        x = self._check_images(images)
         was_training = self.training
         self.eval()
         try:
@@ -128,102 +134,60 @@ class DistilledEncoder(nn.Module):
         finally:
             self.train(was_training)
 
+    def _check_images(self, x) -> torch.Tensor:
+        shape = tuple(self.config.image_shape)
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"images must be a torch.Tensor, got {type(x).__name__}")
+        if x.dim() != 4 or tuple(x.shape[1:]) != shape:
+            raise InputError(f"this encoder takes images of shape (B, {', '.join(map(str, shape))}); "
+                             f"got {tuple(x.shape)}")
+        if not x.is_floating_point():
+            raise InputError(f"images must be float in [0, 1], got dtype {x.dtype}")
+        x = x.to(self.mean.device, torch.float32)
+        if x.numel() and not (bool(x.min() >= 0) and bool(x.max() <= 1)):
+            raise InputError("images must be in [0, 1] (got values outside; NaN counts as outside)")
+        return x
+
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path, extra: dict | None = None) -> Path:
         """Write distilled.safetensors then distilled.json into `directory` (each atomically)."""
-        from safetensors.torch import save
-
-        from .io import atomic_write_bytes, atomic_write_json
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
-        meta = {"format": FORMAT, "version": FORMAT_VERSION, "encoder": self.config.to_dict(), **(extra or {})}
-        atomic_write_json(directory / CONFIG_FILE, meta)
-        return directory
+        return runs.save(directory, STORED, self.config.to_dict(), self.state_dict(), extra)
 
     @classmethod
     def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "DistilledEncoder":
         """Read an encoder written by :meth:`save` (its distilled.json is in ``encoder.meta``)."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        directory = Path(directory)
-        try:
-            meta = json.loads((directory / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{directory / CONFIG_FILE}: unreadable distilled encoder config ({exc})") from exc
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT or "encoder" not in meta:
-            raise CheckpointError(f"{directory / CONFIG_FILE}: not a vqdraw distilled encoder")
-        if meta.get("version", 0) > FORMAT_VERSION:
-            raise CheckpointError(f"{directory}: distilled encoder written by a newer vqdraw")
-        encoder = cls(DistilledConfig.from_dict(meta["encoder"]))
-        try:
-            encoder.load_state_dict(load_file(str(directory / WEIGHTS_FILE), device=str(map_location)))
-        except (OSError, SafetensorError, ValueError, RuntimeError) as exc:
-            raise CheckpointError(f"{directory / WEIGHTS_FILE}: unreadable distilled weights ({exc})") from exc
+        encoder, meta = runs.load(directory, STORED, lambda c: cls(DistilledConfig.from_dict(c)),
+                                  map_location, what="distilled encoder")
         encoder.meta = meta
-        return encoder.to(map_location)
+        return encoder
 
 
-# ---------------------------------------------------------------------- use from VQDraw.encode
-def attach_distilled(model, encoder: DistilledEncoder) -> None:
-    """Make `encoder` the one ``model.encode(x, method="distilled")`` uses (not saved with the model)."""
-    if not isinstance(encoder, DistilledEncoder):
-        raise InputError(f"expected a DistilledEncoder, got {type(encoder).__name__}")
-    _check_fits(model, encoder.config, "the attached encoder")
-    object.__setattr__(model, _ATTR, encoder)  # bypass nn.Module registration: not in state_dict
+def load_distilled(path: str | Path, model=None, map_location: str | torch.device | None = None) -> DistilledEncoder:
+    """The distilled encoder stored in a model folder (or a run folder's newest checkpoint).
 
-
-def distilled_for(model) -> DistilledEncoder:
-    """The attached encoder, else the one saved in the folder the model was loaded from."""
-    encoder = model.__dict__.get(_ATTR)
-    if encoder is None:
-        source = getattr(model, "source_dir", None)
-        if source is None or not (Path(source) / CONFIG_FILE).exists():
-            where = f" in {source}" if source is not None else ""
-            raise InputError(
-                f"no distilled encoder for this model{where}: run `vqdraw distill --model {source or 'M'}` first "
-                "(it writes distilled.safetensors into the model folder), or attach one with "
-                "model.attach_distilled(encoder)"
-            )
-        encoder = DistilledEncoder.load(source, map_location=model.device)
-        _check_fits(model, encoder.config, str(Path(source) / CONFIG_FILE))
-        want = getattr(encoder, "meta", {}).get("model_fingerprint")
-        if want is not None and want != weights_fingerprint(model):
-            raise CheckpointError(
-                f"{Path(source) / CONFIG_FILE}: this distilled encoder was trained for other model weights; "
-                "run `vqdraw distill` again"
-            )
-        object.__setattr__(model, _ATTR, encoder)
-    if encoder.mean.device != model.device:
-        encoder.to(model.device)
+    With `model`, checks that the encoder was trained for exactly this model (shapes and the
+    fingerprint of its weights) and puts it on the model's device.
+    """
+    folder = Path(path)
+    if not (folder / CONFIG_FILE).exists():
+        folder = runs.resolve_model_dir(path)
+    if not (folder / CONFIG_FILE).exists():
+        raise InputError(f"no distilled encoder in {folder}: run `vqdraw distill --model {path}` first "
+                         f"(it writes {WEIGHTS_FILE} into the model folder)")
+    device = map_location if map_location is not None else (model.device if model is not None else "cpu")
+    encoder = DistilledEncoder.load(folder, map_location=device)
+    if model is not None:
+        check_fits(model, encoder, str(folder / CONFIG_FILE))
+        want = encoder.meta.get("model_fingerprint")
+        if want is not None and want != model.fingerprint().hex():
+            raise CheckpointError(f"{folder / CONFIG_FILE}: this distilled encoder was trained for other "
+                                  "model weights; run `vqdraw distill` again")
     return encoder
 
 
-def encode_distilled(model, x: torch.Tensor, stages: int | None = None, return_reconstruction: bool = False):
-    """Predicted codes (B, n), or an EncodeResult whose reconstruction and per-stage losses come
-    from following those codes with the unchanged decoder (so ``reconstruction == model.decode(codes)``)."""
-    return model.encode(x, stages=stages, return_reconstruction=return_reconstruction, encoder=distilled_for(model))
-
-
-def weights_fingerprint(model) -> str:
-    """SHA-256 (hex, 32 digits) of a VQ-DRAW model's config and weights: which model a distilled
-    encoder was trained for. (Computed here rather than with ``VQDraw.fingerprint`` so that it
-    handles 0-dimensional parameters and stays fixed whatever that method becomes.)"""
-    import hashlib
-
-    h = hashlib.sha256(json.dumps(model.config.to_dict(), sort_keys=True).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{name}:{t.dtype}:{tuple(tensor.shape)}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()[:32]
-
-
-def _check_fits(model, cfg: DistilledConfig, what: str) -> None:
-    c = model.config
+def check_fits(model, encoder: DistilledEncoder, what: str = "the encoder") -> None:
+    """Refuse an encoder whose codes do not fit `model` (image shape, N, K)."""
+    cfg, c = encoder.config, model.config
     if (tuple(cfg.image_shape), cfg.stages, cfg.options) != (tuple(c.image_shape), c.stages, c.options):
         raise InputError(
             f"{what} predicts {cfg.stages} codes in [0, {cfg.options}) for {tuple(cfg.image_shape)} images; "
@@ -260,7 +224,7 @@ class DistillResult:
                 "seconds": round(self.seconds, 1)}
 
 
-def greedy_codes(model, images_of, count: int, batch: int = 250, bar=None) -> torch.Tensor:
+def greedy_codes(model, images_of, count: int, batch: int = 250, bar: Progress | None = None) -> torch.Tensor:
     """Greedy codes (count, N) for images ``images_of(range)`` encoded `batch` at a time."""
     out = []
     for start in range(0, count, batch):
@@ -271,18 +235,23 @@ def greedy_codes(model, images_of, count: int, batch: int = 250, bar=None) -> to
     return torch.cat(out) if out else torch.zeros((0, model.stages), dtype=torch.long)
 
 
-def code_metrics(model, images: torch.Tensor, codes: torch.Tensor, batch: int = 250) -> dict:
-    """Normalised MSE (paper units), pixel MSE and PSNR of `codes` decoded, against `images`."""
+def code_metrics(model, images: torch.Tensor, encoder=None, batch: int = 250,
+                 bar: Progress | None = None) -> tuple[torch.Tensor, dict]:
+    """(codes (B, N), metrics) of encoding `images` greedily, or with `encoder`, then decoding:
+    normalised MSE (paper units), pixel MSE and PSNR of the reconstructions."""
     sq_norm = sq_pix = 0.0
-    with torch.inference_mode():
-        for x, c in zip(images.split(batch), codes.split(batch)):
-            x = x.to(model.device)
-            res = model.score(x, c)
-            sq_norm += res.losses[:, -1].gather(1, res.codes[:, -1:]).sum().item()
-            sq_pix += (res.reconstruction - x).pow(2).flatten(1).mean(1).sum().item()
+    codes = []
+    for x in images.split(batch):
+        x = x.to(model.device)
+        res = model.encode(x, return_reconstruction=True, encoder=encoder)
+        sq_norm += res.losses[:, -1].gather(1, res.codes[:, -1:]).sum().item()
+        sq_pix += (res.reconstruction - x).pow(2).flatten(1).mean(1).sum().item()
+        codes.append(res.codes.cpu())
+        if bar is not None:
+            bar.update(len(x))
     n = max(1, images.shape[0])
     mse = sq_pix / n
-    return {"mse": sq_norm / n, "mse_pixels": mse, "psnr": psnr_from_mse(mse)}
+    return torch.cat(codes), {"mse": sq_norm / n, "mse_pixels": mse, "psnr": psnr_from_mse(mse)}
 
 
 def distill(
@@ -304,92 +273,91 @@ def distill(
     save: bool = True,
     meta: dict | None = None,
 ) -> DistillResult:
-    """Train a :class:`DistilledEncoder` to predict `model`'s greedy codes; save and attach it.
+    """Train a :class:`DistilledEncoder` to predict `model`'s greedy codes; save it into `out_dir`.
 
     1. Greedy-encode the train split once (targets) and the test split (for evaluation).
     2. `steps` Adam steps of cross-entropy (mean over stages) on batches of `batch` images, in the
-       seeded order of :func:`vqdraw.train.batch_indices`.
+       seeded order of :func:`vqdraw.loop.batch_indices`.
     3. Optionally `finetune_steps` steps on the reconstruction error through the frozen decoder
        (straight-through argmax; see the module docstring); learning rate `finetune_lr` (lr/10).
-    4. Evaluate on the test split, write distilled.* into `out_dir` (default: the folder the model
-       was loaded from), and attach the encoder to `model` for ``encode(method="distilled")``.
+    4. Evaluate on the test split and write distilled.* into `out_dir` (needed when ``save``; the
+       CLI passes the model folder), holding the folder's lock (:class:`vqdraw.runs.RunLock`)
+       for the whole call.
     """
-    from .train import batch_indices
-
     if steps < 0 or finetune_steps < 0 or batch < 1 or lr <= 0:
         raise ConfigError("distill: steps must be >= 0, batch >= 1 and lr > 0")
-    if save:
-        out_dir = Path(out_dir) if out_dir is not None else getattr(model, "source_dir", None)
-        if out_dir is None:
-            raise InputError("distill: the model was not loaded from a folder; give out_dir")
+    if save and out_dir is None:
+        raise InputError("distill: give out_dir (the model folder), or save=False")
     for s in (train_set, test_set):
         if s.image_shape != tuple(model.config.image_shape):
             raise InputError(f"dataset {s.name!r} has images of shape {s.image_shape}; the model takes "
                              f"{tuple(model.config.image_shape)}")
-    device = model.device
-    model.eval()
     n_train = len(train_set) if train_limit is None else min(train_limit, len(train_set))
     n_test = len(test_set) if test_limit is None else min(test_limit, len(test_set))
     if n_train == 0 or n_test == 0:
         raise InputError("distill: the train and test splits must not be empty")
-    t0 = time.perf_counter()
+    if not save:
+        return _distill(model, train_set, test_set, steps, batch, lr, None, progress, seed, finetune_steps,
+                        finetune_lr, encoder_config, n_train, n_test, meta)
+    out_dir = Path(out_dir)
+    with runs.RunLock(runs.owner_folder(out_dir)):
+        return _distill(model, train_set, test_set, steps, batch, lr, out_dir, progress, seed, finetune_steps,
+                        finetune_lr, encoder_config, n_train, n_test, meta)
 
-    bar = _bar(progress, n_train + n_test, "greedy codes", "img")
+
+def _distill(model, train_set, test_set, steps, batch, lr, out_dir, progress, seed, finetune_steps,
+             finetune_lr, encoder_config, n_train, n_test, meta) -> DistillResult:
+    device = model.device
+    model.eval()
+    t0 = time.perf_counter()
+    bar = Progress(n_train + n_test, desc="greedy codes", unit="img", enabled=progress)
     train_codes = greedy_codes(model, lambda i: train_set.batch(i, device), n_train, bar=bar)
-    test_codes = greedy_codes(model, lambda i: test_set.batch(i, device), n_test, bar=bar)
-    if bar is not None:
-        bar.close()
+    test_images = test_set.batch(range(n_test), "cpu")
+    test_codes, greedy = code_metrics(model, test_images, bar=bar)
+    bar.close()
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         encoder = DistilledEncoder(DistilledConfig.for_model(model, **(encoder_config or {}))).to(device)
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=lr)
-    history: list[dict] = []
+    optimizer = adam(encoder.parameters(), lr)
     recent: list[float] = []
-    bar = _bar(progress, steps, "distil", "step")
-    encoder.train()
-    for step in range(steps):
-        idx = batch_indices(step, batch, n_train, seed)
-        x = train_set.batch(idx, device)
+
+    def one_step(step: int, idx: torch.Tensor) -> dict:
         target = train_codes[idx].to(device)
-        logits = encoder(x)
+        logits = encoder(train_set.batch(idx, device))
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        recent = (recent + [loss.item()])[-50:]
-        if (step + 1) % 50 == 0 or step + 1 == steps:
-            acc = (logits.argmax(2) == target).float().mean().item()
-            history.append({"step": step + 1, "ce": sum(recent) / len(recent), "batch_accuracy": acc})
-        if bar is not None:
-            bar.update(1)
-            if (step + 1) % 10 == 0:
-                bar.set_postfix(ce=f"{sum(recent) / len(recent):.3f}", refresh=False)
-    if bar is not None:
-        bar.close()
+        recent[:] = (recent + [loss.item()])[-50:]
+        accuracy = (logits.detach().argmax(2) == target).float().mean().item()
+        return {"ce": sum(recent) / len(recent), "batch_accuracy": accuracy}
+
+    encoder.train()
+    history = run_steps(one_step, DataOrder(n_train, batch, seed), stop=steps, log_every=50,
+                        progress=Progress(steps, desc="distil", enabled=progress),
+                        postfix=lambda r, _: {"ce": f"{r['ce']:.3f}"})
 
     if finetune_steps:
         finetune(model, encoder, train_set, finetune_steps, batch, finetune_lr or lr / 10,
                  n_train=n_train, seed=seed + 1, progress=progress, history=history)
 
-    test_images = test_set.batch(range(n_test), "cpu")
-    predicted = torch.cat([encoder.predict(x.to(device)).cpu() for x in test_images.split(250)])
+    predicted, distilled = code_metrics(model, test_images, encoder=encoder)
     accuracy = (predicted == test_codes).float().mean(0).tolist()
     result = DistillResult(
         encoder=encoder,
-        out_dir=out_dir if save else None,
+        out_dir=out_dir,
         steps=steps,
         seconds=time.perf_counter() - t0,
         train_loss=sum(recent) / len(recent) if recent else float("nan"),
         accuracy=accuracy,
-        greedy=code_metrics(model, test_images, test_codes),
-        distilled=code_metrics(model, test_images, predicted),
+        greedy=greedy,
+        distilled=distilled,
         history=history,
     )
-    attach_distilled(model, encoder)
-    if save:
+    if out_dir is not None:
         encoder.save(out_dir, {
-            "model_fingerprint": weights_fingerprint(model),
+            "model_fingerprint": model.fingerprint().hex(),
             "training": {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "finetune_steps": finetune_steps,
                          "train_images": n_train, "test_images": n_test, "dataset": train_set.name, **(meta or {})},
             "metrics": result.metrics(),
@@ -401,35 +369,33 @@ def finetune(model, encoder: DistilledEncoder, train_set, steps: int, batch: int
              n_train: int | None = None, seed: int = 1, progress: bool = False,
              history: list | None = None) -> list[float]:
     """Straight-through fine-tuning of `encoder` on the reconstruction error through the frozen
-    decoder. Returns the loss of every step (mean over stages of the canvas' normalised MSE)."""
-    from .train import batch_indices
-
+    decoder. Returns the loss of every step (mean over stages of the canvas' normalised MSE);
+    every 50 steps ``{"finetune_step", "mse"}`` (mean of the last 50) is added to `history`."""
     n_train = len(train_set) if n_train is None else n_train
     device = model.device
     frozen = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
-    optimizer = torch.optim.Adam(encoder.parameters(), lr=lr)
+    optimizer = adam(encoder.parameters(), lr)
     losses: list[float] = []
-    bar = _bar(progress, steps, "fine-tune", "step")
+
+    def one_step(step: int, idx: torch.Tensor) -> dict:
+        loss = relaxed_reconstruction_loss(model, encoder, train_set.batch(idx, device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        return {"mse": sum(losses[-50:]) / len(losses[-50:])}
+
     encoder.train()
     try:
-        for step in range(steps):
-            x = train_set.batch(batch_indices(step, batch, n_train, seed), device)
-            loss = relaxed_reconstruction_loss(model, encoder, x)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(mse=f"{losses[-1]:.4f}", refresh=False)
-            if history is not None and ((step + 1) % 50 == 0 or step + 1 == steps):
-                history.append({"finetune_step": step + 1, "mse": sum(losses[-50:]) / len(losses[-50:])})
+        logged = run_steps(one_step, DataOrder(n_train, batch, seed), stop=steps, log_every=50,
+                           progress=Progress(steps, desc="fine-tune", enabled=progress),
+                           postfix=lambda r, _: {"mse": f"{losses[-1]:.4f}"})
     finally:
         for p, r in zip(model.parameters(), frozen):
             p.requires_grad_(r)
-        if bar is not None:
-            bar.close()
+    if history is not None:
+        history += [{"finetune_step": r["step"], "mse": r["mse"]} for r in logged]
     return losses
 
 
@@ -448,11 +414,3 @@ def relaxed_reconstruction_loss(model, encoder: DistilledEncoder, x: torch.Tenso
         canvas = (weights[:, stage].view(weights.shape[0], -1, *([1] * (target.dim() - 1))) * proposals).sum(1)
         total = total + (canvas - target).pow(2).flatten(1).mean(1).mean()
     return total / model.stages
-
-
-def _bar(enabled: bool, total: int, desc: str, unit: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True)

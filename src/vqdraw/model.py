@@ -16,29 +16,25 @@ volumes (C, D, H, W).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from . import runs
 from .config import ModelConfig, get_preset, override
-from .errors import CheckpointError, InputError
+from .errors import InputError
 from .inputs import check_codes, check_data, check_stages
 from .likelihood import make_likelihood
+from .losses import objective
 from .refiner import SegmentedRefiner
 from .search import beam_search
 from .stageloop import EncodeResult, LoopOptions, run, run_checkpointed, run_inference
-from .losses import objective
 
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
-LATEST_FILE = "LATEST"  # in a run folder: the name of the newest checkpoint folder
-FORMAT = "vqdraw-model"
-FORMAT_VERSION = 1
+STORED = runs.Format("vqdraw-model", 1)  # config.json + model.safetensors (see vqdraw.runs)
+FORMAT, FORMAT_VERSION = STORED.name, STORED.version
 
-__all__ = ["VQDraw", "EncodeResult", "resolve_model_dir"]
+__all__ = ["VQDraw", "EncodeResult"]
 
 
 class VQDraw(nn.Module):
@@ -162,74 +158,19 @@ class VQDraw(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> Path:
         """Write config.json and model.safetensors into `directory` (each file atomically)."""
-        from safetensors.torch import save_file
-
-        from .io import atomic_write_bytes, atomic_write_json
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(directory / CONFIG_FILE, self.describe())
-        tmp = directory / (WEIGHTS_FILE + ".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(tmp))
-        atomic_write_bytes(directory / WEIGHTS_FILE, tmp.read_bytes())
-        tmp.unlink()
-        return directory
+        return runs.save(directory, STORED, self.config.to_dict(), self.state_dict())
 
     def describe(self) -> dict:
-        return {"format": FORMAT, "version": FORMAT_VERSION, "model": self.config.to_dict()}
+        return runs.describe(STORED, self.config.to_dict())
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "VQDraw":
         """Load a model folder written by :meth:`save`, or a training run folder (its newest
         checkpoint). No architecture flags: the config travels with the weights."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        directory = resolve_model_dir(path)
-        try:
-            meta = json.loads((directory / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{directory / CONFIG_FILE}: unreadable model config ({exc})") from exc
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT or "model" not in meta:
-            raise CheckpointError(f"{directory / CONFIG_FILE}: not a vqdraw model config")
-        if meta.get("version", 0) > FORMAT_VERSION:
-            raise CheckpointError(f"{directory}: written by a newer vqdraw (format {meta['version']})")
-        model = cls(ModelConfig.from_dict(meta["model"]))
-        try:
-            state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
-        except (OSError, SafetensorError, ValueError) as exc:
-            raise CheckpointError(f"{directory / WEIGHTS_FILE}: unreadable weights ({exc})") from exc
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise CheckpointError(f"{directory / WEIGHTS_FILE}: weights do not fit the config ({first})") from exc
-        model.source_dir = directory  # where `encode(method="distilled")` looks for distilled.*
-        return model.to(map_location)
+        model, _ = runs.load(runs.resolve_model_dir(path), STORED,
+                             lambda config: cls(ModelConfig.from_dict(config)), map_location)
+        return model
 
     def fingerprint(self) -> bytes:
         """16 bytes identifying this exact model: SHA-256 of its config and weights."""
-        h = hashlib.sha256(json.dumps(self.config.to_dict(), sort_keys=True).encode())
-        for name, tensor in sorted(self.state_dict().items()):
-            t = tensor.detach().cpu().contiguous()
-            h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-        return h.digest()[:16]
-
-
-def resolve_model_dir(path: str | Path) -> Path:
-    """A model folder itself, or a run folder's newest checkpoint folder."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such model or run folder")
-    if not path.is_dir():
-        raise CheckpointError(f"{path}: expected a model or run folder, got a file")
-    if (path / CONFIG_FILE).exists():
-        return path
-    latest = path / LATEST_FILE
-    if latest.exists():
-        target = path / latest.read_text().strip()
-        if (target / CONFIG_FILE).exists():
-            return target
-        raise CheckpointError(f"{path}: LATEST points at {target.name}, which is missing or incomplete")
-    raise CheckpointError(f"{path}: no {CONFIG_FILE} here and no checkpoint in this run folder")
+        return runs.fingerprint(self.config.to_dict(), self.state_dict())

@@ -1,22 +1,20 @@
-"""Training: ``train_step``, ``evaluate``, ``fit``; a run folder with metrics, checkpoints, pictures.
+"""Training VQ-DRAW: ``train_step``, ``evaluate``, ``fit``; a run folder with metrics, checkpoints, pictures.
 
     run/
       LATEST                 name of the newest checkpoint folder
       ckpt-00001000/         config.json, model.safetensors, optimizer.safetensors, state.json
+      train.json             the train and model configs
       metrics.jsonl          one JSON object per logged step
       samples.png reconstructions.png stages.png curves.png
 
-The data order is a pure function of (seed, step): step t uses positions t*B .. (t+1)*B-1 of
-an endless stream of seeded epoch permutations. Resuming needs no RNG state, and a run resumed
-from a checkpoint reaches the same parameters as one that was never interrupted.
+The run folder's layout and its lock are :mod:`vqdraw.runs`'s; the loop itself (data order as a
+pure function of (seed, step), logging, progress, checkpoints) is :mod:`vqdraw.loop`'s. A run
+resumed from a checkpoint reaches the same parameters as one that was never interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -25,17 +23,21 @@ import torch
 import torch.nn as nn
 
 from . import distributed as dist_util
+from . import runs
 from .config import TrainConfig
 from .data import ImageSet
 from .errors import CheckpointError, ConfigError
-from .io import atomic_write_json, load_checkpoint_state, restore_optimizer, save_checkpoint
+from .loop import DataOrder, Progress, adam, batch_indices, micro_batches, run_steps
 from .losses import code_usage
 from .metrics.distortion import psnr_from_mse
 from .model import VQDraw
 
-METRICS_FILE = "metrics.jsonl"
+METRICS_FILE = runs.METRICS_FILE
+PICTURES = ("samples.png", "reconstructions.png", "stages.png", "curves.png")
 PRECISIONS = ("fp32", "bf16")
 _TERMS = ("loss", "chosen", "all", "final")
+
+__all__ = ["batch_indices", "train_step", "evaluate", "fit", "learning_rate", "pick_device", "RunResult"]
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -43,28 +45,6 @@ def pick_device(name: str | None = None) -> torch.device:
     if name:
         return torch.device(name)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
-    """Dataset indices of the global batch at `step` (see the module docstring).
-
-    With several processes every rank computes this same global batch and takes its own slice
-    (:func:`vqdraw.distributed.local_slice`): the role of a distributed sampler, with no state.
-    """
-    start = step * batch
-    out, pos = [], start
-    while pos < start + batch:
-        epoch, offset = divmod(pos, n)
-        perm = _epoch_permutation(n, seed, epoch)
-        take = min(n - offset, start + batch - pos)
-        out.append(perm[offset : offset + take])
-        pos += take
-    return torch.cat(out)
-
-
-@functools.lru_cache(maxsize=4)
-def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
-    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
@@ -125,17 +105,13 @@ def train_step(
             return model.loss(x, alpha=cfg.alpha, grad_checkpoint=cfg.grad_checkpoint)
     else:
         run = ddp
-    chunks = images.split(cfg.micro)
-    b = images.shape[0]
     totals = None
     codes = []
-    for i, chunk in enumerate(chunks):
-        last = i == len(chunks) - 1
+    for chunk, weight, last in micro_batches(images, cfg.micro):
         sync = contextlib.nullcontext() if ddp is None or last else ddp.no_sync()
         with sync:
             with autocast(precision, images.device):
                 terms = run(chunk)
-            weight = chunk.shape[0] / b
             (terms["loss"] * weight).backward()
         step_terms = torch.stack([terms[k].detach().float() for k in _TERMS]) * weight
         totals = step_terms if totals is None else totals + step_terms
@@ -192,12 +168,16 @@ def fit(
     precision: str = "fp32",
     compile: bool | str = False,
     distributed: bool | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train `model` for `cfg.steps` steps, writing everything into `run_dir`.
 
     ``resume=True`` continues from the run's newest checkpoint (same data order, same optimizer
-    state). ``stop_after`` ends the call after that many steps of this call (a checkpoint is
-    written first), which is how tests simulate an interrupted run.
+    state). A folder that already holds a run is refused unless ``resume`` or ``overwrite``
+    (which first removes what the earlier run wrote). The folder is locked for the duration of
+    the call (:class:`vqdraw.runs.RunLock`): a second writer gets an error naming this process.
+    ``stop_after`` ends the call after that many steps of this call (a checkpoint is written
+    first), which is how tests simulate an interrupted run.
 
     Speed and scale options (none changes the parameters' meaning or the checkpoint format):
     ``precision="bf16"`` runs the refiner under bfloat16 autocast (losses, arg-min and canvas in
@@ -205,7 +185,7 @@ def fit(
     is the compile mode: ``"reduce-overhead"`` adds CUDA graphs on a GPU, ``"max-autotune"``);
     ``distributed`` (default: whenever a process group of several ranks is initialised, see
     :mod:`vqdraw.distributed`) trains data-parallel, each rank on its slice of the global batch,
-    with rank 0 alone evaluating and writing the run folder.
+    with rank 0 alone evaluating and writing (and locking) the run folder.
     """
     run_dir = Path(run_dir)
     dinfo = dist_util.info() if distributed is not False else dist_util.DistInfo()
@@ -221,15 +201,37 @@ def fit(
     main = dinfo.is_main
     autocast(precision, device)  # validates the name
     _check_data(model, train_set, test_set)
+    with contextlib.ExitStack() as stack:
+        if main:
+            stack.enter_context(runs.RunLock(run_dir))
+            _start_run(run_dir, resume, overwrite)
+        dist_util.barrier(dinfo)  # the other ranks resume from the checkpoint rank 0 settled on
+        return _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, resume=resume,
+                           progress=progress and main, pictures=pictures, stop_after=stop_after,
+                           on_log=on_log, precision=precision, compile=compile)
+
+
+def _start_run(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Tidy crash debris, then check that the folder holds a run exactly when resuming."""
+    runs.clean_debris(run_dir, verify=VQDraw.load)
+    if resume:
+        if runs.read_latest(run_dir) is None:
+            raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoint in this folder)")
+    elif runs.holds_run(run_dir):
+        if not overwrite:
+            raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it, "
+                                  "--overwrite to start it again, or choose another folder")
+        runs.clear_run(run_dir, extra=PICTURES)
+
+
+def _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, *, resume, progress,
+                pictures, stop_after, on_log, precision, compile) -> RunResult:
+    main = dinfo.is_main
     model.to(device)
     if compile:
         model.refiner.set_speed(compile=True, compile_mode=None if compile is True else str(compile))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step = 0
-    if resume:
-        step = _resume(model, optimizer, run_dir, device)
-    elif (run_dir / "LATEST").exists():
-        raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it or choose another folder")
+    optimizer = adam(model.parameters(), cfg.lr)
+    step = _resume(model, optimizer, run_dir, device) if resume else 0
     ddp = None
     if dinfo.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -243,44 +245,34 @@ def fit(
     metrics: list[dict] = []
     eval_images = None
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run_dir / "train.json", {"train": cfg.to_dict(), "model": model.config.to_dict()})
-        metrics = _read_metrics(run_dir, upto=step)
+        runs.write_train_json(run_dir, cfg.to_dict(), model.config.to_dict())
+        metrics = runs.read_metrics(run_dir, upto=step)
         eval_images = test_set.batch(range(min(cfg.eval_size, len(test_set))), device)
     last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
 
-    bar = _progress(progress and main, step, cfg.steps)
-    t0 = time.perf_counter()
-    record: dict = {}
-    while step < last:
+    def one_step(step: int, index: torch.Tensor) -> dict:
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        index = batch_indices(step, cfg.batch, len(train_set), cfg.seed)[local]
-        images = train_set.batch(index, device)
         model.train()
-        terms = train_step(model, optimizer, images, cfg, precision=precision, ddp=ddp, dist_info=dinfo)
-        step += 1
-        if not main:
-            continue  # rank 0 alone evaluates, logs and writes (on the unwrapped model)
-        record = {"step": step, **terms, "lr": lr, "time": round(time.perf_counter() - t0, 3)}
-        evaluated = step % cfg.eval_every == 0 or step == cfg.steps
-        if evaluated:
-            model.eval()
-            record.update(evaluate(model, eval_images))
-        if evaluated or step % cfg.log_every == 0:
-            metrics.append(record)
-            _append_metrics(run_dir, record)
-            if on_log:
-                on_log(record)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(_postfix(record, metrics), refresh=False)
-        if step % cfg.save_every == 0 or step == last:
-            _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures)
-    if bar is not None:
-        bar.close()
-    if main and (step == 0 or not (run_dir / "LATEST").exists()):
+        terms = train_step(model, optimizer, train_set.batch(index, device), cfg, precision=precision,
+                           ddp=ddp, dist_info=dinfo)
+        return {**terms, "lr": lr}
+
+    def evaluate_now(step: int) -> dict:
+        model.eval()
+        return evaluate(model, eval_images)
+
+    def checkpoint(step: int, history: list[dict]) -> None:
+        _save(model, optimizer, cfg, run_dir, step, history, eval_images, pictures)
+
+    bar = Progress(cfg.steps, initial=step, desc="train", enabled=progress)
+    run_steps(one_step, DataOrder(len(train_set), cfg.batch, cfg.seed, local), start=step, stop=last,
+              total=cfg.steps, log_every=cfg.log_every, evaluate=evaluate_now, eval_every=cfg.eval_every,
+              checkpoint=checkpoint, save_every=cfg.save_every, metrics_dir=run_dir, history=metrics,
+              progress=bar, postfix=_postfix, on_log=on_log, writer=main)
+    step = max(step, last)
+    if main and (step == 0 or runs.read_latest(run_dir) is None):
         _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures)
     dist_util.barrier(dinfo)  # every rank returns once the run folder is complete
     return RunResult(run_dir, step, metrics)
@@ -305,19 +297,20 @@ def _check_data(model: VQDraw, *sets: ImageSet) -> None:
 
 
 def _resume(model: VQDraw, optimizer, run_dir: Path, device) -> int:
-    if not (run_dir / "LATEST").exists():
-        raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoint in this folder)")
-    ckpt, state, tensors = load_checkpoint_state(run_dir)
+    ckpt, state, tensors = runs.load_checkpoint_state(run_dir)
     loaded = VQDraw.load(ckpt, map_location=device)
     if loaded.config != model.config:
         raise CheckpointError(f"{ckpt}: the checkpoint's model config differs from the requested one")
     model.load_state_dict(loaded.state_dict())
-    restore_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, state["optimizer"])
+    try:
+        runs.restore_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, state["optimizer"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{ckpt}: cannot resume, optimizer state does not fit ({exc})") from exc
     return int(state["step"])
 
 
 def _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures) -> None:
-    save_checkpoint(run_dir, model, optimizer, {"step": step, "train": cfg.to_dict()})
+    runs.save_checkpoint(run_dir, model, optimizer, {"step": step, "train": cfg.to_dict()})
     if pictures:
         write_pictures(model, run_dir, metrics, eval_images, dataset=cfg.dataset)
 
@@ -335,36 +328,6 @@ def write_pictures(model: VQDraw, run_dir: Path, metrics: list[dict], test_image
     plots.save_stages(model, spread(8), run_dir / "stages.png", title=title)
     if metrics:
         plots.save_curves(metrics, run_dir / "curves.png", title=title)
-
-
-def _read_metrics(run_dir: Path, upto: int) -> list[dict]:
-    """Metrics logged up to the checkpoint step; later lines (from a crashed run) are dropped."""
-    path = run_dir / METRICS_FILE
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a crash
-        if row.get("step", 0) <= upto:
-            rows.append(row)
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return rows
-
-
-def _append_metrics(run_dir: Path, record: dict) -> None:
-    with open(run_dir / METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _progress(enabled: bool, start: int, total: int):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
 
 def _postfix(record: dict, metrics: list[dict]) -> dict:

@@ -8,30 +8,28 @@ The evaluation commands (eval-samples, probe, code-stats) take either kind of mo
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from .. import runs
 from ..errors import CheckpointError
+from ..runs import run_dataset  # noqa: F401 (re-exported: where the evaluation tools look for it)
 
 
 def load_any_model(path: str | Path, map_location="cpu"):
     """A VQ-DRAW model (model folder or run folder) or a VQ-VAE baseline folder, in eval mode."""
-    from ..model import CONFIG_FILE, FORMAT, VQDraw, resolve_model_dir
+    from ..model import STORED, VQDraw
+    from .vqvae import STORED as VQVAE_STORED
+    from .vqvae import VQVAE
 
-    directory = resolve_model_dir(path)
-    try:
-        fmt = json.loads((directory / CONFIG_FILE).read_text()).get("format")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: unreadable model config ({exc})") from exc
-    if fmt == FORMAT:
+    directory = runs.resolve_model_dir(path)
+    meta = runs.read_json(directory / runs.CONFIG_FILE, "unreadable model config")
+    fmt = meta.get("format") if isinstance(meta, dict) else None
+    if fmt == STORED.name:
         model = VQDraw.load(directory, map_location=map_location)
-    else:
-        from .vqvae import FORMAT as VQVAE_FORMAT
-        from .vqvae import VQVAE
-
-        if fmt != VQVAE_FORMAT:
-            raise CheckpointError(f"{directory / CONFIG_FILE}: unknown model format {fmt!r}")
+    elif fmt == VQVAE_STORED.name:
         model = VQVAE.load(directory, map_location=map_location)
+    else:
+        raise CheckpointError(f"{directory / runs.CONFIG_FILE}: unknown model format {fmt!r}")
     model.eval()
     return model
 
@@ -41,19 +39,6 @@ def model_kind(model) -> str:
     from .vqvae import VQVAE
 
     return "vqvae" if isinstance(model, VQVAE) else "vqdraw"
-
-
-def run_dataset(path: str | Path) -> str | None:
-    """The dataset a model was trained on, from train.json in its folder or the folder above."""
-    path = Path(path)
-    for folder in (path, path.parent):
-        f = folder / "train.json"
-        if f.exists():
-            try:
-                return json.loads(f.read_text())["train"]["dataset"]
-            except (OSError, ValueError, KeyError, TypeError):
-                return None
-    return None
 
 
 __all__ = ["load_any_model", "model_kind", "run_dataset"]

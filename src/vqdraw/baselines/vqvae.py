@@ -25,9 +25,8 @@ VQ-DRAW's.
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -35,13 +34,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import runs
 from ..errors import CheckpointError, ConfigError, InputError
+from ..loop import DataOrder, Progress, adam, run_steps
 from ..metrics.distortion import psnr_from_mse
 
-FORMAT = "vqdraw-vqvae"
-FORMAT_VERSION = 1
-CONFIG_FILE = "config.json"
-WEIGHTS_FILE = "model.safetensors"
+STORED = runs.Format("vqdraw-vqvae", 1)  # config.json + model.safetensors, like VQ-DRAW's
+FORMAT, FORMAT_VERSION = STORED.name, STORED.version
 VQ_LIBRARY = "vector-quantize-pytorch==1.32.0"
 
 
@@ -226,38 +225,16 @@ class VQVAE(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def describe(self) -> dict:
-        return {"format": FORMAT, "version": FORMAT_VERSION, "model": self.config.to_dict(),
-                "vq_library": VQ_LIBRARY}
+        return runs.describe(STORED, self.config.to_dict(), {"vq_library": VQ_LIBRARY})
 
     def save(self, directory: str | Path) -> Path:
-        from safetensors.torch import save
-
-        from ..io import atomic_write_bytes, atomic_write_json
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
-        atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
-        atomic_write_json(directory / CONFIG_FILE, self.describe())
-        return directory
+        return runs.save(directory, STORED, self.config.to_dict(), self.state_dict(), {"vq_library": VQ_LIBRARY})
 
     @classmethod
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "VQVAE":
-        from safetensors.torch import load_file
-
-        directory = Path(path)
-        try:
-            meta = json.loads((directory / CONFIG_FILE).read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{directory / CONFIG_FILE}: unreadable model config ({exc})") from exc
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise CheckpointError(f"{directory / CONFIG_FILE}: not a vqdraw VQ-VAE config")
-        model = cls(VQVAEConfig.from_dict(meta["model"]))
-        try:
-            model.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
-        except Exception as exc:  # noqa: BLE001 - any failure here means unusable weights
-            raise CheckpointError(f"{directory / WEIGHTS_FILE}: unreadable weights ({exc})") from exc
-        return model.to(map_location).eval()
+        model, _ = runs.load(path, STORED, lambda c: cls(VQVAEConfig.from_dict(c)), map_location,
+                             what="VQ-VAE")
+        return model.eval()
 
 
 # ---------------------------------------------------------------------- training
@@ -302,60 +279,62 @@ def train_vqvae(
     device: torch.device | str = "cpu",
     progress: bool = False,
     pictures: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Train for ``cfg.steps`` steps with Adam on the same data order as VQ-DRAW's ``fit``
-    (:func:`vqdraw.train.batch_indices`). With `run_dir`, writes config.json + model.safetensors
-    (a loadable model folder), train.json (same layout as a VQ-DRAW run, so tools find the
-    dataset), metrics.jsonl and samples/reconstructions PNGs. Returns {"losses", "final"}."""
-    from ..train import batch_indices
-
+    (:mod:`vqdraw.loop`). With `run_dir` (locked for the call; a folder already holding a model
+    is refused unless ``overwrite``), writes metrics.jsonl as it goes, then config.json +
+    model.safetensors (a loadable model folder), train.json (same layout as a VQ-DRAW run, so
+    tools find the dataset) and samples/reconstructions PNGs. Returns {"losses", "final"}."""
     if train_set.image_shape != tuple(model.config.image_shape):
         raise ConfigError(f"dataset {train_set.name!r} has images of shape {train_set.image_shape}, "
                           f"the model takes {tuple(model.config.image_shape)}")
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    losses, log = [], []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    with contextlib.ExitStack() as stack:
+        if run_dir is not None:
+            run_dir = Path(run_dir)
+            stack.enter_context(runs.RunLock(run_dir))
+            runs.clean_debris(run_dir)
+            if runs.holds_run(run_dir):
+                if not overwrite:
+                    raise CheckpointError(f"{run_dir} already holds a model; pass --overwrite to replace it "
+                                          "or choose another --run")
+                runs.clear_run(run_dir, extra=("samples.png", "reconstructions.png"))
+        return _train(model, train_set, test_set, cfg, run_dir, device, progress, pictures)
 
-        bar = tqdm(total=cfg.steps, unit="step", desc="vq-vae", dynamic_ncols=True)
-    t0 = time.perf_counter()
-    for step in range(cfg.steps):
+
+def _train(model, train_set, test_set, cfg, run_dir, device, progress, pictures) -> dict:
+    model.to(device)
+    opt = adam(model.parameters(), cfg.lr)
+    losses: list[float] = []
+
+    def one_step(step: int, idx: torch.Tensor) -> dict:
         model.train()
-        x = train_set.batch(batch_indices(step, cfg.batch, len(train_set), cfg.seed), device)
-        terms = model.loss(x)
+        terms = model.loss(train_set.batch(idx, device))
         opt.zero_grad(set_to_none=True)
         terms["loss"].backward()
         opt.step()
         losses.append(terms["loss"].item())
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
-            log.append({"step": step + 1, "loss": losses[-1], "recon": terms["recon"].item(),
-                        "commit": terms["commit"].item(), "used": int(terms["codes"].unique().numel()),
-                        "time": round(time.perf_counter() - t0, 3)})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)
-    if bar is not None:
-        bar.close()
+        return {"loss": losses[-1], "recon": terms["recon"].item(), "commit": terms["commit"].item(),
+                "used": int(terms["codes"].unique().numel())}
+
+    log = run_steps(one_step, DataOrder(len(train_set), cfg.batch, cfg.seed), stop=cfg.steps,
+                    log_every=cfg.log_every, metrics_dir=run_dir,
+                    progress=Progress(cfg.steps, desc="vq-vae", enabled=progress),
+                    postfix=lambda r, _: {"loss": f"{r['loss']:.4f}"})
     test_images = test_set.batch(range(len(test_set)), device)
     final = evaluate_vqvae(model, test_images)
     final["step"] = cfg.steps
     log.append({**log[-1], **final} if log else final)
     if run_dir is not None:
-        _write_run(model, cfg, Path(run_dir), log, test_images, pictures)
+        runs.append_metrics(run_dir, log[-1])
+        _write_run(model, cfg, run_dir, test_images, pictures)
     return {"losses": losses, "final": final}
 
 
-def _write_run(model: VQVAE, cfg: VQVAETrainConfig, run_dir: Path, log: list[dict],
-               test_images: torch.Tensor, pictures: bool) -> None:
-    from ..io import atomic_write_bytes, atomic_write_json
-
-    run_dir.mkdir(parents=True, exist_ok=True)
+def _write_run(model: VQVAE, cfg: VQVAETrainConfig, run_dir: Path, test_images: torch.Tensor,
+               pictures: bool) -> None:
     model.save(run_dir)
-    atomic_write_json(run_dir / "train.json", {"train": cfg.to_dict(), "model": model.config.to_dict(),
-                                               "baseline": "vqvae"})
-    atomic_write_bytes(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in log).encode())
+    runs.write_train_json(run_dir, cfg.to_dict(), model.config.to_dict(), baseline="vqvae")
     if pictures:
         from .. import plots
 

@@ -35,7 +35,8 @@ def register(sub) -> None:
     q.add_argument("--run", type=output_dir, default=None, help="output folder (default: runs/vqvae-c<C>)")
     add_device_arg(q)
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
-    q.add_argument("--force", action="store_true", help="overwrite a model already in --run")
+    q.add_argument("--overwrite", "--force", dest="overwrite", action="store_true",
+                   help="replace a model already in --run")
     q.set_defaults(func=run_vqvae)
 
 
@@ -49,14 +50,15 @@ def run_vqvae(args) -> int:
     from ..baselines.vqvae import VQVAETrainConfig, build_vqvae, train_vqvae
     from ..data import load_dataset
     from ..errors import CheckpointError, ConfigError
+    from ..runs import holds_run
     from ..train import pick_device
 
     for name in ("steps", "batch"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name} must be at least 1")
     run_dir = Path(args.run or f"runs/vqvae-c{args.codebook}")
-    if (run_dir / "config.json").exists() and not args.force:
-        raise CheckpointError(f"{run_dir} already holds a model; pass --force to overwrite it or choose another --run")
+    if holds_run(run_dir) and not args.overwrite:  # checked again under the folder's lock
+        raise CheckpointError(f"{run_dir} already holds a model; pass --overwrite to replace it or choose another --run")
     train_set = load_dataset(args.dataset, "train", args.data_dir)
     test_set = load_dataset(args.dataset, "test", args.data_dir)
     torch.manual_seed(args.seed)
@@ -68,7 +70,8 @@ def run_vqvae(args) -> int:
           f"({model.config.code_bits:g} bits per image), batch {args.batch}, {args.steps} steps, "
           f"device {device}, run folder {run_dir}", file=sys.stderr)
     t0 = time.perf_counter()
-    res = train_vqvae(model, train_set, test_set, cfg, run_dir, device=device, progress=not args.no_progress)
+    res = train_vqvae(model, train_set, test_set, cfg, run_dir, device=device, progress=not args.no_progress,
+                      overwrite=args.overwrite)
     f = res["final"]
     print(f"vqdraw baseline vqvae: done in {time.perf_counter() - t0:.0f} s; test MSE {f['test_mse']:.4f} "
           f"(normalised), {f['test_mse_pixels']:.5f} (pixels in [0, 1]), PSNR {f['test_psnr']:.2f} dB, "

@@ -10,9 +10,11 @@ from .common import MAX_BATCH, MAX_COUNT, MAX_STEPS, add_model_arg, finite_float
 def register(sub) -> None:
     p = sub.add_parser(
         "distill",
+        help="distil the greedy encoder into a one-pass CNN (a faster encoder for the same decoder)",
         description="Train a small feed-forward CNN to predict, in one pass, the codes VQ-DRAW's greedy "
         "encoder chooses. Writes distilled.safetensors and distilled.json into the model folder "
-        "(a run folder's newest checkpoint), where `model.encode(x, method=\"distilled\")` finds them. "
+        "(a run folder's newest checkpoint); load it with vqdraw.distill.load_distilled(folder, model) and "
+        "pass it as model.encode(x, encoder=...). "
         "Prints the per-stage agreement with the greedy codes and the test MSE/PSNR of both encoders.",
         epilog="example: vqdraw distill --model runs/mnist --dataset mnist-embedded --steps 2000",
     )
@@ -31,8 +33,7 @@ def register(sub) -> None:
     p.add_argument("--train-images", type=positive_int(max=MAX_COUNT), default=None, help="use only the first n training images")
     p.add_argument("--test-images", type=positive_int(max=MAX_COUNT), default=None, help="evaluate on only the first n test images")
     p.add_argument("-o", "--output", type=output_dir, default=None,
-                   help="folder for distilled.* (default: the model folder; encode(method='distilled') "
-                   "only looks there)")
+                   help="folder for distilled.* (default: the model folder, where load_distilled looks)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -40,12 +41,13 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..baselines import run_dataset
     from ..data import load_dataset
     from ..distill import distill
+    from ..runs import resolve_model_dir, run_dataset
     from .common import load_model
 
     model = load_model(args)
+    out_dir = args.output or resolve_model_dir(args.model)
     name = args.dataset or run_dataset(args.model) or "mnist-embedded"
     train_set = load_dataset(name, "train", args.data_dir)
     test_set = load_dataset(name, "test", args.data_dir)
@@ -53,7 +55,7 @@ def run(args) -> int:
           f"({len(train_set)} train / {len(test_set)} test), {args.steps} steps of batch {args.batch}",
           file=sys.stderr)
     res = distill(model, train_set, test_set, steps=args.steps, batch=args.batch, lr=args.lr,
-                  out_dir=args.output, progress=not args.no_progress, seed=args.seed,
+                  out_dir=out_dir, progress=not args.no_progress, seed=args.seed,
                   finetune_steps=args.finetune_steps, train_limit=args.train_images,
                   test_limit=args.test_images)
     acc = " ".join(f"{a:.3f}" for a in res.accuracy)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import sys
 import time
 from pathlib import Path
@@ -70,6 +69,9 @@ def register(sub) -> None:
                    help="download the dataset's official files first if they are missing")
     p.add_argument("--run", type=output_dir, default=None, help="run folder (default: runs/<preset>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --run from its newest checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in a --run folder that already holds a run (its checkpoints, metrics "
+                   "and pictures are removed)")
     add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -88,12 +90,17 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..config import get_preset, override
     from ..model import VQDraw
+    from ..runs import read_train_json
     from ..train import fit, pick_device
 
     run_dir = Path(args.run or f"runs/{args.preset}")
     train_over = dataclass_overrides(args, TrainConfig, TRAIN_SKIP)
+    if args.resume and args.overwrite:
+        from ..errors import ConfigError
+
+        raise ConfigError("--resume continues a run and --overwrite starts it again: give one of them")
     if args.resume:
-        saved = _saved_run(run_dir)
+        saved = read_train_json(run_dir)
         model_cfg = ModelConfig.from_dict(saved["model"])
         train_cfg = TrainConfig.from_dict(saved["train"])
         model_over = dataclass_overrides(args, ModelConfig, MODEL_SKIP)
@@ -127,7 +134,7 @@ def run(args) -> int:
     )
     t0 = time.perf_counter()
     try:
-        result = fit(model, train_set, test_set, train_cfg, run_dir, resume=args.resume, device=device,
+        result = fit(model, train_set, test_set, train_cfg, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
                      progress=not args.no_progress, precision=args.precision,
                      compile=args.compile or False)
     finally:
@@ -161,13 +168,3 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
         raise DatasetError(f"the {name} dataset is not in {st.folder} (missing {', '.join(st.missing)}): "
                            f"add --download to fetch it{offline}")
     return load_dataset(name, "train", args.data_dir), load_dataset(name, "test", args.data_dir)
-
-
-def _saved_run(run_dir: Path) -> dict:
-    from ..errors import CheckpointError
-
-    path = run_dir / "train.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: cannot resume, run description unreadable ({exc})") from exc

@@ -29,7 +29,6 @@ models evaluated with the same feature net (same dataset and recipe, whose accur
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -38,14 +37,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import runs
 from ..data import DatasetError, ImageSet, load_dataset
 from ..data.download import default_data_dir
-from ..io import atomic_write_bytes, atomic_write_json
+from ..errors import VQDrawError
+from ..loop import Progress, adam
 
-FORMAT = "vqdraw-features"
-FORMAT_VERSION = 2
-WEIGHTS_FILE = "features.safetensors"
-META_FILE = "features.json"
+STORED = runs.Format("vqdraw-features", 2, key="recipe", config_file="features.json",
+                     weights_file="features.safetensors", min_version=2)
+FORMAT, FORMAT_VERSION = STORED.name, STORED.version
+WEIGHTS_FILE = STORED.weights_file
+META_FILE = STORED.config_file
 
 
 @dataclass(frozen=True)
@@ -173,12 +175,8 @@ def train_feature_net(
         net = FeatureNet(recipe).to(device)
     gen = torch.Generator().manual_seed(recipe.seed + 1)
     labels = torch.from_numpy(train_set.labels)
-    opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=recipe.steps, unit="step", desc="feature net", dynamic_ncols=True)
+    opt = adam(net.parameters(), recipe.lr)
+    bar = Progress(recipe.steps, desc="feature net", enabled=progress)
     net.train()
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: keep it seeded
         torch.manual_seed(recipe.seed + 2)
@@ -192,11 +190,8 @@ def train_feature_net(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    if bar is not None:
-        bar.close()
+            bar.update(1, {"loss": f"{loss.item():.3f}"} if bar.enabled else None)
+    bar.close()
     net.eval()
     raw = net.raw_features(train_set.batch(range(len(train_set))))
     net.feature_mean.copy_(raw.mean(0))
@@ -213,30 +208,14 @@ def train_feature_net(
 
 def save_feature_net(net: FeatureNet, directory: str | Path, dataset: str, summary: dict) -> Path:
     """Write features.safetensors then features.json (the json's presence marks a complete cache)."""
-    from safetensors.torch import save
-
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    atomic_write_bytes(directory / WEIGHTS_FILE, save(state))
-    atomic_write_json(directory / META_FILE, {
-        "format": FORMAT, "version": FORMAT_VERSION, "dataset": dataset,
-        "recipe": net.recipe.to_dict(), **summary,
-    })
-    return directory
+    return runs.save(directory, STORED, net.recipe.to_dict(), net.state_dict(), {"dataset": dataset, **summary})
 
 
 def read_feature_net(directory: str | Path, map_location: str | torch.device = "cpu") -> tuple[FeatureNet, dict]:
     """Load a cached feature net; returns (net in eval mode, the json metadata)."""
-    from safetensors.torch import load_file
-
-    directory = Path(directory)
-    meta = json.loads((directory / META_FILE).read_text())
-    if meta.get("format") != FORMAT or meta.get("version") != FORMAT_VERSION:
-        raise DatasetError(f"{directory / META_FILE}: not a vqdraw feature-net cache of version {FORMAT_VERSION}")
-    net = FeatureNet(FeatureRecipe.from_dict(meta["recipe"]))
-    net.load_state_dict(load_file(str(directory / WEIGHTS_FILE)))
-    return net.to(map_location).eval(), meta
+    net, meta = runs.load(directory, STORED, lambda r: FeatureNet(FeatureRecipe.from_dict(r)), map_location,
+                          what="feature-net")
+    return net.eval(), meta
 
 
 def load_feature_net(
@@ -265,7 +244,7 @@ def load_feature_net(
             net, meta = read_feature_net(directory, device)
             if net.recipe == recipe:
                 return net, meta
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError, DatasetError):
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError, VQDrawError):
             pass  # unreadable or stale cache: retrain below
     test_set = test_set if test_set is not None else load_dataset(dataset, "test", data_dir)
     net, summary = train_feature_net(train_set, test_set, recipe, device=device, progress=progress)
