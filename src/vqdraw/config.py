@@ -100,10 +100,12 @@ class ModelConfig:
     """Architecture of each segment's refinement network."""
     likelihood: str = "mse"
     """How a proposal is scored: 'mse' (the paper's) or 'bernoulli' (logits, for binary data)."""
-    no_stage_conditioning: bool = False
-    """Ablation (paper §3.4): every stage of a segment uses the same masks and head (one row)."""
-    no_residual: bool = False
-    """Ablation (paper §3.4): proposals are the refiner's outputs themselves, not canvas + outputs."""
+    stage_conditioning: bool = True
+    """Masks (and per-stage heads) per stage. --no-stage-conditioning: the paper's §3.4 ablation,
+    one mask row and one head serve every stage of a segment."""
+    residual: bool = True
+    """Proposals are canvas + the refiner's outputs. --no-residual: the paper's §3.4 ablation,
+    proposals are the outputs themselves."""
 
     def __post_init__(self) -> None:
         shape = tuple(self.data_shape)
@@ -183,7 +185,7 @@ class ModelConfig:
 
 
 _LATER_FIELDS = {
-    "model": {"no_stage_conditioning": False, "no_residual": False},
+    "model": {"stage_conditioning": True, "residual": True},
     "refiner": {"norm_groups": (), "mask_down": True, "raw_body": False},
 }
 

@@ -98,12 +98,12 @@ class SegmentedRefiner(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.segment = cfg.segment
-        self.residual = not cfg.no_residual
+        self.residual = cfg.residual
         per_segment = min(cfg.segment, cfg.stages)
         channels = cfg.data_shape[0]
         self.segments = nn.ModuleList(
             Refiner(cfg.refiner, channels, cfg.options, per_segment, cfg.rank,
-                    conditioned=not cfg.no_stage_conditioning)
+                    conditioned=cfg.stage_conditioning)
             for _ in range(cfg.num_segments)
         )
         self.first_bias = nn.Parameter(torch.zeros(cfg.options, *cfg.data_shape))

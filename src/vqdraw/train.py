@@ -68,11 +68,8 @@ def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """The fixed paper step size, or a linear anneal to `lr_final` when it is set."""
-    if cfg.lr_final is None:
-        return cfg.lr
-    frac = step / max(1, cfg.steps)
-    return cfg.lr + (cfg.lr_final - cfg.lr) * frac
+    """The step size of optimizer step `step` (0-based): see :meth:`TrainConfig.learning_rate`."""
+    return cfg.learning_rate(step)
 
 
 class LossModule(nn.Module):
@@ -122,7 +119,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     if ddp is None:
         def run(x):
-            return model.loss(x, alpha=cfg.alpha, grad_checkpoint=cfg.grad_checkpoint)
+            return model.loss(x, alpha=cfg.alpha, grad_checkpoint=cfg.grad_checkpoint, **cfg.loss_options())
     else:
         run = ddp
     chunks = images.split(cfg.micro)
@@ -224,7 +221,7 @@ def fit(
     model.to(device)
     if compile:
         model.refiner.set_speed(compile=True, compile_mode=None if compile is True else str(compile))
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
     step = 0
     if resume:
         step = _resume(model, optimizer, run_dir, device)
