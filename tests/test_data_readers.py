@@ -289,12 +289,17 @@ def test_celeba_crop_split_and_cache(tmp_path):
     train = load_celeba("train", tmp_path, progress=False)
     assert train.images.shape == (4, 64, 64, 3) and train.images.dtype == np.uint8
     assert train.labels is None
-    # the centred 140x140 crop keeps only the blue centre: the red border is gone
-    # (JPEG smears a little colour across the box edge, hence the tolerance)
+    # the author's crop keeps the whole width: the red side borders (19 of 178 columns) show
     px = train.images.astype(int)
-    assert np.abs(px[:, 2:-2, 2:-2] - np.array(BLUE)).max() < 24
-    assert px[..., 0].mean() < 40 and px[..., 2].mean() > 180
-    assert (folder / "celeba_64_train.npy").is_file()
+    assert px[:, 32, :4, 0].min() > 180 and px[:, 32, -4:, 0].min() > 180
+    assert np.abs(px[:, 24:40, 24:40] - np.array(BLUE)).max() < 24
+    assert (folder / "celeba_64_author_train.npy").is_file()
+    # the tight crop (dataset celeba-tight) keeps only the blue centre: the red border is gone
+    # (JPEG smears a little colour across the box edge, hence the tolerance)
+    tight = load_dataset("celeba-tight", "train", tmp_path).images.astype(int)
+    assert np.abs(tight[:, 2:-2, 2:-2] - np.array(BLUE)).max() < 24
+    assert tight[..., 0].mean() < 40 and tight[..., 2].mean() > 180
+    assert (folder / "celeba_64_train.npy").is_file()  # the name its cache always had
     assert not [p for p in folder.iterdir() if p.name.endswith(".tmp")]
     test = load_dataset("celeba", "test", tmp_path)
     assert len(test) == 2
@@ -304,21 +309,38 @@ def test_celeba_crop_split_and_cache(tmp_path):
     again = load_celeba("train", tmp_path, progress=False)
     assert isinstance(again.images, np.memmap)
     np.testing.assert_array_equal(again.images, train.images)
+    with pytest.raises(DatasetError, match="crop"):
+        load_celeba("train", tmp_path, progress=False, crop="wide")
 
 
-def test_celeba_crop_is_the_centred_box_exactly():
-    out = crop_and_resize(face())  # lossless: every output pixel is exactly the centre colour
+def test_celeba_authors_crop_is_resize_64_then_centre_64():
+    """Resize(64): 178x218 -> 64x78 (bilinear); CenterCrop(64): rows 7..70 of that, i.e. the
+    source rows ~19.6..198.4: red above row 19 and below row 199 is cut, rows inside kept."""
+    band = Image.new("RGB", (178, 218), RED)
+    band.paste(Image.new("RGB", (178, 218 - 2 * 19), BLUE), (0, 19))  # blue rows 19..198
+    out = crop_and_resize(band).astype(int)
+    assert out.shape == (64, 64, 3)
+    assert np.abs(out[1:-1] - np.array(BLUE)).max() <= 2  # no red left inside
+    wider = Image.new("RGB", (178, 218), RED)
+    wider.paste(Image.new("RGB", (178, 218 - 2 * 30), BLUE), (0, 30))  # red rows 0..29: 11 too many
+    assert crop_and_resize(wider)[1, :, 0].min() > 100  # row 1 of the crop is source row ~23: red
+    landscape = crop_and_resize(Image.new("RGB", (100, 50), BLUE))  # the shorter side is the height
+    assert landscape.shape == (64, 64, 3) and (landscape == np.array(BLUE)).all()
+
+
+def test_celeba_tight_crop_is_the_centred_box_exactly():
+    out = crop_and_resize(face(), "tight")  # lossless: every output pixel is exactly the centre colour
     assert out.shape == (64, 64, 3) and out.dtype == np.uint8
     assert (out.reshape(-1, 3) == np.array(BLUE)).all()
     shifted = Image.new("RGB", (178, 218), RED)
     shifted.paste(Image.new("RGB", (140, 140), BLUE), (19, 40))  # one row too low
-    assert (crop_and_resize(shifted)[0] != np.array(BLUE)).any()
+    assert (crop_and_resize(shifted, "tight")[0] != np.array(BLUE)).any()
 
 
 def test_celeba_reads_the_zip_and_rebuilds_a_stale_cache(tmp_path):
     folder = tmp_path / "celeba"
     write_celeba(folder, zipped=True)
-    np.save(folder / "celeba_64_test.npy", np.zeros((5, 64, 64, 3), np.uint8))  # wrong count
+    np.save(folder / "celeba_64_author_test.npy", np.zeros((5, 64, 64, 3), np.uint8))  # wrong count
     test = load_celeba("test", tmp_path, progress=False)
     assert test.images.shape == (2, 64, 64, 3) and test.images.min() < 60
 

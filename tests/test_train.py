@@ -125,6 +125,9 @@ def test_lr_anneal():
     from vqdraw.train import learning_rate
 
     cfg = TrainConfig(steps=100, lr=1e-3, lr_final=1e-4)
-    assert learning_rate(cfg, 0) == pytest.approx(1e-3)
-    assert learning_rate(cfg, 50) == pytest.approx(5.5e-4)
+    # the author's schedule: step s of S (1-based) at frac s/S, so the last step runs at lr_final
+    assert learning_rate(cfg, 0) == pytest.approx(1e-3 - 9e-4 / 100)
+    assert learning_rate(cfg, 49) == pytest.approx(5.5e-4)
+    assert learning_rate(cfg, 99) == pytest.approx(1e-4)
     assert learning_rate(TrainConfig(steps=100), 50) == 1e-3
+    assert learning_rate(TrainConfig(steps=100, lr_final=0.0, paper_lr=True), 99) == 1e-3

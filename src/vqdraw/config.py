@@ -20,7 +20,9 @@ class RefinerConfig:
 
     image -> [stride-2 conv]* -> [3x3 conv]* -> [bottleneck residual block]* -> [stride-2 conv-T]*
           -> [3x3 conv]* -> head conv with K*C channels -> deltas (B, K, C, H, W) * output_scale
-    Every convolution except the head is followed by a per-stage channel mask.
+    Every convolution except the head is followed by a per-stage channel mask (the paper's text);
+    the author's CIFAR-10 and CelebA refiners leave the downsampling convolutions unmasked
+    (``mask_down=False``) and feed CIFAR-10's body convolution raw (``raw_body=True``).
     """
 
     down: tuple[int, ...] = (32, 64)
@@ -42,7 +44,16 @@ class RefinerConfig:
     head_per_stage: bool = False
     """A separate head convolution for each stage (the reference SVHN model does this)."""
     group_norm: bool = False
-    """GroupNorm after every ReLU (channels/16 groups, at most 32)."""
+    """GroupNorm after every ReLU."""
+    norm_groups: tuple[tuple[int, int], ...] = ()
+    """GroupNorm group counts as (channels, groups) pairs; channel counts not listed get
+    channels/16 groups (at least 1, at most 32). The presets list the author's counts."""
+    mask_down: bool = True
+    """A stage mask after each downsampling convolution (the paper's text). False: conv -> ReLU
+    [-> GroupNorm], as in the author's CIFAR-10 and CelebA refiners."""
+    raw_body: bool = False
+    """The body convolutions' masked outputs go on without ReLU and GroupNorm (the author's
+    CIFAR-10 refiner feeds its body convolution raw into the residual blocks)."""
     output_scale: float = 0.1
     """Initial value of the learned scale applied to the deltas (residual outputs)."""
 
@@ -55,6 +66,15 @@ class RefinerConfig:
         for name in ("down", "body", "up", "pre_head"):
             if any(int(c) <= 0 for c in getattr(self, name)):
                 raise ConfigError(f"refiner.{name}: channel counts must be positive")
+        for pair in self.norm_groups:
+            if len(pair) != 2 or int(pair[0]) <= 0 or int(pair[1]) <= 0 or int(pair[0]) % int(pair[1]):
+                raise ConfigError(f"refiner.norm_groups: {tuple(pair)} is not (channels, groups) with "
+                                  "groups dividing channels")
+
+    def groups(self, channels: int) -> int:
+        """GroupNorm groups over `channels` channels: the listed count, else channels/16 in [1, 32]."""
+        listed = dict((int(c), int(g)) for c, g in self.norm_groups)
+        return listed.get(channels, max(1, min(32, channels // 16)))
 
 
 LIKELIHOODS = ("mse", "bernoulli")
@@ -81,6 +101,12 @@ class ModelConfig:
     """Architecture of each segment's refinement network."""
     likelihood: str = "mse"
     """How a proposal is scored: 'mse' (the paper's) or 'bernoulli' (logits, for binary data)."""
+    stage_conditioning: bool = True
+    """Masks (and per-stage heads) per stage. --no-stage-conditioning: the paper's §3.4 ablation,
+    one mask row and one head serve every stage of a segment."""
+    residual: bool = True
+    """Proposals are canvas + the refiner's outputs. --no-residual: the paper's §3.4 ablation,
+    proposals are the outputs themselves."""
 
     def __post_init__(self) -> None:
         shape = tuple(self.data_shape)
@@ -135,6 +161,13 @@ class ModelConfig:
             d["image_shape"] = d.pop("data_shape")
         if self.likelihood == "mse":
             del d["likelihood"]
+        # fields added later are written only when set, so older configs keep their bytes
+        for name, default in _LATER_FIELDS["model"].items():
+            if d[name] == default:
+                del d[name]
+        for name, default in _LATER_FIELDS["refiner"].items():
+            if d["refiner"][name] == default:
+                del d["refiner"][name]
         return d
 
     @classmethod
@@ -144,10 +177,19 @@ class ModelConfig:
             d = dict(d)
             if "image_shape" in d:  # format 1's name
                 d["data_shape"] = d.pop("image_shape")
-            refiner = RefinerConfig(**_tuples(d.pop("refiner", {}), RefinerConfig))
+            refiner = dict(d.pop("refiner", {}))
+            if "norm_groups" in refiner:  # JSON lists of lists
+                refiner["norm_groups"] = tuple(tuple(p) for p in refiner["norm_groups"])
+            refiner = RefinerConfig(**_tuples(refiner, RefinerConfig))
             return cls(refiner=refiner, **_tuples(d, cls))
         except TypeError as exc:
             raise ConfigError(f"invalid model config: {exc}") from exc
+
+
+_LATER_FIELDS = {
+    "model": {"stage_conditioning": True, "residual": True},
+    "refiner": {"norm_groups": (), "mask_down": True, "raw_body": False},
+}
 
 
 @dataclass(frozen=True)
@@ -165,7 +207,26 @@ class TrainConfig:
     lr: float = 1e-3
     """Adam step size (the paper uses a fixed 1e-3)."""
     lr_final: float | None = None
-    """If set, anneal the step size linearly to this value by the last step (not in the paper)."""
+    """If set, anneal the step size linearly to this value: step s of S (1-based) uses
+    lr + (lr_final - lr) * s/S, as the author's code does. None: the fixed lr."""
+    paper_lr: bool = False
+    """The paper's fixed step size lr throughout (ignores lr_final)."""
+    adam_betas: tuple[float, ...] = (0.9, 0.999)
+    """Adam's betas (PyTorch's default; the presets use the author's 0.9, 0.99)."""
+    adam_eps: float = 1e-8
+    """Adam's epsilon (PyTorch's default; the presets use the author's 1e-5)."""
+    epsilon: float = 0.0
+    """Ablation (paper §3.3): while training, each choice is replaced by a uniformly random
+    option with this probability; the loss terms still use the best option's loss."""
+    grad_decay: float = 0.0
+    """Ablation (author's --grad-decay): the canvas passed between stages carries (1 - this) of
+    its gradient; 1 trains every stage greedily (no gradient through earlier choices)."""
+    final_coeff: float = 0.0
+    """Author's --final-coeff: loss += this * the final stage's chosen loss."""
+    final_only: bool = False
+    """Ablation (paper §3.3): the chosen-loss term is the final stage's only (plus alpha * all)."""
+    active_stages: int = 0
+    """Author's --active-stages: train only the first this many stages (0: all)."""
     grad_checkpoint: bool = False
     """Recompute each segment's activations in the backward pass to save memory."""
     eval_every: int = 100
@@ -191,6 +252,31 @@ class TrainConfig:
             raise ConfigError("alpha must be non-negative")
         if self.lr <= 0:
             raise ConfigError("lr must be positive")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {tuple(self.adam_betas)}")
+        if self.adam_eps <= 0:
+            raise ConfigError("adam_eps must be positive")
+        for name in ("epsilon", "grad_decay"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
+        if self.final_coeff < 0:
+            raise ConfigError("final_coeff must be non-negative")
+        if self.active_stages < 0:
+            raise ConfigError("active_stages must be 0 (all) or positive")
+
+    def learning_rate(self, step: int) -> float:
+        """The step size of optimizer step `step` (0-based): fixed, or annealed linearly so that
+        step s+1 of S uses lr + (lr_final - lr) * (s+1)/S (the author's schedule: the last step
+        runs at lr_final)."""
+        if self.paper_lr or self.lr_final is None:
+            return self.lr
+        return self.lr + (self.lr_final - self.lr) * min(1.0, (step + 1) / self.steps)
+
+    def loss_options(self) -> dict:
+        """The keyword arguments of :meth:`vqdraw.VQDraw.loss` beyond alpha: the paper's
+        training alternatives (all off by default)."""
+        return {"stages": self.active_stages or None, "epsilon": self.epsilon, "grad_decay": self.grad_decay,
+                "final_coeff": self.final_coeff, "final_only": self.final_only}
 
     @property
     def micro(self) -> int:
@@ -218,22 +304,28 @@ class Preset:
     description: str = ""
 
 
+# The author's refiners (unixpickle/vq-draw, official-release; docs/fidelity.md): layer sizes,
+# GroupNorm group counts, and which convolutions carry stage masks.
 _MNIST_REFINER = RefinerConfig(
     down=(32, 64), down_kernel=3, body=(128, 128, 64), up=(64, 64), head_kernel=3, output_scale=0.1
 )
 _SVHN_REFINER = RefinerConfig(
     down=(64, 128), down_kernel=5, body=(128, 256, 128), up=(128, 128), pre_head=(128,),
     head_kernel=1, head_per_stage=True, group_norm=True, output_scale=0.1,
+    norm_groups=((64, 4), (128, 8), (256, 8)),
 )
 _CIFAR_REFINER = RefinerConfig(
     down=(64, 128), down_kernel=5, body=(256,), res_blocks=6, up=(128, 128), pre_head=(128,),
     head_kernel=5, group_norm=True, output_scale=0.01,
+    norm_groups=((64, 8), (128, 8), (256, 8), (1024, 32)), mask_down=False, raw_body=True,
 )
 _CELEBA_REFINER = RefinerConfig(
     down=(64, 128, 128), down_kernel=5, body=(), res_blocks=6, up=(128, 128, 128),
     head_kernel=5, group_norm=True, output_scale=0.01,
+    norm_groups=((64, 4), (128, 8), (512, 16)), mask_down=False,
 )
 _RGB = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+_AUTHOR_ADAM = dict(adam_betas=(0.9, 0.99), adam_eps=1e-5)  # his code's Adam (run folders from before keep theirs)
 
 PRESETS: dict[str, Preset] = {
     p.name: p
@@ -241,27 +333,28 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "mnist",
             ModelConfig((1, 28, 28), 64, 10, 10, refiner=_MNIST_REFINER),
-            TrainConfig(steps=50_000, batch=32, alpha=0.01, dataset="mnist"),
+            TrainConfig(steps=50_000, batch=32, alpha=0.01, lr_final=0.0, dataset="mnist", **_AUTHOR_ADAM),
             "Table 1, MNIST: 28x28x1, 60-bit codes",
         ),
         Preset(
             "svhn",
             ModelConfig((3, 32, 32), 64, 20, 5, refiner=_SVHN_REFINER, **_RGB),
-            TrainConfig(steps=4_375, batch=512, micro_batch=128, alpha=0.01, dataset="svhn"),
+            TrainConfig(steps=4_375, batch=512, micro_batch=128, alpha=0.01, lr_final=0.0, dataset="svhn",
+                        **_AUTHOR_ADAM),
             "Table 1, SVHN: 32x32x3, 120-bit codes",
         ),
         Preset(
             "cifar10",
             ModelConfig((3, 32, 32), 64, 100, 10, refiner=_CIFAR_REFINER, **_RGB),
             TrainConfig(steps=2_175, batch=512, micro_batch=64, alpha=0.01, grad_checkpoint=True,
-                        dataset="cifar10"),
+                        dataset="cifar10", **_AUTHOR_ADAM),
             "Table 1, CIFAR-10: 32x32x3, 600-bit codes",
         ),
         Preset(
             "celeba",
             ModelConfig((3, 64, 64), 64, 100, 10, refiner=_CELEBA_REFINER, **_RGB),
             TrainConfig(steps=2_262, batch=512, micro_batch=32, alpha=0.01, grad_checkpoint=True,
-                        dataset="celeba"),
+                        dataset="celeba", **_AUTHOR_ADAM),
             "Table 1, CelebA: 64x64x3, 600-bit codes",
         ),
     ]

@@ -15,10 +15,11 @@ where a tensor goes depends on his module order. :data:`LAYOUTS` writes that ord
 
 The file is read with ``torch.load(..., weights_only=True)``: no pickle code runs.
 
-Where vqdraw's layers hold a tensor his do not (today: stage masks on the CIFAR-10/CelebA
-downsampling convolutions, ReLU+GroupNorm after the CIFAR-10 body convolution), the tensor is
-filled with a neutral value; :func:`layer_differences` says which fills are exact (a mask of ones
-is the identity) and which are not, and where GroupNorm group counts differ.
+The presets rebuild his layers exactly. Imported into another refiner layout (``refiner=``, e.g.
+stage masks on the CIFAR-10/CelebA downsampling convolutions, ReLU+GroupNorm after the CIFAR-10
+body convolution), a tensor his layers lack is filled with a neutral value; :func:`layer_differences`
+says which fills are exact (a mask of ones is the identity) and which are not, and where GroupNorm
+group counts differ.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .config import get_preset
+from .config import RefinerConfig, get_preset
 from .errors import CheckpointError
 from .model import VQDraw
 
@@ -167,12 +168,14 @@ def _segments_in(state: dict[str, torch.Tensor], path: Path) -> tuple[dict[int, 
     return groups, segmented
 
 
-def import_reference(path: str | Path, preset: str) -> VQDraw:
+def import_reference(path: str | Path, preset: str, refiner: RefinerConfig | None = None) -> VQDraw:
     """Read his ``.pt`` checkpoint for `preset` (mnist, svhn, cifar10, celeba) into a VQDraw.
 
-    K comes from the first-stage ``bias``, N from ``_stages``; the rest is the preset's. Every
-    tensor of his file must land on a vqdraw tensor of the same shape (else CheckpointError naming
-    it); vqdraw tensors his layers lack are filled neutrally (see :func:`layer_differences`).
+    K comes from the first-stage ``bias``, N from ``_stages``; the rest is the preset's, whose
+    refiner rebuilds his layers (``refiner`` imports into another RefinerConfig instead, e.g. the
+    paper's mask-after-every-convolution variant). Every tensor of his file must land on a vqdraw
+    tensor of the same shape (else CheckpointError naming it); vqdraw tensors his layers lack are
+    filled neutrally (see :func:`layer_differences`).
     """
     path = Path(path)
     get_preset(preset)  # ConfigError for an unknown preset
@@ -184,7 +187,7 @@ def import_reference(path: str | Path, preset: str) -> VQDraw:
     if bias.dim() != 4 or tuple(bias.shape[1:]) != image_shape:
         raise CheckpointError(f"{path}: tensor 'bias' has shape {tuple(bias.shape)}; preset {preset} "
                               f"needs (K, {', '.join(map(str, image_shape))})")
-    overrides = {"options": int(bias.shape[0])}
+    overrides = {"options": int(bias.shape[0]), "refiner": refiner}
     if "_stages" in state:
         stages = state["_stages"]
         if stages.numel() != 1 or int(stages.item()) < 1:

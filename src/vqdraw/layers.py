@@ -54,15 +54,17 @@ class StageMask(nn.Module):
         return x * self.masks[stage].view(1, -1, *([1] * (x.dim() - 2)))
 
 
-def group_norm(channels: int) -> nn.GroupNorm:
-    """GroupNorm with channels/16 groups (at most 32, at least 1)."""
-    return nn.GroupNorm(max(1, min(32, channels // 16)), channels)
+def group_norm(channels: int, groups: int | None = None) -> nn.GroupNorm:
+    """GroupNorm over `channels` with `groups` groups (None: channels/16, at most 32, at least 1)."""
+    return nn.GroupNorm(groups or max(1, min(32, channels // 16)), channels)
 
 
-def fold_scale(conv: nn.Module, scale: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def fold_scale(conv: nn.Module, scale: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(weight, bias) of `conv` with its output channels multiplied by `scale` (a vector, or a
-    0-dim tensor for one scale for all channels)."""
+    0-dim tensor for one scale for all channels; None: unscaled)."""
     w, b = conv.weight, conv.bias
+    if scale is None:
+        return w, b
     if scale.dim() == 0:
         return w * scale, None if b is None else b * scale
     shape = [1] * w.dim()
@@ -70,7 +72,7 @@ def fold_scale(conv: nn.Module, scale: torch.Tensor) -> tuple[torch.Tensor, torc
     return w * scale.view(shape), None if b is None else b * scale
 
 
-def masked_conv(conv: nn.Module, x: torch.Tensor, scale: torch.Tensor,
+def masked_conv(conv: nn.Module, x: torch.Tensor, scale: torch.Tensor | None,
                 memory_format: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
     """``conv(x) * scale`` (a stage mask, or the output scale) as one convolution with the scale
     folded into the weights; the result in `memory_format`."""
@@ -130,17 +132,27 @@ def _tuple(v, rank: int) -> tuple:
 
 
 class ConvUnit(nn.Module):
-    """conv -> stage mask -> ReLU [-> GroupNorm]."""
+    """conv [-> stage mask] [-> ReLU [-> GroupNorm]].
 
-    def __init__(self, conv: nn.Module, channels: int, stages: int, norm: bool):
+    ``masked=False``: no stage mask (no ``mask`` tensors). ``activate=False``: the masked
+    convolution's output goes on raw (no ReLU, no GroupNorm, no ``norm`` tensors).
+    ``groups``: GroupNorm's group count (None: channels/16).
+    """
+
+    def __init__(self, conv: nn.Module, channels: int, stages: int, norm: bool, *,
+                 groups: int | None = None, masked: bool = True, activate: bool = True):
         super().__init__()
         self.conv = conv
-        self.mask = StageMask(stages, channels)
-        self.norm = group_norm(channels) if norm else nn.Identity()
+        self.mask = StageMask(stages, channels) if masked else None
+        self.activate = activate
+        self.norm = group_norm(channels, groups) if norm and activate else nn.Identity()
         self.memory_format = torch.contiguous_format  # of the activations (set by the refiner)
 
     def forward(self, x: torch.Tensor, stage: int) -> torch.Tensor:
-        x = masked_conv(self.conv, x, self.mask.masks[stage], self.memory_format)  # conv, mask
+        mask = None if self.mask is None else self.mask.masks[stage]
+        x = masked_conv(self.conv, x, mask, self.memory_format)  # conv, mask
+        if not self.activate:
+            return x
         x = torch.relu_(x)  # in place: a convolution's backward needs its input, not its output
         return self.norm(x)
 
@@ -148,7 +160,8 @@ class ConvUnit(nn.Module):
 class ResidualBlock(nn.Module):
     """x + f(x) with f = [ReLU, GN, 3x3 conv, mask, ReLU, GN, 1x1 expand, mask, ReLU, GN, 1x1, mask]."""
 
-    def __init__(self, channels: int, expand: int, stages: int, norm: bool, rank: int = 2):
+    def __init__(self, channels: int, expand: int, stages: int, norm: bool, rank: int = 2, groups=None):
+        """``groups(channels) -> GroupNorm groups`` (None: channels/16)."""
         super().__init__()
         conv, _ = conv_classes(rank)
         hidden = channels * expand
@@ -158,7 +171,8 @@ class ResidualBlock(nn.Module):
             conv(hidden, channels, 1),
         ])
         widths = [channels, channels, hidden]
-        self.norms = nn.ModuleList(group_norm(c) if norm else nn.Identity() for c in widths)
+        self.norms = nn.ModuleList(group_norm(c, groups(c) if groups else None) if norm else nn.Identity()
+                                   for c in widths)
         self.masks = nn.ModuleList(StageMask(stages, c.out_channels) for c in self.convs)
         self.memory_format = torch.contiguous_format
 

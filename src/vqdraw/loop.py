@@ -63,9 +63,11 @@ class DataOrder:
         return batch_indices(step, self.batch, self.n, self.seed)[self.local]
 
 
-def adam(parameters: Iterable[torch.nn.Parameter], lr: float) -> torch.optim.Adam:
-    """The optimizer of every trainer here (the paper's: Adam with default betas)."""
-    return torch.optim.Adam(parameters, lr=lr)
+def adam(parameters: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+         eps: float = 1e-8) -> torch.optim.Adam:
+    """The optimizer of every trainer here: Adam (PyTorch's default betas and eps unless given;
+    VQ-DRAW training passes the TrainConfig's, the paper author's (0.9, 0.99) and 1e-5)."""
+    return torch.optim.Adam(parameters, lr=lr, betas=betas, eps=eps)
 
 
 def micro_batches(x: torch.Tensor, micro: int) -> Iterator[tuple[torch.Tensor, float, bool]]:

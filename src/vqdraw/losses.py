@@ -177,22 +177,30 @@ def select_option(
     return losses, choice, picked.view(residual.shape)
 
 
-def objective(losses: torch.Tensor, codes: torch.Tensor, alpha: float) -> dict[str, torch.Tensor]:
+def objective(losses: torch.Tensor, codes: torch.Tensor, alpha: float, *, final_coeff: float = 0.0,
+              final_only: bool = False) -> dict[str, torch.Tensor]:
     """Eq. 3 from the per-stage losses of one batch.
 
     losses: (B, N, K) per-option losses at each stage; codes: (B, N) the chosen options.
     Returns named terms: ``chosen`` (eq. 1), ``all`` (eq. 2), ``loss`` = chosen + alpha * all
     (eq. 3), and ``final`` (the chosen loss at the last stage, i.e. the reconstruction MSE).
     Each term is also averaged over the batch.
+
+    The alternatives: ``final_only`` (paper §3.3) replaces ``chosen`` in the loss by ``final``:
+    loss = final + alpha * all; ``final_coeff`` f (the author's --final-coeff) adds f * final.
     """
     chosen_per_stage = losses.gather(2, codes.unsqueeze(2)).squeeze(2)  # (B, N)
     chosen = chosen_per_stage.mean()
     all_ = losses.mean()
+    final = chosen_per_stage[:, -1].mean()
+    loss = (final if final_only else chosen) + alpha * all_
+    if final_coeff:
+        loss = loss + final_coeff * final
     return {
-        "loss": chosen + alpha * all_,
+        "loss": loss,
         "chosen": chosen,
         "all": all_,
-        "final": chosen_per_stage[:, -1].mean(),
+        "final": final,
     }
 
 

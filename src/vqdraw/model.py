@@ -29,7 +29,7 @@ from .likelihood import make_likelihood
 from .losses import objective
 from .refiner import SegmentedRefiner
 from .search import beam_search
-from .stageloop import EncodeResult, LoopOptions, run, run_checkpointed, run_inference
+from .stageloop import EncodeResult, Exploration, LoopOptions, run, run_checkpointed, run_inference
 
 STORED = runs.Format("vqdraw-model", 1)  # config.json + model.safetensors (see vqdraw.runs)
 FORMAT, FORMAT_VERSION = STORED.name, STORED.version
@@ -141,17 +141,27 @@ class VQDraw(nn.Module):
         k = check_stages(self.config, stages)
         return self.decode(torch.randint(0, self.options, (n, k), generator=generator))
 
-    def loss(self, x: torch.Tensor, alpha: float = 0.01, grad_checkpoint: bool = False) -> dict:
+    def loss(self, x: torch.Tensor, alpha: float = 0.01, grad_checkpoint: bool = False, *,
+             stages: int | None = None, epsilon: float = 0.0, grad_decay: float = 0.0,
+             final_coeff: float = 0.0, final_only: bool = False) -> dict:
         """The training objective, eq. 3, with gradients through the chosen path (codes held fixed).
 
-        Returns the named terms of :func:`vqdraw.losses.objective` plus ``codes`` (B, N).
+        Returns the named terms of :func:`vqdraw.losses.objective` plus ``codes`` (B, n), the
+        options taken. The paper's alternatives (``TrainConfig.loss_options()``; all off by
+        default): ``stages`` trains the first n only; ``epsilon`` and ``grad_decay`` (see
+        :class:`~vqdraw.stageloop.Exploration`; with ε the loss terms still use each stage's best
+        option, as the author's code does); ``final_coeff``, ``final_only`` (see ``objective``).
         """
+        n = check_stages(self.config, stages)
         target = self.likelihood.target(check_data(self.config, x, self.device))
+        explore = Exploration(epsilon, grad_decay) if (epsilon or grad_decay) else None
         if grad_checkpoint and torch.is_grad_enabled():
-            trace = run_checkpointed(self.refiner, self.likelihood, target, self.stages, self.config.segment, self.loop)
+            trace = run_checkpointed(self.refiner, self.likelihood, target, n, self.config.segment, self.loop,
+                                     explore=explore)
         else:
-            trace = run(self.refiner, self.likelihood, range(self.stages), target=target, options=self.loop)
-        terms = objective(trace.losses, trace.codes, alpha)
+            trace = run(self.refiner, self.likelihood, range(n), target=target, options=self.loop, explore=explore)
+        best = trace.losses.argmin(2) if epsilon else trace.codes  # the best option's loss, not the taken one's
+        terms = objective(trace.losses, best, alpha, final_coeff=final_coeff, final_only=final_only)
         terms["codes"] = trace.codes
         return terms
 

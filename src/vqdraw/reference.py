@@ -18,10 +18,15 @@ from .losses import objective
 
 def reference_deltas(refiner, canvas: torch.Tensor, stage: int) -> torch.Tensor:
     """One :class:`~vqdraw.refiner.Refiner` at `stage`, module by module: (B, K, C, H, W)."""
+    stage = stage if refiner.conditioned else 0  # no stage conditioning: one mask row, one head
     h = canvas
     for unit in refiner.units:
         if isinstance(unit, ConvUnit):
-            h = unit.norm(torch.relu(unit.mask(unit.conv(h), stage)))
+            h = unit.conv(h)
+            if unit.mask is not None:
+                h = unit.mask(h, stage)
+            if unit.activate:
+                h = unit.norm(torch.relu(h))
         else:  # a residual block
             x = h
             for norm, conv, mask in zip(unit.norms, unit.convs, unit.masks):
@@ -33,9 +38,12 @@ def reference_deltas(refiner, canvas: torch.Tensor, stage: int) -> torch.Tensor:
 
 
 def reference_proposals(model, canvas: torch.Tensor, stage: int) -> torch.Tensor:
-    """canvas + deltas (+ the learned first-stage candidates at stage 0): (B, K, C, H, W)."""
+    """canvas + deltas (+ the learned first-stage candidates at stage 0): (B, K, C, H, W); the
+    deltas alone without residual outputs."""
     seg = model.refiner
-    p = canvas.unsqueeze(1) + reference_deltas(seg.segments[stage // seg.segment], canvas, stage % seg.segment)
+    p = reference_deltas(seg.segments[stage // seg.segment], canvas, stage % seg.segment)
+    if seg.residual:
+        p = canvas.unsqueeze(1) + p
     return p + seg.first_bias if stage == 0 else p
 
 

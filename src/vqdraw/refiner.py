@@ -21,26 +21,35 @@ from .layers import ConvUnit, ResidualBlock, channels_last_format, conv_classes,
 
 
 class Refiner(nn.Module):
-    """Proposes K residual refinements of a canvas, conditioned on the stage within its segment."""
+    """Proposes K residual refinements of a canvas, conditioned on the stage within its segment.
 
-    def __init__(self, cfg: RefinerConfig, channels: int, options: int, stages: int, rank: int = 2):
+    ``conditioned=False`` (the paper's "no stage conditioning" ablation): one mask row and one
+    head serve every stage.
+    """
+
+    def __init__(self, cfg: RefinerConfig, channels: int, options: int, stages: int, rank: int = 2,
+                 conditioned: bool = True):
         super().__init__()
         self.options = options
         self.channels = channels
+        self.conditioned = conditioned
+        stages = stages if conditioned else 1
         conv, conv_t = conv_classes(rank)
-        norm = cfg.group_norm
+        norm, groups = cfg.group_norm, cfg.groups
         k, p = cfg.down_kernel, cfg.down_kernel // 2
         units: list[nn.Module] = []
         c = channels
         for out in cfg.down:
-            units.append(ConvUnit(conv(c, out, k, stride=2, padding=p), out, stages, norm))
+            units.append(ConvUnit(conv(c, out, k, stride=2, padding=p), out, stages, norm, groups=groups(out),
+                                  masked=cfg.mask_down))
             c = out
         for out in cfg.body:
-            units.append(ConvUnit(conv(c, out, 3, padding=1), out, stages, norm))
+            units.append(ConvUnit(conv(c, out, 3, padding=1), out, stages, norm, groups=groups(out),
+                                  activate=not cfg.raw_body))
             c = out
-        units += [ResidualBlock(c, cfg.res_expand, stages, norm, rank) for _ in range(cfg.res_blocks)]
+        units += [ResidualBlock(c, cfg.res_expand, stages, norm, rank, groups) for _ in range(cfg.res_blocks)]
         for out in cfg.up:
-            units.append(ConvUnit(conv_t(c, out, 4, stride=2, padding=1), out, stages, norm))
+            units.append(ConvUnit(conv_t(c, out, 4, stride=2, padding=1), out, stages, norm, groups=groups(out)))
             c = out
         for out in cfg.pre_head:
             units.append(ConvUnit(conv(c, out, 3, padding=1), out, stages, norm=False))
@@ -66,6 +75,7 @@ class Refiner(nn.Module):
 
         Channels-last, the result is a view of a (B, *S, K, C) tensor in memory.
         """
+        stage = stage if self.conditioned else 0
         h = canvas.contiguous(memory_format=self.memory_format)
         for unit in self.units:
             h = unit(h, stage)
@@ -80,15 +90,21 @@ class SegmentedRefiner(nn.Module):
     Stage i (0-based) is refined by segment i // segment at local stage i % segment. The first
     stage also adds a learned bias per option (K, C, *S): at stage 0 the canvas is all zeros,
     so these biases are the first stage's K candidates (as in the reference code).
+
+    ``residual`` is False for the paper's "no residual outputs" ablation: a stage's proposals are
+    the deltas themselves (the canvas is replaced, not refined).
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.segment = cfg.segment
+        self.residual = cfg.residual
         per_segment = min(cfg.segment, cfg.stages)
         channels = cfg.data_shape[0]
         self.segments = nn.ModuleList(
-            Refiner(cfg.refiner, channels, cfg.options, per_segment, cfg.rank) for _ in range(cfg.num_segments)
+            Refiner(cfg.refiner, channels, cfg.options, per_segment, cfg.rank,
+                    conditioned=cfg.stage_conditioning)
+            for _ in range(cfg.num_segments)
         )
         self.first_bias = nn.Parameter(torch.zeros(cfg.options, *cfg.data_shape))
 
@@ -115,7 +131,10 @@ class SegmentedRefiner(nn.Module):
         return d
 
     def forward(self, canvas: torch.Tensor, stage: int) -> torch.Tensor:
-        """Proposals (B, K, C, *S) = canvas + deltas for global stage index `stage`."""
+        """Proposals (B, K, C, *S) = canvas + deltas for global stage index `stage` (the deltas
+        alone without residual outputs)."""
+        if not self.residual:
+            return self.deltas(canvas, stage)
         return canvas.unsqueeze(1) + self.deltas(canvas, stage)  # residual outputs
 
 

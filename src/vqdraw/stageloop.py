@@ -26,6 +26,11 @@ frozen :class:`LoopOptions`:
 
 Encoding and decoding the same codes take the same path, so decode reproduces the encoder's
 canvas bit for bit.
+
+The paper's alternatives change what the loop computes, not how fast: ε-exploration and gradient
+decay (an :class:`Exploration`, passed explicitly by training) and a refiner without residual
+outputs (``refiner.residual`` False) run the loop written plainly, :func:`_run_plain`, one canvas
+per image; the default path above never looks at them beyond one branch.
 """
 
 from __future__ import annotations
@@ -54,6 +59,23 @@ class LoopOptions:
     """Read the largest group's size back to the host when scoring grouped options. None: CPU only."""
 
 
+@dataclass(frozen=True)
+class Exploration:
+    """Training-time changes to the stage loop (the paper's §3.3 alternatives; off by default).
+    Not speed knobs: they change the choices and the gradients."""
+
+    epsilon: float = 0.0
+    """Each image's arg-min choice is replaced, with this probability, by an option drawn
+    uniformly from [0, K) (torch's global generator); the canvas follows the replaced choice."""
+    grad_decay: float = 0.0
+    """The canvas entering each stage is ``c.detach() * g + c * (1 - g)``: same value, its
+    gradient scaled by (1 - g) per stage; 1 stops gradients between stages."""
+
+    @property
+    def active(self) -> bool:
+        return self.epsilon > 0 or self.grad_decay > 0
+
+
 @dataclass
 class EncodeResult:
     """What encoding yields besides the codes (Algorithm 1 gives the reconstruction for free)."""
@@ -77,12 +99,14 @@ class Trace:
 
 def run(refiner, likelihood, stages: range, *, target: torch.Tensor | None = None,
         codes: torch.Tensor | None = None, canvas: torch.Tensor | None = None,
-        options: LoopOptions = LoopOptions()) -> Trace:
+        options: LoopOptions = LoopOptions(), explore: Exploration | None = None) -> Trace:
     """Run `stages` from `canvas` (None: the zero canvas). Choose the arg-min option (`target`
     given, `codes` None) or follow `codes` (B, len(stages)); per-option losses are computed
-    whenever a target is given."""
+    whenever a target is given. ``explore``: training's ε-exploration / gradient decay."""
     if target is None and codes is None:
         raise ValueError("the stage loop needs a target to choose options or the codes to follow")
+    if (explore is not None and explore.active) or not getattr(refiner, "residual", True):
+        return _run_plain(refiner, likelihood, stages, target, codes, canvas, explore or Exploration())
     ref = target if target is not None else codes
     b = canvas.shape[0] if canvas is not None else ref.shape[0]
     device = canvas.device if canvas is not None else ref.device
@@ -133,6 +157,42 @@ def run(refiner, likelihood, stages: range, *, target: torch.Tensor | None = Non
     )
 
 
+def _run_plain(refiner, likelihood, stages: range, target, codes, canvas, explore: Exploration) -> Trace:
+    """The loop written plainly, one canvas per image, with the paper's alternatives: proposals
+    without residual outputs (``refiner.residual`` False: the canvas is replaced by the chosen
+    output), ε-exploration and gradient decay (``explore``)."""
+    ref = target if target is not None else codes
+    b = canvas.shape[0] if canvas is not None else ref.shape[0]
+    shape = (b, *refiner.first_bias.shape[1:])  # (B, C, *S)
+    if canvas is None:
+        canvas = torch.zeros(shape, device=ref.device)
+    residual = getattr(refiner, "residual", True)
+    k = refiner.first_bias.shape[0]
+    rows = torch.arange(b, device=ref.device)
+    g = explore.grad_decay
+    chosen, losses = [], []
+    for j, stage in enumerate(stages):
+        if g:
+            canvas = canvas.detach() * g + canvas * (1 - g)  # same value, gradient scaled by 1 - g
+        deltas = refiner.deltas(canvas, stage)  # (B, K, C, *S); the proposals themselves if not residual
+        base = canvas if residual else torch.zeros_like(canvas)
+        choice = None if codes is None else codes[:, j]
+        if target is not None:
+            stage_losses, choice, _ = likelihood.select(deltas, base, target, choice)
+            losses.append(stage_losses)
+            if codes is None and explore.epsilon > 0:
+                explore_here = torch.rand(b, device=ref.device) < explore.epsilon
+                choice = torch.where(explore_here, torch.randint(0, k, (b,), device=ref.device), choice)
+        picked = widen(deltas.flatten(2)[rows, choice]).view(shape)
+        canvas = base + picked  # gradients flow through the chosen path only
+        chosen.append(choice)
+    return Trace(
+        codes=torch.stack(chosen, 1) if chosen else torch.zeros((b, 0), dtype=torch.long, device=ref.device),
+        canvas=canvas,
+        losses=torch.stack(losses, 1) if losses else None,
+    )
+
+
 def _regroup(unique, group, deltas, choice, k: int, b: int, dedup: bool, options: LoopOptions):
     """The distinct canvases after this stage's choices, as (unique, group), or None when they
     are too many to be worth sharing (the loop then holds one canvas per image)."""
@@ -153,15 +213,16 @@ def _regroup(unique, group, deltas, choice, k: int, b: int, dedup: bool, options
 
 
 def run_checkpointed(refiner, likelihood, target: torch.Tensor, stages: int, segment: int,
-                     options: LoopOptions = LoopOptions()) -> Trace:
-    """Like :func:`run` with a target, recomputing each segment's activations during backward."""
+                     options: LoopOptions = LoopOptions(), explore: Exploration | None = None) -> Trace:
+    """Like :func:`run` with a target, recomputing each segment's activations during backward
+    (the recomputation replays torch's random state, so ε-exploration draws the same options)."""
     canvas = None  # the zero canvas
     codes, losses = [], []
     for start in range(0, stages, segment):
         span = range(start, min(start + segment, stages))
 
         def run_segment(c: torch.Tensor | None, span: range = span):
-            t = run(refiner, likelihood, span, target=target, canvas=c, options=options)
+            t = run(refiner, likelihood, span, target=target, canvas=c, options=options, explore=explore)
             return t.canvas, t.losses, t.codes
 
         canvas, seg_losses, seg_codes = checkpoint(run_segment, canvas, use_reentrant=False)

@@ -48,11 +48,8 @@ def pick_device(name: str | None = None) -> torch.device:
 
 
 def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """The fixed paper step size, or a linear anneal to `lr_final` when it is set."""
-    if cfg.lr_final is None:
-        return cfg.lr
-    frac = step / max(1, cfg.steps)
-    return cfg.lr + (cfg.lr_final - cfg.lr) * frac
+    """The step size of optimizer step `step` (0-based): see :meth:`TrainConfig.learning_rate`."""
+    return cfg.learning_rate(step)
 
 
 class LossModule(nn.Module):
@@ -102,7 +99,7 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     if ddp is None:
         def run(x):
-            return model.loss(x, alpha=cfg.alpha, grad_checkpoint=cfg.grad_checkpoint)
+            return model.loss(x, alpha=cfg.alpha, grad_checkpoint=cfg.grad_checkpoint, **cfg.loss_options())
     else:
         run = ddp
     totals = None
@@ -230,7 +227,7 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, 
     model.to(device)
     if compile:
         model.refiner.set_speed(compile=True, compile_mode=None if compile is True else str(compile))
-    optimizer = adam(model.parameters(), cfg.lr)
+    optimizer = adam(model.parameters(), cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
     step = _resume(model, optimizer, run_dir, device) if resume else 0
     ddp = None
     if dinfo.enabled:

@@ -386,6 +386,10 @@ def estimate_size(cfg, batch: int = 1) -> dict:
     down_k, head_k = int(_get(r, "down_kernel")), int(_get(r, "head_kernel"))
     res_blocks, expand = int(_get(r, "res_blocks")), int(_get(r, "res_expand"))
     norm = bool(_get(r, "group_norm"))
+    mask_down = bool(_get(r, "mask_down", True))
+    raw_body = bool(_get(r, "raw_body", False))
+    if not bool(_get(cfg, "stage_conditioning", True)):
+        per_segment = 1  # one mask row and one head serve every stage
     heads = per_segment if _get(r, "head_per_stage") else 1
 
     params = 0
@@ -393,18 +397,18 @@ def estimate_size(cfg, batch: int = 1) -> dict:
     grid = list(spatial)  # the current resolution
     size = pixels
 
-    def conv(c_in: int, c_out: int, kernel: int, normed: bool) -> int:
-        return c_in * c_out * kernel**dims + c_out + per_segment * c_out + (2 * c_out if normed else 0)
+    def conv(c_in: int, c_out: int, kernel: int, normed: bool, masked: bool = True) -> int:
+        return c_in * c_out * kernel**dims + c_out + (per_segment * c_out if masked else 0) + (2 * c_out if normed else 0)
 
     c = channels
     for out in down:
-        params += conv(c, out, down_k, norm)
+        params += conv(c, out, down_k, norm, masked=mask_down)
         grid = [-(-s // 2) for s in grid]
         size = math.prod(grid)
         acts += out * size
         c = out
     for out in body:
-        params += conv(c, out, 3, norm)
+        params += conv(c, out, 3, norm and not raw_body)
         acts += out * size
         c = out
     hidden = c * expand

@@ -42,6 +42,7 @@ LOADERS: dict[str, Callable[[str, Path | None], ImageSet]] = {
     "cifar10": _lazy("cifar", "load_cifar10"),
     "svhn": _lazy("svhn", "load_svhn"),
     "celeba": _lazy("celeba", "load_celeba"),
+    "celeba-tight": _lazy("celeba", "load_celeba_tight"),
 }
 
 

@@ -1,12 +1,20 @@
 """CelebA aligned faces at 64x64: ``img_align_celeba/*.jpg`` (178x218) + ``list_eval_partition.txt``.
 
 The partition file's lines read ``000001.jpg 0`` (0 train, 1 valid, 2 test); train is 0
-(162,770 images) and test is 2 (19,962). Every image, train and test alike, is centre-cropped
-to 140x140 (the box (19, 39, 159, 179) for 178x218) and resized to 64x64 with Pillow's BICUBIC
-filter. The images may also be read straight from an unextracted ``img_align_celeba.zip``.
+(162,770 images) and test is 2 (19,962). The images may also be read straight from an
+unextracted ``img_align_celeba.zip``. Every image, train and test alike, becomes 64x64 by one of
+two crops:
 
-Decoding 180k JPEGs takes minutes, so the result is cached as ``celeba_64_<split>.npy`` in the
-dataset folder (written to a temporary name, then renamed) and memory-mapped on later loads.
+* ``author`` (the default; dataset ``celeba``): the paper author's preprocessing, torchvision's
+  ``Resize(64)`` then ``CenterCrop(64)``: the shorter side is resized to 64 with Pillow's BILINEAR
+  filter (178x218 -> 64x78), then the centre 64x64 is cut (rows 7..70): the centre 178x178 of the
+  face image, whole width.
+* ``tight`` (dataset ``celeba-tight``; vqdraw's earlier default): the centre 140x140 (the box
+  (19, 39, 159, 179) for 178x218), resized to 64x64 with Pillow's BICUBIC filter: a 1.27x closer face.
+
+Decoding 180k JPEGs takes minutes, so the result is cached in the dataset folder as
+``celeba_64_author_<split>.npy`` (``celeba_64_<split>.npy`` for the tight crop: the name it always
+had), written to a temporary name, then renamed, and memory-mapped on later loads.
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ IMAGES = "img_align_celeba"
 ARCHIVE = "img_align_celeba.zip"
 PARTITION = "list_eval_partition.txt"
 SPLIT_CODE = {"train": 0, "test": 2}
+CROPS = ("author", "tight")
 
 
 def read_partition(path: Path) -> list[tuple[str, int]]:
@@ -54,11 +63,20 @@ def read_partition(path: Path) -> list[tuple[str, int]]:
     return out
 
 
-def crop_and_resize(img) -> np.ndarray:
-    """Centre 140x140 crop, then BICUBIC resize to 64x64: a (64, 64, 3) uint8 array."""
+def crop_and_resize(img, crop: str = "author") -> np.ndarray:
+    """A (64, 64, 3) uint8 array. ``author``: shorter side BILINEAR-resized to 64, then the centre
+    64x64 (torchvision's Resize(64) + CenterCrop(64) on a PIL image). ``tight``: centre 140x140
+    crop, then BICUBIC resize to 64x64."""
     from PIL import Image
 
     w, h = img.size
+    if crop == "author":
+        ow, oh = (SIZE, int(SIZE * h / w)) if w <= h else (int(SIZE * w / h), SIZE)
+        img = img.convert("RGB").resize((ow, oh), Image.Resampling.BILINEAR)
+        left, top = int(round((ow - SIZE) / 2.0)), int(round((oh - SIZE) / 2.0))
+        return np.asarray(img.crop((left, top, left + SIZE, top + SIZE)), dtype=np.uint8)
+    if crop != "tight":
+        raise ValueError(f"unknown CelebA crop {crop!r}; known: {', '.join(CROPS)}")
     if w < CROP or h < CROP:
         raise ValueError(f"{w}x{h} is smaller than the {CROP}x{CROP} crop")
     left, top = (w - CROP) // 2, (h - CROP) // 2
@@ -67,7 +85,7 @@ def crop_and_resize(img) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def _image_reader(folder: Path):
+def _image_reader(folder: Path, crop: str):
     """Yields a function file name -> (64, 64, 3) array, reading the folder or else the zip."""
     archive = None
     images = folder / IMAGES
@@ -106,7 +124,7 @@ def _image_reader(folder: Path):
     def decode(name: str) -> np.ndarray:
         src, where = source(name)
         try:
-            return crop_and_resize(open_image(src, where))
+            return crop_and_resize(open_image(src, where), crop)
         except ValueError as exc:
             raise DatasetError(f"{where}: {exc}") from exc
 
@@ -128,9 +146,12 @@ def _cached(path: Path, count: int) -> np.ndarray | None:
 
 
 def load_celeba(split: str = "train", data_dir: Path | None = None,
-                progress: bool = True) -> ImageSet:
-    """CelebA from ``<data dir>/celeba/``, decoded once into a memory-mapped ``.npy`` cache."""
+                progress: bool = True, crop: str = "author") -> ImageSet:
+    """CelebA from ``<data dir>/celeba/``, decoded once into a memory-mapped ``.npy`` cache.
+    ``crop``: ``author`` (his Resize(64) + CenterCrop(64)) or ``tight`` (see the module docstring)."""
     check_split(split, "celeba")
+    if crop not in CROPS:
+        raise DatasetError(f"unknown CelebA crop {crop!r}; known: {', '.join(CROPS)}")
     folder = dataset_dir("celeba", data_dir)
     partition = folder / PARTITION
     if not partition.is_file():
@@ -140,14 +161,14 @@ def load_celeba(split: str = "train", data_dir: Path | None = None,
     names = [n for n, code in read_partition(partition) if code == SPLIT_CODE[split]]
     if not names:
         raise DatasetError(f"{partition}: lists no {split} images")
-    cache = folder / f"celeba_{SIZE}_{split}.npy"
+    cache = folder / (f"celeba_{SIZE}_{split}.npy" if crop == "tight" else f"celeba_{SIZE}_{crop}_{split}.npy")
     arr = _cached(cache, len(names))
     if arr is not None:
         return ImageSet(arr, None, name="celeba")
     shape = (len(names), SIZE, SIZE, 3)
     desc = f"decoding CelebA {split}"
     tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-    with _image_reader(folder) as decode:
+    with _image_reader(folder, crop) as decode:
         try:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         except OSError as exc:
@@ -163,3 +184,8 @@ def load_celeba(split: str = "train", data_dir: Path | None = None,
         finally:
             tmp.unlink(missing_ok=True)
     return ImageSet(np.load(cache, mmap_mode="r"), None, name="celeba")
+
+
+def load_celeba_tight(split: str = "train", data_dir: Path | None = None, progress: bool = True) -> ImageSet:
+    """CelebA with the tight 140x140 crop (vqdraw's earlier default)."""
+    return load_celeba(split, data_dir, progress, crop="tight")
