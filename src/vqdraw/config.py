@@ -56,7 +56,7 @@ class RefinerConfig:
                 raise ConfigError(f"refiner.{name}: channel counts must be positive")
 
 
-LIKELIHOODS = ("mse", "bernoulli")
+LIKELIHOODS = ("mse", "bernoulli", "gaussian", "categorical", "discretized-logistic")
 """Names accepted by ``ModelConfig.likelihood`` (see :mod:`vqdraw.likelihood`)."""
 
 
@@ -79,7 +79,10 @@ class ModelConfig:
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     """Architecture of each segment's refinement network."""
     likelihood: str = "mse"
-    """How a proposal is scored: 'mse' (the paper's) or 'bernoulli' (logits, for binary data)."""
+    """How a proposal is scored: 'mse' (the paper's), 'bernoulli' (logits, binary data), 'gaussian'
+    (mean and log-std), 'categorical' (V classes per element), 'discretized-logistic' (8-bit data)."""
+    categories: int = 256
+    """V, the classes per element of the 'categorical' likelihood (256: 8-bit pixels)."""
 
     def __post_init__(self) -> None:
         shape = tuple(self.data_shape)
@@ -100,6 +103,8 @@ class ModelConfig:
             raise ConfigError("std values must be positive")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(LIKELIHOODS)}")
+        if isinstance(self.categories, bool) or not isinstance(self.categories, int) or self.categories < 2:
+            raise ConfigError(f"categories must be an integer of at least 2, got {self.categories!r}")
         scale = 2 ** len(self.refiner.down)
         if any(n % scale for n in shape[1:]):
             raise ConfigError(
@@ -128,12 +133,15 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         """The config as JSON data. Image models with the paper's likelihood keep format 1's keys
-        (``image_shape``, no ``likelihood``), so their files and fingerprints are unchanged."""
+        (``image_shape``, no ``likelihood``, no ``categories``), so their files and fingerprints
+        are unchanged."""
         d = asdict(self)
         if self.rank == 2:
             d["image_shape"] = d.pop("data_shape")
         if self.likelihood == "mse":
             del d["likelihood"]
+        if self.likelihood != "categorical":  # only the categorical likelihood reads it
+            del d["categories"]
         return d
 
     @classmethod
