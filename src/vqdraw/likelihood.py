@@ -193,7 +193,7 @@ class _LocationScale(Likelihood):
         self.rank = rank
         self.register_buffer("mean", mean.float(), persistent=False)
         self.register_buffer("std", std.float(), persistent=False)
-        self.register_buffer("half", (0.5 / 255 / std).float(), persistent=False)  # half a bin, normalised
+        self.register_buffer("half_bin", (0.5 / 255 / std).float(), persistent=False)  # half a bin, normalised
         self.register_buffer("floor", torch.log(floor_bins / 255 / std).float(), persistent=False)
         self.register_buffer("low", ((0.5 / 255 - mean) / std).float(), persistent=False)  # below: the 0 bin
         self.register_buffer("high", ((1 - 0.5 / 255 - mean) / std).float(), persistent=False)
@@ -215,14 +215,14 @@ class _LocationScale(Likelihood):
     def bin_log_prob(self, log_cdf, canvas, xn):
         """log P(x's 8-bit bin) per element; canvas (..., 2C, *S), normalised data xn (..., C, *S)."""
         loc, log_s = self.split(canvas)
-        return _log_bin_prob(log_cdf, xn, loc, log_s, self.half, xn < self.low, xn > self.high)
+        return _log_bin_prob(log_cdf, xn, loc, log_s, self.half_bin, xn < self.low, xn > self.high)
 
     def discrete_log_prob(self, canvas, x, **options):
         self.check_levels(x)
         with torch.autocast(device_type=canvas.device.type, enabled=False):
             xn = self.target(x.double())
             loc, log_s = self.split(canvas.double())
-            half, low, high = self.half.double(), self.low.double(), self.high.double()
+            half, low, high = self.half_bin.double(), self.low.double(), self.high.double()
             return _log_bin_prob(self.log_cdf, xn, loc, log_s, half, xn < low, xn > high).flatten(1).sum(1)
 
 
@@ -311,7 +311,8 @@ class Categorical(Likelihood):
     def to_data(self, canvas):
         """The most likely class of each element, as k / (V - 1)."""
         rows, step = self._chunks(canvas)
-        out = [self.logits(canvas[i: i + step]).argmax(dim=canvas.dim() - self.rank - 1) for i in rows]
+        with torch.no_grad():  # the arg-max has no gradient
+            out = [self.logits(canvas[i: i + step]).argmax(dim=canvas.dim() - self.rank - 1) for i in rows]
         if not out:
             return canvas.new_zeros((0, canvas.shape[1] // self.embed, *canvas.shape[2:]))
         return torch.cat(out).float() / (self.levels - 1)
@@ -320,7 +321,7 @@ class Categorical(Likelihood):
         self.check_levels(x)
         classes = self.target(x)
         rows, step = self._chunks(canvas)
-        with torch.autocast(device_type=canvas.device.type, enabled=False):
+        with torch.no_grad(), torch.autocast(device_type=canvas.device.type, enabled=False):
             out = [-self._nll(canvas[i: i + step].double(), classes[i: i + step]).flatten(1).sum(1) for i in rows]
         return torch.cat(out) if out else canvas.new_zeros(0, dtype=torch.float64)
 

@@ -109,8 +109,13 @@ def search_stages(model, x: torch.Tensor, beam: int, stages: int | None = None):
     n = check_stages(model.config, stages)
     x = check_data(model.config, x, model.device)
     with torch.inference_mode():
-        for step in _stages(model, model.normalize(x), beam, n):
-            yield Beams(step.stage, step.prefix, step.scores, step.canvas)
+        steps = _stages(model, model.normalize(x), beam, n)
+    while True:
+        with torch.inference_mode():  # per stage: the caller's code between stages runs outside it
+            step = next(steps, None)
+        if step is None:
+            return
+        yield Beams(step.stage, step.prefix, step.scores, step.canvas)
 
 
 @dataclass
