@@ -186,6 +186,9 @@ class TrainConfig:
     """Seed for initialisation and the data order."""
     dataset: str = "mnist-embedded"
     """Dataset name (see `vqdraw datasets`)."""
+    binarize: str = "none"
+    """Binarise the data (for bernoulli models): 'none', 'threshold' (x >= 0.5) or 'stochastic'
+    (1 with probability x, drawn afresh each epoch; the test set: one fixed draw)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "eval_every", "save_every", "log_every", "eval_size"):
@@ -197,6 +200,8 @@ class TrainConfig:
             raise ConfigError("alpha must be non-negative")
         if self.lr <= 0:
             raise ConfigError("lr must be positive")
+        if self.binarize not in ("none", "threshold", "stochastic"):
+            raise ConfigError(f"binarize must be none, threshold or stochastic; got {self.binarize!r}")
 
     @property
     def micro(self) -> int:

@@ -27,6 +27,7 @@ import torch.nn as nn
 from . import distributed as dist_util
 from .config import TrainConfig
 from .data import ImageSet
+from .data.binarize import BinarizedSet, batch_epochs, binarize
 from .errors import CheckpointError, ConfigError
 from .io import atomic_write_json, load_checkpoint_state, restore_optimizer, save_checkpoint
 from .losses import code_usage
@@ -221,6 +222,8 @@ def fit(
     main = dinfo.is_main
     autocast(precision, device)  # validates the name
     _check_data(model, train_set, test_set)
+    if cfg.binarize != "none":
+        test_set = BinarizedSet(test_set, cfg.binarize, cfg.seed)  # one fixed draw
     model.to(device)
     if compile:
         model.refiner.set_speed(compile=True, compile_mode=None if compile is True else str(compile))
@@ -258,6 +261,9 @@ def fit(
             group["lr"] = lr
         index = batch_indices(step, cfg.batch, len(train_set), cfg.seed)[local]
         images = train_set.batch(index, device)
+        if cfg.binarize != "none":  # binarised data: a pure function of (seed, epoch, item)
+            images = binarize(images, cfg.binarize, seed=cfg.seed, index=index,
+                              epoch=batch_epochs(step, cfg.batch, len(train_set))[local])
         model.train()
         terms = train_step(model, optimizer, images, cfg, precision=precision, ddp=ddp, dist_info=dinfo)
         step += 1
