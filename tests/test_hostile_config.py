@@ -301,3 +301,12 @@ def test_fuzz_model_and_train_configs():
     print(f"fuzz: {accepted} of 400 accepted, {built} built")
     assert 0 < accepted < 400 and built > 0
     assert time.perf_counter() - start < 30.0
+
+
+@pytest.mark.parametrize("likelihood", ["gaussian", "categorical", "discretized-logistic", "bernoulli"])
+def test_estimate_counts_other_likelihoods_parameters_exactly(likelihood):
+    from vqdraw import VQDraw
+    from vqdraw.validate import estimate_size
+
+    model = VQDraw.from_preset("mnist", likelihood=likelihood, options=8, stages=3, segment=2)
+    assert estimate_size(model.config)["parameters"] == sum(p.numel() for p in model.parameters())

@@ -77,7 +77,7 @@ class RefinerConfig:
         return listed.get(channels, max(1, min(32, channels // 16)))
 
 
-LIKELIHOODS = ("mse", "bernoulli")
+LIKELIHOODS = ("mse", "bernoulli", "gaussian", "categorical", "discretized-logistic")
 """Names accepted by ``ModelConfig.likelihood`` (see :mod:`vqdraw.likelihood`)."""
 
 
@@ -100,7 +100,10 @@ class ModelConfig:
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     """Architecture of each segment's refinement network."""
     likelihood: str = "mse"
-    """How a proposal is scored: 'mse' (the paper's) or 'bernoulli' (logits, for binary data)."""
+    """How a proposal is scored: 'mse' (the paper's), 'bernoulli' (logits, binary data), 'gaussian'
+    (mean and log-std), 'categorical' (V classes per element), 'discretized-logistic' (8-bit data)."""
+    categories: int = 256
+    """V, the classes per element of the 'categorical' likelihood (256: 8-bit pixels)."""
     stage_conditioning: bool = True
     """Masks (and per-stage heads) per stage. --no-stage-conditioning: the paper's §3.4 ablation,
     one mask row and one head serve every stage of a segment."""
@@ -127,6 +130,8 @@ class ModelConfig:
             raise ConfigError("std values must be positive")
         if self.likelihood not in LIKELIHOODS:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(LIKELIHOODS)}")
+        if isinstance(self.categories, bool) or not isinstance(self.categories, int) or self.categories < 2:
+            raise ConfigError(f"categories must be an integer of at least 2, got {self.categories!r}")
         scale = 2 ** len(self.refiner.down)
         if any(n % scale for n in shape[1:]):
             raise ConfigError(
@@ -155,12 +160,15 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         """The config as JSON data. Image models with the paper's likelihood keep format 1's keys
-        (``image_shape``, no ``likelihood``), so their files and fingerprints are unchanged."""
+        (``image_shape``, no ``likelihood``, no ``categories``), so their files and fingerprints
+        are unchanged."""
         d = asdict(self)
         if self.rank == 2:
             d["image_shape"] = d.pop("data_shape")
         if self.likelihood == "mse":
             del d["likelihood"]
+        if self.likelihood != "categorical":  # only the categorical likelihood reads it
+            del d["categories"]
         # fields added later are written only when set, so older configs keep their bytes
         for name, default in _LATER_FIELDS["model"].items():
             if d[name] == default:
@@ -241,6 +249,9 @@ class TrainConfig:
     """Seed for initialisation and the data order."""
     dataset: str = "mnist-embedded"
     """Dataset name (see `vqdraw datasets`)."""
+    binarize: str = "none"
+    """Binarise the data (for bernoulli models): 'none', 'threshold' (x >= 0.5) or 'stochastic'
+    (1 with probability x, drawn afresh each epoch; the test set: one fixed draw)."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "eval_every", "save_every", "log_every", "eval_size"):
@@ -263,6 +274,9 @@ class TrainConfig:
             raise ConfigError("final_coeff must be non-negative")
         if self.active_stages < 0:
             raise ConfigError("active_stages must be 0 (all) or positive")
+
+        if self.binarize not in ("none", "threshold", "stochastic"):
+            raise ConfigError(f"binarize must be none, threshold or stochastic; got {self.binarize!r}")
 
     def learning_rate(self, step: int) -> float:
         """The step size of optimizer step `step` (0-based): fixed, or annealed linearly so that

@@ -47,8 +47,9 @@ class VQDraw(nn.Module):
     def __init__(self, config: ModelConfig, loop: LoopOptions = LoopOptions()):
         super().__init__()
         self.config = config
-        self.refiner = SegmentedRefiner(config)
-        self.likelihood = make_likelihood(config)
+        likelihood = make_likelihood(config)
+        self.refiner = SegmentedRefiner(config, likelihood.canvas_channels(config.data_shape[0]))
+        self.likelihood = likelihood
         self.loop = loop
 
     @classmethod

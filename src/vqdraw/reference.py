@@ -52,7 +52,7 @@ def reference_run(model, target: torch.Tensor | None, codes: torch.Tensor | None
     None: no losses), stage by stage: (codes (B, N), final canvas (B, C, H, W), losses (B, N, K)
     or None)."""
     ref = target if target is not None else codes
-    canvas = torch.zeros((len(ref), *model.config.data_shape), device=ref.device)
+    canvas = torch.zeros((len(ref), *model.refiner.first_bias.shape[1:]), device=ref.device)  # canvas shape
     rows = torch.arange(len(ref), device=ref.device)
     chosen, losses = [], []
     for i in range(codes.shape[1] if codes is not None else model.stages):

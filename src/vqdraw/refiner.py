@@ -95,18 +95,19 @@ class SegmentedRefiner(nn.Module):
     the deltas themselves (the canvas is replaced, not refined).
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, canvas_channels: int | None = None):
         super().__init__()
         self.segment = cfg.segment
         self.residual = cfg.residual
         per_segment = min(cfg.segment, cfg.stages)
-        channels = cfg.data_shape[0]
+        # the canvas may hold more channels than the data (likelihood.canvas_channels)
+        channels = cfg.data_shape[0] if canvas_channels is None else canvas_channels
         self.segments = nn.ModuleList(
             Refiner(cfg.refiner, channels, cfg.options, per_segment, cfg.rank,
                     conditioned=cfg.stage_conditioning)
             for _ in range(cfg.num_segments)
         )
-        self.first_bias = nn.Parameter(torch.zeros(cfg.options, *cfg.data_shape))
+        self.first_bias = nn.Parameter(torch.zeros(cfg.options, channels, *cfg.data_shape[1:]))
 
     def set_speed(self, *, channels_last: bool | None = None, compile: bool | None = None,
                   compile_mode: str | None = None) -> None:

@@ -31,6 +31,8 @@ Nothing here changes the decoder: the codes decode with :meth:`VQDraw.decode` as
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from .errors import InputError
@@ -82,22 +84,58 @@ def _check_beam(beam) -> int:
     return int(beam)
 
 
-def _search(model, target: torch.Tensor, beam: int, n: int):
-    """The beam search proper: returns codes (B, n), final canvas (B, C, H, W), losses (B, n, K).
+@dataclass
+class Beams:
+    """The live beams after one stage of the search, best first (per item, sorted by loss)."""
 
-    Beams that share a code prefix share a canvas (at stage 0 every image has the empty code,
-    at stage 1 there are at most K distinct prefixes whatever the batch): the refiner runs once
-    per distinct prefix, and its proposals are gathered back to every beam that needs them.
+    stage: int
+    """Stages run so far (the codes' length)."""
+    codes: torch.Tensor
+    """(B, M, stage) int64: distinct codes per item."""
+    losses: torch.Tensor
+    """(B, M): each code's loss after its last stage (the likelihood's per-option loss)."""
+    canvas: torch.Tensor
+    """(B, M, C', *S): each code's canvas (decode it with ``model.denormalize``)."""
+
+
+def search_stages(model, x: torch.Tensor, beam: int, stages: int | None = None):
+    """Run the beam search on data `x` and yield its :class:`Beams` after every stage 1..n.
+
+    The beams after stage s are exactly those of a search with ``stages=s``: the set of codes
+    beam search visits at its last stage (used by :mod:`vqdraw.nll` for every code prefix).
+    The greedy comparison of :func:`beam_search` is not part of it.
     """
+    beam = _check_beam(beam)
+    n = check_stages(model.config, stages)
+    x = check_data(model.config, x, model.device)
+    with torch.inference_mode():
+        steps = _stages(model, model.normalize(x), beam, n)
+    while True:
+        with torch.inference_mode():  # per stage: the caller's code between stages runs outside it
+            step = next(steps, None)
+        if step is None:
+            return
+        yield Beams(step.stage, step.prefix, step.scores, step.canvas)
+
+
+@dataclass
+class _Stage:
+    stage: int
+    prefix: torch.Tensor  # (B, M', s) live codes
+    canvas: torch.Tensor  # (B, M', C', *S)
+    scores: torch.Tensor  # (B, M') their losses, ascending
+    option_scores: torch.Tensor  # (B, M, K) every option of every parent beam
+    parent: torch.Tensor  # (B, M') each survivor's parent beam
+
+
+def _stages(model, target: torch.Tensor, beam: int, n: int):
+    """The beam search's stages, one :class:`_Stage` at a time (see :func:`_search`)."""
     b = target.shape[0]
-    shape = tuple(target.shape[1:])
+    shape = tuple(model.refiner.first_bias.shape[1:])  # the canvas (C', *S): may differ from the data's
     k = model.options
     rows = torch.arange(b, device=target.device).unsqueeze(1)  # (B, 1)
     prefix = torch.zeros((b, 1, 0), dtype=torch.long, device=target.device)  # (B, M, s) live codes
-    canvas = torch.zeros_like(target).unsqueeze(1)  # (B, M, C, H, W)
-    # Per stage: the option losses of every live beam (B, M, K) and each survivor's parent beam
-    # (B, M'). Backtracking through the parents at the end gives the losses along the winner.
-    stage_losses, parents = [], []
+    canvas = torch.zeros((b, 1) + shape, device=target.device)  # (B, M, C', *S)
     for stage in range(n):
         m = prefix.shape[1]
         proposals = _propose_deduplicated(model, canvas.flatten(0, 1), prefix.flatten(0, 1), stage)
@@ -105,20 +143,36 @@ def _search(model, target: torch.Tensor, beam: int, n: int):
         scores = model.likelihood.option_losses(proposals, per_target).view(b, m, k)  # (B, M, K)
         keep = min(beam, m * k)
         # Stable sort: among equal scores the lowest (beam, option) index wins, as argmin's does.
-        order = scores.flatten(1).sort(dim=1, stable=True).indices[:, :keep]  # (B, M')
+        sorted_scores, order = scores.flatten(1).sort(dim=1, stable=True)
+        order = order[:, :keep]  # (B, M')
         parent = torch.div(order, k, rounding_mode="floor")
-        canvas = proposals.reshape((b, m * k) + shape)[rows, order]  # (B, M', C, H, W)
+        canvas = proposals.reshape((b, m * k) + shape)[rows, order]  # (B, M', C', *S)
         prefix = torch.cat([prefix[rows, parent], (order % k).unsqueeze(2)], dim=2)
-        stage_losses.append(scores)
-        parents.append(parent)
+        yield _Stage(stage + 1, prefix, canvas, sorted_scores[:, :keep], scores, parent)
+
+
+def _search(model, target: torch.Tensor, beam: int, n: int):
+    """The beam search proper: returns codes (B, n), final canvas (B, C', *S), losses (B, n, K).
+
+    Beams that share a code prefix share a canvas (at stage 0 every image has the empty code,
+    at stage 1 there are at most K distinct prefixes whatever the batch): the refiner runs once
+    per distinct prefix, and its proposals are gathered back to every beam that needs them.
+    """
+    b = target.shape[0]
+    rows = torch.arange(b, device=target.device)
+    # Per stage: the option losses of every live beam (B, M, K) and each survivor's parent beam
+    # (B, M'). Backtracking through the parents at the end gives the losses along the winner.
+    stage_losses, parents = [], []
+    for step in _stages(model, target, beam, n):
+        stage_losses.append(step.option_scores)
+        parents.append(step.parent)
     # After the last stage the beams are sorted by final loss: beam 0 is the best code.
-    row = rows.squeeze(1)
     best = torch.zeros(b, dtype=torch.long, device=target.device)
-    codes, final_canvas = prefix[row, best], canvas[row, best]
+    codes, final_canvas = step.prefix[rows, best], step.canvas[rows, best]
     losses = []
     for stage in reversed(range(n)):
-        best = parents[stage][row, best]
-        losses.append(stage_losses[stage][row, best])
+        best = parents[stage][rows, best]
+        losses.append(stage_losses[stage][rows, best])
     losses.reverse()
     return codes, final_canvas, torch.stack(losses, 1)
 

@@ -26,6 +26,7 @@ from . import distributed as dist_util
 from . import runs
 from .config import TrainConfig
 from .data import ImageSet
+from .data.binarize import BinarizedSet, batch_epochs, binarize
 from .errors import CheckpointError, ConfigError
 from .loop import DataOrder, Progress, adam, batch_indices, micro_batches, run_steps
 from .losses import code_usage
@@ -198,6 +199,8 @@ def fit(
     main = dinfo.is_main
     autocast(precision, device)  # validates the name
     _check_data(model, train_set, test_set)
+    if cfg.binarize != "none":
+        test_set = BinarizedSet(test_set, cfg.binarize, cfg.seed)  # one fixed draw
     with contextlib.ExitStack() as stack:
         if main:
             stack.enter_context(runs.RunLock(run_dir))
@@ -251,8 +254,12 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, 
         lr = learning_rate(cfg, step)
         for group in optimizer.param_groups:
             group["lr"] = lr
+        images = train_set.batch(index, device)
+        if cfg.binarize != "none":  # binarised data: a pure function of (seed, epoch, item)
+            images = binarize(images, cfg.binarize, seed=cfg.seed, index=index,
+                              epoch=batch_epochs(step, cfg.batch, len(train_set))[local])
         model.train()
-        terms = train_step(model, optimizer, train_set.batch(index, device), cfg, precision=precision,
+        terms = train_step(model, optimizer, images, cfg, precision=precision,
                            ddp=ddp, dist_info=dinfo)
         return {**terms, "lr": lr}
 

@@ -373,7 +373,12 @@ def estimate_size(cfg, batch: int = 1) -> dict:
         shape = _get(cfg, key)
         if shape is not None:
             break
-    channels, *spatial = (int(s) for s in shape)
+    data_channels, *spatial = (int(s) for s in shape)
+    # the canvas may hold more channels than the data (vqdraw.likelihood: canvas_channels)
+    likelihood = _get(cfg, "likelihood", "mse")
+    categories = int(_get(cfg, "categories", 256) or 256)
+    channels = {"gaussian": 2, "discretized-logistic": 2,
+                "categorical": min(categories, 16)}.get(likelihood, 1) * data_channels
     dims = len(spatial)
     pixels = math.prod(spatial)
     K = int(_get(cfg, "options"))
@@ -429,6 +434,8 @@ def estimate_size(cfg, batch: int = 1) -> dict:
     params += 1  # output_scale
     params *= segments
     params += K * channels * pixels  # the first stage's candidates
+    if likelihood == "categorical":
+        params += categories * min(categories, 16)  # the factorised head's class embedding
     acts += 3 * K * channels * pixels  # head output, deltas, proposals
     acts *= int(batch)
     return {"parameters": params, "activations": acts, "bytes": 4 * (params + acts)}

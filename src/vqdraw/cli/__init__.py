@@ -34,6 +34,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "distill": ("distill", "distil the greedy encoder into a one-pass CNN"),
     "eval-samples": ("eval_samples", "FID / KID / precision-recall of samples in a self-trained feature space"),
     "probe": ("probe", "how well do the codes predict the labels? (linear / MLP probes, paper §6)"),
+    "eval-nll": ("eval_nll", "log-likelihood bounds (single-code and marginal) in nats and bits/dim, by code prefix"),
     "import-reference": ("import_reference", "import the paper author's published .pt checkpoint as a model folder"),
 }
 
