@@ -292,7 +292,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             "voxels64",
             ModelConfig((1, 64, 64, 64), 64, 20, 5, refiner=_VOXELS64_REFINER, **_OCCUPANCY),
-            TrainConfig(steps=50_000, batch=128, micro_batch=16, alpha=0.01, grad_checkpoint=True,
+            TrainConfig(steps=50_000, batch=128, micro_batch=8, alpha=0.01, grad_checkpoint=True,
                         eval_size=100, dataset="voxels:modelnet64"),
             "3-D occupancy grids 64x64x64 after the author's ModelNet model, Bernoulli, 120-bit codes",
         ),
