@@ -269,7 +269,7 @@ def save_volume_pairs(volumes: torch.Tensor, recon: torch.Tensor, path: str | Pa
     a, r = volume_views(volumes), volume_views(recon)
     b, _, h, w = a.shape
     per_row = max(1, min(per_row, b))
-    pad = 2
+    pad = 6  # room for the IoU label under each pair
     scale = _volume_scale(a)
     img = grid(torch.stack([a, r], 1).flatten(0, 1), ncol=2 * per_row, pad=pad, scale=scale)
     rows = math.ceil(b / per_row)

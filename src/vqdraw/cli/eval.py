@@ -45,9 +45,8 @@ def run(args) -> int:
     from .. import ratedistortion as rd
     from .. import rdplots
     from ..errors import InputError
-    from .common import load_inputs, load_model
-
     from . import _volumes
+    from .common import load_inputs, load_model
 
     model = load_model(args)
     _volumes.check_inputs(model, args.images, args.dataset)
