@@ -1,9 +1,10 @@
 """The ``.vqd`` compressed file format: VQ-DRAW codes packed at their exact entropy bound.
 
-A VQ-DRAW model encodes an image as ``n`` integer codes in ``[0, K)``, one per stage.
-This module turns a batch of such codes into bytes and back. It is pure bit-level
-work (numpy and the standard library only, no torch) and knows nothing about models
-beyond a 16-byte fingerprint that says which model made the codes.
+A VQ-DRAW model encodes an image (or a voxel grid, a sequence) as ``n`` integer codes in
+``[0, K)``, one per stage. This module turns a batch of such codes into bytes and back. It is
+pure bit-level work (numpy and the standard library only, no torch) and knows nothing about
+models beyond a 16-byte fingerprint that says which model made the codes, and the kind and
+shape of the data they stand for.
 
 Packing
 -------
@@ -43,6 +44,24 @@ File layout (all integers little-endian, see docs/vqd-format.md)
 
 The fixed overhead is ``header_size()`` = 40 bytes, whatever the number of images.
 
+Version 2 (written for data other than images; images keep version 1, byte for byte) records
+the modality and a data shape of any rank::
+
+         0     4   magic  b"VQDR"
+         4     1   format version (2)
+         5     1   flags (reserved, 0)
+         6    16   model fingerprint
+        22     1   modality code: 1 image, 2 volume, 3 sequence (MODALITY_CODES)
+        23     1   r, the number of data dimensions (channels first): 3, 4 or 2 by modality
+        24    2r   the data shape, r u16 values each 1..65535
+     24+2r     2   K
+     26+2r     2   n
+     28+2r     4   count
+     32+2r     P   payload (as in version 1)
+   32+2r+P     4   CRC-32 of everything before it
+
+so a volume file has ``header_size((1, 32, 32, 32), "volume")`` = 44 bytes of overhead.
+
 Errors
 ------
 ``read_vqd`` and ``unpack_codes`` raise :class:`VqdFormatError` (a ``VQDrawError``)
@@ -65,6 +84,8 @@ from vqdraw.errors import InputError, VQDrawError
 __all__ = [
     "FORMAT_VERSION",
     "MAGIC",
+    "MODALITY_CODES",
+    "VERSIONS",
     "MAX_MIXED_RADIX_BITS",
     "VqdFile",
     "VqdFormatError",
@@ -83,10 +104,18 @@ __all__ = [
 ]
 
 MAGIC = b"VQDR"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest version this module reads and writes (images are still written as version 1)."""
+VERSIONS = (1, 2)
 FINGERPRINT_SIZE = 16
+MODALITY_CODES = {"image": 1, "volume": 2, "sequence": 3}
+"""Version 2's modality byte; the names are :data:`vqdraw.modality.MODALITIES`."""
+_MODALITY_DIMS = {"image": 3, "volume": 4, "sequence": 2}  # data dimensions, channels first
+_MODALITY_NAMES = {code: name for name, code in MODALITY_CODES.items()}
 
-_HEADER = struct.Struct("<4sBB16sHHHHHI")  # magic, version, flags, fingerprint, C, H, W, K, n, count
+_HEADER = struct.Struct("<4sBB16sHHHHHI")  # version 1: magic, version, flags, fingerprint, C, H, W, K, n, count
+_HEADER2 = struct.Struct("<4sBB16sBB")  # version 2: magic, version, flags, fingerprint, modality, r
+_TAIL2 = struct.Struct("<HHI")  # version 2, after the r u16 sizes: K, n, count
 _CRC = struct.Struct("<I")
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
@@ -100,9 +129,32 @@ class VqdFormatError(VQDrawError, ValueError):
     """Bytes that are not a valid ``.vqd`` file: wrong magic, truncated, corrupt, or from another model."""
 
 
-def header_size() -> int:
-    """Fixed bytes per ``.vqd`` file besides the payload: the 36-byte header plus the 4-byte CRC."""
-    return _HEADER.size + _CRC.size
+def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None = None) -> int:
+    """Fixed bytes per ``.vqd`` file besides the payload: the header plus the 4-byte CRC.
+
+    40 for images (version 1; also with no arguments); ``36 + 2 * len(data_shape)`` for data
+    written as version 2 (a volume (1, D, H, W): 44)."""
+    if data_shape is None or _version_for(tuple(data_shape), modality) == 1:
+        return _HEADER.size + _CRC.size
+    return _HEADER2.size + 2 * len(tuple(data_shape)) + _TAIL2.size + _CRC.size
+
+
+def _version_for(shape: tuple[int, ...], modality: str | None) -> int:
+    """Images are written as version 1 (as before version 2 existed), everything else as 2."""
+    return 1 if (modality or "image") == "image" and len(shape) == 3 else 2
+
+
+def _modality_for(shape: tuple[int, ...], modality: str | None) -> str:
+    if modality is None:
+        modality = {dims: name for name, dims in _MODALITY_DIMS.items()}.get(len(shape))
+        if modality is None:
+            raise InputError(f"data shape {shape!r} has 2-4 dimensions (channels first) in a .vqd file")
+    if modality not in MODALITY_CODES:
+        raise InputError(f"unknown modality {modality!r}; a .vqd file knows {', '.join(MODALITY_CODES)}")
+    if len(shape) != _MODALITY_DIMS[modality]:
+        raise InputError(f"{modality} data have {_MODALITY_DIMS[modality]} dimensions (channels first); "
+                         f"got shape {shape!r}")
+    return modality
 
 
 def bits_per_image(K: int, n: int) -> int:
@@ -326,25 +378,40 @@ class VqdFile:
 
     codes: np.ndarray  # int64, (count, stages)
     K: int
-    image_shape: tuple[int, int, int]  # (C, H, W)
+    image_shape: tuple[int, ...]  # the data shape: (C, H, W) for images, (C, D, H, W) for volumes
     fingerprint: bytes  # 16 bytes
     stages: int
-    header_bytes: int  # fixed overhead: header + CRC, == header_size()
+    header_bytes: int  # fixed overhead: header + CRC, == header_size(image_shape, modality)
     payload_bytes: int
+    modality: str = "image"  # "image", "volume" or "sequence" (version 1 files: "image")
+    version: int = 1
 
     @property
     def count(self) -> int:
-        """Number of images in the file."""
+        """Number of images (items) in the file."""
         return int(self.codes.shape[0])
 
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """Another name for :attr:`image_shape`, for data of any rank."""
+        return self.image_shape
 
-def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, int, int], fingerprint: bytes) -> bytes:
-    """Serialise ``codes`` (``(B, n)`` in ``[0, K)``) for images of ``image_shape`` (C, H, W) as ``.vqd`` bytes."""
+
+def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, ...], fingerprint: bytes, *,
+              modality: str | None = None) -> bytes:
+    """Serialise ``codes`` (``(B, n)`` in ``[0, K)``) for data of ``image_shape`` as ``.vqd`` bytes.
+
+    ``image_shape`` is (C, H, W) for images, (C, D, H, W) for volumes, (C, L) for sequences;
+    ``modality`` defaults to the one its rank implies. Images are written as version 1 (the same
+    bytes as before version 2 existed), other data as version 2.
+    """
     if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 2 <= K <= _U16_MAX:
         raise InputError(f"K must be an integer in 2..{_U16_MAX} for a .vqd file, got {K!r}")
     shape = tuple(image_shape)
-    if len(shape) != 3 or not all(isinstance(d, (int, np.integer)) and 1 <= d <= _U16_MAX for d in shape):
-        raise InputError(f"image shape must be (C, H, W) with each in 1..{_U16_MAX}, got {image_shape!r}")
+    if not 2 <= len(shape) <= 4 or not all(isinstance(d, (int, np.integer)) and 1 <= d <= _U16_MAX for d in shape):
+        raise InputError(f"image shape must be (C, H, W) (volumes (C, D, H, W), sequences (C, L)) with each "
+                         f"in 1..{_U16_MAX}, got {image_shape!r}")
+    modality = _modality_for(shape, modality)
     if not isinstance(fingerprint, (bytes, bytearray)) or len(fingerprint) != FINGERPRINT_SIZE:
         raise InputError(f"model fingerprint must be {FINGERPRINT_SIZE} bytes, got {fingerprint!r}")
     arr = _check_codes(codes, int(K))
@@ -358,7 +425,11 @@ def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, int, int], fing
             f"{n} codes with K={K} take {bits_per_image(int(K), n)} bits per image; a .vqd file holds at "
             f"most {MAX_MIXED_RADIX_BITS} when K is not a power of two"
         )
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, bytes(fingerprint), *map(int, shape), int(K), n, count)
+    if _version_for(shape, modality) == 1:
+        header = _HEADER.pack(MAGIC, 1, 0, bytes(fingerprint), *map(int, shape), int(K), n, count)
+    else:
+        header = (_HEADER2.pack(MAGIC, 2, 0, bytes(fingerprint), MODALITY_CODES[modality], len(shape))
+                  + struct.pack(f"<{len(shape)}H", *map(int, shape)) + _TAIL2.pack(int(K), n, count))
     body = header + pack_codes(arr, int(K))
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -368,11 +439,18 @@ class VqdHeader:
     """What a ``.vqd`` header declares, checked for consistency with the file's length."""
 
     fingerprint: bytes  # 16 bytes
-    image_shape: tuple[int, int, int]  # (C, H, W)
+    image_shape: tuple[int, ...]  # the data shape, channels first
     K: int
     stages: int
     count: int
     payload_bytes: int
+    modality: str = "image"
+    version: int = 1
+    header_bytes: int = 40  # header + CRC
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        return self.image_shape
 
 
 def read_header(data: bytes) -> VqdHeader:
@@ -392,29 +470,49 @@ def read_header(data: bytes) -> VqdHeader:
         if MAGIC.startswith(head):
             raise VqdFormatError(f"truncated .vqd file: expected at least {header_size()} bytes, got {len(data)}")
         raise VqdFormatError(f"not a .vqd file (starts with {head.hex()}, expected {MAGIC.hex()} = {MAGIC!r})")
-    if len(data) > len(MAGIC) and data[len(MAGIC)] != FORMAT_VERSION:
+    version = data[len(MAGIC)] if len(data) > len(MAGIC) else 1
+    if version not in VERSIONS:
         raise VqdFormatError(
-            f"unsupported .vqd format version {data[len(MAGIC)]} (this vqdraw reads version {FORMAT_VERSION})"
+            f"unsupported .vqd format version {version} (this vqdraw reads versions "
+            f"{', '.join(map(str, VERSIONS))})"
         )
     if len(data) < header_size():
         raise VqdFormatError(f"truncated .vqd file: expected at least {header_size()} bytes, got {len(data)}")
 
-    _, _, flags, fingerprint, C, H, W, K, n, count = _HEADER.unpack_from(data)
+    modality = "image"
+    if version == 1:
+        _, _, flags, fingerprint, C, H, W, K, n, count = _HEADER.unpack_from(data)
+        shape = (C, H, W)
+    else:
+        _, _, flags, fingerprint, code, dims = _HEADER2.unpack_from(data)
+        modality = _MODALITY_NAMES.get(code)
+        if modality is None:
+            raise VqdFormatError(f"invalid .vqd header: unknown modality code {code} "
+                                 f"(known: {', '.join(f'{c} {m}' for m, c in MODALITY_CODES.items())})")
+        if dims != _MODALITY_DIMS[modality]:
+            raise VqdFormatError(f"invalid .vqd header: {modality} data with {dims} dimensions "
+                                 f"(must be {_MODALITY_DIMS[modality]})")
+        fixed = header_size((1,) * dims, modality)
+        if len(data) < fixed:
+            raise VqdFormatError(f"truncated .vqd file: expected at least {fixed} bytes, got {len(data)}")
+        shape = struct.unpack_from(f"<{dims}H", data, _HEADER2.size)
+        K, n, count = _TAIL2.unpack_from(data, _HEADER2.size + 2 * dims)
     if flags != 0:
-        raise VqdFormatError(f"unsupported .vqd flags 0x{flags:02x} (version {FORMAT_VERSION} requires 0)")
+        raise VqdFormatError(f"unsupported .vqd flags 0x{flags:02x} (version {version} requires 0)")
     if K < 2:
         raise VqdFormatError(f"invalid .vqd header: K={K} (must be 2..{_U16_MAX})")
     if n < 1:
         raise VqdFormatError("invalid .vqd header: stage count 0 (must be at least 1)")
-    if 0 in (C, H, W):
-        raise VqdFormatError(f"invalid .vqd header: image shape {(C, H, W)} has a zero dimension")
+    if 0 in shape:
+        raise VqdFormatError(f"invalid .vqd header: {modality} shape {tuple(shape)} has a zero dimension")
+    fixed = header_size(shape, modality)
     payload_len = payload_size(count, K, n)
-    expected = header_size() + payload_len
+    expected = fixed + payload_len
     if len(data) < expected:
         raise VqdFormatError(f"truncated .vqd file: expected {expected} bytes, got {len(data)}")
     if len(data) > expected:
         raise VqdFormatError(f"trailing garbage after .vqd data: expected {expected} bytes, got {len(data)}")
-    return VqdHeader(fingerprint, (C, H, W), K, n, count, payload_len)
+    return VqdHeader(fingerprint, tuple(shape), K, n, count, payload_len, modality, version, fixed)
 
 
 def check_header(
@@ -424,9 +522,16 @@ def check_header(
     image_shape: tuple[int, ...] | None = None,
     K: int | None = None,
     max_stages: int | None = None,
+    modality: str | None = None,
 ) -> None:
     """Refuse a header that does not fit the reading model (each check only when its argument is given):
-    another fingerprint, another image shape or ``K``, or more than ``max_stages`` stages."""
+    another modality (checked first: the clearest message), fingerprint, data shape or ``K``, or
+    more than ``max_stages`` stages."""
+    if modality is not None and header.modality != modality:
+        shape = "x".join(map(str, header.image_shape))
+        raise VqdFormatError(
+            f".vqd file holds {header.modality} codes ({shape}); this model is {_a(modality)} {modality} model"
+        )
     if expected_fingerprint is not None:
         if not isinstance(expected_fingerprint, (bytes, bytearray)) or len(expected_fingerprint) != FINGERPRINT_SIZE:
             raise InputError(f"expected fingerprint must be {FINGERPRINT_SIZE} bytes, got {expected_fingerprint!r}")
@@ -447,6 +552,10 @@ def check_header(
         raise VqdFormatError(f".vqd file has {header.stages} stages per image; this model has only {max_stages}")
 
 
+def _a(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def check_vqd(data: bytes) -> VqdHeader:
     """Everything :func:`read_vqd` checks before unpacking (header, length, size limit, CRC), in
     time linear in ``len(data)``; the header. For refusing a broken file before loading a model."""
@@ -461,7 +570,7 @@ def _check_cost_and_crc(data, header: VqdHeader) -> None:
             f".vqd images of {bits_per_image(header.K, header.stages)} bits with K={header.K} (not a power "
             f"of two) exceed the {MAX_MIXED_RADIX_BITS}-bit limit of this reader"
         )
-    end = _HEADER.size + header.payload_bytes
+    end = header.header_bytes - _CRC.size + header.payload_bytes
     (stored_crc,) = _CRC.unpack_from(data, end)
     actual_crc = zlib.crc32(memoryview(data).cast("B")[:end])
     if stored_crc != actual_crc:
@@ -477,18 +586,20 @@ def read_vqd(
     image_shape: tuple[int, ...] | None = None,
     K: int | None = None,
     max_stages: int | None = None,
+    modality: str | None = None,
 ) -> VqdFile:
     """Parse ``.vqd`` bytes; raises :class:`VqdFormatError` (and nothing else) for any invalid input.
 
     Order: the header (:func:`read_header`), then the reading model's expectations
-    (:func:`check_header`: ``expected_fingerprint``, ``image_shape``, ``K``, ``max_stages``,
-    each only when given), then the size limit and the CRC, and only then the payload is
+    (:func:`check_header`: ``expected_fingerprint``, ``modality``, ``image_shape``, ``K``,
+    ``max_stages``, each only when given), then the size limit and the CRC, and only then the payload is
     unpacked, once. So a file that does not fit the model costs nothing beyond its header.
     """
     header = read_header(data)
-    check_header(header, expected_fingerprint, image_shape=image_shape, K=K, max_stages=max_stages)
+    check_header(header, expected_fingerprint, image_shape=image_shape, K=K, max_stages=max_stages,
+                 modality=modality)
     _check_cost_and_crc(data, header)
-    start = _HEADER.size
+    start = header.header_bytes - _CRC.size
     payload = bytes(memoryview(data).cast("B")[start : start + header.payload_bytes])
     return VqdFile(
         codes=unpack_codes(payload, header.K, header.stages, header.count),
@@ -496,6 +607,8 @@ def read_vqd(
         image_shape=header.image_shape,
         fingerprint=header.fingerprint,
         stages=header.stages,
-        header_bytes=header_size(),
+        header_bytes=header.header_bytes,
         payload_bytes=header.payload_bytes,
+        modality=header.modality,
+        version=header.version,
     )

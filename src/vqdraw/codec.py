@@ -1,4 +1,4 @@
-"""Images <-> ``.vqd`` bytes with a VQ-DRAW model: :func:`compress` and its inverse :func:`decompress`.
+"""Images (or volumes) <-> ``.vqd`` bytes with a VQ-DRAW model: :func:`compress` and its inverse :func:`decompress`.
 
     images (B, C, H, W) in [0, 1] --model.encode--> codes (B, n) --write_vqd--> bytes
     bytes --read_vqd (checks magic, version, length, CRC, fingerprint)--> codes --model.decode--> images
@@ -6,7 +6,9 @@
 The file format itself (header, bit packing, checksum) lives in :mod:`vqdraw.bitstream` and
 ``docs/vqd-format.md``; this module ties it to a model: the file carries the model's
 fingerprint, and a file made by another model, or whose image shape, ``K`` or stage count do not
-fit this model, is refused with a one-line :class:`~vqdraw.bitstream.VqdFormatError`.
+fit this model, is refused with a one-line :class:`~vqdraw.bitstream.VqdFormatError`. The header
+records the model's modality (:mod:`vqdraw.modality`): image models write version 1 files, volume
+(and sequence) models version 2, whose header holds a data shape of any rank.
 
 Exactness: ``decompress(model, compress(model, x))[0]`` is bit for bit ``model.decode(codes)``
 for ``codes = model.encode(x)`` in the same process (same device, same batch), and compressing
@@ -22,6 +24,7 @@ import torch
 
 from .bitstream import VqdFile, read_vqd, write_vqd
 from .errors import InputError
+from .modality import modality_of
 
 __all__ = [
     "compress",
@@ -34,7 +37,8 @@ __all__ = [
 
 
 def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: int = 1) -> torch.Tensor:
-    """``model.encode`` with the checks a compressor needs: images (B, C, H, W) floats in [0, 1],
+    """``model.encode`` with the checks a compressor needs: data (B, *data_shape), e.g. images
+    (B, C, H, W) or volumes (B, C, D, H, W), floats in [0, 1],
     ``stages`` in 1..N (default N), ``beam`` >= 1 (beam search when > 1). Returns int64 codes
     (B, n) on the CPU.
     """
@@ -44,9 +48,11 @@ def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: 
         raise InputError(f"stages must be in 1..{model.stages} for this model, got {stages}")
     if not isinstance(images, torch.Tensor):
         raise InputError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    c, h, w = model.config.image_shape
-    if images.dim() != 4 or tuple(images.shape[1:]) != (c, h, w):
-        raise InputError(f"this model takes images of shape (B, {c}, {h}, {w}); got {tuple(images.shape)}")
+    shape = tuple(model.config.data_shape)
+    if images.dim() != len(shape) + 1 or tuple(images.shape[1:]) != shape:
+        kind = modality_of(model.config)
+        raise InputError(f"this model takes {kind} data of shape (B, {', '.join(map(str, shape))}); "
+                         f"got {tuple(images.shape)}")
     if not images.is_floating_point():
         raise InputError(f"images must be float in [0, 1], got dtype {images.dtype}")
     if images.numel():
@@ -68,7 +74,8 @@ def compress_codes(model, codes) -> bytes:
         raise InputError(f"codes must have shape (images, stages), got {tuple(arr.shape)}")
     if not 1 <= arr.shape[1] <= model.stages:
         raise InputError(f"codes must have 1..{model.stages} stages for this model, got {arr.shape[1]}")
-    return write_vqd(arr, int(model.options), tuple(model.config.image_shape), model.fingerprint())
+    return write_vqd(arr, int(model.options), tuple(model.config.data_shape), model.fingerprint(),
+                     modality=modality_of(model.config))
 
 
 def compress(model, images: torch.Tensor, stages: int | None = None, beam: int = 1) -> bytes:
@@ -84,22 +91,23 @@ def read_file(model, data: bytes) -> VqdFile:
     """Parse ``.vqd`` bytes made by ``model``; :class:`VqdFormatError` for anything else.
 
     Beyond :func:`vqdraw.bitstream.read_vqd`'s own checks (magic, version, length, CRC) the
-    header must fit the model: its fingerprint, image shape, ``K``, and at most its stage count.
+    header must fit the model: its fingerprint, modality, data shape, ``K``, and at most its stage count.
     These are checked from the header alone, before the CRC or the payload is looked at.
     """
     return read_vqd(
         data,
         expected_fingerprint=model.fingerprint(),
-        image_shape=tuple(model.config.image_shape),
+        image_shape=tuple(model.config.data_shape),
         K=int(model.options),
         max_stages=int(model.stages),
+        modality=modality_of(model.config),
     )
 
 
 def decompress(
     model, data: bytes, stages: int | None = None, batch_size: int | None = None
 ) -> tuple[torch.Tensor, VqdFile]:
-    """Inverse of :func:`compress`: ``.vqd`` bytes -> (images (B, C, H, W) in [0, 1] on the CPU, VqdFile).
+    """Inverse of :func:`compress`: ``.vqd`` bytes -> (data (B, *data_shape) in [0, 1] on the CPU, VqdFile).
 
     ``stages`` decodes only the first ``stages`` of the codes stored (default: all of them).
     With ``batch_size=None`` the codes are decoded in one ``model.decode`` call, so the result
@@ -112,8 +120,7 @@ def decompress(
         raise InputError(f"the file stores {vqd.stages} stages per image; cannot decode {stages}")
     codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
     if vqd.count == 0:
-        c, h, w = vqd.image_shape
-        return torch.zeros((0, c, h, w)), vqd
+        return torch.zeros((0, *vqd.image_shape)), vqd
     step = vqd.count if batch_size is None else int(batch_size)
     parts = [model.decode(codes[i : i + step]).cpu() for i in range(0, vqd.count, step)]
     return (parts[0] if len(parts) == 1 else torch.cat(parts)), vqd

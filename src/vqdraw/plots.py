@@ -1,5 +1,9 @@
 """Pictures a person would rather look at: image grids, learning curves, stage-by-stage figures.
 
+Volumes (C, D, H, W) are drawn as three depth-shaded projections side by side (:func:`volume_views`);
+:func:`save_samples`, :func:`save_reconstructions` and :func:`save_stages` hand a volume model to
+their ``save_volume_*`` counterparts.
+
 Figures are ``matplotlib.figure.Figure`` objects drawn without pyplot, so no matplotlib backend
 is chosen or switched here: they render to PNG with Agg whatever backend the caller uses.
 """
@@ -74,10 +78,11 @@ def describe_model(config, dataset: str | None = None) -> str:
     from .config import PRESETS
 
     preset = next((name for name, p in PRESETS.items() if p.model == config), None)
-    c, h, w = config.image_shape
+    c, *sizes = config.data_shape
+    dims = f"{sizes[1]}x{sizes[0]}x{c}" if len(sizes) == 2 else "x".join(map(str, sizes)) + f"x{c}"
     where = f" on {dataset}" if dataset else ""
     kind = f"{preset} preset" if preset else "custom model"
-    return (f"VQ-DRAW, {kind}{where}: {w}x{h}x{c}, K={config.options}, N={config.stages} "
+    return (f"VQ-DRAW, {kind}{where}: {dims}, K={config.options}, N={config.stages} "
             f"({bits_per_image(config.options, config.stages)}-bit codes)")
 
 
@@ -96,6 +101,8 @@ def _cell_centres(count: int, size: int, pad: int, scale: int) -> list[float]:
 
 def save_samples(model, path: str | Path, n: int = 100, seed: int = 0) -> Path:
     """A grid of `n` samples decoded from uniformly random codes."""
+    if model.config.rank == 3:
+        return save_volume_samples(model, path, n=min(n, VOLUME_SAMPLES), seed=seed)
     g = torch.Generator().manual_seed(seed)
     return save_png(grid(model.sample(n, generator=g), scale=_scale(model)), path)
 
@@ -128,6 +135,8 @@ def save_pairs(images: torch.Tensor, recon: torch.Tensor, path: str | Path, *, s
 
 def save_reconstructions(model, images: torch.Tensor, path: str | Path, title: str = "") -> Path:
     """Originals beside their reconstructions (10 pairs per row), labelled with per-image PSNR."""
+    if model.config.rank == 3:
+        return save_volume_pairs(images, model.reconstruct(images), path, title=title)
     return save_pairs(images, model.reconstruct(images), path, scale=_scale(model), title=title)
 
 
@@ -149,6 +158,8 @@ def stage_labels(options: int, stages: int) -> list[str]:
 def save_stages(model, images: torch.Tensor, path: str | Path, max_stages: int = 20, title: str = "") -> Path:
     """Paper Figure 6: one row per image, the target first, then each stage's reconstruction;
     the columns labelled with the stage and the code bits spent so far."""
+    if model.config.rank == 3:
+        return save_volume_stages(model, images, path, max_stages=max_stages, title=title)
     rows = stage_canvases(model, images, max_stages)
     b, cols, _, h, w = rows.shape
     scale, pad = _scale(model), 2
@@ -196,3 +207,104 @@ def save_curves(metrics: list[dict], path: str | Path, title: str = "") -> Path:
 def _scale(model) -> int:
     """Upscale small images so a grid is readable."""
     return 2 if model.config.image_shape[1] <= 32 else 1
+
+
+# ------------------------------------------------------------------------------------- volumes
+VOLUME_SAMPLES = 16
+"""At most this many volume samples in a training run's samples.png (each decodes a whole grid)."""
+VOLUME_STAGE_ROWS = 4
+"""At most this many volumes in a stage-by-stage figure."""
+
+
+def volume_views(volumes: torch.Tensor, threshold: float = 0.5, gap: int = 1) -> torch.Tensor:
+    """Volumes (B, C, D, H, W) in [0, 1] -> pictures (B, 1, S, 3S + 2*gap) in [0, 1], S = max(D, H, W).
+
+    Each picture holds three views of the occupied voxels (value > ``threshold``, any channel),
+    looking along D, H and W in turn: a pixel is black where the ray meets nothing and otherwise
+    as bright as the first occupied voxel is near (1.0 at the front face, 0.35 at the back), so
+    shapes read as solids rather than flat silhouettes. Views are separated by grey columns.
+    """
+    occ = (volumes.detach().cpu().float() > threshold).any(dim=1)  # (B, D, H, W)
+    b = occ.shape[0]
+    side = max(occ.shape[1:])
+    views = []
+    for axis in (1, 2, 3):
+        depth = occ.shape[axis]
+        hit = occ.any(dim=axis)
+        first = occ.float().argmax(dim=axis).float()  # index of the first occupied voxel on each ray
+        shade = torch.where(hit, 1.0 - 0.65 * first / max(depth - 1, 1), torch.zeros(()))
+        canvas = torch.zeros(b, side, side)
+        canvas[:, : shade.shape[1], : shade.shape[2]] = shade
+        views.append(canvas)
+    sep = torch.full((b, side, gap), 0.5)
+    return torch.cat([views[0], sep, views[1], sep, views[2]], dim=2).unsqueeze(1)
+
+
+def volume_iou(volumes: torch.Tensor, recon: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """Per-item intersection over union of the occupied voxels (B,); 1.0 where both are empty."""
+    a = volumes.detach().cpu().flatten(1) > threshold
+    b = recon.detach().cpu().flatten(1) > threshold
+    inter = (a & b).sum(1).float()
+    union = (a | b).sum(1).float()
+    return torch.where(union > 0, inter / union.clamp(min=1), torch.ones(()))
+
+
+def _volume_scale(views: torch.Tensor) -> int:
+    return 2 if views.shape[-2] <= 32 else 1
+
+
+def save_volume_samples(model, path: str | Path, n: int = VOLUME_SAMPLES, seed: int = 0,
+                        stages: int | None = None) -> Path:
+    """`n` volumes decoded from uniformly random codes, each as its three views (4 per row)."""
+    g = torch.Generator().manual_seed(seed)
+    views = volume_views(model.sample(n, stages=stages, generator=g))
+    return save_png(grid(views, ncol=min(4, n), scale=_volume_scale(views)), path)
+
+
+def save_volume_pairs(volumes: torch.Tensor, recon: torch.Tensor, path: str | Path, *, per_row: int = 2,
+                      title: str = "") -> Path:
+    """Each volume's three views above its reconstruction's, `per_row` pairs a row, labelled with
+    the intersection over union of their occupied voxels."""
+    ious = volume_iou(volumes, recon).tolist()
+    a, r = volume_views(volumes), volume_views(recon)
+    b, _, h, w = a.shape
+    per_row = max(1, min(per_row, b))
+    pad = 6  # room for the IoU label under each pair
+    scale = _volume_scale(a)
+    img = grid(torch.stack([a, r], 1).flatten(0, 1), ncol=2 * per_row, pad=pad, scale=scale)
+    rows = math.ceil(b / per_row)
+    fig = figure(max(4.0, img.width / 60), img.height / 60 + 0.9 + 0.25 * rows)
+    ax = fig.add_subplot()
+    _show(ax, img)
+    xs = _cell_centres(2 * per_row, w, pad, scale)
+    for i, iou in enumerate(ious):
+        row, k = divmod(i, per_row)
+        y = scale * (pad + row * (h + pad) + h) - 0.5
+        ax.text((xs[2 * k] + xs[2 * k + 1]) / 2, y, f"IoU {iou:.2f}", ha="center", va="top", fontsize=6)
+    ax.set_title((title + "\n" if title else "") + "each pair: original | reconstruction, three views "
+                 "(along D, H, W; brighter = nearer), IoU of occupied voxels below", fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_volume_stages(model, volumes: torch.Tensor, path: str | Path, max_stages: int = 20,
+                       title: str = "") -> Path:
+    """One row per volume (at most :data:`VOLUME_STAGE_ROWS`): the target's views, then the
+    reconstruction's after each stage, columns labelled with the stage and the code bits so far."""
+    volumes = volumes[:VOLUME_STAGE_ROWS]
+    rows = stage_canvases(model, volumes, max_stages)  # (B, 1 + S, C, D, H, W)
+    b, cols = rows.shape[:2]
+    views = volume_views(rows.flatten(0, 1))
+    h, w = views.shape[-2:]
+    scale, pad = _volume_scale(views), 2
+    img = grid(views, ncol=cols, pad=pad, scale=scale)
+    fig = figure(max(4.0, img.width / 55), img.height / 55 + 1.1)
+    ax = fig.add_subplot()
+    _show(ax, img)
+    ax.set_xticks(_cell_centres(cols, w, pad, scale))
+    ax.set_xticklabels(stage_labels(model.options, cols - 1), fontsize=6)
+    ax.tick_params(axis="x", length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
+    ax.set_title((title + "\n" if title else "") + "reconstruction after stage n (code bits so far); "
+                 "three views per volume", fontsize=8)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -40,17 +40,28 @@ def run(args) -> int:
     model = load_model(args)
     images, vqd = decompress(model, data, stages=args.stages, batch_size=args.batch)
     width = max(6, len(str(max(vqd.count - 1, 0))))
+    n = args.stages or vqd.stages
+    if vqd.modality == "volume":  # one .npy occupancy grid per volume (probability > 0.5)
+        from ._volumes import save_grids_npy
+
+        names = [f"{i:0{width}d}.npy" for i in range(vqd.count)]
+        write_pngs_atomically(images, names, out, save=save_grids_npy)
+        print(f"{out}: {vqd.count} .npy grid{'s' if vqd.count != 1 else ''} "
+              f"({'x'.join(map(str, vqd.image_shape[1:]))}, bool) decoded from {args.input} "
+              f"({n} of {vqd.stages} stages, K={vqd.K})")
+        return 0
     names = [f"{i:0{width}d}.png" for i in range(vqd.count)]
     write_pngs_atomically(images, names, out)
-    n = args.stages or vqd.stages
     c, h, w = vqd.image_shape
     print(f"{out}: {vqd.count} PNG image{'s' if vqd.count != 1 else ''} ({w}x{h}, {c} channel"
           f"{'s' if c != 1 else ''}) decoded from {args.input} ({n} of {vqd.stages} stages, K={vqd.K})")
     return 0
 
 
-def write_pngs_atomically(images, names: list[str], out) -> None:
+def write_pngs_atomically(images, names: list[str], out, save=None) -> None:
     """Write images[i] as ``out/names[i]`` so that on any error ``out`` is left as it was.
+
+    ``save(item, path)`` writes one file (default: :func:`vqdraw.images.save_image`, a PNG).
 
     Everything is written into a temporary folder beside ``out`` (same file system), which then
     becomes ``out`` by one rename, or, when ``out`` already exists, whose files are renamed into
@@ -64,6 +75,7 @@ def write_pngs_atomically(images, names: list[str], out) -> None:
     from ..errors import InputError
     from ..images import save_image
 
+    save = save or save_image
     out = Path(out)
     parent = out.absolute().parent
     try:
@@ -73,7 +85,7 @@ def write_pngs_atomically(images, names: list[str], out) -> None:
         raise InputError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     try:
         for image, name in zip(images, names):
-            save_image(image, tmp / name)
+            save(image, tmp / name)
         if not out.exists():
             os.rename(tmp, out)
             return

@@ -34,6 +34,7 @@ def run(args) -> int:
     from ..errors import InputError
     from ..images import expand_image_paths, load_images
     from ..io import atomic_write_bytes
+    from . import _volumes
     from .common import load_model, warn_polarity
 
     if not args.images:
@@ -41,10 +42,13 @@ def run(args) -> int:
     out = Path(args.output)
     if out.is_dir():
         raise InputError(f"{out}: is a folder; -o needs a file name such as {out / 'images.vqd'}")
-    paths = expand_image_paths(args.images)
     model = load_model(args)
+    _volumes.check_inputs(model, args.images)
     if args.stages is not None and args.stages > model.stages:
         raise InputError(f"this model has {model.stages} stages; --stages {args.stages} is too many")
+    if _volumes.is_volume(model):
+        return _encode_volumes(args, model, out)
+    paths = expand_image_paths(args.images)
     shape = tuple(model.config.image_shape)
     if not args.fit:
         for path in paths:
@@ -72,6 +76,34 @@ def run(args) -> int:
     print(f"{out}: {count} image{'s' if count != 1 else ''}, {n} stages of K={model.options}: "
           f"{bits} bits per image payload, {header_size()} header bytes, {len(data)} bytes in all "
           f"= {len(data) / count:.2f} bytes ({8 * len(data) / count:.1f} bits) per image")
+    return 0
+
+
+def _encode_volumes(args, model, out) -> int:
+    """The volume branch: voxel files (.npy/.npz/.binvox, folders searched) -> one .vqd file."""
+    import torch
+
+    from ..bitstream import bits_per_image, header_size
+    from ..codec import compress_codes, encode_images
+    from ..errors import InputError
+    from ..io import atomic_write_bytes
+    from ..modality import modality_of
+    from . import _volumes
+
+    volumes = _volumes.load_volume_files(args.images, model)
+    codes = [encode_images(model, volumes[i : i + args.batch], stages=args.stages, beam=args.beam)
+             for i in range(0, len(volumes), args.batch)]
+    data = compress_codes(model, torch.cat(codes))
+    try:
+        atomic_write_bytes(out, data)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the .vqd file ({exc.strerror or exc})") from None
+    n = args.stages or model.stages
+    count = len(volumes)
+    shape = tuple(model.config.data_shape)
+    print(f"{out}: {count} volume{'s' if count != 1 else ''} ({'x'.join(map(str, shape[1:]))}), {n} stages of "
+          f"K={model.options}: {bits_per_image(model.options, n)} bits per volume payload, "
+          f"{header_size(shape, modality_of(model.config))} header bytes, {len(data)} bytes in all")
     return 0
 
 

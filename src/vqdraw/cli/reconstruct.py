@@ -25,12 +25,20 @@ def run(args) -> int:
     from ..bitstream import bits_per_image
     from ..metrics import mse, psnr, psnr_from_mse
 
+    from . import _volumes
+
     model = load_model(args)
-    images = load_inputs(args, model)
+    _volumes.check_inputs(model, args.images, args.dataset)
+    images = _volumes.load_volume_inputs(args, model) if _volumes.is_volume(model) else load_inputs(args, model)
     recon = model.reconstruct(images, stages=args.stages, beam=args.beam)
     n = args.stages if args.stages is not None else model.stages
     bits = bits_per_image(model.options, n)
     out = output_path(args.output, Path(args.model) / "reconstructions-cli.png")
+    if _volumes.is_volume(model):
+        plots.save_volume_pairs(images, recon, out, title=f"{plots.describe_model(model.config, _dataset(args))}; "
+                                f"{n} stages, {bits} bits")
+        print(f"{out}: {len(images)} volumes, {bits} bits each, {_volumes.bernoulli_report(images, recon)}")
+        return 0
     plots.save_pairs(images, recon, out, scale=plots._scale(model),
                      title=f"{plots.describe_model(model.config, _dataset(args))}; {n} stages, {bits} bits")
     errors = mse(images, recon)

@@ -28,9 +28,13 @@ def run(args) -> int:
     if args.count < 1:
         raise InputError("--count must be at least 1")
     model = load_model(args)
+    out = output_path(args.output, Path(args.model) / f"samples-{args.seed}.png")
+    if model.config.rank == 3:  # volumes: three depth-shaded views each
+        plots.save_volume_samples(model, out, n=args.count, seed=args.seed, stages=args.stages)
+        print(out)
+        return 0
     g = torch.Generator().manual_seed(args.seed)
     images = model.sample(args.count, stages=args.stages, generator=g)
-    out = output_path(args.output, Path(args.model) / f"samples-{args.seed}.png")
     plots.save_png(plots.grid(images, scale=plots._scale(model)), out)
     print(out)
     return 0

@@ -23,8 +23,11 @@ def register(sub) -> None:
 def run(args) -> int:
     from .. import plots
 
+    from . import _volumes
+
     model = load_model(args)
-    images = load_inputs(args, model)
+    _volumes.check_inputs(model, args.images, args.dataset)
+    images = _volumes.load_volume_inputs(args, model) if _volumes.is_volume(model) else load_inputs(args, model)
     out = output_path(args.output, Path(args.model) / "stages-cli.png")
     plots.save_stages(model, images, out, max_stages=args.max_stages,
                       title=plots.describe_model(model.config, _dataset(args)))

@@ -150,9 +150,17 @@ def run(args) -> int:
 
 def _load_data(name: str, args, model_cfg: ModelConfig):
     """Train and test splits. An image folder is fitted to the model's size and channels."""
-    from ..data import FOLDER_PREFIX, DatasetError, ensure_downloaded, load_dataset
+    from ..data import FOLDER_PREFIX, VOXELS_PREFIX, DatasetError, ensure_downloaded, load_dataset
     from ..data.download import CATALOGUE, status
+    from ._volumes import check_dataset
 
+
+    check_dataset(model_cfg, name)  # an image dataset for a volume model, or the reverse: one line
+    if name.startswith(VOXELS_PREFIX):  # grids of a whole multiple of the model's size are reduced
+        from ..data.voxels import load_voxel_folder
+
+        size = tuple(model_cfg.data_shape[1:])
+        return tuple(load_voxel_folder(name[len(VOXELS_PREFIX):], split=s, size=size) for s in ("train", "test"))
     if name.startswith(FOLDER_PREFIX):
         from ..data.folder import load_image_folder
 

@@ -3,6 +3,7 @@
     load_dataset("mnist-embedded", "train")  ->  ImageSet(images uint8 (N, H, W, C), labels)
     load_dataset("mnist", "test", data_dir)  ->  reads <data_dir>/mnist/t10k-*-ubyte[.gz]
     load_dataset("folder:/path/to/images")   ->  any folder of PNG/JPEG images, no labels
+    load_dataset("voxels:/path/to/grids")    ->  .npy/.npz/.binvox occupancy grids (N, D, H, W, 1)
     balanced_subset(test.labels, 100)        ->  indices of 10 images of each class (seeded)
 
 Registered datasets are read from ``<data_dir>/<name>/`` (data_dir None: see
@@ -22,6 +23,7 @@ from .embedded import load_embedded_mnist
 from .subset import balanced_subset
 
 FOLDER_PREFIX = "folder:"
+VOXELS_PREFIX = "voxels:"
 
 
 def _lazy(module: str, function: str) -> Callable[[str, Path | None], ImageSet]:
@@ -53,8 +55,16 @@ def dataset_names() -> list[str]:
 def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None) -> ImageSet:
     """Load split 'train' or 'test' of dataset `name`, raising DatasetError with a clear message.
 
-    ``folder:PATH`` loads the PNG/JPEG images under PATH (every tenth file is the test split).
+    ``folder:PATH`` loads the PNG/JPEG images under PATH (every tenth file is the test split);
+    ``voxels:PATH`` the occupancy grids under PATH (every tenth grid), see :mod:`.voxels`.
     """
+    if name.startswith(VOXELS_PREFIX):
+        from .voxels import load_voxel_folder
+
+        path = name[len(VOXELS_PREFIX):]
+        if not path:
+            raise DatasetError("voxels: needs a path, as in voxels:/path/to/grids")
+        return load_voxel_folder(path, split=split)
     if name.startswith(FOLDER_PREFIX):
         from .folder import load_image_folder
 
@@ -64,9 +74,16 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
         return load_image_folder(path, split=split)
     if name not in LOADERS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}, "
-                           f"or {FOLDER_PREFIX}PATH for a folder of images")
+                           f"or {FOLDER_PREFIX}PATH for a folder of images, {VOXELS_PREFIX}PATH for "
+                           "a folder of voxel grids")
     return LOADERS[name](split, Path(data_dir) if data_dir is not None else None)
 
 
-__all__ = ["DatasetError", "ImageSet", "LOADERS", "balanced_subset", "dataset_names", "default_data_dir",
+def dataset_modality(name: str) -> str:
+    """The kind of data a dataset name gives, known from the name alone (nothing is read):
+    ``voxels:PATH`` volumes, every other reader (registered image sets, ``folder:PATH``) images."""
+    return "volume" if name.startswith(VOXELS_PREFIX) else "image"
+
+
+__all__ = ["DatasetError", "ImageSet", "LOADERS", "balanced_subset", "dataset_modality", "dataset_names", "default_data_dir",
            "ensure_downloaded", "load_dataset"]

@@ -1,4 +1,4 @@
-"""The one shape every dataset reader returns: uint8 images plus optional labels."""
+"""The one shape every dataset reader returns: uint8 items (images, or voxel grids) plus optional labels."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ class DatasetError(VQDrawError):
 class ImageSet:
     """A split of a dataset held as uint8 in memory (or memory-mapped).
 
-    images: (N, H, W, C) uint8, channels last as files store them.
+    images: (N, H, W, C) uint8, channels last as files store them. Other data keep the same
+        layout with 1 or 3 spatial sizes: (N, L, C) sequences, (N, D, H, W, C) volumes (voxel
+        occupancy stored as 0 / 255, so :meth:`batch` gives 0.0 / 1.0).
     labels: (N,) int64, or None where the format has no labels.
     """
 
@@ -30,9 +32,10 @@ class ImageSet:
     name: str = ""
 
     def __post_init__(self) -> None:
-        if self.images.ndim != 4 or self.images.dtype != np.uint8:
+        if not 3 <= self.images.ndim <= 5 or self.images.dtype != np.uint8:
             raise DatasetError(
-                f"{self.name or 'dataset'}: expected uint8 images of shape (N, H, W, C), "
+                f"{self.name or 'dataset'}: expected uint8 items of shape (N, H, W, C) (images), "
+                f"(N, L, C) or (N, D, H, W, C), "
                 f"got {self.images.dtype} {tuple(self.images.shape)}"
             )
         if self.labels is not None and len(self.labels) != len(self.images):
@@ -44,20 +47,25 @@ class ImageSet:
         return len(self.images)
 
     @property
-    def image_shape(self) -> tuple[int, int, int]:
-        """(C, H, W), the shape a model sees."""
-        _, h, w, c = self.images.shape
-        return (c, h, w)
+    def image_shape(self) -> tuple[int, ...]:
+        """(C, H, W) for images, (C, *S) in general: the shape a model sees (channels first)."""
+        return (self.images.shape[-1], *self.images.shape[1:-1])
+
+    @property
+    def data_shape(self) -> tuple[int, ...]:
+        """Another name for :attr:`image_shape`, for data of any rank."""
+        return self.image_shape
 
     def batch(self, index, device: torch.device | str = "cpu") -> torch.Tensor:
-        """Images at `index` as float NCHW in [0, 1] on `device`.
+        """Items at `index` as float (B, C, *S) in [0, 1] on `device` (NCHW for images).
 
         The uint8 → float conversion happens on the device, so only bytes cross the bus.
         """
         idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
         raw = torch.from_numpy(np.ascontiguousarray(self.images[idx])).to(device)
         # standard NCHW strides (a permuted view with C=1 would look channels-last to the kernels)
-        return raw.permute(0, 3, 1, 2).float().div_(255.0).clone(memory_format=torch.contiguous_format)
+        order = (0, raw.dim() - 1, *range(1, raw.dim() - 1))  # channels last -> channels first
+        return raw.permute(*order).float().div_(255.0).clone(memory_format=torch.contiguous_format)
 
     def subset(self, index) -> "ImageSet":
         idx = np.asarray(index)

@@ -1,0 +1,64 @@
+"""What kind of data a model makes: its modality, and the one check that refuses the wrong kind.
+
+    data_shape (C, L)        -> "sequence"
+    data_shape (C, H, W)     -> "image"
+    data_shape (C, D, H, W)  -> "volume"
+
+The modality follows from the rank of ``ModelConfig.data_shape`` (text, when it lands, will add
+its own name here). Every place that takes data for a model (the CLI verbs, the ``.vqd`` header
+via :mod:`vqdraw.codec`) asks :func:`check_modality`, so a voxel folder given to an image model,
+or an image folder given to a voxel model, is refused with one line that says what to give instead.
+No torch here: plain names and shapes.
+"""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+MODALITIES = ("sequence", "image", "volume")
+"""The known modalities, by the data's spatial rank 1, 2, 3."""
+
+_BY_RANK = {1: "sequence", 2: "image", 3: "volume"}
+
+_WHAT_TO_GIVE = {
+    "image": "PNG/JPEG images (files, a folder:DIR, or an image dataset such as mnist)",
+    "volume": "occupancy grids (.npy or .binvox files, or voxels:DIR)",
+    "sequence": "sequences",
+}
+
+
+def modality_of_shape(data_shape) -> str:
+    """The modality of data of shape (C, *S): by the number of spatial dimensions."""
+    rank = len(tuple(data_shape)) - 1
+    if rank not in _BY_RANK:
+        raise InputError(f"data of shape {tuple(data_shape)} has no known modality (1-3 spatial dimensions)")
+    return _BY_RANK[rank]
+
+
+def modality_of(config) -> str:
+    """The modality of a model config (anything with a ``data_shape``)."""
+    return modality_of_shape(config.data_shape)
+
+
+def describe_shape(data_shape) -> str:
+    """``"1x32x32x32 volume"``, ``"3x32x32 image"``: a shape with its modality, for messages."""
+    shape = tuple(data_shape)
+    return f"{'x'.join(map(str, shape))} {modality_of_shape(shape)}"
+
+
+def check_modality(config, modality: str, source: str) -> None:
+    """Refuse data of ``modality`` (from ``source``, named in the message) for a model of another.
+
+    One line, e.g. ``voxels:runs/grids holds volume data, but this model is an image model
+    (1x28x28 image); give it PNG/JPEG images (...)``.
+    """
+    ours = modality_of(config)
+    if modality != ours:
+        raise InputError(
+            f"{source} holds {modality} data, but this model is {_article(ours)} {ours} model "
+            f"({describe_shape(config.data_shape)}); give it {_WHAT_TO_GIVE.get(ours, ours)}"
+        )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
