@@ -378,3 +378,28 @@ def _assert_decode_fails(model_dir, src, tmp_path, capsys, message) -> None:
 
 def test_errors_are_vqdraw_errors():
     assert issubclass(VqdFormatError, VQDrawError) and issubclass(InputError, VQDrawError)
+
+
+def test_decode_names_the_checkpoint_that_made_the_file(tmp_path, fast_embedded_mnist, capsys):
+    """After --resume, a .vqd file of an earlier checkpoint is refused with the checkpoint's name."""
+    from vqdraw import TrainConfig, VQDraw, fit
+    from vqdraw.cli import main
+    from vqdraw.codec import compress
+    from vqdraw.data import load_dataset
+
+    train, test = load_dataset("mnist-embedded", "train"), load_dataset("mnist-embedded", "test")
+    cfg = TrainConfig(steps=2, batch=4, save_every=1, eval_every=2, eval_size=8, dataset="mnist-embedded")
+
+    def fresh():
+        torch.manual_seed(0)
+        return VQDraw.from_preset("mnist", options=8, stages=2, segment=2)
+
+    run = tmp_path / "run"
+    fit(fresh(), train, test, cfg, run, progress=False, pictures=False, stop_after=1)
+    (tmp_path / "old.vqd").write_bytes(compress(VQDraw.load(run), test.batch(range(3))))
+    fit(fresh(), train, test, cfg, run, resume=True, progress=False, pictures=False)
+    capsys.readouterr()
+    assert main(["decode", str(run), str(tmp_path / "old.vqd"), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "ckpt-00000001" in err and "ckpt-00000002" in err
+    assert main(["decode", str(run / "ckpt-00000001"), str(tmp_path / "old.vqd"), "-o", str(tmp_path / "out")]) == 0

@@ -226,6 +226,18 @@ def checkpoints(run_dir: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def find_checkpoint(run_dir: str | Path, wanted: bytes, fingerprint_of: Callable[[Path], bytes]) -> Path | None:
+    """The checkpoint folder of a run whose model has fingerprint `wanted` (newest first), or
+    None: which checkpoint made a ``.vqd`` file after the run went on past it."""
+    for ckpt in reversed(checkpoints(run_dir)):
+        try:
+            if fingerprint_of(ckpt) == wanted:
+                return ckpt
+        except VQDrawError:
+            continue
+    return None
+
+
 def read_train_json(path: str | Path) -> dict:
     """train.json of a run folder (how the run was configured)."""
     data = read_json(Path(path) / TRAIN_FILE, "run description unreadable")

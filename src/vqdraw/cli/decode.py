@@ -38,6 +38,7 @@ def run(args) -> int:
     data = read_input_bytes(args.input)
     check_vqd(data)  # a broken file is refused before the model is loaded (header, length, CRC; no unpacking)
     model = load_model(args)
+    _name_the_checkpoint(args.model, model, data)
     images, vqd = decompress(model, data, stages=args.stages, batch_size=args.batch)
     width = max(6, len(str(max(vqd.count - 1, 0))))
     n = args.stages or vqd.stages
@@ -56,6 +57,26 @@ def run(args) -> int:
     print(f"{out}: {vqd.count} PNG image{'s' if vqd.count != 1 else ''} ({w}x{h}, {c} channel"
           f"{'s' if c != 1 else ''}) decoded from {args.input} ({n} of {vqd.stages} stages, K={vqd.K})")
     return 0
+
+
+def _name_the_checkpoint(path, model, data: bytes) -> None:
+    """A file made by another checkpoint of the same run (say, before a --resume): say which
+    one, so the user can decode with it."""
+    from pathlib import Path
+
+    from .. import runs
+    from ..bitstream import read_header
+    from ..errors import InputError
+    from ..model import VQDraw
+
+    wanted = read_header(data).fingerprint
+    if wanted == model.fingerprint() or not runs.checkpoints(path):
+        return
+    ckpt = runs.find_checkpoint(path, wanted, lambda folder: VQDraw.load(folder).fingerprint())
+    if ckpt is not None:
+        latest = runs.resolve_model_dir(path)
+        raise InputError(f"this .vqd file was made by {ckpt} of this run, not by its newest checkpoint "
+                         f"{Path(latest).name}; decode it with: vqdraw decode {ckpt} ...")
 
 
 def write_pngs_atomically(images, names: list[str], out, save=None) -> None:
