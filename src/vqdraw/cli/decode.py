@@ -38,6 +38,10 @@ def run(args) -> int:
     data = read_input_bytes(args.input)
     check_vqd(data)  # a broken file is refused before the model is loaded (header, length, CRC; no unpacking)
     model = load_model(args)
+    from . import _text
+
+    if _text.is_text(model):  # OUT.txt, or OUT_DIR/decoded.txt
+        return _text.decode(args, model, data, out)
     images, vqd = decompress(model, data, stages=args.stages, batch_size=args.batch)
     width = max(6, len(str(max(vqd.count - 1, 0))))
     n = args.stages or vqd.stages
