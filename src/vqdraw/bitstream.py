@@ -51,7 +51,7 @@ the modality and a data shape of any rank::
          4     1   format version (2)
          5     1   flags (reserved, 0)
          6    16   model fingerprint
-        22     1   modality code: 1 image, 2 volume, 3 sequence (MODALITY_CODES)
+        22     1   modality code: 1 image, 2 volume, 3 sequence, 4 text (MODALITY_CODES)
         23     1   r, the number of data dimensions (channels first): 3, 4 or 2 by modality
         24    2r   the data shape, r u16 values each 1..65535
      24+2r     2   K
@@ -59,6 +59,11 @@ the modality and a data shape of any rank::
      28+2r     4   count
      32+2r     P   payload (as in version 1)
    32+2r+P     4   CRC-32 of everything before it
+
+Text (modality 4, shape (1, L): ``count`` chunks of L characters) has one more field, the text's
+length in characters, a u64 after ``count`` (so the payload starts at 40+2r); decoding keeps that
+many characters of the ``count * L`` decoded, dropping the padding of the last chunk. The length
+must lie in ``((count - 1) * L, count * L]`` (0 when count is 0).
 
 so a volume file has ``header_size((1, 32, 32, 32), "volume")`` = 44 bytes of overhead.
 
@@ -108,14 +113,15 @@ FORMAT_VERSION = 2
 """The newest version this module reads and writes (images are still written as version 1)."""
 VERSIONS = (1, 2)
 FINGERPRINT_SIZE = 16
-MODALITY_CODES = {"image": 1, "volume": 2, "sequence": 3}
+MODALITY_CODES = {"image": 1, "volume": 2, "sequence": 3, "text": 4}
 """Version 2's modality byte; the names are :data:`vqdraw.modality.MODALITIES`."""
-_MODALITY_DIMS = {"image": 3, "volume": 4, "sequence": 2}  # data dimensions, channels first
+_MODALITY_DIMS = {"image": 3, "volume": 4, "sequence": 2, "text": 2}  # data dimensions, channels first
 _MODALITY_NAMES = {code: name for name, code in MODALITY_CODES.items()}
 
 _HEADER = struct.Struct("<4sBB16sHHHHHI")  # version 1: magic, version, flags, fingerprint, C, H, W, K, n, count
 _HEADER2 = struct.Struct("<4sBB16sBB")  # version 2: magic, version, flags, fingerprint, modality, r
 _TAIL2 = struct.Struct("<HHI")  # version 2, after the r u16 sizes: K, n, count
+_LENGTH = struct.Struct("<Q")  # version 2, text only, after the tail: the text's length in characters
 _CRC = struct.Struct("<I")
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
@@ -136,7 +142,8 @@ def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None 
     written as version 2 (a volume (1, D, H, W): 44)."""
     if data_shape is None or _version_for(tuple(data_shape), modality) == 1:
         return _HEADER.size + _CRC.size
-    return _HEADER2.size + 2 * len(tuple(data_shape)) + _TAIL2.size + _CRC.size
+    extra = _LENGTH.size if modality == "text" else 0
+    return _HEADER2.size + 2 * len(tuple(data_shape)) + _TAIL2.size + extra + _CRC.size
 
 
 def _version_for(shape: tuple[int, ...], modality: str | None) -> int:
@@ -146,7 +153,7 @@ def _version_for(shape: tuple[int, ...], modality: str | None) -> int:
 
 def _modality_for(shape: tuple[int, ...], modality: str | None) -> str:
     if modality is None:
-        modality = {dims: name for name, dims in _MODALITY_DIMS.items()}.get(len(shape))
+        modality = {dims: name for name, dims in _MODALITY_DIMS.items() if name != "text"}.get(len(shape))
         if modality is None:
             raise InputError(f"data shape {shape!r} has 2-4 dimensions (channels first) in a .vqd file")
     if modality not in MODALITY_CODES:
@@ -383,8 +390,9 @@ class VqdFile:
     stages: int
     header_bytes: int  # fixed overhead: header + CRC, == header_size(image_shape, modality)
     payload_bytes: int
-    modality: str = "image"  # "image", "volume" or "sequence" (version 1 files: "image")
+    modality: str = "image"  # "image", "volume", "sequence" or "text" (version 1 files: "image")
     version: int = 1
+    length: int | None = None  # text: the number of characters (the rest of the last chunk is padding)
 
     @property
     def count(self) -> int:
@@ -398,12 +406,13 @@ class VqdFile:
 
 
 def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, ...], fingerprint: bytes, *,
-              modality: str | None = None) -> bytes:
+              modality: str | None = None, length: int | None = None) -> bytes:
     """Serialise ``codes`` (``(B, n)`` in ``[0, K)``) for data of ``image_shape`` as ``.vqd`` bytes.
 
     ``image_shape`` is (C, H, W) for images, (C, D, H, W) for volumes, (C, L) for sequences;
     ``modality`` defaults to the one its rank implies. Images are written as version 1 (the same
-    bytes as before version 2 existed), other data as version 2.
+    bytes as before version 2 existed), other data as version 2. ``length`` (text only, required
+    there): the text's length in characters, ``count`` chunks of ``image_shape[-1]`` holding it.
     """
     if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 2 <= K <= _U16_MAX:
         raise InputError(f"K must be an integer in 2..{_U16_MAX} for a .vqd file, got {K!r}")
@@ -425,13 +434,29 @@ def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, ...], fingerpri
             f"{n} codes with K={K} take {bits_per_image(int(K), n)} bits per image; a .vqd file holds at "
             f"most {MAX_MIXED_RADIX_BITS} when K is not a power of two"
         )
+    if (modality == "text") != (length is not None):
+        raise InputError("a text .vqd file needs the text's length (and only text has one)")
+    if length is not None:
+        _check_length(length, count, shape[-1], InputError)
     if _version_for(shape, modality) == 1:
         header = _HEADER.pack(MAGIC, 1, 0, bytes(fingerprint), *map(int, shape), int(K), n, count)
     else:
         header = (_HEADER2.pack(MAGIC, 2, 0, bytes(fingerprint), MODALITY_CODES[modality], len(shape))
                   + struct.pack(f"<{len(shape)}H", *map(int, shape)) + _TAIL2.pack(int(K), n, count))
+        if length is not None:
+            header += _LENGTH.pack(int(length))
     body = header + pack_codes(arr, int(K))
     return body + _CRC.pack(zlib.crc32(body))
+
+
+def _check_length(length, count: int, chunk: int, error) -> None:
+    """A text's length must fill ``count`` chunks of ``chunk`` characters, the last one partly."""
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
+        raise error(f"text length must be a whole number, got {length!r}")
+    low, high = (count - 1) * chunk + 1 if count else 0, count * chunk
+    if not low <= length <= high:
+        raise error(f"text length {length} does not fit {count} chunks of {chunk} characters "
+                    f"(must be {low}..{high})")
 
 
 @dataclass(frozen=True)
@@ -447,6 +472,7 @@ class VqdHeader:
     modality: str = "image"
     version: int = 1
     header_bytes: int = 40  # header + CRC
+    length: int | None = None  # text only: characters
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -479,7 +505,7 @@ def read_header(data: bytes) -> VqdHeader:
     if len(data) < header_size():
         raise VqdFormatError(f"truncated .vqd file: expected at least {header_size()} bytes, got {len(data)}")
 
-    modality = "image"
+    modality, length = "image", None
     if version == 1:
         _, _, flags, fingerprint, C, H, W, K, n, count = _HEADER.unpack_from(data)
         shape = (C, H, W)
@@ -497,6 +523,9 @@ def read_header(data: bytes) -> VqdHeader:
             raise VqdFormatError(f"truncated .vqd file: expected at least {fixed} bytes, got {len(data)}")
         shape = struct.unpack_from(f"<{dims}H", data, _HEADER2.size)
         K, n, count = _TAIL2.unpack_from(data, _HEADER2.size + 2 * dims)
+        if modality == "text":
+            (length,) = _LENGTH.unpack_from(data, _HEADER2.size + 2 * dims + _TAIL2.size)
+            _check_length(length, count, shape[-1], lambda m: VqdFormatError(f"invalid .vqd header: {m}"))
     if flags != 0:
         raise VqdFormatError(f"unsupported .vqd flags 0x{flags:02x} (version {version} requires 0)")
     if K < 2:
@@ -512,7 +541,7 @@ def read_header(data: bytes) -> VqdHeader:
         raise VqdFormatError(f"truncated .vqd file: expected {expected} bytes, got {len(data)}")
     if len(data) > expected:
         raise VqdFormatError(f"trailing garbage after .vqd data: expected {expected} bytes, got {len(data)}")
-    return VqdHeader(fingerprint, tuple(shape), K, n, count, payload_len, modality, version, fixed)
+    return VqdHeader(fingerprint, tuple(shape), K, n, count, payload_len, modality, version, fixed, length)
 
 
 def check_header(
@@ -611,4 +640,5 @@ def read_vqd(
         payload_bytes=header.payload_bytes,
         modality=header.modality,
         version=header.version,
+        length=header.length,
     )

@@ -358,6 +358,13 @@ _VOXELS64_REFINER = RefinerConfig(
     down=(32, 64, 128), down_kernel=3, body=(), res_blocks=2, res_expand=2, up=(128, 64, 32),
     pre_head=(32,), head_kernel=3, group_norm=True, output_scale=0.1,
 )
+# text: after the author's character model (train_text.py: sequences of characters, K=64, 50 stages
+# in segments of 10, softmax over the vocabulary). His TextRefiner (dilated residual Conv1d blocks with
+# LayerNorm) is not rebuilt yet: this is our Conv1d refiner at full resolution (no down/upsampling),
+# residual blocks with GroupNorm; the canvas is the categorical likelihood's factorised logits.
+_TEXT_REFINER = RefinerConfig(
+    down=(), body=(128,), res_blocks=4, res_expand=2, up=(), head_kernel=3, group_norm=True, output_scale=0.1,
+)
 _OCCUPANCY = dict(mean=(0.5,), std=(0.5,), likelihood="bernoulli")  # mean/std unused by bernoulli
 
 PRESETS: dict[str, Preset] = {
@@ -402,6 +409,13 @@ PRESETS: dict[str, Preset] = {
             TrainConfig(steps=50_000, batch=128, micro_batch=8, alpha=0.01, grad_checkpoint=True,
                         eval_size=100, dataset="voxels:modelnet64"),
             "3-D occupancy grids 64x64x64 after the author's ModelNet model, Bernoulli, 120-bit codes",
+        ),
+        Preset(
+            "text",
+            ModelConfig((1, 128), 64, 50, 10, mean=(0.5,), std=(0.5,), refiner=_TEXT_REFINER,
+                        likelihood="categorical", categories=256),
+            TrainConfig(steps=20_000, batch=32, alpha=0.01, eval_size=200, dataset="text-embedded"),
+            "characters: 128 per sequence, 256-character vocabulary, categorical, 300-bit codes (docs/text.md)",
         ),
     ]
 }

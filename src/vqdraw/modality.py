@@ -1,11 +1,11 @@
 """What kind of data a model makes: its modality, and the one check that refuses the wrong kind.
 
-    data_shape (C, L)        -> "sequence"
+    data_shape (C, L)        -> "sequence", or "text" with the categorical likelihood
     data_shape (C, H, W)     -> "image"
     data_shape (C, D, H, W)  -> "volume"
 
-The modality follows from the rank of ``ModelConfig.data_shape`` (text, when it lands, will add
-its own name here). Every place that takes data for a model (the CLI verbs, the ``.vqd`` header
+The modality follows from the rank of ``ModelConfig.data_shape``; a rank-1 model with the
+categorical likelihood is a text model (characters as classes, :mod:`vqdraw.data.text`). Every place that takes data for a model (the CLI verbs, the ``.vqd`` header
 via :mod:`vqdraw.codec`) asks :func:`check_modality`, so a voxel folder given to an image model,
 or an image folder given to a voxel model, is refused with one line that says what to give instead.
 No torch here: plain names and shapes.
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from .errors import InputError
 
-MODALITIES = ("sequence", "image", "volume")
-"""The known modalities, by the data's spatial rank 1, 2, 3."""
+MODALITIES = ("sequence", "image", "volume", "text")
+"""The known modalities: by the data's spatial rank 1, 2, 3, and text (rank 1, categorical)."""
 
 _BY_RANK = {1: "sequence", 2: "image", 3: "volume"}
 
@@ -24,6 +24,7 @@ _WHAT_TO_GIVE = {
     "image": "PNG/JPEG images (files, a folder:DIR, or an image dataset such as mnist)",
     "volume": "occupancy grids (.npy or .binvox files, or voxels:DIR)",
     "sequence": "sequences",
+    "text": "UTF-8 text files (or text:PATH, text-embedded, wikitext2)",
 }
 
 
@@ -36,14 +37,17 @@ def modality_of_shape(data_shape) -> str:
 
 
 def modality_of(config) -> str:
-    """The modality of a model config (anything with a ``data_shape``)."""
-    return modality_of_shape(config.data_shape)
+    """The modality of a model config (anything with a ``data_shape``; ``likelihood`` optional)."""
+    modality = modality_of_shape(config.data_shape)
+    if modality == "sequence" and getattr(config, "likelihood", None) == "categorical":
+        return "text"
+    return modality
 
 
-def describe_shape(data_shape) -> str:
+def describe_shape(data_shape, modality: str | None = None) -> str:
     """``"1x32x32x32 volume"``, ``"3x32x32 image"``: a shape with its modality, for messages."""
     shape = tuple(data_shape)
-    return f"{'x'.join(map(str, shape))} {modality_of_shape(shape)}"
+    return f"{'x'.join(map(str, shape))} {modality or modality_of_shape(shape)}"
 
 
 def check_modality(config, modality: str, source: str) -> None:
@@ -56,7 +60,7 @@ def check_modality(config, modality: str, source: str) -> None:
     if modality != ours:
         raise InputError(
             f"{source} holds {modality} data, but this model is {_article(ours)} {ours} model "
-            f"({describe_shape(config.data_shape)}); give it {_WHAT_TO_GIVE.get(ours, ours)}"
+            f"({describe_shape(config.data_shape, ours)}); give it {_WHAT_TO_GIVE.get(ours, ours)}"
         )
 
 

@@ -325,6 +325,15 @@ def write_pictures(model: VQDraw, run_dir: Path, metrics: list[dict], test_image
     from . import plots
 
     model.eval()
+    from .modality import modality_of
+
+    if modality_of(model.config) == "text":  # text files instead of pictures (vqdraw.text)
+        from .text import write_text_outputs
+
+        write_text_outputs(model, run_dir, test_images)
+        if metrics:
+            plots.save_curves(metrics, run_dir / "curves.png", title=plots.describe_model(model.config, dataset))
+        return
     spread = lambda k: test_images[torch.linspace(0, len(test_images) - 1, min(k, len(test_images))).long()]  # noqa: E731
     plots.save_samples(model, run_dir / "samples.png", n=100)
     title = plots.describe_model(model.config, dataset)

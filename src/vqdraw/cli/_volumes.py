@@ -19,11 +19,16 @@ def path_modality(path) -> str:
     voxel file or a folder with voxel files and no images, else "image"."""
     from ..data.voxels import VOXEL_SUFFIXES
     from ..images import IMAGE_SUFFIXES
+    from ._text import TEXT_SUFFIXES
 
     p = Path(path)
+    if p.suffix.lower() in TEXT_SUFFIXES:
+        return "text"
     if p.is_dir():
         suffixes = {q.suffix.lower() for q in p.rglob("*") if q.is_file()}
         has_voxels = bool(suffixes & set(VOXEL_SUFFIXES))
+        if suffixes & set(TEXT_SUFFIXES) and not suffixes & (set(IMAGE_SUFFIXES) | set(VOXEL_SUFFIXES)):
+            return "text"
         return "volume" if has_voxels and not suffixes & set(IMAGE_SUFFIXES) else "image"
     return "volume" if p.suffix.lower() in VOXEL_SUFFIXES else "image"
 

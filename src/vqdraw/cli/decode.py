@@ -28,6 +28,7 @@ def run(args) -> int:
     from ..bitstream import check_vqd
     from ..codec import decompress, read_input_bytes
     from ..errors import InputError
+    from . import _text
     from .common import load_model
 
     if args.input is None:
@@ -39,6 +40,8 @@ def run(args) -> int:
     check_vqd(data)  # a broken file is refused before the model is loaded (header, length, CRC; no unpacking)
     model = load_model(args)
     _name_the_checkpoint(args.model, model, data)
+    if _text.is_text(model):  # OUT.txt, or OUT_DIR/decoded.txt
+        return _text.decode(args, model, data, out)
     images, vqd = decompress(model, data, stages=args.stages, batch_size=args.batch)
     width = max(6, len(str(max(vqd.count - 1, 0))))
     n = args.stages or vqd.stages

@@ -48,6 +48,10 @@ def run(args) -> int:
         raise InputError(f"this model has {model.stages} stages; --stages {args.stages} is too many")
     if _volumes.is_volume(model):
         return _encode_volumes(args, model, out)
+    from . import _text
+
+    if _text.is_text(model):  # text files -> one .vqd with the text's length
+        return _text.encode(args, model, out)
     paths = expand_image_paths(args.images)
     shape = tuple(model.config.image_shape)
     if not args.fit:

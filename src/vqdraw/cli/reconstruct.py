@@ -29,6 +29,10 @@ def run(args) -> int:
 
     model = load_model(args)
     _volumes.check_inputs(model, args.images, args.dataset)
+    from . import _text
+
+    if _text.is_text(model):  # original and reconstructed lines
+        return _text.reconstruct(args, model)
     images = _volumes.load_volume_inputs(args, model) if _volumes.is_volume(model) else load_inputs(args, model)
     recon = model.reconstruct(images, stages=args.stages, beam=args.beam)
     n = args.stages if args.stages is not None else model.stages

@@ -28,6 +28,10 @@ def run(args) -> int:
     if args.count < 1:
         raise InputError("--count must be at least 1")
     model = load_model(args)
+    from . import _text
+
+    if _text.is_text(model):  # samples.txt
+        return _text.sample(args, model)
     out = output_path(args.output, Path(args.model) / f"samples-{args.seed}.png")
     if model.config.rank == 3:  # volumes: three depth-shaded views each
         plots.save_volume_samples(model, out, n=args.count, seed=args.seed, stages=args.stages)

@@ -3,6 +3,8 @@
     load_dataset("mnist-embedded", "train")  ->  ImageSet(images uint8 (N, H, W, C), labels)
     load_dataset("mnist", "test", data_dir)  ->  reads <data_dir>/mnist/t10k-*-ubyte[.gz]
     load_dataset("folder:/path/to/images")   ->  any folder of PNG/JPEG images, no labels
+    load_dataset("text-embedded")         ->  CPython's documentation prose as (N, 128, 1) characters
+    load_dataset("text:/path/to/file.txt") ->  any UTF-8 text file or folder (see :mod:`.text`)
     load_dataset("voxels:/path/to/grids")    ->  .npy/.npz/.binvox occupancy grids (N, D, H, W, 1)
     balanced_subset(test.labels, 100)        ->  indices of 10 images of each class (seeded)
 
@@ -24,6 +26,8 @@ from .subset import balanced_subset
 
 FOLDER_PREFIX = "folder:"
 VOXELS_PREFIX = "voxels:"
+TEXT_PREFIX = "text:"
+TEXT_DATASETS = ("text-embedded", "wikitext2")
 
 
 def _lazy(module: str, function: str) -> Callable[[str, Path | None], ImageSet]:
@@ -45,6 +49,8 @@ LOADERS: dict[str, Callable[[str, Path | None], ImageSet]] = {
     "svhn": _lazy("svhn", "load_svhn"),
     "celeba": _lazy("celeba", "load_celeba"),
     "celeba-tight": _lazy("celeba", "load_celeba_tight"),
+    "text-embedded": _lazy("text", "load_text_embedded"),
+    "wikitext2": _lazy("text", "load_wikitext2"),
 }
 
 
@@ -58,6 +64,13 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
     ``folder:PATH`` loads the PNG/JPEG images under PATH (every tenth file is the test split);
     ``voxels:PATH`` the occupancy grids under PATH (every tenth grid), see :mod:`.voxels`.
     """
+    if name.startswith(TEXT_PREFIX):
+        from .text import load_text_path
+
+        path = name[len(TEXT_PREFIX):]
+        if not path:
+            raise DatasetError("text: needs a path, as in text:/path/to/file.txt")
+        return load_text_path(path, split=split)
     if name.startswith(VOXELS_PREFIX):
         from .voxels import load_voxel_folder
 
@@ -81,7 +94,10 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
 
 def dataset_modality(name: str) -> str:
     """The kind of data a dataset name gives, known from the name alone (nothing is read):
-    ``voxels:PATH`` volumes, every other reader (registered image sets, ``folder:PATH``) images."""
+    ``voxels:PATH`` volumes, ``text:PATH`` and the text sets text, every other reader (registered
+    image sets, ``folder:PATH``) images."""
+    if name.startswith(TEXT_PREFIX) or name in TEXT_DATASETS:
+        return "text"
     return "volume" if name.startswith(VOXELS_PREFIX) else "image"
 
 

@@ -1,0 +1,103 @@
+"""The CLI's text branches (text models: see :mod:`vqdraw.text`), used by sample, reconstruct,
+encode and decode. Text files in, text files out; one line and exit 2 for anything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst", ".raw")
+
+
+def is_text(model) -> bool:
+    from ..modality import modality_of
+
+    return modality_of(model.config) == "text"
+
+
+def read_texts(paths) -> str:
+    """The text of the files/folders given (UTF-8; several are joined by newlines)."""
+    from ..data.text import read_text_path
+    from ..errors import InputError
+
+    if not paths:
+        raise InputError("no text files given")
+    return "\n".join(read_text_path(p) for p in paths)
+
+
+def sample(args, model) -> int:
+    """``vqdraw sample`` for a text model: samples.txt (one sequence a line) and a few printed."""
+    import torch
+
+    from ..io import atomic_write_bytes
+    from ..text import format_lines, sequences_to_text
+
+    out = Path(args.output) if args.output else Path(args.model) / "samples.txt"
+    g = torch.Generator().manual_seed(args.seed)
+    lines = sequences_to_text(model.sample(args.count, stages=args.stages, generator=g))
+    atomic_write_bytes(out, format_lines(lines).encode())
+    print(format_lines(lines[:5]), end="")
+    print(out)
+    return 0
+
+
+def reconstruct(args, model) -> int:
+    """``vqdraw reconstruct`` for a text model: original and reconstructed lines, printed and written."""
+    from ..baselines import run_dataset
+    from ..data import load_dataset
+    from ..errors import InputError
+    from ..io import atomic_write_bytes
+    from ..text import format_lines, reconstruct_lines, sequences_to_text, text_data_for
+
+    if args.images:
+        data = text_data_for(model, read_texts(args.images))
+    else:
+        name = args.dataset or run_dataset(args.model)
+        if name is None:
+            raise InputError("no text files given and the model folder does not say its dataset; pass --dataset")
+        test = load_dataset(name, "test", args.data_dir)
+        data = test.batch(range(min(args.count, len(test))), model.device)
+    if args.count:
+        data = data[: args.count]
+    recon = reconstruct_lines(model, data, stages=args.stages, beam=args.beam)
+    orig = sequences_to_text(data)
+    same = sum(a == b for o, r in zip(orig, recon) for a, b in zip(o, r))
+    total = sum(len(o) for o in orig)
+    lines = []
+    for o, r in zip(orig, recon):
+        lines += ["original:      " + format_lines([o]).rstrip("\n"), "reconstructed: " + format_lines([r]).rstrip("\n"), ""]
+    out = Path(args.output) if args.output else Path(args.model) / "reconstructions-cli.txt"
+    atomic_write_bytes(out, "\n".join(lines).encode())
+    print("\n".join(lines[:9]))
+    n = args.stages or model.stages
+    print(f"{out}: {len(orig)} sequences of {model.config.data_shape[-1]} characters, {n} stages, "
+          f"character accuracy {same / max(total, 1):.4f}")
+    return 0
+
+
+def encode(args, model, out) -> int:
+    """``vqdraw encode`` for a text model: the text files (joined) -> one .vqd file."""
+    from ..io import atomic_write_bytes
+    from ..text import compress_text
+
+    text = read_texts(args.images)
+    data = compress_text(model, text, stages=args.stages, beam=args.beam, batch=args.batch)
+    atomic_write_bytes(out, data)
+    length = model.config.data_shape[-1]
+    chunks = -(-len(text) // length)
+    print(f"{out}: {len(text)} characters in {chunks} chunk{'s' if chunks != 1 else ''} of {length}, "
+          f"{args.stages or model.stages} stages of K={model.options}, {len(data)} bytes "
+          f"= {8 * len(data) / max(len(text), 1):.3f} bits per character (lossy)")
+    return 0
+
+
+def decode(args, model, data: bytes, out: Path) -> int:
+    """``vqdraw decode`` for a text model: OUT is a .txt file, or a folder that gets decoded.txt."""
+    from ..io import atomic_write_bytes
+    from ..text import decompress_text
+
+    text = decompress_text(model, data, stages=args.stages)
+    target = out if out.suffix.lower() in TEXT_SUFFIXES else out / "decoded.txt"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(target, text.encode("utf-8"))
+    print(f"{target}: {len(text)} characters decoded from {args.input}")
+    return 0

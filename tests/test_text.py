@@ -1,0 +1,94 @@
+"""Text models: characters through a VQ-DRAW model, the .vqd round trip, and the modality checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from vqdraw.bitstream import read_vqd
+from vqdraw.config import ModelConfig, RefinerConfig
+from vqdraw.data import dataset_modality, load_dataset
+from vqdraw.data.base import DatasetError
+from vqdraw.data.text import decode_characters, encode_characters, read_text_file, sequences_to_text
+from vqdraw.errors import InputError
+from vqdraw.model import VQDraw
+from vqdraw.modality import check_modality, modality_of
+from vqdraw.text import compress_text, decompress_text, lossless_bits_per_char, stage_report, text_data_for
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def tiny_text_model(length: int = 16) -> VQDraw:
+    torch.manual_seed(0)
+    cfg = ModelConfig((1, length), 4, 3, 2, mean=(0.5,), std=(0.5,), likelihood="categorical", categories=256,
+                      refiner=RefinerConfig(down=(), body=(8,), up=(), head_kernel=3))
+    return VQDraw(cfg).eval()
+
+
+def test_vocabulary_round_trip_and_unknowns():
+    text = "Plain ASCII, “quotes” — dashes… café\n\ttab"
+    assert decode_characters(encode_characters(text)) == text
+    assert decode_characters(encode_characters("ő")) == "o"  # NFKD fold
+    assert decode_characters(encode_characters("漢")) == "\ufffd"
+
+
+def test_embedded_text_is_real_prose():
+    train = load_dataset("text-embedded", "train")
+    assert train.images.shape[1:] == (128, 1)
+    line = sequences_to_text(train.batch([0]))[0]
+    assert sum(ch.isalpha() for ch in line) > 40
+    assert dataset_modality("text-embedded") == "text" and dataset_modality("text:/x") == "text"
+
+
+def test_encode_vqd_decode_gives_model_decode_characters():
+    model = tiny_text_model()
+    text = "The quick brown fox jumps over the lazy dog. " * 2  # 90 characters: 6 chunks of 16, padded
+    assert len(text) % 16 != 0
+    data = compress_text(model, text)
+    vqd = read_vqd(data)
+    assert vqd.modality == "text" and vqd.length == len(text) and vqd.count == -(-len(text) // 16)
+    decoded = decompress_text(model, data)
+    assert len(decoded) == len(text)
+    expected = "".join(sequences_to_text(model.decode(torch.from_numpy(vqd.codes))))[: len(text)]
+    assert decoded == expected
+    assert model.encode(text_data_for(model, text)).tolist() == vqd.codes.tolist()
+
+
+def test_stage_report_and_lossless(tmp_path):
+    model = tiny_text_model()
+    rows = stage_report(model, text_data_for(model, "abcdefgh" * 8), stages=[1, 3])
+    assert [r["stages"] for r in rows] == [1, 3]
+    assert all(0 <= r["char_accuracy"] <= 1 and r["bits_per_char"] > 0 for r in rows)
+    assert rows[1]["bits_per_char"] <= rows[0]["bits_per_char"] + 1e-6  # greedy codes never raise the loss
+    lossless = lossless_bits_per_char("abc" * 1000)
+    assert lossless["lzma"] < 8 and lossless["utf-8 bytes"] == 8
+
+
+def test_non_utf8_is_one_line(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"ok \xff\xfe")
+    with pytest.raises(DatasetError, match="not UTF-8"):
+        read_text_file(bad)
+    model = tiny_text_model()
+    model.save(tmp_path / "m")
+    proc = subprocess.run([sys.executable, "-m", "vqdraw.cli", "encode", str(tmp_path / "m"), str(bad),
+                           "-o", str(tmp_path / "o.vqd")], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(SRC), "PATH": ""})
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "not UTF-8" in proc.stderr
+
+
+def test_modalities_refuse_each_other():
+    text_cfg = tiny_text_model().config
+    assert modality_of(text_cfg) == "text"
+    with pytest.raises(InputError, match="text model"):
+        check_modality(text_cfg, "image", "folder:x")
+    image_cfg = ModelConfig((1, 28, 28))
+    with pytest.raises(InputError, match="holds text data.*image model"):
+        check_modality(image_cfg, dataset_modality("text-embedded"), "dataset text-embedded")
+    with pytest.raises(InputError, match="not a text model"):
+        decompress_text(VQDraw(image_cfg), b"")
