@@ -133,7 +133,7 @@ class DistilledConfig:
     def for_model(cls, model, kind: str = "independent", **overrides) -> "DistilledConfig":
         c = model.config
         if kind == "autoregressive":
-            overrides = {"hidden": 256, **overrides}
+            overrides = {"hidden": 128, **overrides}
         return cls(tuple(c.image_shape), c.stages, c.options, tuple(c.mean), tuple(c.std), kind=kind,
                    **overrides)
 
@@ -231,6 +231,30 @@ class DistilledEncoder(_Encoder):
         return self(x)  # the codes play no part
 
 
+class TokenAttention(nn.Module):
+    """Multi-head attention of GRU states over the image tokens. The tokens' keys and values are
+    computed once per image (:meth:`memory`), not once per stage."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(width, width)
+        self.key_value = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, width)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, heads, L, H / heads)
+        return t.view(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)
+
+    def memory(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.key_value(tokens).chunk(2, dim=2)
+        return self._split(keys), self._split(values)
+
+    def forward(self, states: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """States (B, n, H) -> what they read from the tokens, (B, n, H)."""
+        read = F.scaled_dot_product_attention(self._split(self.query(states)), *memory)
+        return self.out(read.transpose(1, 2).flatten(2))
+
+
 class AutoregressiveEncoder(_Encoder):
     """The autoregressive kind: code i from the image and codes < i (see the module docstring)."""
 
@@ -244,44 +268,46 @@ class AutoregressiveEncoder(_Encoder):
         self.code_embedding = nn.Embedding(k + 1, h)  # index k: the start symbol
         self.stage_embedding = nn.Embedding(n, h)
         self.gru = nn.GRU(h, h, config.layers, batch_first=True)
-        self.attention = nn.MultiheadAttention(h, config.heads, batch_first=True) if config.heads else None
+        self.attention = TokenAttention(h, config.heads) if config.heads else None
         width = 2 * h if config.heads else h
         self.head = nn.Sequential(nn.Linear(width, h), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(h, k))
 
-    def encode_image(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(tokens (B, P, H), summary (B, H), initial GRU state (layers, B, H)) of images."""
+    def encode_image(self, x: torch.Tensor) -> tuple[tuple | None, torch.Tensor, torch.Tensor]:
+        """(attention memory of the image tokens (None without attention), summary (B, H),
+        initial GRU state (layers, B, H)) of images."""
         f = self._features(x)  # (B, C', pool, pool)
-        tokens = self.tokens(f.flatten(2).transpose(1, 2))
         summary = self.summary(f.flatten(1))
-        h0 = torch.tanh(self.initial(summary)).view(x.shape[0], self.config.layers, -1).transpose(0, 1)
-        return tokens, summary, h0.contiguous()
-
-    def _out(self, states: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        memory = None
         if self.attention is not None:
-            read, _ = self.attention(states, tokens, tokens, need_weights=False)
-            states = torch.cat([states, read], dim=2)
+            memory = self.attention.memory(self.tokens(f.flatten(2).transpose(1, 2)))
+        h0 = torch.tanh(self.initial(summary)).view(x.shape[0], self.config.layers, -1).transpose(0, 1)
+        return memory, summary, h0.contiguous()
+
+    def _out(self, states: torch.Tensor, memory) -> torch.Tensor:
+        if self.attention is not None:
+            states = torch.cat([states, self.attention(states, memory)], dim=2)
         return self.head(states)
 
     def forward(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: images (B, C, H, W), codes (B, n) -> logits (B, n, K) of codes
         0..n-1, where code i's logits read codes < i (all stages in one GRU call)."""
-        tokens, summary, h0 = self.encode_image(x)
+        memory, summary, h0 = self.encode_image(x)
         n = codes.shape[1]
         previous = torch.cat([codes.new_full((codes.shape[0], 1), self.config.options), codes[:, :-1]], 1)
         steps = torch.arange(n, device=codes.device)
         inputs = self.code_embedding(previous) + self.stage_embedding(steps) + summary.unsqueeze(1)
         states, _ = self.gru(inputs, h0)
-        return self._out(states, tokens)
+        return self._out(states, memory)
 
     def free_run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(codes (B, N), logits (B, N, K)) reading its own argmax codes, one stage at a time."""
-        tokens, summary, h = self.encode_image(x)
+        memory, summary, h = self.encode_image(x)
         previous = torch.full((x.shape[0],), self.config.options, dtype=torch.long, device=x.device)
         codes, logits = [], []
         for i in range(self.config.stages):
             inputs = self.code_embedding(previous) + self.stage_embedding.weight[i] + summary
             state, h = self.gru(inputs.unsqueeze(1), h)
-            out = self._out(state, tokens)[:, 0]
+            out = self._out(state, memory)[:, 0]
             previous = out.argmax(dim=1)
             codes.append(previous)
             logits.append(out)
