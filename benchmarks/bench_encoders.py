@@ -58,6 +58,9 @@ def parse_args(argv=None):
     p.add_argument("--time-images", type=int, default=50, help="images per timed run")
     p.add_argument("--chunk", type=int, default=50, help="images per encode call")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch.get_num_threads())")
+    p.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
+                   help="also time all methods in one process, round-robin, ROUNDS rounds after a warm-up "
+                   "(on a shared machine the speed ratios then see the same load; default 0 = off)")
     p.add_argument("--markdown", action="store_true", help="also print a markdown table (to stderr)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
@@ -90,6 +93,29 @@ def method_kwargs(name: str, model, args) -> dict:
 
 
 # ---------------------------------------------------------------------- one method, own process
+def interleaved(args, methods: list[str]) -> dict:
+    """{method: median ms per image} timing every method in turn, round after round, in this
+    process: a change of machine load hits all methods alike."""
+    import torch
+
+    from vqdraw.data import load_dataset
+    from vqdraw.model import VQDraw
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = VQDraw.load(args.model).eval()
+    timed = load_dataset(args.dataset, "test", args.data_dir).batch(range(args.time_images))
+    kwargs = {m: method_kwargs(m, model, args) for m in methods}
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(args.interleaved + 1):
+        for m in methods:
+            t0 = time.perf_counter()
+            for chunk in timed.split(args.chunk):
+                model.encode(chunk, **kwargs[m])
+            times[m].append((time.perf_counter() - t0) / len(timed))
+    return {m: 1000 * statistics.median(t[1:]) for m, t in times.items()}  # the first round warms up
+
+
 def worker(args) -> dict:
     import torch
 
@@ -235,6 +261,11 @@ def main(argv=None) -> int:
         if mem.returncode == 0:
             result.update(json.loads(mem.stdout.strip().splitlines()[-1]))
         results.append(result)
+    if args.interleaved:
+        print("bench_encoders: interleaved timing …", file=sys.stderr, flush=True)
+        ms = interleaved(args, methods)
+        for r in results:
+            r["interleaved_ms_per_image"] = ms.get(r["method"])
     greedy = next((r for r in results if r["method"] == "greedy" and "error" not in r), None)
     g = greedy.get("final_losses") if greedy is not None else None
     for r in results:
@@ -287,13 +318,19 @@ def prefix_markdown(report: dict) -> str:
         return ""
     n = len(ok[0]["prefix_psnr"])
     greedy = next((r for r in ok if r["method"] == "greedy"), None)
-    rows = ["| encoder | " + " | ".join(str(i) for i in range(1, n + 1)) + " | images/s | × greedy |",
-            "|---|" + "---|" * n + "---|---|"]
+    both = all(r.get("interleaved_ms_per_image") for r in ok)
+    extra = " images/s (interleaved) | × greedy (interleaved) |" if both else ""
+    rows = ["| encoder | " + " | ".join(str(i) for i in range(1, n + 1)) + " | images/s | × greedy |" + extra,
+            "|---|" + "---|" * n + "---|---|" + ("---|---|" if both else "")]
     for r in ok:
         speed = 1000 / r["ms_per_image"]
         times = "—" if greedy is None else f"{greedy['ms_per_image'] / r['ms_per_image']:.1f}"
-        rows.append(f"| {r['method']} | " + " | ".join(f"{v:.2f}" for v in r["prefix_psnr"])
-                    + f" | {speed:.0f} | {times} |")
+        row = f"| {r['method']} | " + " | ".join(f"{v:.2f}" for v in r["prefix_psnr"]) + f" | {speed:.0f} | {times} |"
+        if both:
+            ms = r["interleaved_ms_per_image"]
+            ratio = "—" if greedy is None else f"{greedy['interleaved_ms_per_image'] / ms:.1f}"
+            row += f" {1000 / ms:.0f} | {ratio} |"
+        rows.append(row)
     return "\n".join(rows)
 
 
