@@ -513,9 +513,10 @@ def distill(
     n_test = len(test_set) if test_limit is None else min(test_limit, len(test_set))
     if n_train == 0 or n_test == 0:
         raise InputError("distill: the train and test splits must not be empty")
-    settings = dict(steps=steps, batch=batch, lr=lr, seed=seed, kind=kind, prior_fraction=prior_fraction,
-                    prior_images=prior_images or n_train, segments=segments, finetune_steps=finetune_steps,
-                    finetune_lr=finetune_lr, encoder_config=encoder_config or {}, n_train=n_train, n_test=n_test)
+    settings = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "kind": kind,
+                "prior_fraction": prior_fraction, "prior_images": prior_images or n_train, "segments": segments,
+                "finetune_steps": finetune_steps, "finetune_lr": finetune_lr,
+                "encoder_config": encoder_config or {}, "n_train": n_train, "n_test": n_test}
     if not save:
         return _distill(model, train_set, test_set, None, progress, meta, **settings)
     out_dir = Path(out_dir)

@@ -56,8 +56,8 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..data import load_dataset
-    from ..errors import ConfigError
     from ..distill import distill
+    from ..errors import ConfigError
     from ..runs import resolve_model_dir, run_dataset
     from .common import load_model
 
