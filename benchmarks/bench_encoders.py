@@ -1,6 +1,11 @@
-"""Compare VQ-DRAW encoders on one model: greedy (Algorithm 1), beam search, distilled one-pass.
+"""Compare VQ-DRAW encoders on one model: greedy (Algorithm 1), beam search, distilled encoders.
 
     python benchmarks/bench_encoders.py --model runs/mnist --dataset mnist-embedded --images 500
+    python benchmarks/bench_encoders.py --model M --beams 8 \
+        --distilled independent=runs/enc-independent --distilled autoregressive=runs/enc-ar
+
+Distilled encoders are named LABEL=FOLDER (a folder written by ``vqdraw distill -o FOLDER``, for
+this model's weights); by default the one in the model folder, labelled ``distilled``.
 
 For every method it reports, on the first --images test images:
 
@@ -47,27 +52,70 @@ def parse_args(argv=None):
     p.add_argument("--images", type=int, default=500, help="test images for the quality numbers")
     p.add_argument("--beams", type=int, nargs="*", default=[2, 4, 8, 16])
     p.add_argument("--no-distilled", action="store_true", help="skip the distilled encoder")
+    p.add_argument("--distilled", action="append", default=None, metavar="LABEL=FOLDER",
+                   help="a distilled encoder to compare (repeatable; default: distilled=MODEL)")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per method (median reported)")
     p.add_argument("--time-images", type=int, default=50, help="images per timed run")
     p.add_argument("--chunk", type=int, default=50, help="images per encode call")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch.get_num_threads())")
+    p.add_argument("--interleaved", type=int, default=0, metavar="ROUNDS",
+                   help="also time all methods in one process, round-robin, ROUNDS rounds after a warm-up "
+                   "(on a shared machine the speed ratios then see the same load; default 0 = off)")
     p.add_argument("--markdown", action="store_true", help="also print a markdown table (to stderr)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--memory-only", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
-def method_kwargs(name: str, model, folder) -> dict:
+def distilled_folders(args) -> dict[str, str]:
+    """{label: folder} of the distilled encoders to compare."""
+    if args.no_distilled:
+        return {}
+    pairs = args.distilled or [f"distilled={args.model}"]
+    out = {}
+    for pair in pairs:
+        label, sep, folder = pair.partition("=")
+        if not sep or not label or not folder or label == "greedy" or label.startswith("beam"):
+            raise SystemExit(f"--distilled: expected LABEL=FOLDER (LABEL not greedy/beamN), got {pair!r}")
+        out[label] = folder
+    return out
+
+
+def method_kwargs(name: str, model, args) -> dict:
     if name == "greedy":
         return {}
-    if name == "distilled":
+    folders = distilled_folders(args)
+    if name in folders:
         from vqdraw.distill import load_distilled
 
-        return {"encoder": load_distilled(folder, model)}
+        return {"encoder": load_distilled(folders[name], model)}
     return {"beam": int(name.removeprefix("beam"))}
 
 
 # ---------------------------------------------------------------------- one method, own process
+def interleaved(args, methods: list[str]) -> dict:
+    """{method: median ms per image} timing every method in turn, round after round, in this
+    process: a change of machine load hits all methods alike."""
+    import torch
+
+    from vqdraw.data import load_dataset
+    from vqdraw.model import VQDraw
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model = VQDraw.load(args.model).eval()
+    timed = load_dataset(args.dataset, "test", args.data_dir).batch(range(args.time_images))
+    kwargs = {m: method_kwargs(m, model, args) for m in methods}
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    for _ in range(args.interleaved + 1):
+        for m in methods:
+            t0 = time.perf_counter()
+            for chunk in timed.split(args.chunk):
+                model.encode(chunk, **kwargs[m])
+            times[m].append((time.perf_counter() - t0) / len(timed))
+    return {m: 1000 * statistics.median(t[1:]) for m, t in times.items()}  # the first round warms up
+
+
 def worker(args) -> dict:
     import torch
 
@@ -79,7 +127,7 @@ def worker(args) -> dict:
     model = VQDraw.load(args.model).eval()
     test = load_dataset(args.dataset, "test", args.data_dir)
     images = test.batch(range(min(args.images, len(test))))
-    kwargs = method_kwargs(args.worker, model, args.model)
+    kwargs = method_kwargs(args.worker, model, args)
     if args.memory_only:
         base = reset_peak_rss()
         for chunk in images[: args.time_images].split(args.chunk):
@@ -121,6 +169,7 @@ def worker(args) -> dict:
         "prefix_mse_pixels": [round(v, 6) for v in prefix_pix],
         "prefix_psnr": [round(v, 3) for v in psnr],
         "ms_per_image": 1000 * statistics.median(times),
+        "images_per_second": 1 / statistics.median(times),
         "ms_per_image_runs": [round(1000 * t, 3) for t in times],
         "peak_rss_growth_default_malloc_mib": (peak - base) / 1024,
         "threads": torch.get_num_threads(),
@@ -185,12 +234,14 @@ def main(argv=None) -> int:
     import torch
 
     threads = args.threads or torch.get_num_threads()
-    methods = ["greedy"] + [f"beam{b}" for b in args.beams] + ([] if args.no_distilled else ["distilled"])
+    methods = ["greedy"] + [f"beam{b}" for b in args.beams] + list(distilled_folders(args))
     passthrough = ["--model", args.model, "--dataset", args.dataset, "--images", str(args.images),
                    "--repeats", str(args.repeats), "--time-images", str(args.time_images),
                    "--chunk", str(args.chunk), "--threads", str(threads)]
     if args.data_dir:
         passthrough += ["--data-dir", args.data_dir]
+    for label, folder in distilled_folders(args).items():
+        passthrough += ["--distilled", f"{label}={folder}"]
     results = []
     for m in methods:
         print(f"bench_encoders: {m} …", file=sys.stderr, flush=True)
@@ -210,6 +261,11 @@ def main(argv=None) -> int:
         if mem.returncode == 0:
             result.update(json.loads(mem.stdout.strip().splitlines()[-1]))
         results.append(result)
+    if args.interleaved:
+        print("bench_encoders: interleaved timing …", file=sys.stderr, flush=True)
+        ms = interleaved(args, methods)
+        for r in results:
+            r["interleaved_ms_per_image"] = ms.get(r["method"])
     greedy = next((r for r in results if r["method"] == "greedy" and "error" not in r), None)
     g = greedy.get("final_losses") if greedy is not None else None
     for r in results:
@@ -252,6 +308,29 @@ def markdown(report: dict) -> str:
             f"{100 * r['better_than_greedy']:.0f}% / {100 * r['worse_than_greedy']:.0f}%"
         rows.append(f"| {r['method']} | {r['mse_pixels']:.5f} | {r['psnr']:.2f} | {r['mse']:.4f} | {prefix} | "
                     f"{vs} | {r['ms_per_image']:.2f} | {r['peak_rss_growth_mib']:.0f} |")
+    return "\n".join(rows) + "\n\n" + prefix_markdown(report)
+
+
+def prefix_markdown(report: dict) -> str:
+    """PSNR (dB) of every prefix n = 1..N by encoder, images/s and the speed-up over greedy."""
+    ok = [r for r in report["results"] if "error" not in r]
+    if not ok:
+        return ""
+    n = len(ok[0]["prefix_psnr"])
+    greedy = next((r for r in ok if r["method"] == "greedy"), None)
+    both = all(r.get("interleaved_ms_per_image") for r in ok)
+    extra = " images/s (interleaved) | × greedy (interleaved) |" if both else ""
+    rows = ["| encoder | " + " | ".join(str(i) for i in range(1, n + 1)) + " | images/s | × greedy |" + extra,
+            "|---|" + "---|" * n + "---|---|" + ("---|---|" if both else "")]
+    for r in ok:
+        speed = 1000 / r["ms_per_image"]
+        times = "—" if greedy is None else f"{greedy['ms_per_image'] / r['ms_per_image']:.1f}"
+        row = f"| {r['method']} | " + " | ".join(f"{v:.2f}" for v in r["prefix_psnr"]) + f" | {speed:.0f} | {times} |"
+        if both:
+            ms = r["interleaved_ms_per_image"]
+            ratio = "—" if greedy is None else f"{greedy['interleaved_ms_per_image'] / ms:.1f}"
+            row += f" {1000 / ms:.0f} | {ratio} |"
+        rows.append(row)
     return "\n".join(rows)
 
 

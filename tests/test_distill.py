@@ -1,7 +1,8 @@
-"""The distilled one-pass encoder (vqdraw.distill) and `vqdraw distill`."""
+"""The distilled encoders (vqdraw.distill: independent and autoregressive) and `vqdraw distill`."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -11,12 +12,16 @@ from vqdraw.config import ModelConfig, RefinerConfig
 from vqdraw.distill import (
     CONFIG_FILE,
     WEIGHTS_FILE,
+    AutoregressiveEncoder,
     DistilledConfig,
     DistilledEncoder,
+    build_encoder,
     check_fits,
+    continue_greedy,
     distill,
     finetune,
     load_distilled,
+    prior_samples,
     relaxed_reconstruction_loss,
 )
 from vqdraw.errors import CheckpointError, InputError
@@ -27,6 +32,7 @@ TINY = ModelConfig(
     refiner=RefinerConfig(down=(8, 8), body=(16,), up=(8, 8)),
 )
 SMALL_ENCODER = {"channels": (16, 32), "hidden": 128}
+SMALL_AR = {"channels": (16, 32), "hidden": 64}
 
 
 @pytest.fixture(scope="module")
@@ -37,20 +43,30 @@ def data():
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory, data, train_briefly):
-    """A tiny model trained for 30 Adam steps, saved in a folder, then distilled into it (~10 s)."""
+def trained(tmp_path_factory, data, train_briefly):
+    """A tiny model trained for 30 Adam steps, saved in a folder: (folder, model loaded from it)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = train_briefly(VQDraw(TINY), data[0], steps=30)
+    path = tmp_path_factory.mktemp("model")
+    model.eval().save(path)
+    yield path, VQDraw.load(path).eval()
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def folder(trained, data):
+    """The independent kind distilled into the tiny model's folder, greedy codes only (~10 s)."""
     # One thread: on a shared 2-core machine OpenMP's second thread spin-waits for a busy core
     # and makes these tiny convolutions ~50x slower. Restored after this module's tests.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     train, test = data
-    torch.manual_seed(0)
-    model = train_briefly(VQDraw(TINY), train, steps=30)
-    path = tmp_path_factory.mktemp("model")
-    model.eval().save(path)
-    model = VQDraw.load(path).eval()
+    path, model = trained
     result = distill(model, train.subset(range(1500)), test.subset(range(200)), steps=300, batch=64,
-                     lr=2e-3, out_dir=path, progress=False, encoder_config=SMALL_ENCODER)
+                     lr=2e-3, out_dir=path, progress=False, kind="independent", prior_fraction=0,
+                     encoder_config=SMALL_ENCODER)
     yield path, model, result
     torch.set_num_threads(threads)
 
@@ -203,3 +219,124 @@ def test_cli(folder, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "code accuracy per stage" in printed and "PSNR" in printed and "distilled" in printed
     assert (out / WEIGHTS_FILE).exists() and (out / CONFIG_FILE).exists()
+
+
+# ---------------------------------------------------------------------- the autoregressive kind
+@pytest.fixture(scope="module")
+def ar_folder(trained, data, tmp_path_factory):
+    """The autoregressive kind distilled (real images, prior samples, two segments) into a copy of
+    the tiny model's folder (~15 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    src, model = trained
+    path = tmp_path_factory.mktemp("ar")
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(src / name, path / name)
+    train, test = data
+    result = distill(model, train.subset(range(1000)), test.subset(range(200)), steps=200, batch=48,
+                     lr=3e-3, out_dir=path, progress=False, kind="autoregressive", prior_fraction=0.25,
+                     prior_images=300, segments=2, encoder_config=SMALL_AR)
+    yield path, model, result
+    torch.set_num_threads(threads)
+
+
+def test_autoregressive_distillation_beats_chance(ar_folder, data):
+    path, model, result = ar_folder
+    assert isinstance(result.encoder, AutoregressiveEncoder)
+    assert result.steps == 200 and {h["segment_start"] for h in result.history} == {0, 2}
+    chance = 1 / model.options
+    assert result.mean_accuracy > chance + 0.25
+    codes = model.encode(data[1].batch(range(200)))
+    majority = torch.stack([torch.bincount(c, minlength=model.options).max() for c in codes.t()]) / 200
+    assert result.mean_accuracy > majority.mean().item() + 0.05
+    # its codes decode to images about as close as greedy's (on this tiny model even closer at times)
+    assert result.distilled["mse"] < result.greedy["mse"] * 1.5
+
+
+def test_teacher_forcing_matches_free_running(data):
+    cfg = DistilledConfig.for_model(VQDraw(TINY), "autoregressive", **SMALL_AR)
+    torch.manual_seed(1)
+    enc = build_encoder(cfg).eval()
+    x = data[1].batch(range(6))
+    with torch.no_grad():
+        codes, free = enc.free_run(x)
+        forced = enc(x, codes)  # all stages in one GRU call, reading the free-running codes
+        assert torch.allclose(forced, free, rtol=0, atol=1e-5)
+        assert torch.equal(forced.argmax(2), codes)
+        # the logits of code i depend on codes < i only: changing code j moves stages > j alone
+        other = codes.clone()
+        other[:, 1] = (other[:, 1] + 1) % cfg.options
+        moved = enc(x, other)
+    assert torch.equal(moved[:, :2], forced[:, :2])
+    assert not torch.allclose(moved[:, 2:], forced[:, 2:])
+    assert torch.equal(enc.predict(x), codes)
+
+
+def test_reconstruction_is_decode_above_the_cpu_chunk(ar_folder, data):
+    path, model, result = ar_folder
+    n = model.loop.cpu_chunk + 36  # 100 images: two chunks
+    x = data[1].batch(range(n))
+    for enc in (result.encoder, None):
+        res = model.encode(x, encoder=enc, return_reconstruction=True)
+        assert res.codes.shape == (n, model.stages)
+        assert torch.equal(res.reconstruction, model.decode(res.codes))
+    assert torch.equal(model.encode(x, encoder=result.encoder), result.encoder.predict(x))
+
+
+def test_autoregressive_save_load_round_trip(ar_folder, data):
+    path, model, result = ar_folder
+    meta = json.loads((path / CONFIG_FILE).read_text())
+    assert meta["version"] == 2 and meta["encoder"]["kind"] == "autoregressive"
+    enc = load_distilled(path, VQDraw.load(path))
+    assert isinstance(enc, AutoregressiveEncoder) and enc.config == result.encoder.config
+    x = data[1].batch(range(20))
+    assert torch.equal(enc.predict(x), result.encoder.predict(x))
+    with pytest.raises(CheckpointError, match="autoregressive"):
+        DistilledEncoder.load(path)  # the independent class refuses the other kind
+
+
+def test_a_version_1_folder_still_loads(folder, tmp_path, data):
+    """Folders written before the autoregressive kind (format 1, no kind) load as independent."""
+    path, model, result = folder
+    shutil.copy(path / WEIGHTS_FILE, tmp_path / WEIGHTS_FILE)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(path / name, tmp_path / name)
+    meta = json.loads((path / CONFIG_FILE).read_text())
+    meta["version"] = 1
+    del meta["encoder"]["kind"], meta["encoder"]["layers"], meta["encoder"]["heads"]
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
+    enc = load_distilled(tmp_path, VQDraw.load(tmp_path))
+    assert isinstance(enc, DistilledEncoder) and enc.config.kind == "independent"
+    x = data[1].batch(range(10))
+    assert torch.equal(enc.predict(x), result.encoder.predict(x))
+
+
+def test_greedy_continuation_and_prior_samples(trained, data):
+    _, model = trained
+    x = data[1].batch(range(70))
+    greedy = model.encode(x)
+    assert torch.equal(continue_greedy(model, x, greedy[:, :0]), greedy)
+    assert torch.equal(continue_greedy(model, x, greedy[:, :2]), greedy)  # greedy from greedy's canvas
+    other = (greedy[:, :1] + 1) % model.options
+    cont = continue_greedy(model, x, other)
+    assert torch.equal(cont[:, :1], other)
+    after = model.score(x, cont)
+    # each continued stage picks the arg-min option on the canvas the given prefix drew
+    assert torch.equal(after.losses[:, 1:].argmin(2), cont[:, 1:])
+    images, codes = prior_samples(model, 5, seed=0)
+    assert images.shape == (5, 1, 28, 28) and codes.shape == (5, model.stages)
+    assert torch.equal(images, model.decode(codes))
+
+
+def test_cli_autoregressive_segments(trained, tmp_path, capsys):
+    from vqdraw.cli import main
+
+    path, model = trained
+    out = tmp_path / "enc"
+    code = main(["distill", "--model", str(path), "--steps", "10", "--batch", "16", "--train-images", "100",
+                 "--test-images", "20", "--prior-images", "20", "--segments", "2", "--kind", "autoregressive",
+                 "--no-progress", "-o", str(out), "--device", "cpu"])
+    assert code == 0
+    assert "autoregressive" in capsys.readouterr().err
+    assert json.loads((out / CONFIG_FILE).read_text())["training"]["segments"] == 2
+    assert main(["distill", "--model", str(path), "--segments", "9", "-o", str(out), "--no-progress"]) == 2

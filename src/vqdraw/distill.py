@@ -1,15 +1,41 @@
-"""A one-pass encoder distilled from VQ-DRAW's greedy encoder (paper §6, third bullet).
+"""Encoders distilled from VQ-DRAW's greedy encoder (paper §6, third bullet).
 
-Greedy encoding runs the refiner N times and compares K proposals at every stage. Here a small
-feed-forward CNN reads the image once and predicts all N codes at the same time:
+Greedy encoding runs the refiner N times and compares K proposals at every stage. A distilled
+encoder reads the image with a small network and predicts the codes directly; the decoder is
+unchanged, so any code it predicts is a valid code for :meth:`VQDraw.decode`. Two kinds:
+
+``independent``: a feed-forward CNN predicts all N codes at once, each from the image alone::
 
     image (B, C, H, W) in [0, 1] -> normalise -> [stride-2 conv, ReLU]* -> adaptive pool
         -> linear -> ReLU -> linear -> logits (B, N, K)      codes = argmax over K
 
-It is trained with cross-entropy to reproduce the codes the (greedy) VQ-DRAW encoder chooses for
-the training images; those targets are computed once for the whole train split before training
-(cheaper on a CPU than re-encoding every batch). The decoder is unchanged: the predicted codes
-are decoded by :meth:`VQDraw.decode` (Algorithm 2), so any code it predicts is a valid code.
+``autoregressive`` (the default): code i is predicted from the image *and the codes < i*, since
+each greedy code depends on the canvas the earlier codes drew. The same CNN gives a grid of
+image features (tokens) and a pooled summary; a GRU runs over the stages; at stage i its input
+is the embedding of code i-1 (a start symbol at stage 0) plus an embedding of i plus the
+summary, its state attends over the image tokens, and a small MLP of (state, attended
+features) gives the K logits of code i::
+
+    h_i = GRU(h_{i-1}, emb(c_{i-1}) + stage(i) + summary),  h_-1 = tanh(W summary)
+    logits_i = MLP([h_i, attention(h_i, tokens)])
+
+In training the GRU reads the target codes (teacher forcing: all stages in one call); at
+inference it reads its own argmax codes, one stage at a time (a tiny state per stage, far
+cheaper than a refiner pass). Feeding the free-running codes back as teacher-forced inputs
+gives the free-running logits again (tested).
+
+Training data (cross-entropy, mean over stages):
+
+* real images labelled with the greedy codes, computed once before training;
+* uniform-prior samples: random codes decoded by the model, labelled with those codes (an exact
+  code of the sampled image, so labels are free and unlimited; ``prior_fraction`` of every
+  batch, from a pool of ``prior_images`` decoded once);
+* segment-wise distillation (``segments=S``, the paper's "distill segments of the encoding
+  process"): training runs in rounds, one per segment of S stages. Before round r the real
+  images are labelled again: the encoder's own codes for the stages before segment r, then the
+  greedy encoder's continuation *from the canvas those codes drew*. Each segment thus learns
+  to continue what the already distilled segments actually produce, instead of the greedy
+  prefix it will not reproduce exactly.
 
 Optional fine-tuning (``finetune_steps > 0``, off by default): argmax is not differentiable, so
 the reconstruction error is back-propagated through the frozen decoder with a straight-through
@@ -20,8 +46,10 @@ mean over stages of the canvas' normalised MSE (eq. 1 with the encoder's choices
 Files, written next to the model (or into a given folder), by :func:`vqdraw.runs.save`:
 
     distilled.safetensors   the encoder's weights
-    distilled.json          format, encoder config, fingerprint of the VQ-DRAW model it serves,
-                            how it was trained and its test metrics
+    distilled.json          format (version 2: the config holds ``kind``; version 1 folders,
+                            which have none, load as ``independent``), encoder config,
+                            fingerprint of the VQ-DRAW model it serves, how it was trained and
+                            its test metrics
 
 The encoder is not part of the model: load it with :func:`load_distilled` and pass it in,
 ``model.encode(x, encoder=load_distilled(folder, model))``.
@@ -37,21 +65,22 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import runs
+from . import runs, stageloop
 from .errors import CheckpointError, ConfigError, InputError
 from .loop import DataOrder, Progress, adam, run_steps
 from .metrics.distortion import psnr_from_mse
 
-STORED = runs.Format("vqdraw-distilled", 1, key="encoder", config_file="distilled.json",
+STORED = runs.Format("vqdraw-distilled", 2, key="encoder", config_file="distilled.json",
                      weights_file="distilled.safetensors")
 WEIGHTS_FILE = STORED.weights_file
 CONFIG_FILE = STORED.config_file
 FORMAT, FORMAT_VERSION = STORED.name, STORED.version
+KINDS = ("independent", "autoregressive")
 
 
 @dataclass(frozen=True)
 class DistilledConfig:
-    """Architecture of the one-pass encoder; stored in distilled.json."""
+    """Architecture of a distilled encoder; stored in distilled.json."""
 
     image_shape: tuple[int, int, int]
     """(C, H, W) of the model's images."""
@@ -62,20 +91,32 @@ class DistilledConfig:
     mean: tuple[float, ...]
     """Per-channel normalisation, copied from the VQ-DRAW model."""
     std: tuple[float, ...]
+    kind: str = "independent"
+    """'independent' (all codes from the image at once) or 'autoregressive' (code i also from
+    the codes < i). Folders of format version 1 have no kind: they are independent."""
     channels: tuple[int, ...] = (32, 64, 128)
     """Output channels of the stride-2 3x3 convolutions."""
     pool: int = 4
     """Side of the adaptive average pool after the convolutions (28x28 -> 4x4 already)."""
     hidden: int = 512
-    """Width of the hidden fully connected layer."""
+    """Width of the hidden layer (independent: the fully connected layer; autoregressive: the
+    GRU state, embeddings and attention)."""
     dropout: float = 0.1
     """Dropout before the output layer, during training only."""
+    layers: int = 1
+    """Autoregressive: GRU layers."""
+    heads: int = 4
+    """Autoregressive: attention heads over the image tokens (0: no attention)."""
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"distilled encoder: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if not self.channels or any(int(c) <= 0 for c in self.channels):
             raise ConfigError("distilled encoder: channels must be a non-empty list of positive ints")
         if self.pool < 1 or self.hidden < 1 or not 0 <= self.dropout < 1:
             raise ConfigError("distilled encoder: pool and hidden must be positive, dropout in [0, 1)")
+        if self.layers < 1 or self.heads < 0 or (self.heads and self.hidden % self.heads):
+            raise ConfigError("distilled encoder: layers >= 1, heads >= 0 dividing hidden")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,48 +130,40 @@ class DistilledConfig:
             raise ConfigError(f"invalid distilled encoder config: {exc}") from exc
 
     @classmethod
-    def for_model(cls, model, **overrides) -> "DistilledConfig":
+    def for_model(cls, model, kind: str = "independent", **overrides) -> "DistilledConfig":
         c = model.config
-        return cls(tuple(c.image_shape), c.stages, c.options, tuple(c.mean), tuple(c.std), **overrides)
+        if kind == "autoregressive":
+            overrides = {"hidden": 128, **overrides}
+        return cls(tuple(c.image_shape), c.stages, c.options, tuple(c.mean), tuple(c.std), kind=kind,
+                   **overrides)
 
 
-class DistilledEncoder(nn.Module):
-    """Image -> (B, N, K) code logits in one forward pass."""
+class _Encoder(nn.Module):
+    """What both kinds share: the normalisation, input checks, predict and persistence."""
 
     def __init__(self, config: DistilledConfig):
         super().__init__()
         self.config = config
-        c = config.image_shape[0]
-        layers: list[nn.Module] = []
-        for out in config.channels:
-            layers += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.ReLU()]
-            c = out
-        layers.append(nn.AdaptiveAvgPool2d(config.pool))
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Sequential(
-            nn.Flatten(),
-            nn.Linear(c * config.pool * config.pool, config.hidden),
-            nn.ReLU(),
-            nn.Dropout(config.dropout),
-            nn.Linear(config.hidden, config.stages * config.options),
-        )
         self.register_buffer("mean", torch.tensor(config.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std).view(1, -1, 1, 1), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] -> logits (B, N, K)."""
-        h = self.features((x - self.mean) / self.std)
-        return self.head(h).view(x.shape[0], self.config.stages, self.config.options)
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features((x - self.mean) / self.std)
+
+    def logits(self, x: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] -> logits (B, N, K). `codes` (B, N): the codes the
+        autoregressive kind reads (teacher forcing); None: its own argmax codes."""
+        raise NotImplementedError
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] -> codes (B, N) int64, the argmax of the logits (eval
-        mode, no gradients). Any float dtype and device; the result is on the encoder's device."""
+        """Images (B, C, H, W) in [0, 1] -> codes (B, N) int64, the argmax codes (eval mode, no
+        gradients). Any float dtype and device; the result is on the encoder's device."""
         x = self._check_images(images)
         was_training = self.training
         self.eval()
         try:
             with torch.inference_mode():
-                return self(x).argmax(dim=2)
+                return self.logits(x).argmax(dim=2)
         finally:
             self.train(was_training)
 
@@ -154,15 +187,147 @@ class DistilledEncoder(nn.Module):
         return runs.save(directory, STORED, self.config.to_dict(), self.state_dict(), extra)
 
     @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "DistilledEncoder":
-        """Read an encoder written by :meth:`save` (its distilled.json is in ``encoder.meta``)."""
-        encoder, meta = runs.load(directory, STORED, lambda c: cls(DistilledConfig.from_dict(c)),
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "_Encoder":
+        """Read an encoder written by :meth:`save`, of either kind (its distilled.json is in
+        ``encoder.meta``)."""
+        encoder, meta = runs.load(directory, STORED, lambda c: build_encoder(DistilledConfig.from_dict(c)),
                                   map_location, what="distilled encoder")
+        if not isinstance(encoder, cls):
+            raise CheckpointError(f"{Path(directory) / CONFIG_FILE}: a {encoder.config.kind} encoder, "
+                                  f"not a {cls.__name__}")
         encoder.meta = meta
         return encoder
 
 
-def load_distilled(path: str | Path, model=None, map_location: str | torch.device | None = None) -> DistilledEncoder:
+def _conv_stack(config: DistilledConfig) -> tuple[nn.Sequential, int]:
+    c = config.image_shape[0]
+    layers: list[nn.Module] = []
+    for out in config.channels:
+        layers += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.ReLU()]
+        c = out
+    layers.append(nn.AdaptiveAvgPool2d(config.pool))
+    return nn.Sequential(*layers), c
+
+
+class DistilledEncoder(_Encoder):
+    """The independent kind: image -> (B, N, K) code logits in one forward pass."""
+
+    def __init__(self, config: DistilledConfig):
+        super().__init__(config)
+        self.features, c = _conv_stack(config)
+        self.head = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(c * config.pool * config.pool, config.hidden),
+            nn.ReLU(),
+            nn.Dropout(config.dropout),
+            nn.Linear(config.hidden, config.stages * config.options),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) in [0, 1] -> logits (B, N, K)."""
+        return self.head(self._features(x)).view(x.shape[0], self.config.stages, self.config.options)
+
+    def logits(self, x: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        return self(x)  # the codes play no part
+
+
+class TokenAttention(nn.Module):
+    """Multi-head attention of GRU states over the image tokens. The tokens' keys and values are
+    computed once per image (:meth:`memory`), not once per stage."""
+
+    def __init__(self, width: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.query = nn.Linear(width, width)
+        self.key_value = nn.Linear(width, 2 * width)
+        self.out = nn.Linear(width, width)
+
+    def _split(self, t: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, heads, L, H / heads)
+        return t.view(t.shape[0], t.shape[1], self.heads, -1).transpose(1, 2)
+
+    def memory(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        keys, values = self.key_value(tokens).chunk(2, dim=2)
+        return self._split(keys), self._split(values)
+
+    def forward(self, states: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """States (B, n, H) -> what they read from the tokens, (B, n, H)."""
+        read = F.scaled_dot_product_attention(self._split(self.query(states)), *memory)
+        return self.out(read.transpose(1, 2).flatten(2))
+
+
+class AutoregressiveEncoder(_Encoder):
+    """The autoregressive kind: code i from the image and codes < i (see the module docstring)."""
+
+    def __init__(self, config: DistilledConfig):
+        super().__init__(config)
+        h, k, n = config.hidden, config.options, config.stages
+        self.features, c = _conv_stack(config)
+        self.tokens = nn.Linear(c, h)
+        self.summary = nn.Sequential(nn.Linear(c * config.pool * config.pool, h), nn.ReLU())
+        self.initial = nn.Linear(h, h * config.layers)
+        self.code_embedding = nn.Embedding(k + 1, h)  # index k: the start symbol
+        self.stage_embedding = nn.Embedding(n, h)
+        self.gru = nn.GRU(h, h, config.layers, batch_first=True)
+        self.attention = TokenAttention(h, config.heads) if config.heads else None
+        width = 2 * h if config.heads else h
+        self.head = nn.Sequential(nn.Linear(width, h), nn.ReLU(), nn.Dropout(config.dropout), nn.Linear(h, k))
+
+    def encode_image(self, x: torch.Tensor) -> tuple[tuple | None, torch.Tensor, torch.Tensor]:
+        """(attention memory of the image tokens (None without attention), summary (B, H),
+        initial GRU state (layers, B, H)) of images."""
+        f = self._features(x)  # (B, C', pool, pool)
+        summary = self.summary(f.flatten(1))
+        memory = None
+        if self.attention is not None:
+            memory = self.attention.memory(self.tokens(f.flatten(2).transpose(1, 2)))
+        h0 = torch.tanh(self.initial(summary)).view(x.shape[0], self.config.layers, -1).transpose(0, 1)
+        return memory, summary, h0.contiguous()
+
+    def _out(self, states: torch.Tensor, memory) -> torch.Tensor:
+        if self.attention is not None:
+            states = torch.cat([states, self.attention(states, memory)], dim=2)
+        return self.head(states)
+
+    def forward(self, x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: images (B, C, H, W), codes (B, n) -> logits (B, n, K) of codes
+        0..n-1, where code i's logits read codes < i (all stages in one GRU call)."""
+        memory, summary, h0 = self.encode_image(x)
+        n = codes.shape[1]
+        previous = torch.cat([codes.new_full((codes.shape[0], 1), self.config.options), codes[:, :-1]], 1)
+        steps = torch.arange(n, device=codes.device)
+        inputs = self.code_embedding(previous) + self.stage_embedding(steps) + summary.unsqueeze(1)
+        states, _ = self.gru(inputs, h0)
+        return self._out(states, memory)
+
+    def free_run(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(codes (B, N), logits (B, N, K)) reading its own argmax codes, one stage at a time."""
+        memory, summary, h = self.encode_image(x)
+        previous = torch.full((x.shape[0],), self.config.options, dtype=torch.long, device=x.device)
+        codes, logits = [], []
+        for i in range(self.config.stages):
+            inputs = self.code_embedding(previous) + self.stage_embedding.weight[i] + summary
+            state, h = self.gru(inputs.unsqueeze(1), h)
+            out = self._out(state, memory)[:, 0]
+            previous = out.argmax(dim=1)
+            codes.append(previous)
+            logits.append(out)
+        return torch.stack(codes, 1), torch.stack(logits, 1)
+
+    def logits(self, x: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        return self.free_run(x)[1] if codes is None else self(x, codes)
+
+
+def build_encoder(config: DistilledConfig) -> _Encoder:
+    """A fresh (untrained) encoder of ``config.kind``."""
+    return AutoregressiveEncoder(config) if config.kind == "autoregressive" else DistilledEncoder(config)
+
+
+def load_encoder(directory: str | Path, map_location: str | torch.device = "cpu") -> _Encoder:
+    """The encoder of either kind saved in `directory` (its distilled.json is in ``.meta``)."""
+    return _Encoder.load(directory, map_location)
+
+
+def load_distilled(path: str | Path, model=None, map_location: str | torch.device | None = None) -> _Encoder:
     """The distilled encoder stored in a model folder (or a run folder's newest checkpoint).
 
     With `model`, checks that the encoder was trained for exactly this model (shapes and the
@@ -175,7 +340,7 @@ def load_distilled(path: str | Path, model=None, map_location: str | torch.devic
         raise InputError(f"no distilled encoder in {folder}: run `vqdraw distill --model {path}` first "
                          f"(it writes {WEIGHTS_FILE} into the model folder)")
     device = map_location if map_location is not None else (model.device if model is not None else "cpu")
-    encoder = DistilledEncoder.load(folder, map_location=device)
+    encoder = load_encoder(folder, map_location=device)
     if model is not None:
         check_fits(model, encoder, str(folder / CONFIG_FILE))
         want = encoder.meta.get("model_fingerprint")
@@ -185,7 +350,7 @@ def load_distilled(path: str | Path, model=None, map_location: str | torch.devic
     return encoder
 
 
-def check_fits(model, encoder: DistilledEncoder, what: str = "the encoder") -> None:
+def check_fits(model, encoder: _Encoder, what: str = "the encoder") -> None:
     """Refuse an encoder whose codes do not fit `model` (image shape, N, K)."""
     cfg, c = encoder.config, model.config
     if (tuple(cfg.image_shape), cfg.stages, cfg.options) != (tuple(c.image_shape), c.stages, c.options):
@@ -195,10 +360,10 @@ def check_fits(model, encoder: DistilledEncoder, what: str = "the encoder") -> N
         )
 
 
-# ---------------------------------------------------------------------- training
+# ---------------------------------------------------------------------- training data
 @dataclass
 class DistillResult:
-    encoder: DistilledEncoder
+    encoder: _Encoder
     out_dir: Path | None
     """Where distilled.safetensors/.json were written (None: not saved)."""
     steps: int
@@ -224,15 +389,49 @@ class DistillResult:
                 "seconds": round(self.seconds, 1)}
 
 
-def greedy_codes(model, images_of, count: int, batch: int = 250, bar: Progress | None = None) -> torch.Tensor:
-    """Greedy codes (count, N) for images ``images_of(range)`` encoded `batch` at a time."""
+def greedy_codes(model, images_of, count: int, batch: int = 250, bar: Progress | None = None,
+                 prefix: torch.Tensor | None = None) -> torch.Tensor:
+    """Greedy codes (count, N) for images ``images_of(range)`` encoded `batch` at a time. With
+    `prefix` (count, s): those codes for the first s stages, then the greedy continuation from
+    the canvas they drew (:func:`continue_greedy`)."""
     out = []
     for start in range(0, count, batch):
         idx = range(start, min(start + batch, count))
-        out.append(model.encode(images_of(idx)).cpu())
+        x = images_of(idx)
+        if prefix is None:
+            out.append(model.encode(x).cpu())
+        else:
+            out.append(continue_greedy(model, x, prefix[start: start + len(idx)]).cpu())
         if bar is not None:
             bar.update(len(idx))
     return torch.cat(out) if out else torch.zeros((0, model.stages), dtype=torch.long)
+
+
+def continue_greedy(model, x: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+    """Codes (B, N): `prefix` (B, s) for stages < s, then the greedy encoder's choices for stages
+    s..N-1 starting from the canvas the prefix drew (s = 0: plain greedy codes)."""
+    s = prefix.shape[1]
+    out = []
+    with torch.inference_mode():
+        for xs, ps in zip(x.split(model.loop.cpu_chunk), prefix.to(model.device).split(model.loop.cpu_chunk)):
+            target = model.likelihood.target(xs.to(model.device))
+            canvas = None
+            if s:
+                canvas = stageloop.run(model.refiner, model.likelihood, range(s), codes=ps,
+                                       options=model.loop).canvas
+            rest = stageloop.run(model.refiner, model.likelihood, range(s, model.stages), target=target,
+                                 canvas=canvas, options=model.loop)
+            out.append(torch.cat([ps, rest.codes], 1))
+    return torch.cat(out) if out else prefix.new_zeros((0, model.stages))
+
+
+def prior_samples(model, count: int, seed: int, batch: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+    """(images (count, C, H, W) on the CPU, codes (count, N)): uniformly random codes, decoded.
+    Each code is an exact code of its image (up to the clamp to [0, 1]), so it is a free label."""
+    gen = torch.Generator().manual_seed(seed)
+    codes = torch.randint(0, model.options, (count, model.stages), generator=gen)
+    images = [model.decode(c).cpu() for c in codes.split(batch)]
+    return (torch.cat(images) if images else torch.zeros((0, *model.config.image_shape))), codes
 
 
 def code_metrics(model, images: torch.Tensor, encoder=None, batch: int = 250,
@@ -254,6 +453,7 @@ def code_metrics(model, images: torch.Tensor, encoder=None, batch: int = 250,
     return torch.cat(codes), {"mse": sq_norm / n, "mse_pixels": mse, "psnr": psnr_from_mse(mse)}
 
 
+# ---------------------------------------------------------------------- training
 def distill(
     model,
     train_set,
@@ -265,6 +465,10 @@ def distill(
     progress: bool = True,
     *,
     seed: int = 0,
+    kind: str = "autoregressive",
+    prior_fraction: float = 0.5,
+    prior_images: int | None = None,
+    segments: int | None = None,
     finetune_steps: int = 0,
     finetune_lr: float | None = None,
     encoder_config: dict | None = None,
@@ -273,19 +477,32 @@ def distill(
     save: bool = True,
     meta: dict | None = None,
 ) -> DistillResult:
-    """Train a :class:`DistilledEncoder` to predict `model`'s greedy codes; save it into `out_dir`.
+    """Train a distilled encoder of `kind` to predict `model`'s greedy codes; save it into `out_dir`.
 
-    1. Greedy-encode the train split once (targets) and the test split (for evaluation).
-    2. `steps` Adam steps of cross-entropy (mean over stages) on batches of `batch` images, in the
-       seeded order of :func:`vqdraw.loop.batch_indices`.
-    3. Optionally `finetune_steps` steps on the reconstruction error through the frozen decoder
+    1. Greedy-encode the train split once (targets) and the test split (for evaluation); decode
+       `prior_images` uniformly random codes (default: as many as train images) when
+       ``prior_fraction > 0``.
+    2. `steps` Adam steps of cross-entropy (mean over stages) on batches of `batch` images, a
+       share `prior_fraction` of them prior samples with their codes, the rest train images
+       in the seeded order of :func:`vqdraw.loop.batch_indices`. The autoregressive kind reads
+       the target codes (teacher forcing).
+    3. ``segments=S``: the steps are split over ceil(N / S) rounds; before round r > 0 the train
+       images are labelled again with the encoder's own codes for stages < r·S and the greedy
+       continuation from there (see the module docstring).
+    4. Optionally `finetune_steps` steps on the reconstruction error through the frozen decoder
        (straight-through argmax; see the module docstring); learning rate `finetune_lr` (lr/10).
-    4. Evaluate on the test split and write distilled.* into `out_dir` (needed when ``save``; the
+    5. Evaluate on the test split and write distilled.* into `out_dir` (needed when ``save``; the
        CLI passes the model folder), holding the folder's lock (:class:`vqdraw.runs.RunLock`)
        for the whole call.
     """
     if steps < 0 or finetune_steps < 0 or batch < 1 or lr <= 0:
         raise ConfigError("distill: steps must be >= 0, batch >= 1 and lr > 0")
+    if kind not in KINDS:
+        raise ConfigError(f"distill: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    if not 0 <= prior_fraction < 1 or (prior_images is not None and prior_images < 1):
+        raise ConfigError("distill: prior_fraction must be in [0, 1) and prior_images >= 1")
+    if segments is not None and not 1 <= segments <= model.stages:
+        raise ConfigError(f"distill: segments (stages per segment) must be in [1, {model.stages}]")
     if save and out_dir is None:
         raise InputError("distill: give out_dir (the model folder), or save=False")
     for s in (train_set, test_set):
@@ -296,35 +513,49 @@ def distill(
     n_test = len(test_set) if test_limit is None else min(test_limit, len(test_set))
     if n_train == 0 or n_test == 0:
         raise InputError("distill: the train and test splits must not be empty")
+    settings = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "kind": kind,
+                "prior_fraction": prior_fraction, "prior_images": prior_images or n_train, "segments": segments,
+                "finetune_steps": finetune_steps, "finetune_lr": finetune_lr,
+                "encoder_config": encoder_config or {}, "n_train": n_train, "n_test": n_test}
     if not save:
-        return _distill(model, train_set, test_set, steps, batch, lr, None, progress, seed, finetune_steps,
-                        finetune_lr, encoder_config, n_train, n_test, meta)
+        return _distill(model, train_set, test_set, None, progress, meta, **settings)
     out_dir = Path(out_dir)
     with runs.RunLock(runs.owner_folder(out_dir)):
-        return _distill(model, train_set, test_set, steps, batch, lr, out_dir, progress, seed, finetune_steps,
-                        finetune_lr, encoder_config, n_train, n_test, meta)
+        return _distill(model, train_set, test_set, out_dir, progress, meta, **settings)
 
 
-def _distill(model, train_set, test_set, steps, batch, lr, out_dir, progress, seed, finetune_steps,
-             finetune_lr, encoder_config, n_train, n_test, meta) -> DistillResult:
+def _distill(model, train_set, test_set, out_dir, progress, meta, *, steps, batch, lr, seed, kind,
+             prior_fraction, prior_images, segments, finetune_steps, finetune_lr, encoder_config,
+             n_train, n_test) -> DistillResult:
     device = model.device
     model.eval()
     t0 = time.perf_counter()
-    bar = Progress(n_train + n_test, desc="greedy codes", unit="img", enabled=progress)
+    n_prior = prior_images if prior_fraction > 0 else 0
+    bar = Progress(n_train + n_test + n_prior, desc="greedy codes", unit="img", enabled=progress)
     train_codes = greedy_codes(model, lambda i: train_set.batch(i, device), n_train, bar=bar)
     test_images = test_set.batch(range(n_test), "cpu")
     test_codes, greedy = code_metrics(model, test_images, bar=bar)
+    prior_x, prior_c = prior_samples(model, n_prior, seed + 2)
+    bar.update(n_prior)
     bar.close()
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        encoder = DistilledEncoder(DistilledConfig.for_model(model, **(encoder_config or {}))).to(device)
+        encoder = build_encoder(DistilledConfig.for_model(model, kind, **encoder_config)).to(device)
     optimizer = adam(encoder.parameters(), lr)
     recent: list[float] = []
+    n_fake = round(batch * prior_fraction) if n_prior else 0
+    n_real = max(1, batch - n_fake)
+    gen = torch.Generator().manual_seed(seed + 3)
+    labels = {"codes": train_codes}
 
     def one_step(step: int, idx: torch.Tensor) -> dict:
-        target = train_codes[idx].to(device)
-        logits = encoder(train_set.batch(idx, device))
+        x, target = train_set.batch(idx, device), labels["codes"][idx].to(device)
+        if n_fake:
+            pick = torch.randint(0, n_prior, (n_fake,), generator=gen)
+            x = torch.cat([x, prior_x[pick].to(device)])
+            target = torch.cat([target, prior_c[pick].to(device)])
+        logits = encoder.logits(x, target)  # teacher forcing for the autoregressive kind
         loss = F.cross_entropy(logits.flatten(0, 1), target.flatten())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -333,10 +564,23 @@ def _distill(model, train_set, test_set, steps, batch, lr, out_dir, progress, se
         accuracy = (logits.detach().argmax(2) == target).float().mean().item()
         return {"ce": sum(recent) / len(recent), "batch_accuracy": accuracy}
 
-    encoder.train()
-    history = run_steps(one_step, DataOrder(n_train, batch, seed), stop=steps, log_every=50,
-                        progress=Progress(steps, desc="distil", enabled=progress),
-                        postfix=lambda r, _: {"ce": f"{r['ce']:.3f}"})
+    size = segments or model.stages
+    starts = list(range(0, model.stages, size))
+    history: list[dict] = []
+    done = 0
+    for r, start in enumerate(starts):
+        stop = steps * (r + 1) // len(starts)
+        if start:  # label again: own codes before this segment, the greedy continuation after
+            own = _predict_all(encoder, lambda i: train_set.batch(i, device), n_train)
+            labels["codes"] = greedy_codes(model, lambda i: train_set.batch(i, device), n_train,
+                                           prefix=own[:, :start])
+        encoder.train()
+        logged = run_steps(one_step, DataOrder(n_train, n_real, seed), start=done, stop=stop, total=steps,
+                           log_every=50, progress=Progress(steps, initial=done, desc=f"distil {r + 1}/{len(starts)}"
+                                                           if len(starts) > 1 else "distil", enabled=progress),
+                           postfix=lambda r, _: {"ce": f"{r['ce']:.3f}"})
+        history += [{**h, "segment_start": start} for h in logged]
+        done = stop
 
     if finetune_steps:
         finetune(model, encoder, train_set, finetune_steps, batch, finetune_lr or lr / 10,
@@ -358,14 +602,21 @@ def _distill(model, train_set, test_set, steps, batch, lr, out_dir, progress, se
     if out_dir is not None:
         encoder.save(out_dir, {
             "model_fingerprint": model.fingerprint().hex(),
-            "training": {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "finetune_steps": finetune_steps,
-                         "train_images": n_train, "test_images": n_test, "dataset": train_set.name, **(meta or {})},
+            "training": {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "kind": kind,
+                         "prior_fraction": prior_fraction, "prior_images": n_prior, "segments": segments,
+                         "finetune_steps": finetune_steps, "train_images": n_train, "test_images": n_test,
+                         "dataset": train_set.name, **(meta or {})},
             "metrics": result.metrics(),
         })
     return result
 
 
-def finetune(model, encoder: DistilledEncoder, train_set, steps: int, batch: int, lr: float, *,
+def _predict_all(encoder: _Encoder, images_of, count: int, batch: int = 250) -> torch.Tensor:
+    out = [encoder.predict(images_of(range(s, min(s + batch, count)))).cpu() for s in range(0, count, batch)]
+    return torch.cat(out)
+
+
+def finetune(model, encoder: _Encoder, train_set, steps: int, batch: int, lr: float, *,
              n_train: int | None = None, seed: int = 1, progress: bool = False,
              history: list | None = None) -> list[float]:
     """Straight-through fine-tuning of `encoder` on the reconstruction error through the frozen
@@ -399,11 +650,13 @@ def finetune(model, encoder: DistilledEncoder, train_set, steps: int, batch: int
     return losses
 
 
-def relaxed_reconstruction_loss(model, encoder: DistilledEncoder, x: torch.Tensor) -> torch.Tensor:
+def relaxed_reconstruction_loss(model, encoder: _Encoder, x: torch.Tensor) -> torch.Tensor:
     """Mean over stages of the normalised MSE of the canvas when following the encoder's argmax
-    codes; gradients reach the logits through a straight-through softmax at every stage."""
+    codes; gradients reach the logits through a straight-through softmax at every stage. The
+    autoregressive kind reads its own (free-running) codes, so the hard codes are its
+    predictions."""
     target = model.normalize(x)
-    logits = encoder(x)  # (B, N, K)
+    logits = encoder.logits(x)  # (B, N, K)
     soft = logits.softmax(dim=2)
     hard = F.one_hot(soft.argmax(dim=2), soft.shape[2]).to(soft.dtype)
     weights = hard + soft - soft.detach()  # forward: exactly one-hot; backward: softmax gradient

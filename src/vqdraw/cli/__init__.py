@@ -31,7 +31,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "datasets": ("datasets", "list datasets and where they are stored; verify checksums or download them"),
     "baseline": ("baseline", "train a baseline model (VQ-VAE with a 7x7 grid and a tiny codebook)"),
     "code-stats": ("code_stats", "per-stage option usage, entropy and never-used options over a whole split"),
-    "distill": ("distill", "distil the greedy encoder into a one-pass CNN"),
+    "distill": ("distill", "distil the greedy encoder into a fast network (autoregressive or one-pass)"),
     "eval-samples": ("eval_samples", "FID / KID / precision-recall of samples in a self-trained feature space"),
     "probe": ("probe", "how well do the codes predict the labels? (linear / MLP probes, paper §6)"),
     "eval-nll": ("eval_nll", "log-likelihood bounds (single-code and marginal) in nats and bits/dim, by code prefix"),
