@@ -150,6 +150,10 @@ class ModelConfig:
             raise ConfigError(f"invalid model config: {exc}") from exc
 
 
+ANNEALS = ("linear", "cosine")
+"""Shapes of the anneal from ``lr`` to ``lr_final`` (``TrainConfig.anneal``, see :mod:`vqdraw.schedule`)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train: Table 1's batch, steps and alpha, plus the engineering knobs."""
@@ -180,6 +184,15 @@ class TrainConfig:
     """Seed for initialisation and the data order."""
     dataset: str = "mnist-embedded"
     """Dataset name (see `vqdraw datasets`)."""
+    warmup: int = 0
+    """Raise the step size linearly from lr/warmup to lr over this many first steps (0: none)."""
+    anneal: str = "linear"
+    """Shape of the anneal to `lr_final` when it is set: 'linear' or 'cosine'."""
+    ema: float = 0.0
+    """Decay of an average of the weights used for evaluation, pictures and the saved model (0: off)."""
+    time_budget: float | None = None
+    """Minutes of wall-clock time: the run ends when they are spent (at most `steps` steps) and
+    the anneal is fitted to the step count they allow."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "eval_every", "save_every", "log_every", "eval_size"):
@@ -191,6 +204,14 @@ class TrainConfig:
             raise ConfigError("alpha must be non-negative")
         if self.lr <= 0:
             raise ConfigError("lr must be positive")
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be non-negative, got {self.warmup}")
+        if self.anneal not in ANNEALS:
+            raise ConfigError(f"unknown anneal {self.anneal!r}; known: {', '.join(ANNEALS)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema (the average's decay) must be in [0, 1), got {self.ema}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ConfigError(f"time_budget must be positive (minutes), got {self.time_budget}")
 
     @property
     def micro(self) -> int:

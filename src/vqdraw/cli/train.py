@@ -30,6 +30,9 @@ FIELD_TYPES = {
     "save_every": positive_int(max=MAX_STEPS),
     "log_every": positive_int(max=MAX_STEPS),
     "seed": positive_int(min=0, max=2**63 - 1),
+    "warmup": positive_int(min=0, max=MAX_STEPS),
+    "ema": finite_float(min=0, max=0.999999),
+    "time_budget": finite_float(above=0, max=10**7),
 }
 
 
@@ -74,8 +77,9 @@ def register(sub) -> None:
                    "and pictures are removed)")
     add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: bfloat16 autocast for the refiner (losses and arg-min stay float32)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="bf16: bfloat16 autocast for the refiner (losses and arg-min stay float32); "
+                   "auto: bf16 on a CPU with AMX bf16 units, else fp32")
     p.add_argument("--compile", nargs="?", const="default", default=None,
                    choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the per-stage network; optionally the mode (reduce-overhead: "
@@ -91,7 +95,7 @@ def run(args) -> int:
     from ..config import get_preset, override
     from ..model import VQDraw
     from ..runs import read_train_json
-    from ..train import fit, pick_device
+    from ..train import fit, pick_device, resolve_precision
 
     run_dir = Path(args.run or f"runs/{args.preset}")
     train_over = dataclass_overrides(args, TrainConfig, TRAIN_SKIP)
@@ -124,18 +128,22 @@ def run(args) -> int:
     dist_info = distributed.init_from_env(args.device)  # no-op outside torchrun
     device = distributed.device_for(dist_info, args.device) if dist_info.enabled else pick_device(args.device)
     say = print if dist_info.is_main else (lambda *a, **k: None)
+    precision = resolve_precision(args.precision, device)
+    length = f"{train_cfg.steps} steps"
+    if train_cfg.time_budget is not None:
+        length = f"{train_cfg.time_budget:g} minutes (at most {train_cfg.steps} steps)"
     say(
         f"vqdraw train: preset {args.preset}, dataset {train_cfg.dataset} ({len(train_set)} train / "
         f"{len(test_set)} test), K={model_cfg.options} N={model_cfg.stages} "
-        f"({model_cfg.code_bits:g}-bit codes), batch {train_cfg.batch}, {train_cfg.steps} steps, "
-        f"device {device}, run folder {run_dir}"
+        f"({model_cfg.code_bits:g}-bit codes), batch {train_cfg.batch}, {length}, "
+        f"device {device} ({precision}), run folder {run_dir}"
         + (f", {dist_info.world_size} processes ({dist_info.backend})" if dist_info.enabled else ""),
         file=sys.stderr,
     )
     t0 = time.perf_counter()
     try:
         result = fit(model, train_set, test_set, train_cfg, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
-                     progress=not args.no_progress, precision=args.precision,
+                     progress=not args.no_progress, precision=precision,
                      compile=args.compile or False)
     finally:
         distributed.shutdown()
