@@ -45,6 +45,9 @@ class RefinerConfig:
     """GroupNorm after every ReLU (channels/16 groups, at most 32)."""
     output_scale: float = 0.1
     """Initial value of the learned scale applied to the deltas (residual outputs)."""
+    progressive: int = 0
+    """Stages per resolution level (0: off): stages 0..p-1 propose deltas at the lowest resolution,
+    the next p after one upsampling layer, ..., the rest at full resolution (docs/progressive.md)."""
 
     def __post_init__(self) -> None:
         if len(self.up) != len(self.down):
@@ -55,6 +58,10 @@ class RefinerConfig:
         for name in ("down", "body", "up", "pre_head"):
             if any(int(c) <= 0 for c in getattr(self, name)):
                 raise ConfigError(f"refiner.{name}: channel counts must be positive")
+        if self.progressive < 0:
+            raise ConfigError(f"refiner.progressive must be non-negative, got {self.progressive}")
+        if self.progressive and not self.up:
+            raise ConfigError("refiner.progressive needs upsampling layers (a lower resolution to start from)")
 
 
 LIKELIHOODS = ("mse", "bernoulli")
@@ -131,6 +138,8 @@ class ModelConfig:
         """The config as JSON data. Image models with the paper's likelihood keep format 1's keys
         (``image_shape``, no ``likelihood``), so their files and fingerprints are unchanged."""
         d = asdict(self)
+        if not self.refiner.progressive:  # absent when off: files and fingerprints as before
+            del d["refiner"]["progressive"]
         if self.rank == 2:
             d["image_shape"] = d.pop("data_shape")
         if self.likelihood == "mse":

@@ -334,8 +334,11 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, 
 
 
 def _has_unused_parameters(model: VQDraw) -> bool:
-    """Per-stage heads of a last segment shorter than the others are never used."""
+    """Per-stage heads of a last segment shorter than the others are never used; a progressive
+    refiner's heads are each used by some stages only."""
     c = model.config
+    if c.refiner.progressive:  # each stage uses one head: the full one or a coarse one
+        return True
     return c.refiner.head_per_stage and c.stages > c.segment and c.stages % c.segment != 0
 
 

@@ -86,6 +86,10 @@ def register(sub) -> None:
                         "CUDA graphs on a GPU, for the launch-bound small batches)")
     add_dataclass_flags(p, ModelConfig, skip=MODEL_SKIP, title="model (overrides the preset)",
                         types=FIELD_TYPES, defaults=preset_values("model", ModelConfig))
+    p.add_argument("--progressive", type=positive_int(min=0, max=MAX_STAGES), default=None, metavar="P",
+                   help="progressive refiner: the first P stages propose deltas at the lowest resolution, "
+                   "the next P one upsampling layer higher, ..., the rest at full resolution "
+                   "(docs/progressive.md; default: 0, off)")
     add_dataclass_flags(p, TrainConfig, skip=TRAIN_SKIP, title="training (overrides the preset)",
                         types=FIELD_TYPES, defaults=preset_values("train", TrainConfig))
     p.set_defaults(func=run)
@@ -108,6 +112,8 @@ def run(args) -> int:
         model_cfg = ModelConfig.from_dict(saved["model"])
         train_cfg = TrainConfig.from_dict(saved["train"])
         model_over = dataclass_overrides(args, ModelConfig, MODEL_SKIP)
+        if args.progressive is not None:
+            model_over["progressive"] = args.progressive
         if model_over:
             from ..errors import ConfigError
 
@@ -115,6 +121,8 @@ def run(args) -> int:
     else:
         preset = get_preset(args.preset)
         model_cfg = override(preset.model, **dataclass_overrides(args, ModelConfig, MODEL_SKIP))
+        if args.progressive is not None:
+            model_cfg = override(model_cfg, refiner=override(model_cfg.refiner, progressive=args.progressive))
         train_cfg = preset.train
     train_cfg = override(train_cfg, dataset=args.dataset, **train_over)
 
