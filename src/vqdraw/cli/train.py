@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from ..config import PRESETS, ModelConfig, TrainConfig
+from ..config import ANNEALS, PRESETS, ModelConfig, TrainConfig
 from .common import (MAX_BATCH, MAX_COUNT, MAX_OPTIONS, MAX_STAGES, MAX_STEPS, HelpFormatter, add_dataclass_flags,
                      add_device_arg, dataclass_overrides, finite_float, output_dir, positive_int)
 
 MODEL_SKIP = {"image_shape", "mean", "std", "refiner"}
 TRAIN_SKIP = {"dataset"}
+
+def one_of(*names: str):
+    """An argparse type: one of `names`."""
+    def parse(text: str) -> str:
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)}, got {text!r}")
+        return text
+
+    return parse
+
 
 # The CLI boundary for the config fields given as flags (the configs check their own rules again).
 FIELD_TYPES = {
@@ -31,6 +42,7 @@ FIELD_TYPES = {
     "log_every": positive_int(max=MAX_STEPS),
     "seed": positive_int(min=0, max=2**63 - 1),
     "warmup": positive_int(min=0, max=MAX_STEPS),
+    "anneal": one_of(*ANNEALS),
     "ema": finite_float(min=0, max=0.999999),
     "time_budget": finite_float(above=0, max=10**7),
 }
