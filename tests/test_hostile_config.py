@@ -310,3 +310,13 @@ def test_estimate_counts_other_likelihoods_parameters_exactly(likelihood):
 
     model = VQDraw.from_preset("mnist", likelihood=likelihood, options=8, stages=3, segment=2)
     assert estimate_size(model.config)["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_estimate_counts_a_progressive_refiners_parameters_exactly():
+    from vqdraw import VQDraw
+    from vqdraw.config import RefinerConfig
+    from vqdraw.validate import estimate_size
+
+    model = VQDraw.from_preset("mnist", options=8, stages=4, segment=2,
+                               refiner=RefinerConfig(down=(8, 16), body=(16,), up=(16, 8), progressive=1))
+    assert estimate_size(model.config)["parameters"] == sum(p.numel() for p in model.parameters())

@@ -56,6 +56,9 @@ class RefinerConfig:
     CIFAR-10 refiner feeds its body convolution raw into the residual blocks)."""
     output_scale: float = 0.1
     """Initial value of the learned scale applied to the deltas (residual outputs)."""
+    progressive: int = 0
+    """Stages per resolution level (0: off): stages 0..p-1 propose deltas at the lowest resolution,
+    the next p after one upsampling layer, ..., the rest at full resolution (docs/progressive.md)."""
 
     def __post_init__(self) -> None:
         if len(self.up) != len(self.down):
@@ -70,6 +73,10 @@ class RefinerConfig:
             if len(pair) != 2 or int(pair[0]) <= 0 or int(pair[1]) <= 0 or int(pair[0]) % int(pair[1]):
                 raise ConfigError(f"refiner.norm_groups: {tuple(pair)} is not (channels, groups) with "
                                   "groups dividing channels")
+        if self.progressive < 0:
+            raise ConfigError(f"refiner.progressive must be non-negative, got {self.progressive}")
+        if self.progressive and not self.up:
+            raise ConfigError("refiner.progressive needs upsampling layers (a lower resolution to start from)")
 
     def groups(self, channels: int) -> int:
         """GroupNorm groups over `channels` channels: the listed count, else channels/16 in [1, 32]."""
@@ -196,8 +203,11 @@ class ModelConfig:
 
 _LATER_FIELDS = {
     "model": {"stage_conditioning": True, "residual": True},
-    "refiner": {"norm_groups": (), "mask_down": True, "raw_body": False},
+    "refiner": {"norm_groups": (), "mask_down": True, "raw_body": False, "progressive": 0},
 }
+
+ANNEALS = ("linear", "cosine")
+"""Shapes of the anneal from ``lr`` to ``lr_final`` (``TrainConfig.anneal``, see :mod:`vqdraw.schedule`)."""
 
 
 @dataclass(frozen=True)
@@ -252,6 +262,15 @@ class TrainConfig:
     binarize: str = "none"
     """Binarise the data (for bernoulli models): 'none', 'threshold' (x >= 0.5) or 'stochastic'
     (1 with probability x, drawn afresh each epoch; the test set: one fixed draw)."""
+    warmup: int = 0
+    """Raise the step size linearly from lr/warmup to lr over this many first steps (0: none)."""
+    anneal: str = "linear"
+    """Shape of the anneal to `lr_final` when it is set: 'linear' or 'cosine'."""
+    ema: float = 0.0
+    """Decay of an average of the weights used for evaluation, pictures and the saved model (0: off)."""
+    time_budget: float | None = None
+    """Minutes of wall-clock time: the run ends when they are spent (at most `steps` steps) and
+    the anneal is fitted to the step count they allow."""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "eval_every", "save_every", "log_every", "eval_size"):
@@ -277,14 +296,14 @@ class TrainConfig:
 
         if self.binarize not in ("none", "threshold", "stochastic"):
             raise ConfigError(f"binarize must be none, threshold or stochastic; got {self.binarize!r}")
-
-    def learning_rate(self, step: int) -> float:
-        """The step size of optimizer step `step` (0-based): fixed, or annealed linearly so that
-        step s+1 of S uses lr + (lr_final - lr) * (s+1)/S (the author's schedule: the last step
-        runs at lr_final)."""
-        if self.paper_lr or self.lr_final is None:
-            return self.lr
-        return self.lr + (self.lr_final - self.lr) * min(1.0, (step + 1) / self.steps)
+        if self.warmup < 0:
+            raise ConfigError(f"warmup must be non-negative, got {self.warmup}")
+        if self.anneal not in ANNEALS:
+            raise ConfigError(f"unknown anneal {self.anneal!r}; known: {', '.join(ANNEALS)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ConfigError(f"ema (the average's decay) must be in [0, 1), got {self.ema}")
+        if self.time_budget is not None and not self.time_budget > 0:
+            raise ConfigError(f"time_budget must be positive (minutes), got {self.time_budget}")
 
     def loss_options(self) -> dict:
         """The keyword arguments of :meth:`vqdraw.VQDraw.loss` beyond alpha: the paper's

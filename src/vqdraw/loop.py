@@ -98,6 +98,15 @@ class Progress:
             self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
                             file=self.stream)
 
+    def set_total(self, total: int) -> None:
+        """A new projected total (a run fitted to a time budget learns it as it goes)."""
+        if total == self.total:
+            return
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
     def update(self, n: int = 1, postfix: dict | None = None) -> None:
         if not self.enabled:
             return
@@ -146,13 +155,17 @@ def run_steps(
     postfix: Callable[[dict, list[dict]], dict] | None = None,
     on_log: Callable[[dict], None] | None = None,
     writer: bool = True,
+    budget=None,
 ) -> list[dict]:
     """Run steps ``start .. stop-1`` of a `total`-step run (see the module docstring); returns
     the logged records (`history`, extended). ``step_fn(step, indices)`` makes one optimizer step
     on the batch ``indices`` and returns the terms to log (plain floats). A record is logged every
     `log_every` steps, whenever it is evaluated (every `eval_every` steps) and at step `total`;
     logged records are appended to ``metrics_dir/metrics.jsonl`` when given. ``writer=False``
-    (data-parallel ranks other than 0) only steps: no evaluation, log, progress or checkpoint."""
+    (data-parallel ranks other than 0) only steps: no evaluation, log, progress or checkpoint.
+
+    `budget` (a :class:`vqdraw.schedule.TimeBudget`, one process only) is ticked after each step;
+    the step after which another would overrun it is the last: evaluated, logged and saved."""
     total = stop if total is None else total
     history = [] if history is None else history
     t0 = time.perf_counter()
@@ -161,22 +174,28 @@ def run_steps(
         while step < stop:
             terms = step_fn(step, order(step))
             step += 1
+            out_of_time = budget is not None and budget.tick()
             if not writer:
                 continue
+            end = step == total or out_of_time
             record = {"step": step, **terms, "time": round(time.perf_counter() - t0, 3)}
-            evaluated = evaluate is not None and (step % eval_every == 0 or step == total)
+            evaluated = evaluate is not None and (step % eval_every == 0 or end)
             if evaluated:
                 record.update(evaluate(step))
-            if evaluated or step % log_every == 0 or step == total:
+            if evaluated or step % log_every == 0 or end:
                 history.append(record)
                 if metrics_dir is not None:
                     runs.append_metrics(metrics_dir, record)
                 if on_log is not None:
                     on_log(record)
             if progress is not None:
+                if budget is not None:
+                    progress.set_total(step if out_of_time else budget.total(step))
                 progress.update(1, postfix(record, history) if postfix is not None else None)
-            if checkpoint is not None and (step % save_every == 0 or step == stop):
+            if checkpoint is not None and (step % save_every == 0 or step == stop or out_of_time):
                 checkpoint(step, history)
+            if out_of_time:
+                break
     finally:
         if progress is not None:
             progress.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from .config import ModelConfig, RefinerConfig
 from .layers import ConvUnit, ResidualBlock, channels_last_format, conv_classes, masked_conv
@@ -48,9 +49,12 @@ class Refiner(nn.Module):
                                   activate=not cfg.raw_body))
             c = out
         units += [ResidualBlock(c, cfg.res_expand, stages, norm, rank, groups) for _ in range(cfg.res_blocks)]
+        self.up_start, self.levels = len(units), len(cfg.up)
+        level_channels = [c]  # channels at each coarse level: lowest resolution, then after each up
         for out in cfg.up:
             units.append(ConvUnit(conv_t(c, out, 4, stride=2, padding=1), out, stages, norm, groups=groups(out)))
             c = out
+            level_channels.append(c)
         for out in cfg.pre_head:
             units.append(ConvUnit(conv(c, out, 3, padding=1), out, stages, norm=False))
             c = out
@@ -60,6 +64,9 @@ class Refiner(nn.Module):
             return conv(c, options * channels, cfg.head_kernel, padding=cfg.head_kernel // 2)
 
         self.heads = nn.ModuleList([head() for _ in range(stages if cfg.head_per_stage else 1)])
+        if cfg.progressive:  # one head per coarse level (docs/progressive.md); none when off
+            self.coarse_heads = nn.ModuleList(
+                conv(ch, options * channels, 3, padding=1) for ch in level_channels[:-1])
         self.output_scale = nn.Parameter(torch.tensor(float(cfg.output_scale)))
         self.rank = rank
         self.set_channels_last(True)
@@ -70,13 +77,23 @@ class Refiner(nn.Module):
         for unit in self.units:
             unit.memory_format = self.memory_format
 
-    def forward(self, canvas: torch.Tensor, stage: int) -> torch.Tensor:
+    def forward(self, canvas: torch.Tensor, stage: int, level: int | None = None) -> torch.Tensor:
         """Deltas (B, K, C, *S) for a canvas (B, C, *S) at `stage` (index within the segment).
 
-        Channels-last, the result is a view of a (B, *S, K, C) tensor in memory.
+        Channels-last, the result is a view of a (B, *S, K, C) tensor in memory. A progressive
+        refiner's `level` below ``len(up)`` stops after that many upsampling layers: a coarse
+        head proposes deltas at that resolution, upsampled to the canvas's (docs/progressive.md).
         """
         stage = stage if self.conditioned else 0
         h = canvas.contiguous(memory_format=self.memory_format)
+        if level is not None and level < self.levels:
+            for unit in self.units[: self.up_start + level]:
+                h = unit(h, stage)
+            out = masked_conv(self.coarse_heads[level], h, self.output_scale, self.memory_format)
+            mode = ("linear", "bilinear", "trilinear")[self.rank - 1]
+            out = F.interpolate(out, size=canvas.shape[2:], mode=mode, align_corners=False)
+            out = out.contiguous(memory_format=self.memory_format)
+            return out.unflatten(1, (self.options, self.channels))
         for unit in self.units:
             h = unit(h, stage)
         head = self.heads[stage if len(self.heads) > 1 else 0]
@@ -108,6 +125,15 @@ class SegmentedRefiner(nn.Module):
             for _ in range(cfg.num_segments)
         )
         self.first_bias = nn.Parameter(torch.zeros(cfg.options, channels, *cfg.data_shape[1:]))
+        self.progressive = cfg.refiner.progressive
+        self.levels = len(cfg.refiner.up)
+
+    def level(self, stage: int) -> int | None:
+        """The resolution level of global stage `stage` in a progressive refiner (0: the lowest,
+        ``len(up)``: full): ``stage // progressive``, at most full. None when not progressive."""
+        if not self.progressive:
+            return None
+        return min(self.levels, stage // self.progressive)
 
     def set_speed(self, *, channels_last: bool | None = None, compile: bool | None = None,
                   compile_mode: str | None = None) -> None:
@@ -126,7 +152,11 @@ class SegmentedRefiner(nn.Module):
     def deltas(self, canvas: torch.Tensor, stage: int) -> torch.Tensor:
         """Proposals minus the canvas, (B, K, C, *S), for global stage index `stage`: the
         refiner's output, plus the learned first-stage candidates at stage 0."""
-        d = self.segments[stage // self.segment](canvas, stage % self.segment)
+        level = self.level(stage)
+        if level is None:
+            d = self.segments[stage // self.segment](canvas, stage % self.segment)
+        else:
+            d = self.segments[stage // self.segment](canvas, stage % self.segment, level)
         if stage == 0:
             d = d + self.first_bias
         return d

@@ -52,6 +52,8 @@ TRAIN_FILE = "train.json"
 METRICS_FILE = "metrics.jsonl"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
+TRAINING_WEIGHTS_FILE = "training.safetensors"
+"""In a checkpoint whose model is an average of the weights (EMA): the raw weights training resumes from."""
 LOCK_FILE = ".lock"
 CKPT_PREFIX = "ckpt-"
 LATEST_MAX_BYTES = 4096
@@ -325,9 +327,11 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dic
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(run_dir: str | Path, model, optimizer, state: dict, keep: int = 2) -> Path:
+def save_checkpoint(run_dir: str | Path, model, optimizer, state: dict, keep: int = 2,
+                    training_weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``ckpt-<step>/`` (``model.save`` + optimizer + `state`) atomically, point LATEST at
-    it, and keep the newest `keep` checkpoints."""
+    it, and keep the newest `keep` checkpoints. `training_weights` (the raw weights, when
+    `model` holds an average of them) go to ``training.safetensors``."""
     from safetensors.torch import save_file
 
     run_dir = Path(run_dir)
@@ -337,6 +341,9 @@ def save_checkpoint(run_dir: str | Path, model, optimizer, state: dict, keep: in
         model.save(tmp)
         tensors, meta = optimizer_tensors(optimizer)
         save_file(tensors, str(tmp / OPTIMIZER_FILE))
+        if training_weights is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in training_weights.items()},
+                      str(tmp / TRAINING_WEIGHTS_FILE))
         atomic_write_json(tmp / STATE_FILE, {**state, "optimizer": meta})
         os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
         final = run_dir / name
@@ -371,6 +378,22 @@ def load_checkpoint_state(run_dir: str | Path) -> tuple[Path, dict, dict]:
     if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors.values()):
         raise CheckpointError(f"{ckpt / OPTIMIZER_FILE}: holds NaN or infinite values")
     return ckpt, state, tensors
+
+
+def load_training_weights(ckpt: str | Path) -> dict[str, torch.Tensor] | None:
+    """The raw weights of a checkpoint whose model is their average, or None if it has none."""
+    from safetensors.torch import load_file
+
+    path = Path(ckpt) / TRAINING_WEIGHTS_FILE
+    if not path.exists():
+        return None
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - any failure here means a corrupt checkpoint
+        raise CheckpointError(f"{path}: cannot resume, raw weights unreadable ({exc})") from exc
+    if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors.values()):
+        raise CheckpointError(f"{path}: holds NaN or infinite values")
+    return tensors
 
 
 def clean_debris(run_dir: str | Path, verify: Callable[[Path], object] | None = None) -> Path | None:

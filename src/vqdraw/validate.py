@@ -420,7 +420,9 @@ def estimate_size(cfg, batch: int = 1) -> dict:
     block = conv(c, c, 3, norm) + conv(c, hidden, 1, norm) + conv(hidden, c, 1, norm)
     params += res_blocks * block
     acts += res_blocks * (3 * c + hidden) * size
+    level_channels = [c]  # a progressive refiner's coarse heads read these (refiner.py)
     for out in up:
+        level_channels.append(out)
         params += conv(c, out, 4, norm)
         grid = [2 * s for s in grid]
         size = math.prod(grid)
@@ -431,6 +433,8 @@ def estimate_size(cfg, batch: int = 1) -> dict:
         acts += out * size
         c = out
     params += heads * (c * K * channels * head_k**dims + K * channels)
+    if int(_get(r, "progressive", 0) or 0):
+        params += sum(ch * K * channels * 3**dims + K * channels for ch in level_channels[:-1])
     params += 1  # output_scale
     params *= segments
     params += K * channels * pixels  # the first stage's candidates

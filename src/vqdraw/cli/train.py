@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import time
 from pathlib import Path
 
-from ..config import PRESETS, ModelConfig, TrainConfig
+from ..config import ANNEALS, PRESETS, ModelConfig, TrainConfig
 from .common import (MAX_BATCH, MAX_COUNT, MAX_OPTIONS, MAX_STAGES, MAX_STEPS, HelpFormatter, add_dataclass_flags,
                      add_device_arg, dataclass_overrides, finite_float, output_dir, positive_int)
 
 MODEL_SKIP = {"image_shape", "mean", "std", "refiner"}
 TRAIN_SKIP = {"dataset"}
+
+def one_of(*names: str):
+    """An argparse type: one of `names`."""
+    def parse(text: str) -> str:
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)}, got {text!r}")
+        return text
+
+    return parse
+
 
 # The CLI boundary for the config fields given as flags (the configs check their own rules again).
 FIELD_TYPES = {
@@ -30,6 +41,10 @@ FIELD_TYPES = {
     "save_every": positive_int(max=MAX_STEPS),
     "log_every": positive_int(max=MAX_STEPS),
     "seed": positive_int(min=0, max=2**63 - 1),
+    "warmup": positive_int(min=0, max=MAX_STEPS),
+    "anneal": one_of(*ANNEALS),
+    "ema": finite_float(min=0, max=0.999999),
+    "time_budget": finite_float(above=0, max=10**7),
 }
 
 
@@ -74,14 +89,19 @@ def register(sub) -> None:
                    "and pictures are removed)")
     add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
-                   help="bf16: bfloat16 autocast for the refiner (losses and arg-min stay float32)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="bf16: bfloat16 autocast for the refiner (losses and arg-min stay float32); "
+                   "auto: bf16 on a CPU with AMX bf16 units, else fp32")
     p.add_argument("--compile", nargs="?", const="default", default=None,
                    choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the per-stage network; optionally the mode (reduce-overhead: "
                         "CUDA graphs on a GPU, for the launch-bound small batches)")
     add_dataclass_flags(p, ModelConfig, skip=MODEL_SKIP, title="model (overrides the preset)",
                         types=FIELD_TYPES, defaults=preset_values("model", ModelConfig))
+    p.add_argument("--progressive", type=positive_int(min=0, max=MAX_STAGES), default=None, metavar="P",
+                   help="progressive refiner: the first P stages propose deltas at the lowest resolution, "
+                   "the next P one upsampling layer higher, ..., the rest at full resolution "
+                   "(docs/progressive.md; default: 0, off)")
     add_dataclass_flags(p, TrainConfig, skip=TRAIN_SKIP, title="training (overrides the preset)",
                         types=FIELD_TYPES, defaults=preset_values("train", TrainConfig))
     p.set_defaults(func=run)
@@ -91,7 +111,7 @@ def run(args) -> int:
     from ..config import get_preset, override
     from ..model import VQDraw
     from ..runs import read_train_json
-    from ..train import fit, pick_device
+    from ..train import fit, pick_device, resolve_precision
 
     run_dir = Path(args.run or f"runs/{args.preset}")
     train_over = dataclass_overrides(args, TrainConfig, TRAIN_SKIP)
@@ -104,6 +124,8 @@ def run(args) -> int:
         model_cfg = ModelConfig.from_dict(saved["model"])
         train_cfg = TrainConfig.from_dict(saved["train"])
         model_over = dataclass_overrides(args, ModelConfig, MODEL_SKIP)
+        if args.progressive is not None:
+            model_over["progressive"] = args.progressive
         if model_over:
             from ..errors import ConfigError
 
@@ -111,6 +133,8 @@ def run(args) -> int:
     else:
         preset = get_preset(args.preset)
         model_cfg = override(preset.model, **dataclass_overrides(args, ModelConfig, MODEL_SKIP))
+        if args.progressive is not None:
+            model_cfg = override(model_cfg, refiner=override(model_cfg.refiner, progressive=args.progressive))
         train_cfg = preset.train
     train_cfg = override(train_cfg, dataset=args.dataset, **train_over)
 
@@ -124,18 +148,22 @@ def run(args) -> int:
     dist_info = distributed.init_from_env(args.device)  # no-op outside torchrun
     device = distributed.device_for(dist_info, args.device) if dist_info.enabled else pick_device(args.device)
     say = print if dist_info.is_main else (lambda *a, **k: None)
+    precision = resolve_precision(args.precision, device)
+    length = f"{train_cfg.steps} steps"
+    if train_cfg.time_budget is not None:
+        length = f"{train_cfg.time_budget:g} minutes (at most {train_cfg.steps} steps)"
     say(
         f"vqdraw train: preset {args.preset}, dataset {train_cfg.dataset} ({len(train_set)} train / "
         f"{len(test_set)} test), K={model_cfg.options} N={model_cfg.stages} "
-        f"({model_cfg.code_bits:g}-bit codes), batch {train_cfg.batch}, {train_cfg.steps} steps, "
-        f"device {device}, run folder {run_dir}"
+        f"({model_cfg.code_bits:g}-bit codes), batch {train_cfg.batch}, {length}, "
+        f"device {device} ({precision}), run folder {run_dir}"
         + (f", {dist_info.world_size} processes ({dist_info.backend})" if dist_info.enabled else ""),
         file=sys.stderr,
     )
     t0 = time.perf_counter()
     try:
         result = fit(model, train_set, test_set, train_cfg, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
-                     progress=not args.no_progress, precision=args.precision,
+                     progress=not args.no_progress, precision=precision,
                      compile=args.compile or False)
     finally:
         distributed.shutdown()
