@@ -90,14 +90,15 @@ class LossModule(nn.Module):
     """``forward(images) -> model.loss(images, ...)``: what DistributedDataParallel wraps (DDP
     reduces gradients of a module's forward). Holds no parameters of its own."""
 
-    def __init__(self, model: VQDraw, alpha: float, grad_checkpoint: bool):
+    def __init__(self, model: VQDraw, alpha: float, grad_checkpoint: bool, options: dict | None = None):
         super().__init__()
         self.model = model
         self.alpha = alpha
         self.grad_checkpoint = grad_checkpoint
+        self.options = options or {}  # TrainConfig.loss_options(): the paper's training alternatives
 
     def forward(self, images: torch.Tensor) -> dict:
-        return self.model.loss(images, alpha=self.alpha, grad_checkpoint=self.grad_checkpoint)
+        return self.model.loss(images, alpha=self.alpha, grad_checkpoint=self.grad_checkpoint, **self.options)
 
 
 def autocast(precision: str, device: torch.device | str):
@@ -289,7 +290,7 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, 
         from torch.nn.parallel import DistributedDataParallel
 
         ddp = DistributedDataParallel(
-            LossModule(model, cfg.alpha, cfg.grad_checkpoint),
+            LossModule(model, cfg.alpha, cfg.grad_checkpoint, cfg.loss_options()),
             device_ids=[device.index] if device.type == "cuda" else None,
             broadcast_buffers=False,  # mean/std buffers are constants of the config
             find_unused_parameters=_has_unused_parameters(model),

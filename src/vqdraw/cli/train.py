@@ -89,6 +89,9 @@ def register(sub) -> None:
                    "and pictures are removed)")
     add_device_arg(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
+                   help="also log the metrics for TensorBoard, into DIR (default: RUN/tensorboard); "
+                   'needs pip install "vqdraw[tensorboard]"')
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="bf16: bfloat16 autocast for the refiner (losses and arg-min stay float32); "
                    "auto: bf16 on a CPU with AMX bf16 units, else fp32")
@@ -160,13 +163,20 @@ def run(args) -> int:
         + (f", {dist_info.world_size} processes ({dist_info.backend})" if dist_info.enabled else ""),
         file=sys.stderr,
     )
+    log = None
+    if args.tensorboard is not None and dist_info.is_main:
+        from ..tensorboard import TensorBoardLog
+
+        log = TensorBoardLog(args.tensorboard or Path(run_dir) / "tensorboard")
     t0 = time.perf_counter()
     try:
-        result = fit(model, train_set, test_set, train_cfg, run_dir, resume=args.resume, overwrite=args.overwrite, device=device,
-                     progress=not args.no_progress, precision=precision,
-                     compile=args.compile or False)
+        result = fit(model, train_set, test_set, train_cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
+                     device=device, progress=not args.no_progress, precision=precision,
+                     compile=args.compile or False, on_log=log)
     finally:
         distributed.shutdown()
+        if log is not None:
+            log.close()
     last = next((m for m in reversed(result.metrics) if "test_mse" in m), None)
     summary = f"done: step {result.step} in {time.perf_counter() - t0:.0f} s"
     if last:
