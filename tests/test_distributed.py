@@ -20,7 +20,8 @@ from vqdraw.distributed import DistInfo, init_from_env, local_slice
 MODEL = ["--preset", "mnist", "--options", "8", "--stages", "3", "--segment", "2"]
 TRAIN = ["--dataset", "mnist-embedded", "--batch", "8", "--micro-batch", "2", "--log-every", "1",
          "--eval-every", "100", "--save-every", "3", "--eval-size", "16", "--seed", "1",
-         "--no-progress", "--device", "cpu"]
+         "--no-progress", "--device", "cpu",
+         "--paper-lr"]  # a constant step size: the runs compared here have different step totals
 
 
 def _env():
