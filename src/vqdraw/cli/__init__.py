@@ -81,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a one-line usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 2
+    _tune_allocator()
     try:
         if hasattr(args, "model_rest"):  # the verb takes a MODEL (common.add_model_arg)
             from .common import resolve_model
@@ -98,6 +99,23 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vqdraw {args.command}: error: image too large: {exc}", file=sys.stderr)
         return 2
+
+
+def _tune_allocator() -> None:
+    """glibc malloc: serve large tensors from the heap instead of fresh mmaps that the kernel must
+    zero on first touch (mmap threshold 32 MB, its maximum; trim threshold 1 GB). Encoding and
+    decoding on the CPU run ~11% faster (benchmarks/README.md); results are unchanged. Best effort:
+    nothing happens off Linux/glibc."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 32 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
 
 
 def _is_decompression_bomb(exc: Exception) -> bool:
