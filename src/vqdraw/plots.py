@@ -164,15 +164,7 @@ def save_stages(model, images: torch.Tensor, path: str | Path, max_stages: int =
     b, cols, _, h, w = rows.shape
     scale, pad = _scale(model), 2
     img = grid(rows.flatten(0, 1), ncol=cols, pad=pad, scale=scale)
-    fig = figure(max(4.0, img.width / 55), img.height / 55 + 1.1)
-    ax = fig.add_subplot()
-    _show(ax, img)
-    ax.set_xticks(_cell_centres(cols, w, pad, scale))
-    ax.set_xticklabels(stage_labels(model.options, cols - 1), fontsize=6)
-    ax.tick_params(axis="x", length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
-    ax.set_title((title + "\n" if title else "") + "reconstruction after stage n (code bits so far)",
-                 fontsize=8)
-    fig.tight_layout()
+    fig = _stage_figure(img, cols, w, pad, scale, model.options, title, "")
     return save_figure(fig, path)
 
 
@@ -298,13 +290,19 @@ def save_volume_stages(model, volumes: torch.Tensor, path: str | Path, max_stage
     h, w = views.shape[-2:]
     scale, pad = _volume_scale(views), 2
     img = grid(views, ncol=cols, pad=pad, scale=scale)
+    fig = _stage_figure(img, cols, w, pad, scale, model.options, title, "; three views per volume")
+    return save_figure(fig, path)
+
+
+def _stage_figure(img, cols: int, w: int, pad: int, scale: int, options: int, title: str, note: str):
+    """A stage grid as a figure, its columns labelled with the stage and the code bits so far."""
     fig = figure(max(4.0, img.width / 55), img.height / 55 + 1.1)
     ax = fig.add_subplot()
     _show(ax, img)
     ax.set_xticks(_cell_centres(cols, w, pad, scale))
-    ax.set_xticklabels(stage_labels(model.options, cols - 1), fontsize=6)
+    ax.set_xticklabels(stage_labels(options, cols - 1), fontsize=6)
     ax.tick_params(axis="x", length=0, top=True, labeltop=True, bottom=False, labelbottom=False)
-    ax.set_title((title + "\n" if title else "") + "reconstruction after stage n (code bits so far); "
-                 "three views per volume", fontsize=8)
+    ax.set_title((title + "\n" if title else "") + "reconstruction after stage n (code bits so far)" + note,
+                 fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, path)
+    return fig

@@ -33,7 +33,6 @@ def run(args) -> int:
     from ..codec import compress_codes, encode_images
     from ..errors import InputError
     from ..images import expand_image_paths, load_images
-    from ..io import atomic_write_bytes
     from . import _volumes
     from .common import load_model, warn_polarity
 
@@ -68,11 +67,7 @@ def run(args) -> int:
                 warn_polarity(images, model)
             images = images.to(model.device)
             codes.append(encode_images(model, images, stages=args.stages, beam=args.beam))
-    data = compress_codes(model, torch.cat(codes))
-    try:
-        atomic_write_bytes(out, data)
-    except OSError as exc:
-        raise InputError(f"{out}: cannot write the .vqd file ({exc.strerror or exc})") from None
+    data = _write_vqd(out, compress_codes(model, torch.cat(codes)))
 
     n = args.stages or model.stages
     count = len(paths)
@@ -89,19 +84,13 @@ def _encode_volumes(args, model, out) -> int:
 
     from ..bitstream import bits_per_image, header_size
     from ..codec import compress_codes, encode_images
-    from ..errors import InputError
-    from ..io import atomic_write_bytes
     from ..modality import modality_of
     from . import _volumes
 
     volumes = _volumes.load_volume_files(args.images, model)
     codes = [encode_images(model, volumes[i : i + args.batch], stages=args.stages, beam=args.beam)
              for i in range(0, len(volumes), args.batch)]
-    data = compress_codes(model, torch.cat(codes))
-    try:
-        atomic_write_bytes(out, data)
-    except OSError as exc:
-        raise InputError(f"{out}: cannot write the .vqd file ({exc.strerror or exc})") from None
+    data = _write_vqd(out, compress_codes(model, torch.cat(codes)))
     n = args.stages or model.stages
     count = len(volumes)
     shape = tuple(model.config.data_shape)
@@ -133,3 +122,15 @@ def check_channels(path, channels: int) -> None:
         kind = {1: "greyscale (1 channel)", 3: "colour (3 channels)"}
         raise InputError(f"{path}: image is {kind[has]} but the model takes {kind.get(channels, f'{channels} channels')}"
                          "; pass --fit to convert it")
+
+
+def _write_vqd(out, data: bytes) -> bytes:
+    """Write the .vqd bytes atomically; a write error is one line. Returns the bytes."""
+    from ..errors import InputError
+    from ..io import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(out, data)
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the .vqd file ({exc.strerror or exc})") from None
+    return data
