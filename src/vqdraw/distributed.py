@@ -134,6 +134,11 @@ def barrier(d: DistInfo) -> None:
         dist.barrier()
 
 
-def shutdown() -> None:
+def shutdown(sync: bool = False) -> None:
+    """Destroy the process group (a no-op outside torchrun). ``sync``: after a barrier, so that no
+    rank tears its connections down while another still uses them (only on the success path: a
+    rank that failed may never reach it)."""
     if dist.is_available() and dist.is_initialized():
+        if sync:
+            dist.barrier()
         dist.destroy_process_group()

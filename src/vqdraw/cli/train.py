@@ -173,6 +173,7 @@ def run(args) -> int:
         result = fit(model, train_set, test_set, train_cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
                      device=device, progress=not args.no_progress, precision=precision,
                      compile=args.compile or False, on_log=log)
+        distributed.shutdown(sync=True)  # every rank done: tear the group down together
     finally:
         distributed.shutdown()
         if log is not None:
