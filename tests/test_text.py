@@ -92,3 +92,77 @@ def test_modalities_refuse_each_other():
         check_modality(image_cfg, dataset_modality("text-embedded"), "dataset text-embedded")
     with pytest.raises(InputError, match="not a text model"):
         decompress_text(VQDraw(image_cfg), b"")
+
+
+def tiny_author_text_model(dilations=(1, 2, 4), length: int = 32, stages: int = 2) -> VQDraw:
+    """The author's text refiner (dilated residual blocks, LayerNorm, softmax input), made small."""
+    torch.manual_seed(0)
+    refiner = RefinerConfig(down=(), body=(16,), up=(), pre_head=(16,), head_kernel=1, res_expand=2,
+                            dilations=tuple(dilations), softmax_input=True)
+    cfg = ModelConfig((1, length), 8, stages, stages, mean=(0.5,), std=(0.5,), likelihood="categorical",
+                      categories=256, refiner=refiner)
+    return VQDraw(cfg)
+
+
+def test_text_preset_is_the_authors_dilated_refiner():
+    from vqdraw.config import get_preset
+    from vqdraw.validate import estimate_size
+
+    cfg = get_preset("text").model
+    assert cfg.refiner.dilations == (1, 2, 4, 8, 16, 32) * 2 and cfg.refiner.softmax_input
+    model = VQDraw(cfg)
+    assert estimate_size(cfg)["parameters"] == sum(p.numel() for p in model.parameters())
+    net = model.refiner.segments[0]
+    # it reads V = 256 softmax channels, not the 16 canvas features; one block per dilation
+    assert net.embed.in_channels == 256
+    assert [block.convs[0].dilation[0] for block in net.blocks] == list(cfg.refiner.dilations)
+
+
+def test_softmax_input_needs_a_categorical_canvas():
+    from vqdraw.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="softmax_input"):
+        ModelConfig((1, 32), 8, 2, 2, refiner=RefinerConfig(down=(), body=(16,), up=(), softmax_input=True))
+    with pytest.raises(ConfigError, match="dilations"):
+        ModelConfig((1, 28, 28), refiner=RefinerConfig(dilations=(1, 2)))
+
+
+def test_authors_text_refiner_trains_and_round_trips():
+    model = tiny_author_text_model()
+    text = load_dataset("text-embedded", "train")
+    x = text.batch(list(range(16)))[:, :, :32]
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        loss = model.loss(x)["loss"]
+        first = loss.item() if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        assert float(model.loss(x)["loss"]) < 0.8 * first
+        result = model.encode(x, return_reconstruction=True)
+        assert torch.equal(model.decode(result.codes), result.reconstruction)
+
+
+def test_stages_of_a_text_model_are_lines_and_a_picture(tmp_path):
+    from PIL import Image
+
+    model = tiny_text_model()
+    model.save(tmp_path / "m")
+    src = tmp_path / "in.txt"
+    src.write_text("Stage by stage, a line of text gets refined.\n")
+    out = tmp_path / "st.png"
+    proc = subprocess.run([sys.executable, "-m", "vqdraw.cli", "stages", str(tmp_path / "m"), str(src), "-o", str(out)],
+                          capture_output=True, text=True, env={"PYTHONPATH": str(SRC), "PATH": "", "MPLBACKEND": "Agg"})
+    assert proc.returncode == 0, proc.stderr
+    lines = out.with_suffix(".txt").read_text().splitlines()
+    assert [line.split(":")[0] for line in lines] == ["stage   1", "stage   2", "stage   3"]
+    # each line is what decoding that many codes gives
+    codes = model.encode(text_data_for(model, src.read_text()))
+    from vqdraw.text import format_lines
+
+    second = sequences_to_text(model.decode(codes[:1], stages=2))
+    assert lines[1][len("stage   2: "):] == format_lines(second).rstrip("\n")
+    assert Image.open(out).size[0] > 300

@@ -59,6 +59,17 @@ class RefinerConfig:
     progressive: int = 0
     """Stages per resolution level (0: off): stages 0..p-1 propose deltas at the lowest resolution,
     the next p after one upsampling layer, ..., the rest at full resolution (docs/progressive.md)."""
+    dilations: tuple[int, ...] = ()
+    """The paper author's character refiner (his TextRefiner in the official release), for
+    sequences: set, the network is a 1x1 embedding to ``body[0]`` channels plus a learned
+    position embedding, one pre-activation residual block per dilation (ReLU, LayerNorm over
+    (channels, length), 3-wide conv with this dilation, mask; 1x1 expand by ``res_expand``, mask;
+    1x1 project, mask), then ReLU, LayerNorm, a 1x1 conv to ``pre_head[0]`` channels, ReLU and a
+    1x1 head. Needs no ``down``/``up`` and one ``body`` width. Empty: the convolutional refiner."""
+    softmax_input: bool = False
+    """The refiner reads softmax(logits) * sqrt(V) of a categorical canvas instead of the canvas
+    itself (the author's text refiner: "use probabilities and scale to have a closer-to-normal
+    distribution")."""
 
     def __post_init__(self) -> None:
         if len(self.up) != len(self.down):
@@ -77,6 +88,11 @@ class RefinerConfig:
             raise ConfigError(f"refiner.progressive must be non-negative, got {self.progressive}")
         if self.progressive and not self.up:
             raise ConfigError("refiner.progressive needs upsampling layers (a lower resolution to start from)")
+        if any(int(d) < 1 for d in self.dilations):
+            raise ConfigError(f"refiner.dilations must be positive, got {tuple(self.dilations)}")
+        if self.dilations and (self.down or self.up or len(self.body) != 1 or len(self.pre_head) > 1):
+            raise ConfigError("refiner.dilations (the author's text refiner) needs no down/up layers, one body "
+                              "width and at most one pre_head width")
 
     def groups(self, channels: int) -> int:
         """GroupNorm groups over `channels` channels: the listed count, else channels/16 in [1, 32]."""
@@ -139,6 +155,11 @@ class ModelConfig:
             raise ConfigError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(LIKELIHOODS)}")
         if isinstance(self.categories, bool) or not isinstance(self.categories, int) or self.categories < 2:
             raise ConfigError(f"categories must be an integer of at least 2, got {self.categories!r}")
+        if self.refiner.dilations and self.rank != 1:
+            raise ConfigError("refiner.dilations (the author's text refiner) is for sequences (C, L)")
+        if self.refiner.softmax_input and self.likelihood != "categorical":
+            raise ConfigError("refiner.softmax_input reads a categorical canvas; the likelihood is "
+                              f"{self.likelihood!r}")
         scale = 2 ** len(self.refiner.down)
         if any(n % scale for n in shape[1:]):
             raise ConfigError(
@@ -203,7 +224,8 @@ class ModelConfig:
 
 _LATER_FIELDS = {
     "model": {"stage_conditioning": True, "residual": True},
-    "refiner": {"norm_groups": (), "mask_down": True, "raw_body": False, "progressive": 0},
+    "refiner": {"norm_groups": (), "mask_down": True, "raw_body": False, "progressive": 0,
+                "dilations": (), "softmax_input": False},
 }
 
 ANNEALS = ("linear", "cosine")
@@ -377,12 +399,15 @@ _VOXELS64_REFINER = RefinerConfig(
     down=(32, 64, 128), down_kernel=3, body=(), res_blocks=2, res_expand=2, up=(128, 64, 32),
     pre_head=(32,), head_kernel=3, group_norm=True, output_scale=0.1,
 )
-# text: after the author's character model (train_text.py: sequences of characters, K=64, 50 stages
-# in segments of 10, softmax over the vocabulary). His TextRefiner (dilated residual Conv1d blocks with
-# LayerNorm) is not rebuilt yet: this is our Conv1d refiner at full resolution (no down/upsampling),
-# residual blocks with GroupNorm; the canvas is the categorical likelihood's factorised logits.
+# text: the author's character model (train_text.py: sequences of 128 characters, K=64, 50 stages
+# in segments of 10, softmax over the vocabulary) with his TextRefiner of the official release:
+# softmax(canvas) * sqrt(V) -> 1x1 embedding to 128 channels + a learned position embedding, twelve
+# pre-activation residual blocks with LayerNorm and dilations 1..32 twice, a 1x1 tail. Ours differs
+# in one way (docs/text.md): the canvas and the head are the categorical likelihood's factorised
+# features (16 per character, a learned map to the V logits), not V logits per character.
 _TEXT_REFINER = RefinerConfig(
-    down=(), body=(128,), res_blocks=4, res_expand=2, up=(), head_kernel=3, group_norm=True, output_scale=0.1,
+    down=(), body=(128,), res_blocks=0, res_expand=4, up=(), pre_head=(128,), head_kernel=1,
+    output_scale=0.1, dilations=(1, 2, 4, 8, 16, 32) * 2, softmax_input=True,
 )
 _OCCUPANCY = dict(mean=(0.5,), std=(0.5,), likelihood="bernoulli")  # mean/std unused by bernoulli
 

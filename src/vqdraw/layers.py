@@ -158,21 +158,31 @@ class ConvUnit(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """x + f(x) with f = [ReLU, GN, 3x3 conv, mask, ReLU, GN, 1x1 expand, mask, ReLU, GN, 1x1, mask]."""
+    """x + f(x) with f = [ReLU, GN, 3x3 conv, mask, ReLU, GN, 1x1 expand, mask, ReLU, GN, 1x1, mask].
 
-    def __init__(self, channels: int, expand: int, stages: int, norm: bool, rank: int = 2, groups=None):
+    The author's text refiner's block: ``dilation`` for the 3-wide conv and ``layer_norm`` (the
+    spatial size) for LayerNorm over (channels, *size) in place of GroupNorm.
+    """
+
+    def __init__(self, channels: int, expand: int, stages: int, norm: bool, rank: int = 2, groups=None,
+                 dilation: int = 1, layer_norm: tuple[int, ...] | None = None):
         """``groups(channels) -> GroupNorm groups`` (None: channels/16)."""
         super().__init__()
         conv, _ = conv_classes(rank)
         hidden = channels * expand
         self.convs = nn.ModuleList([
-            conv(channels, channels, 3, padding=1),
+            conv(channels, channels, 3, padding=dilation, dilation=dilation),
             conv(channels, hidden, 1),
             conv(hidden, channels, 1),
         ])
         widths = [channels, channels, hidden]
-        self.norms = nn.ModuleList(group_norm(c, groups(c) if groups else None) if norm else nn.Identity()
-                                   for c in widths)
+
+        def make_norm(c: int) -> nn.Module:
+            if layer_norm is not None:
+                return nn.LayerNorm((c, *layer_norm))
+            return group_norm(c, groups(c) if groups else None) if norm else nn.Identity()
+
+        self.norms = nn.ModuleList(make_norm(c) for c in widths)
         self.masks = nn.ModuleList(StageMask(stages, c.out_channels) for c in self.convs)
         self.memory_format = torch.contiguous_format
 

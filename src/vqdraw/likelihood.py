@@ -303,6 +303,12 @@ class Categorical(Likelihood):
             out.append(losses.unflatten(0, (b, -1)))
         return torch.cat(out, 1)
 
+    def softmax_input(self, canvas: torch.Tensor) -> torch.Tensor:
+        """softmax(logits) * sqrt(V), (B, C*V, *S): what the author's text refiner reads."""
+        c_dim = canvas.dim() - self.rank - 1
+        p = torch.softmax(self.logits(canvas).float(), dim=c_dim) * math.sqrt(self.levels)
+        return p.movedim(c_dim, c_dim + 1).flatten(c_dim, c_dim + 1).to(canvas.dtype)  # (B, C*V, *S)
+
     def _chunks(self, canvas: torch.Tensor):
         per_item = max(1, canvas[0].numel() // self.embed * self.levels)
         step = max(1, LOGITS_BUDGET // per_item)

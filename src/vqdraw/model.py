@@ -48,7 +48,9 @@ class VQDraw(nn.Module):
         super().__init__()
         self.config = config
         likelihood = make_likelihood(config)
-        self.refiner = SegmentedRefiner(config, likelihood.canvas_channels(config.data_shape[0]))
+        c = config.data_shape[0]
+        read = likelihood.softmax_input if config.refiner.softmax_input else None
+        self.refiner = SegmentedRefiner(config, likelihood.canvas_channels(c), read, c * config.categories)
         self.likelihood = likelihood
         self.loop = loop
 

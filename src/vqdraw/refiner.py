@@ -29,7 +29,9 @@ class Refiner(nn.Module):
     """
 
     def __init__(self, cfg: RefinerConfig, channels: int, options: int, stages: int, rank: int = 2,
-                 conditioned: bool = True):
+                 conditioned: bool = True, in_channels: int | None = None):
+        """``channels``: of the canvas and of each delta; ``in_channels``: of what the first conv
+        reads, if not the canvas (``RefinerConfig.softmax_input``)."""
         super().__init__()
         self.options = options
         self.channels = channels
@@ -39,7 +41,7 @@ class Refiner(nn.Module):
         norm, groups = cfg.group_norm, cfg.groups
         k, p = cfg.down_kernel, cfg.down_kernel // 2
         units: list[nn.Module] = []
-        c = channels
+        c = channels if in_channels is None else in_channels
         for out in cfg.down:
             units.append(ConvUnit(conv(c, out, k, stride=2, padding=p), out, stages, norm, groups=groups(out),
                                   masked=cfg.mask_down))
@@ -101,6 +103,47 @@ class Refiner(nn.Module):
         return out.unflatten(1, (self.options, self.channels))  # (B, K*C, *S) -> (B, K, C, *S)
 
 
+class TextRefiner(nn.Module):
+    """The paper author's character refiner (his TextRefiner in the official release), for
+    sequences (B, C, L); ``RefinerConfig.dilations`` selects it:
+
+        canvas -> 1x1 conv to W channels -> ReLU -> + position embedding (W, L)
+          -> one residual block per dilation (LayerNorm; dilated 3-wide conv; 1x1 expand; 1x1)
+          -> ReLU -> LayerNorm -> 1x1 conv -> ReLU -> 1x1 head with K*C channels, * output_scale
+
+    W = ``body[0]``; the hidden 1x1 width is ``pre_head[0]`` (default W).
+    """
+
+    def __init__(self, cfg: RefinerConfig, in_channels: int, channels: int, options: int, stages: int,
+                 length: int, conditioned: bool = True):
+        super().__init__()
+        self.options, self.channels, self.conditioned = options, channels, conditioned
+        stages = stages if conditioned else 1
+        width = cfg.body[0]
+        hidden = cfg.pre_head[0] if cfg.pre_head else width
+        self.embed = nn.Conv1d(in_channels, width, 1)
+        self.position = nn.Parameter(torch.randn(1, width, length))
+        self.blocks = nn.ModuleList(
+            ResidualBlock(width, cfg.res_expand, stages, norm=True, rank=1, dilation=d, layer_norm=(length,))
+            for d in cfg.dilations)
+        self.norm = nn.LayerNorm((width, length))
+        self.hidden = nn.Conv1d(width, hidden, 1)
+        self.head = nn.Conv1d(hidden, options * channels, cfg.head_kernel, padding=cfg.head_kernel // 2)
+        self.output_scale = nn.Parameter(torch.tensor(float(cfg.output_scale)))
+
+    def set_channels_last(self, on: bool) -> None:
+        """Sequences have no channels-last layout: nothing to do."""
+
+    def forward(self, canvas: torch.Tensor, stage: int, level: int | None = None) -> torch.Tensor:
+        stage = stage if self.conditioned else 0
+        h = torch.relu(self.embed(canvas)) + self.position
+        for block in self.blocks:
+            h = block(h, stage)
+        h = torch.relu(self.hidden(self.norm(torch.relu(h))))
+        out = self.head(h) * self.output_scale
+        return out.unflatten(1, (self.options, self.channels))  # (B, K*C, L) -> (B, K, C, L)
+
+
 class SegmentedRefiner(nn.Module):
     """Separate refiner parameters for each segment of `segment` stages (paper §3.4, item 2).
 
@@ -112,18 +155,25 @@ class SegmentedRefiner(nn.Module):
     the deltas themselves (the canvas is replaced, not refined).
     """
 
-    def __init__(self, cfg: ModelConfig, canvas_channels: int | None = None):
+    def __init__(self, cfg: ModelConfig, canvas_channels: int | None = None, read=None, read_channels: int = 0):
+        """``read``: a map the refiner applies to the canvas first (giving ``read_channels``
+        channels), e.g. the categorical likelihood's softmax input; None: the canvas itself."""
         super().__init__()
         self.segment = cfg.segment
         self.residual = cfg.residual
         per_segment = min(cfg.segment, cfg.stages)
         # the canvas may hold more channels than the data (likelihood.canvas_channels)
         channels = cfg.data_shape[0] if canvas_channels is None else canvas_channels
-        self.segments = nn.ModuleList(
-            Refiner(cfg.refiner, channels, cfg.options, per_segment, cfg.rank,
-                    conditioned=cfg.stage_conditioning)
-            for _ in range(cfg.num_segments)
-        )
+        self._read = read
+        if cfg.refiner.dilations:
+            def make() -> nn.Module:
+                return TextRefiner(cfg.refiner, read_channels if read else channels, channels, cfg.options,
+                                   per_segment, cfg.data_shape[1], conditioned=cfg.stage_conditioning)
+        else:
+            def make() -> nn.Module:
+                return Refiner(cfg.refiner, channels, cfg.options, per_segment, cfg.rank,
+                               conditioned=cfg.stage_conditioning, in_channels=read_channels if read else None)
+        self.segments = nn.ModuleList(make() for _ in range(cfg.num_segments))
         self.first_bias = nn.Parameter(torch.zeros(cfg.options, channels, *cfg.data_shape[1:]))
         self.progressive = cfg.refiner.progressive
         self.levels = len(cfg.refiner.up)
@@ -153,10 +203,11 @@ class SegmentedRefiner(nn.Module):
         """Proposals minus the canvas, (B, K, C, *S), for global stage index `stage`: the
         refiner's output, plus the learned first-stage candidates at stage 0."""
         level = self.level(stage)
+        x = canvas if self._read is None else self._read(canvas)
         if level is None:
-            d = self.segments[stage // self.segment](canvas, stage % self.segment)
+            d = self.segments[stage // self.segment](x, stage % self.segment)
         else:
-            d = self.segments[stage // self.segment](canvas, stage % self.segment, level)
+            d = self.segments[stage // self.segment](x, stage % self.segment, level)
         if stage == 0:
             d = d + self.first_bias
         return d

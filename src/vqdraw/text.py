@@ -170,6 +170,22 @@ def write_text_outputs(model, run_dir, test_data: torch.Tensor, *, samples: int 
         pairs += ["original:      " + format_lines([orig]).rstrip("\n"),
                   "reconstructed: " + format_lines([rec]).rstrip("\n"), ""]
     atomic_write_bytes(run_dir / "reconstructions.txt", ("\n".join(pairs)).encode())
-    rows = stage_lines(model, x[:1], default_stage_points(model.stages))
+    save_stages_text(model, x[:1], run_dir / "stages.txt", run_dir / "stages.png")
+
+
+def save_stages_text(model, data: torch.Tensor, txt_path, png_path=None, stages=None, title: str = "") -> str:
+    """The first sequence of ``data`` decoded from its first s codes for each stage point s
+    (default: 1, 2, 5, 10, ..., N), as text lines (written to ``txt_path``) and as a picture
+    (``png_path``: :func:`vqdraw.plots.save_text_stages`). Returns the text."""
+    from .io import atomic_write_bytes
+
+    points = default_stage_points(model.stages) if stages is None else list(stages)
+    rows = stage_lines(model, data[:1], points)
     text = "".join(f"stage {s:3d}: " + format_lines(lines) for s, lines in rows)
-    atomic_write_bytes(run_dir / "stages.txt", text.encode())
+    atomic_write_bytes(txt_path, text.encode())
+    if png_path is not None:
+        from .plots import save_text_stages
+
+        original = sequences_to_text(data[:1])[0]
+        save_text_stages([(s, lines[0]) for s, lines in rows], original, png_path, title=title)
+    return text

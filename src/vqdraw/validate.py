@@ -397,6 +397,22 @@ def estimate_size(cfg, batch: int = 1) -> dict:
         per_segment = 1  # one mask row and one head serve every stage
     heads = per_segment if _get(r, "head_per_stage") else 1
 
+    dilations = [int(d) for d in _get(r, "dilations", ()) or ()]
+    read = categories * data_channels if bool(_get(r, "softmax_input", False)) else channels
+    if dilations:  # the author's text refiner (refiner.TextRefiner)
+        width, length = body[0], pixels
+        hidden = pre_head[0] if pre_head else width
+        ln = 2 * length  # LayerNorm's affine per channel: weight and bias over (channels, length)
+        block = (width * width * 3 + width + per_segment * width + ln * width
+                 + width * width * expand + width * expand + per_segment * width * expand + ln * width
+                 + width * expand * width + width + per_segment * width + ln * width * expand)
+        params = (read * width + width + width * length + len(dilations) * block + ln * width
+                  + width * hidden + hidden + hidden * K * channels * head_k + K * channels + 1)
+        params = params * segments + K * channels * pixels + categories * min(categories, 16)
+        acts = (read + width * (2 + len(dilations) * (3 + expand) + 1) + hidden + 3 * K * channels) * length
+        acts *= int(batch)
+        return {"parameters": params, "activations": acts, "bytes": 4 * (params + acts)}
+
     params = 0
     acts = channels * pixels  # the canvas
     grid = list(spatial)  # the current resolution
@@ -405,7 +421,7 @@ def estimate_size(cfg, batch: int = 1) -> dict:
     def conv(c_in: int, c_out: int, kernel: int, normed: bool, masked: bool = True) -> int:
         return c_in * c_out * kernel**dims + c_out + (per_segment * c_out if masked else 0) + (2 * c_out if normed else 0)
 
-    c = channels
+    c = read
     for out in down:
         params += conv(c, out, down_k, norm, masked=mask_down)
         grid = [-(-s // 2) for s in grid]

@@ -42,20 +42,10 @@ def sample(args, model) -> int:
 
 def reconstruct(args, model) -> int:
     """``vqdraw reconstruct`` for a text model: original and reconstructed lines, printed and written."""
-    from ..baselines import run_dataset
-    from ..data import load_dataset
-    from ..errors import InputError
     from ..io import atomic_write_bytes
-    from ..text import format_lines, reconstruct_lines, sequences_to_text, text_data_for
+    from ..text import format_lines, reconstruct_lines, sequences_to_text
 
-    if args.images:
-        data = text_data_for(model, read_texts(args.images))
-    else:
-        name = args.dataset or run_dataset(args.model)
-        if name is None:
-            raise InputError("no text files given and the model folder does not say its dataset; pass --dataset")
-        test = load_dataset(name, "test", args.data_dir)
-        data = test.batch(range(min(args.count, len(test))), model.device)
+    data = _inputs(args, model)
     if args.count:
         data = data[: args.count]
     recon = reconstruct_lines(model, data, stages=args.stages, beam=args.beam)
@@ -72,6 +62,37 @@ def reconstruct(args, model) -> int:
     print(f"{out}: {len(orig)} sequences of {model.config.data_shape[-1]} characters, {n} stages, "
           f"character accuracy {same / max(total, 1):.4f}")
     return 0
+
+
+def stages(args, model) -> int:
+    """``vqdraw stages`` for a text model: one sequence decoded stage by stage, lines and a picture."""
+    from ..text import default_stage_points, save_stages_text
+    from .common import output_path
+
+    data = _inputs(args, model)
+    png = output_path(args.output, Path(args.model) / "stages-cli.png")
+    points = [s for s in default_stage_points(model.stages) if s <= args.max_stages] or [1]
+    print(save_stages_text(model, data, png.with_suffix(".txt"), png, stages=points,
+                           title=f"{args.model}: K={model.options}, N={model.stages}"), end="")
+    print(png)
+    return 0
+
+
+def _inputs(args, model):
+    """The text files given as data (B, 1, L), else the first --count test sequences of the
+    dataset (--dataset, or the run's)."""
+    from ..baselines import run_dataset
+    from ..data import load_dataset
+    from ..errors import InputError
+    from ..text import text_data_for
+
+    if args.images:
+        return text_data_for(model, read_texts(args.images))
+    name = args.dataset or run_dataset(args.model)
+    if name is None:
+        raise InputError("no text files given and the model folder does not say its dataset; pass --dataset")
+    test = load_dataset(name, "test", args.data_dir)
+    return test.batch(range(min(args.count or 8, len(test))), model.device)
 
 
 def encode(args, model, out) -> int:

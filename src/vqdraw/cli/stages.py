@@ -12,7 +12,9 @@ from .reconstruct import _dataset
 def register(sub) -> None:
     p = sub.add_parser("stages",
                        description="One row per image: the target, then the reconstruction after "
-                       "stage 1, 2, … (at most --max-stages).")
+                       "stage 1, 2, … (at most --max-stages). A text model: the first sequence (of the "
+                       "text files given, else of the test set) decoded from 1, 2, 5, 10, … codes, as "
+                       "lines (MODEL/stages-cli.txt) and a picture, characters green where right.")
     add_model_arg(p, rest="images")
     add_input_args(p, count=8)
     p.add_argument("--max-stages", type=positive_int(max=MAX_STAGES), default=20, help="show at most this many stages")
@@ -26,6 +28,10 @@ def run(args) -> int:
     from . import _volumes
 
     model = load_model(args)
+    from . import _text
+
+    if _text.is_text(model):
+        return _text.stages(args, model)
     _volumes.check_inputs(model, args.images, args.dataset)
     images = _volumes.load_volume_inputs(args, model) if _volumes.is_volume(model) else load_inputs(args, model)
     out = output_path(args.output, Path(args.model) / "stages-cli.png")
