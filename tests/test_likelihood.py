@@ -113,6 +113,20 @@ def test_categorical_2x2():
     assert torch.equal(c.to_data(canvas), image([0, 1 / 3, 1, 0]))  # the arg-max class (ties: the first)
 
 
+@pytest.mark.parametrize("rank", [1, 2])
+def test_categorical_loss_is_cross_entropy_of_its_logits(rank):
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    c = Categorical(256, rank=rank)
+    canvas = torch.randn(3, 2 * 16, *([5] * rank), dtype=torch.float64)  # C = 2 channels
+    x = torch.randint(0, 256, (3, 2, *([5] * rank))).double() / 255
+    expected = F.cross_entropy(c.logits(canvas), c.target(x).long(), reduction="none").detach()
+    assert -c.discrete_log_prob(canvas, x) == pytest.approx(expected.flatten(1).sum(1), rel=1e-9)
+    losses = c.option_losses(canvas.float().unsqueeze(1), c.target(x.float())).detach()
+    assert losses.flatten() == pytest.approx(expected.flatten(1).mean(1).float(), rel=1e-5)
+
+
 def test_categorical_chunks_logits(monkeypatch):
     """The per-option loss is the same whether its logits are formed all at once or one option
     at a time, and gradients flow (recomputed chunks)."""

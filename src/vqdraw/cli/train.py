@@ -180,7 +180,10 @@ def run(args) -> int:
             log.close()
     last = next((m for m in reversed(result.metrics) if "test_mse" in m), None)
     summary = f"done: step {result.step} in {time.perf_counter() - t0:.0f} s"
-    if last:
+    if last and "test_accuracy" in last and model.config.rank == 1:
+        summary += (f"; test loss {last['test_mse']:.3f} nats per character, character accuracy "
+                    f"{last['test_accuracy']:.3f}")
+    elif last:
         summary += (f"; test MSE {last['test_mse']:.4f} (normalised), {last['test_mse_pixels']:.5f} "
                     f"(pixels in [0, 1]), PSNR {last['test_psnr']:.2f} dB")
     say(f"vqdraw train: {summary}. Pictures and checkpoints in {run_dir}/", file=sys.stderr)
