@@ -231,3 +231,36 @@ def test_datasets_command_table_and_verify(tmp_path, capsys):
     with pytest.raises(DatasetError, match="cannot download 'imagenet'"):
         args = run_cli(["--data-dir", str(tmp_path), "--download", "imagenet"])
         args.func(args)
+
+
+def _wikitext_zip() -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for split, n in (("train", 5), ("valid", 2), ("test", 2)):
+            z.writestr(f"wikitext-2-raw/wiki.{split}.raw", (" = Valkyria Chronicles = \n" * 30)[: 128 * n + 7])
+    return buf.getvalue()
+
+
+def test_wikitext2_downloads_checks_sha256_and_reads_the_zip_in_place(server, tmp_path, monkeypatch):
+    """The catalogue entry has the official name and SHA-256; the same code path with a local zip."""
+    official = dl.CATALOGUE["wikitext2"].files[0]
+    assert official.name == "wikitext-2-raw-v1.zip" and len(official.sha256) == 64 and official.url.startswith("https://")
+    blob = _wikitext_zip()
+    server.files["wikitext-2-raw-v1.zip"] = blob
+    local = dl.RemoteFile(official.name, server.base + official.name, "", official.also,
+                          sha256=hashlib.sha256(blob).hexdigest())
+    monkeypatch.setitem(dl.CATALOGUE, "wikitext2", dl.DatasetSpec("wikitext2", "local", (local,)))
+    with pytest.raises(DatasetError, match="wikitext-2-raw-v1.zip"):
+        load_dataset("wikitext2", "train", tmp_path)
+    dl.ensure_downloaded("wikitext2", tmp_path, progress=False)
+    train, test = load_dataset("wikitext2", "train", tmp_path), load_dataset("wikitext2", "test", tmp_path)
+    assert len(train) == 5 and len(test) == 2  # 128-character sequences; the 7 left over dropped
+    assert dl.verify("wikitext2", tmp_path) == [("wikitext-2-raw-v1.zip", True, "sha256 ok")]
+    # a wrong SHA-256: one line, no file left behind
+    bad = dl.RemoteFile(official.name, server.base + official.name, "", sha256="0" * 64)
+    with pytest.raises(DatasetError, match="sha256 .* does not match"):
+        dl.download_file(bad.url, tmp_path / "other" / bad.name, "", progress=False, sha256=bad.sha256)
+    assert not (tmp_path / "other" / bad.name).exists()

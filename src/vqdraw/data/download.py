@@ -37,6 +37,14 @@ class RemoteFile:
     also: tuple[str, ...] = ()
     also_md5: tuple[tuple[str, str], ...] = ()
     """Published md5s of files under the stand-in names, as (path in the dataset folder, md5)."""
+    sha256: str = ""
+    """Where only a SHA-256 is published (WikiText-2), it is checked instead of ``md5`` ("")."""
+
+    def checksum(self, path: Path) -> tuple[str, str, str]:
+        """(algorithm, digest of the file at `path`, the official digest)."""
+        if self.sha256:
+            return "sha256", file_digest(path, "sha256"), self.sha256
+        return "md5", md5sum(path), self.md5
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,14 @@ CATALOGUE: dict[str, DatasetSpec] = {
             manual="CelebA has no stable direct download (it is on Google Drive): get "
                    "img_align_celeba.zip and list_eval_partition.txt from "
                    "https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html"),
+        # WikiText-2 raw (Merity et al. 2016, CC BY-SA 3.0). The original S3 bucket
+        # (research.metamind.io) is gone; this is the copy llama.cpp's get-wikitext-2.sh fetches. Its
+        # published SHA-256 (also in Hugging Face's wikitext dataset card) pins the bytes.
+        DatasetSpec("wikitext2", "WikiText-2 raw, characters, 10.9M/1.3M", (
+            RemoteFile("wikitext-2-raw-v1.zip",
+                       "https://huggingface.co/datasets/ggml-org/ci/resolve/main/wikitext-2-raw-v1.zip",
+                       "", ("wiki.train.raw",),
+                       sha256="ef7edb566e3e2b2d31b29c1fdb0c89a4cc683597484c3dc2517919c615435a11"),)),
     )
 }
 
@@ -162,7 +178,11 @@ def missing_error(name: str, folder: Path, missing: list[str] | None = None,
 
 
 def md5sum(path: Path) -> str:
-    h = hashlib.md5()
+    return file_digest(path, "md5")
+
+
+def file_digest(path: Path, algorithm: str) -> str:
+    h = hashlib.new(algorithm)
     with open(path, "rb") as fh:
         while chunk := fh.read(_CHUNK):
             h.update(chunk)
@@ -184,11 +204,11 @@ def verify(name: str, data_dir: str | Path | None = None) -> list[tuple[str, boo
         elif have != f.name:
             out.append(_verify_standin(folder, f, have))
         else:
-            got = md5sum(folder / f.name)
-            if got == f.md5:
-                out.append((f.name, True, "md5 ok"))
+            algo, got, want = f.checksum(folder / f.name)
+            if got == want:
+                out.append((f.name, True, f"{algo} ok"))
             else:
-                out.append((f.name, False, f"md5 {got} does not match the official {f.md5}"))
+                out.append((f.name, False, f"{algo} {got} does not match the official {want}"))
     return out
 
 
@@ -207,8 +227,9 @@ def _verify_standin(folder: Path, f: RemoteFile, have: str) -> tuple[str, bool |
 
 
 def download_file(url: str, dest: Path, md5: str, progress: bool = True,
-                  timeout: float = _TIMEOUT_S) -> Path:
-    """Fetch `url` into `dest` via ``dest.part``, resuming a partial ``.part``; check md5; rename.
+                  timeout: float = _TIMEOUT_S, sha256: str = "") -> Path:
+    """Fetch `url` into `dest` via ``dest.part``, resuming a partial ``.part``; check md5 (or
+    `sha256` when given); rename.
 
     Raises DatasetError on a checksum mismatch (the ``.part`` is removed) and lets urllib's
     network errors (URLError, OSError) through for the caller to phrase.
@@ -240,11 +261,12 @@ def download_file(url: str, dest: Path, md5: str, progress: bool = True,
                 while chunk := response.read(_CHUNK):
                     fh.write(chunk)
                     bar.update(len(chunk))
-    got = md5sum(part)
-    if got != md5:
+    algo, want = ("sha256", sha256) if sha256 else ("md5", md5)
+    got = file_digest(part, algo)
+    if got != want:
         part.unlink(missing_ok=True)
-        raise DatasetError(f"{dest.name}: downloaded from {url} but its md5 {got} does not match "
-                           f"the official {md5}; the partial file was removed, try again")
+        raise DatasetError(f"{dest.name}: downloaded from {url} but its {algo} {got} does not match "
+                           f"the official {want}; the partial file was removed, try again")
     os.replace(part, dest)
     return dest
 
@@ -262,7 +284,7 @@ def ensure_downloaded(name: str, data_dir: str | Path | None = None,
         if f.name not in st.missing:
             continue
         try:
-            download_file(f.url, st.folder / f.name, f.md5, progress=progress, timeout=timeout)
+            download_file(f.url, st.folder / f.name, f.md5, progress=progress, timeout=timeout, sha256=f.sha256)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             if isinstance(exc, urllib.error.HTTPError):
                 reason = f"HTTP {exc.code} {exc.reason}"

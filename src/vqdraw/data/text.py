@@ -160,24 +160,46 @@ def load_text_path(path: str | Path, split: str = "train") -> ImageSet:
 
 
 WIKITEXT2_FILES = {"train": "wiki.train.raw", "valid": "wiki.valid.raw", "test": "wiki.test.raw"}
+WIKITEXT2_ZIP, WIKITEXT2_DIR = "wikitext-2-raw-v1.zip", "wikitext-2-raw"
+WIKITEXT2_MAX_BYTES = 64 << 20  # the train file is 10.9 MB
 
 
 def load_wikitext2(split: str = "train", data_dir: str | Path | None = None) -> ImageSet:
-    """WikiText-2 (raw, character level) from ``<data_dir>/wikitext2/wiki.<split>.raw``.
+    """WikiText-2 (raw, character level) from ``<data_dir>/wikitext2/``: the three unpacked files
+    ``wiki.<split>.raw``, or ``wikitext-2-raw-v1.zip`` itself (``vqdraw datasets --download
+    wikitext2`` fetches it and checks its SHA-256), read in place."""
+    import zipfile
+    import zlib
 
-    Get wikitext-2-raw-v1.zip (Salesforce / Merity et al., 2016) and unpack its three files there;
-    vqdraw does not download it (no checksum we could confirm).
-    """
-    from .download import default_data_dir
+    from .download import dataset_dir, missing_error
 
     if split not in WIKITEXT2_FILES:
         raise DatasetError(f"wikitext2: unknown split {split!r} ({', '.join(WIKITEXT2_FILES)})")
-    folder = Path(data_dir if data_dir is not None else default_data_dir()) / "wikitext2"
-    path = folder / WIKITEXT2_FILES[split]
-    if not path.is_file():
-        raise DatasetError(f"wikitext2: {path} is missing; unpack wikitext-2-raw-v1.zip "
-                           f"(wiki.train.raw, wiki.valid.raw, wiki.test.raw) into {folder}")
-    seqs = to_sequences(read_text_file(path))
+    folder = dataset_dir("wikitext2", data_dir)
+    path, archive = folder / WIKITEXT2_FILES[split], folder / WIKITEXT2_ZIP
+    if path.is_file():
+        text, where = read_text_file(path), str(path)
+    elif archive.is_file():
+        where = f"{archive}:{WIKITEXT2_DIR}/{WIKITEXT2_FILES[split]}"
+        try:
+            with zipfile.ZipFile(archive) as z:
+                info = z.getinfo(f"{WIKITEXT2_DIR}/{WIKITEXT2_FILES[split]}")
+                if info.file_size > WIKITEXT2_MAX_BYTES:  # zipfile never inflates past file_size
+                    raise DatasetError(f"{where}: {info.file_size:,} bytes, more than WikiText-2's "
+                                       f"({WIKITEXT2_MAX_BYTES:,}); not the official archive")
+                raw = z.read(info)
+        except KeyError:
+            raise DatasetError(f"{where}: not in the zip; not the official archive") from None
+        except (zipfile.BadZipFile, zlib.error, OSError) as exc:
+            raise DatasetError(f"{archive}: cannot read it as a zip ({exc}); download it again") from None
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{where}: not UTF-8 text (offset {exc.start})") from None
+    else:
+        raise missing_error("wikitext2", folder, [WIKITEXT2_ZIP],
+                            reason=f"wikitext2: no {WIKITEXT2_ZIP} or {WIKITEXT2_FILES[split]} in {folder}")
+    seqs = to_sequences(text)
     if not len(seqs):
-        raise DatasetError(f"wikitext2: {path} has fewer than {SEQUENCE_LENGTH} characters")
+        raise DatasetError(f"wikitext2: {where} has fewer than {SEQUENCE_LENGTH} characters")
     return ImageSet(seqs, None, f"wikitext2-{split}")
