@@ -125,6 +125,17 @@ def test_categorical_loss_is_cross_entropy_of_its_logits(rank):
     assert -c.discrete_log_prob(canvas, x) == pytest.approx(expected.flatten(1).sum(1), rel=1e-9)
     losses = c.option_losses(canvas.float().unsqueeze(1), c.target(x.float())).detach()
     assert losses.flatten() == pytest.approx(expected.flatten(1).mean(1).float(), rel=1e-5)
+    # gradients (w.r.t. the proposals and the class map) equal autograd's through cross_entropy
+    p = canvas.clone().unsqueeze(1).repeat(1, 3, *([1] * (rank + 1))).requires_grad_()  # K = 3 options
+    weights = torch.rand(3, 3, dtype=torch.float64)
+    (c.option_losses(p, c.target(x)) * weights).sum().backward()
+    got_p, got_w = p.grad.clone(), c.proj.grad.clone()
+    p.grad = None
+    c.proj.grad = None
+    ref = F.cross_entropy(c.logits(p.flatten(0, 1)), c.target(x).long().repeat_interleave(3, 0), reduction="none")
+    (ref.flatten(1).mean(1).view(3, 3) * weights).sum().backward()
+    torch.testing.assert_close(got_p, p.grad)
+    torch.testing.assert_close(got_w, c.proj.grad.to(got_w.dtype))
 
 
 def test_categorical_chunks_logits(monkeypatch):

@@ -166,3 +166,24 @@ def test_stages_of_a_text_model_are_lines_and_a_picture(tmp_path):
     second = sequences_to_text(model.decode(codes[:1], stages=2))
     assert lines[1][len("stage   2: "):] == format_lines(second).rstrip("\n")
     assert Image.open(out).size[0] > 300
+
+
+def test_a_text_model_of_another_length_reads_the_datasets_rechunked(tmp_path):
+    from vqdraw.data.text import rechunk
+
+    test = load_dataset("text-embedded", "test")
+    short = rechunk(test, 32)
+    assert len(short) == 4 * len(test)
+    assert sequences_to_text(short.batch(range(4))) == [sequences_to_text(test.batch([0]))[0][i:i + 32]
+                                                        for i in range(0, 128, 32)]
+    with pytest.raises(DatasetError, match="divides 128"):
+        rechunk(test, 48)
+    # and through the CLI: a (1, 32) model of the author's refiner trains on text-embedded
+    proc = subprocess.run([sys.executable, "-m", "vqdraw.cli", "train", "--preset", "text", "--dataset", "text-embedded",
+                           "--data-shape", "1", "32", "--stages", "2", "--segment", "2", "--options", "4", "--batch", "4",
+                           "--steps", "2", "--eval-size", "8", "--eval-every", "2", "--save-every", "2", "--no-progress",
+                           "--run", str(tmp_path / "run")], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(SRC), "PATH": "", "MPLBACKEND": "Agg"})
+    assert proc.returncode == 0, proc.stderr
+    assert "character accuracy" in proc.stderr
+    assert all(len(line) == 32 for line in (tmp_path / "run" / "samples.txt").read_text().splitlines())

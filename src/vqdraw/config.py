@@ -250,7 +250,7 @@ class TrainConfig:
     """If set, anneal the step size linearly to this value: step s of S (1-based) uses
     lr + (lr_final - lr) * s/S, as the author's code does. None: the fixed lr."""
     paper_lr: bool = False
-    """The paper's fixed step size lr throughout (ignores lr_final)."""
+    """The paper's fixed step size lr throughout (ignores lr_final and warmup)."""
     adam_betas: tuple[float, ...] = (0.9, 0.999)
     """Adam's betas (PyTorch's default; the presets use the author's 0.9, 0.99)."""
     adam_eps: float = 1e-8
@@ -419,6 +419,13 @@ PRESETS: dict[str, Preset] = {
             ModelConfig((1, 28, 28), 64, 10, 10, refiner=_MNIST_REFINER),
             TrainConfig(steps=50_000, batch=32, alpha=0.01, lr_final=0.0, dataset="mnist", **_AUTHOR_ADAM),
             "Table 1, MNIST: 28x28x1, 60-bit codes",
+        ),
+        Preset(
+            "mnist-10min",
+            ModelConfig((1, 28, 28), 64, 10, 10, refiner=replace(_MNIST_REFINER, progressive=2)),
+            TrainConfig(steps=5_000, batch=32, alpha=0.01, lr=2e-3, ema=0.99, time_budget=10.0,
+                        dataset="mnist-embedded"),
+            "the mnist model for ten CPU minutes: progressive refiner, lr 2e-3, EMA (README, docs/progressive.md)",
         ),
         Preset(
             "svhn",

@@ -217,4 +217,9 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
                    if tuple(model_cfg.image_shape) == (1, 28, 28) else "")
         raise DatasetError(f"the {name} dataset is not in {st.folder} (missing {', '.join(st.missing)}): "
                            f"add --download to fetch it{offline}")
-    return load_dataset(name, "train", args.data_dir), load_dataset(name, "test", args.data_dir)
+    sets = load_dataset(name, "train", args.data_dir), load_dataset(name, "test", args.data_dir)
+    if model_cfg.rank == 1 and sets[0].images.ndim == 3:  # text: a model of another sequence length
+        from ..data.text import rechunk
+
+        sets = tuple(rechunk(d, model_cfg.data_shape[1]) for d in sets)
+    return sets

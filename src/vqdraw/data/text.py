@@ -141,6 +141,19 @@ def _split(text: str, split: str, name: str) -> ImageSet:
     return ImageSet(seqs, None, name)
 
 
+def rechunk(data: ImageSet, length: int) -> ImageSet:
+    """A text dataset's sequences cut into consecutive chunks of ``length`` characters (a model of
+    another sequence length than the datasets' 128): ``length`` must divide the datasets' length."""
+    have = data.images.shape[1]
+    if length == have:
+        return data
+    if length < 1 or have % length:
+        raise DatasetError(f"{data.name}: its sequences are {have} characters; a text model of length "
+                           f"{length} needs a length that divides {have}")
+    images = np.ascontiguousarray(data.images.reshape(-1, length, data.images.shape[2]))
+    return ImageSet(images, None, data.name)
+
+
 def embedded_text() -> str:
     """The documentation prose every CPython ships (``pydoc_data.topics``), topics in name order."""
     try:
