@@ -61,3 +61,22 @@ def test_readme_python_snippets_run(readme_folder, monkeypatch):
     assert namespace["vol_codes"].shape == (2, namespace["vol"].stages)
     assert namespace["occupancy"].shape == namespace["voxels"].shape
     assert os.path.isdir("runs/api") and os.path.isdir("my-model")
+
+
+def test_readme_first_command_runs(tmp_path, monkeypatch):
+    """The newcomer's first command, as the README writes it, cut to 2 steps: it trains, evaluates
+    and writes its run folder."""
+    import shlex
+
+    from vqdraw.cli import main
+
+    block = re.search(r"## Two commands.*?```bash\n(.*?)```", README.read_text(), flags=re.S).group(1)
+    lines = [line for line in block.replace("\\\n", " ").splitlines() if line.startswith("vqdraw train")]
+    assert len(lines) == 1, lines
+    argv = shlex.split(lines[0])[1:]
+    assert "--preset" in argv
+    monkeypatch.chdir(tmp_path)
+    extra = ["--steps", "2", "--eval-every", "2", "--eval-size", "16", "--save-every", "2", "--no-progress"]
+    assert main(argv + extra) == 0
+    run = tmp_path / argv[argv.index("--run") + 1]
+    assert (run / "LATEST").is_file() and (run / "samples.png").is_file()
