@@ -26,7 +26,7 @@
   are as additive over stages as the canvas). A head emitting K*C*V channels would make the
   refiner's own output B*K*C*V*S floats (MNIST, B=32: 1.6 GB per stage); with E=16 it is 1/16th
   of that. The per-option loss still needs B*K*C*S*V logits: they are formed a few options at a
-  time (at most ``LOGITS_BUDGET`` floats, recomputed in backward), never all at once.
+  time (at most ``LOGITS_BUDGET`` floats, formed again in backward, none kept), never all at once.
 
 :meth:`Likelihood.discrete_log_prob` gives log p(x | canvas) in nats per item for data on the
 likelihood's grid (``levels``: 256 for 8-bit data, 2 for bernoulli, V for categorical): the

@@ -312,26 +312,29 @@ def save_text_stages(rows: list[tuple[int, str]], original: str, path: str | Pat
                      width: int = 64) -> Path:
     """A text model's stage-by-stage picture: the original line, then the line decoded from the
     first s codes for each (s, line) of ``rows``, one character per cell, green where it matches
-    the original and red where not (newlines and tabs drawn as ⏎ and ⇥). Lines longer than
+    the original and red where not (spaces as light dots, newlines and tabs as ⏎ and ⇥). Lines longer than
     ``width`` wrap onto the next row of the same stage."""
     def show(ch: str) -> str:
-        return {"\n": "⏎", "\t": "⇥", "\r": "␍"}.get(ch, ch)
+        return {"\n": "⏎", "\t": "⇥", "\r": "␍", " ": "·"}.get(ch, ch)
 
+    width = max(1, min(width, len(original)))
     chunks = max(1, -(-len(original) // width))
     lines = [("original", original, None)] + [(f"{s} code{'s' if s != 1 else ''}", line, original) for s, line in rows]
     n_rows = len(lines) * chunks + len(lines) - 1
-    fig = figure(1.6 + 0.118 * width, 0.6 + 0.2 * n_rows)
-    ax = fig.add_axes((0, 0, 1, 0.93 if title else 1))
-    ax.set_xlim(-14, width)
+    fig = figure(1.4 + 0.12 * width, 0.6 + 0.22 * n_rows)
+    ax = fig.add_axes((0, 0, 1, 0.9 if title else 1))
+    ax.set_xlim(-11, width)
     ax.set_ylim(n_rows, -1)
     ax.axis("off")
     y = 0
     for label, line, ref in lines:
-        ax.text(-13.5, y, label, family="monospace", fontsize=7, va="center", color="#333333")
+        ax.text(-10.5, y, label, family="monospace", fontsize=7, va="center", color="#333333")
         for i, ch in enumerate(line):
             row, col = divmod(i, width)
             colour = "black" if ref is None else ("#1a7f37" if i < len(ref) and ref[i] == ch else "#cf222e")
-            ax.text(col, y + row, show(ch), family="monospace", fontsize=8, va="center", color=colour)
+            if ch == " " and colour != "#cf222e":
+                colour = "#bbbbbb"  # spaces as light dots, red where a character was lost
+            ax.text(col, y + row, show(ch), family="monospace", fontsize=9, va="center", color=colour)
         y += chunks + 1
     if title:
         fig.suptitle(title, fontsize=8)
