@@ -240,3 +240,17 @@ def test_modality_mismatch_is_one_line_exit_2(voxel_run, tmp_path, capsys):
                  str(tmp_path / "r.png")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "holds volume data" in err[0]
+
+
+def test_reconstruct_and_stages_reduce_a_larger_dataset_like_training(voxel_run, tmp_path):
+    """A 16^3 model given a dataset of 32^3 grids (a whole multiple): reconstruct and stages reduce
+    it by block maximum, as training does, instead of refusing it."""
+    _, run = voxel_run
+    big = np.repeat(np.repeat(np.repeat(solids(20), 2, axis=1), 2, axis=2), 2, axis=3)  # 32^3
+    assert big.shape[1:] == (32, 32, 32)
+    np.save(tmp_path / "big.npy", big)
+    for verb in ("reconstruct", "stages"):
+        out = tmp_path / f"{verb}.png"
+        assert main([verb, "-m", str(run), "--dataset", f"voxels:{tmp_path / 'big.npy'}", "--count", "2",
+                     "-o", str(out)]) == 0
+        assert out.stat().st_size > 0
