@@ -91,9 +91,7 @@ def _inputs(args, model):
     name = args.dataset or run_dataset(args.model)
     if name is None:
         raise InputError("no text files given and the model folder does not say its dataset; pass --dataset")
-    from ..data.text import rechunk
-
-    test = rechunk(load_dataset(name, "test", args.data_dir), model.config.data_shape[-1])
+    test = load_dataset(name, "test", args.data_dir, size=tuple(model.config.data_shape[1:]))
     return test.batch(range(min(args.count or 8, len(test))), model.device)
 
 

@@ -77,14 +77,8 @@ def load_volume_inputs(args, model):
     if name is None:
         raise InputError("no voxel files given and the model folder does not say its dataset; pass --dataset")
     check_inputs(model, dataset=name)
-    from ..data import VOXELS_PREFIX
-
-    if name.startswith(VOXELS_PREFIX):  # whole multiples of the model's size are reduced, as in training
-        from ..data.voxels import load_voxel_folder
-
-        test = load_voxel_folder(name[len(VOXELS_PREFIX):], split="test", size=tuple(model.config.data_shape[1:]))
-    else:
-        test = load_dataset(name, "test", args.data_dir)
+    # whole multiples of the model's size are reduced, as in training
+    test = load_dataset(name, "test", args.data_dir, size=tuple(model.config.data_shape[1:]))
     if test.image_shape != tuple(model.config.data_shape):
         raise InputError(f"dataset {name} has grids of shape {test.image_shape}, the model takes "
                          f"{tuple(model.config.data_shape)}")

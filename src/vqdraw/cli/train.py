@@ -193,17 +193,12 @@ def run(args) -> int:
 
 def _load_data(name: str, args, model_cfg: ModelConfig):
     """Train and test splits. An image folder is fitted to the model's size and channels."""
-    from ..data import FOLDER_PREFIX, VOXELS_PREFIX, DatasetError, ensure_downloaded, load_dataset
+    from ..data import FOLDER_PREFIX, DatasetError, ensure_downloaded, load_dataset
     from ..data.download import CATALOGUE, status
     from ._volumes import check_dataset
 
 
     check_dataset(model_cfg, name)  # an image dataset for a volume model, or the reverse: one line
-    if name.startswith(VOXELS_PREFIX):  # grids of a whole multiple of the model's size are reduced
-        from ..data.voxels import load_voxel_folder
-
-        size = tuple(model_cfg.data_shape[1:])
-        return tuple(load_voxel_folder(name[len(VOXELS_PREFIX):], split=s, size=size) for s in ("train", "test"))
     if name.startswith(FOLDER_PREFIX):
         from ..data.folder import load_image_folder
 
@@ -218,9 +213,6 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
                    if tuple(model_cfg.image_shape) == (1, 28, 28) else "")
         raise DatasetError(f"the {name} dataset is not in {st.folder} (missing {', '.join(st.missing)}): "
                            f"add --download to fetch it{offline}")
-    sets = load_dataset(name, "train", args.data_dir), load_dataset(name, "test", args.data_dir)
-    if model_cfg.rank == 1 and sets[0].images.ndim == 3:  # text: a model of another sequence length
-        from ..data.text import rechunk
-
-        sets = tuple(rechunk(d, model_cfg.data_shape[1]) for d in sets)
-    return sets
+    # voxel grids of a whole multiple of the model's size are reduced, text cut to its length
+    size = tuple(model_cfg.data_shape[1:])
+    return tuple(load_dataset(name, s, args.data_dir, size=size) for s in ("train", "test"))

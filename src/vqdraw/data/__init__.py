@@ -58,12 +58,25 @@ def dataset_names() -> list[str]:
     return sorted(LOADERS)
 
 
-def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None) -> ImageSet:
+def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None,
+                 size: tuple[int, ...] | None = None) -> ImageSet:
     """Load split 'train' or 'test' of dataset `name`, raising DatasetError with a clear message.
 
     ``folder:PATH`` loads the PNG/JPEG images under PATH (every tenth file is the test split);
     ``voxels:PATH`` the occupancy grids under PATH (every tenth grid), see :mod:`.voxels`.
+    ``size``: the spatial size a model reads (its ``data_shape[1:]``): voxel grids of a whole
+    multiple of it are reduced to it by block maximum, text sequences are cut into chunks of it
+    (:func:`.text.rechunk`); images are left as they are (their loaders fit them).
     """
+    data = _load(name, split, data_dir, size)
+    if size is not None and dataset_modality(name) == "text":
+        from .text import rechunk
+
+        data = rechunk(data, size[0])
+    return data
+
+
+def _load(name: str, split: str, data_dir, size) -> ImageSet:
     if name.startswith(TEXT_PREFIX):
         from .text import load_text_path
 
@@ -77,7 +90,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
         path = name[len(VOXELS_PREFIX):]
         if not path:
             raise DatasetError("voxels: needs a path, as in voxels:/path/to/grids")
-        return load_voxel_folder(path, split=split)
+        return load_voxel_folder(path, split=split, size=size)
     if name.startswith(FOLDER_PREFIX):
         from .folder import load_image_folder
 

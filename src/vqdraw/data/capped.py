@@ -7,7 +7,8 @@ instead of running out of memory. Uncompressed files are checked by their size o
 
 Limits per file (documented in docs/robustness.md): :data:`MAX_IDX_BYTES` for an IDX file,
 :data:`MAX_TAR_BYTES` for the whole uncompressed CIFAR-10 tar stream and
-:data:`MAX_MEMBER_BYTES` for one member of an archive (a CIFAR batch, a CelebA JPEG).
+:data:`MAX_MEMBER_BYTES` for one member of an archive (a CIFAR batch, a CelebA JPEG, a WikiText-2
+file; zip members are read by :func:`read_zip_member`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,15 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
+import zipfile
+import zlib
 from pathlib import Path
 
 from .base import DatasetError
 
 MAX_IDX_BYTES = 256 << 20  # MNIST's largest file is 47,040,016 bytes
 MAX_TAR_BYTES = 512 << 20  # cifar-10-python.tar.gz holds about 178 MiB
-MAX_MEMBER_BYTES = 64 << 20  # a CIFAR-10 batch is about 30 MiB; a CelebA JPEG about 10 KiB
+MAX_MEMBER_BYTES = 64 << 20  # a CIFAR-10 batch is about 30 MiB; a CelebA JPEG about 10 KiB; WikiText-2's train file 10.9 MB
 MAX_TEXT_BYTES = 64 << 20  # CelebA's list_eval_partition.txt is 2.8 MB
 
 
@@ -91,3 +94,21 @@ def read_capped(path: Path, limit: int) -> bytes:
     """All the (gunzipped) bytes of ``path``, at most ``limit`` of them (DatasetError otherwise)."""
     with open_capped(path, limit) as fh:
         return fh.read()
+
+
+def read_zip_member(archive: zipfile.ZipFile, member: str, limit: int, *, where: str, what: str,
+                    missing: str) -> bytes:
+    """One member of an open zip, refused (one-line DatasetError) when its directory entry says it
+    holds more than ``limit`` bytes (zipfile never inflates past that size), when it is absent
+    (``missing`` says why that matters) or when it cannot be read. ``where`` names it in messages,
+    ``what`` says what it should be ("a CelebA image")."""
+    try:
+        info = archive.getinfo(member)
+        if info.file_size > limit:
+            raise DatasetError(f"{where}: {info.file_size:,} bytes, more than {what} can hold ({limit:,}); "
+                               "not the official archive")
+        return archive.read(info)
+    except KeyError:
+        raise DatasetError(f"{where}: {missing}") from None
+    except (zipfile.BadZipFile, zlib.error, OSError) as exc:
+        raise DatasetError(f"{where}: cannot read it from the zip ({exc})") from exc

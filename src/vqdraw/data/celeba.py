@@ -25,13 +25,12 @@ import os
 import threading
 import warnings
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .base import DatasetError, ImageSet
-from .capped import MAX_MEMBER_BYTES, MAX_TEXT_BYTES, read_capped
+from .capped import MAX_MEMBER_BYTES, MAX_TEXT_BYTES, read_capped, read_zip_member
 from .download import check_split, dataset_dir, missing_error
 from .folder import decode_all, open_image
 
@@ -105,17 +104,9 @@ def _image_reader(folder: Path, crop: str):
 
         def source(name: str):
             where = f"{folder / ARCHIVE}:{IMAGES}/{name}"
-            try:
-                with lock:
-                    info = archive.getinfo(f"{IMAGES}/{name}")
-                    if info.file_size > MAX_MEMBER_BYTES:  # zipfile never inflates past file_size
-                        raise DatasetError(f"{where}: {info.file_size:,} bytes, more than a CelebA image "
-                                           f"can hold ({MAX_MEMBER_BYTES:,}); not the official archive")
-                    data = archive.read(info)
-            except KeyError:
-                raise DatasetError(f"{where}: listed in {PARTITION} but missing") from None
-            except (zipfile.BadZipFile, zlib.error, OSError) as exc:
-                raise DatasetError(f"{where}: cannot read it from the zip ({exc})") from exc
+            with lock:
+                data = read_zip_member(archive, f"{IMAGES}/{name}", MAX_MEMBER_BYTES, where=where,
+                                       what="a CelebA image", missing=f"listed in {PARTITION} but missing")
             return io.BytesIO(data), where
     else:
         raise missing_error("celeba", folder, [ARCHIVE],

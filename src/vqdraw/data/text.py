@@ -174,7 +174,6 @@ def load_text_path(path: str | Path, split: str = "train") -> ImageSet:
 
 WIKITEXT2_FILES = {"train": "wiki.train.raw", "valid": "wiki.valid.raw", "test": "wiki.test.raw"}
 WIKITEXT2_ZIP, WIKITEXT2_DIR = "wikitext-2-raw-v1.zip", "wikitext-2-raw"
-WIKITEXT2_MAX_BYTES = 64 << 20  # the train file is 10.9 MB
 
 
 def load_wikitext2(split: str = "train", data_dir: str | Path | None = None) -> ImageSet:
@@ -182,8 +181,8 @@ def load_wikitext2(split: str = "train", data_dir: str | Path | None = None) -> 
     ``wiki.<split>.raw``, or ``wikitext-2-raw-v1.zip`` itself (``vqdraw datasets --download
     wikitext2`` fetches it and checks its SHA-256), read in place."""
     import zipfile
-    import zlib
 
+    from .capped import MAX_MEMBER_BYTES, read_zip_member  # the train file is 10.9 MB
     from .download import dataset_dir, missing_error
 
     if split not in WIKITEXT2_FILES:
@@ -193,17 +192,13 @@ def load_wikitext2(split: str = "train", data_dir: str | Path | None = None) -> 
     if path.is_file():
         text, where = read_text_file(path), str(path)
     elif archive.is_file():
-        where = f"{archive}:{WIKITEXT2_DIR}/{WIKITEXT2_FILES[split]}"
+        member = f"{WIKITEXT2_DIR}/{WIKITEXT2_FILES[split]}"
+        where = f"{archive}:{member}"
         try:
             with zipfile.ZipFile(archive) as z:
-                info = z.getinfo(f"{WIKITEXT2_DIR}/{WIKITEXT2_FILES[split]}")
-                if info.file_size > WIKITEXT2_MAX_BYTES:  # zipfile never inflates past file_size
-                    raise DatasetError(f"{where}: {info.file_size:,} bytes, more than WikiText-2's "
-                                       f"({WIKITEXT2_MAX_BYTES:,}); not the official archive")
-                raw = z.read(info)
-        except KeyError:
-            raise DatasetError(f"{where}: not in the zip; not the official archive") from None
-        except (zipfile.BadZipFile, zlib.error, OSError) as exc:
+                raw = read_zip_member(z, member, MAX_MEMBER_BYTES, where=where, what="a WikiText-2 file",
+                                      missing="not in the zip; not the official archive")
+        except (zipfile.BadZipFile, OSError) as exc:
             raise DatasetError(f"{archive}: cannot read it as a zip ({exc}); download it again") from None
         try:
             text = raw.decode("utf-8")
