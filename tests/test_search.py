@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import pytest
@@ -11,6 +12,7 @@ from vqdraw.config import ModelConfig, RefinerConfig
 from vqdraw.errors import InputError
 from vqdraw.model import EncodeResult, VQDraw
 from vqdraw.search import beam_search, final_losses
+from vqdraw.stageloop import beam_stages
 
 TINY = ModelConfig(
     (1, 28, 28), options=8, stages=4, segment=2,
@@ -98,13 +100,13 @@ def test_exhaustive_beam_finds_the_best_code(trained):
 def test_one_batched_refiner_call_per_stage(trained, monkeypatch):
     model, x = trained
     calls = []
-    original = model.propose
+    original = model.refiner.deltas
 
     def spy(canvas, stage):
         calls.append((stage, canvas.shape[0]))
         return original(canvas, stage)
 
-    monkeypatch.setattr(model, "propose", spy)
+    monkeypatch.setattr(model.refiner, "deltas", spy)
     x = x[:20]
     res = beam_search(model, x, 3, keep_greedy=False)
     assert [s for s, _ in calls] == list(range(model.stages))  # one call per stage
@@ -112,7 +114,7 @@ def test_one_batched_refiner_call_per_stage(trained, monkeypatch):
     assert calls[0][1] == 1 and 3 <= calls[1][1] <= model.options
     assert all(size <= 20 * 3 for _, size in calls)
     # deduplicating prefixes does not change the result
-    monkeypatch.setattr("vqdraw.search._propose_deduplicated", lambda m, c, p, s: m.propose(c, s))
+    monkeypatch.setattr("vqdraw.search.beam_stages", functools.partial(beam_stages, dedup=False))
     again = beam_search(model, x, 3, keep_greedy=False)
     assert torch.equal(again.codes, res.codes)
     assert torch.allclose(again.losses, res.losses, rtol=1e-5, atol=1e-7)

@@ -6,7 +6,8 @@ unchanged, so any code it predicts is a valid code for :meth:`VQDraw.decode`. Tw
 
 ``independent``: a feed-forward CNN predicts all N codes at once, each from the image alone::
 
-    image (B, C, H, W) in [0, 1] -> normalise -> [stride-2 conv, ReLU]* -> adaptive pool
+    data (B, C, *S) in [0, 1] -> normalise (one-hot: categorical) -> [stride-2 conv, ReLU]*
+        -> adaptive pool
         -> linear -> ReLU -> linear -> logits (B, N, K)      codes = argmax over K
 
 ``autoregressive`` (the default): code i is predicted from the image *and the codes < i*, since
@@ -41,7 +42,8 @@ Optional fine-tuning (``finetune_steps > 0``, off by default): argmax is not dif
 the reconstruction error is back-propagated through the frozen decoder with a straight-through
 estimator: the forward pass follows the hard argmax codes exactly; the backward pass uses the
 gradient of the softmax-weighted mixture of the K proposals at every stage. The loss is the
-mean over stages of the canvas' normalised MSE (eq. 1 with the encoder's choices).
+mean over stages of the likelihood's loss of the canvas (eq. 1 with the encoder's choices).
+Sequences, images and volumes (convolutions of the data's rank) and every likelihood are served.
 
 Files, written next to the model (or into a given folder), by :func:`vqdraw.runs.save`:
 
@@ -67,6 +69,7 @@ import torch.nn.functional as F
 
 from . import runs, stageloop
 from .errors import CheckpointError, ConfigError, InputError
+from .layers import conv_classes
 from .loop import DataOrder, Progress, adam, run_steps
 from .metrics.distortion import psnr_from_mse
 
@@ -82,8 +85,8 @@ KINDS = ("independent", "autoregressive")
 class DistilledConfig:
     """Architecture of a distilled encoder; stored in distilled.json."""
 
-    image_shape: tuple[int, int, int]
-    """(C, H, W) of the model's images."""
+    image_shape: tuple[int, ...]
+    """The model's data shape: (C, L) sequences, (C, H, W) images or (C, D, H, W) volumes."""
     stages: int
     """N: codes predicted per image."""
     options: int
@@ -107,8 +110,15 @@ class DistilledConfig:
     """Autoregressive: GRU layers."""
     heads: int = 4
     """Autoregressive: attention heads over the image tokens (0: no attention)."""
+    categories: int = 0
+    """V > 0: the data are classes k / (V - 1) (a categorical model), read one-hot."""
 
     def __post_init__(self) -> None:
+        if not 2 <= len(self.image_shape) <= 4 or any(int(n) < 1 for n in self.image_shape):
+            raise ConfigError(f"distilled encoder: image_shape must be (C, L), (C, H, W) or (C, D, H, W), "
+                              f"got {tuple(self.image_shape)}")
+        if isinstance(self.categories, bool) or not isinstance(self.categories, int) or self.categories < 0:
+            raise ConfigError(f"distilled encoder: categories must be a non-negative integer, got {self.categories!r}")
         if self.kind not in KINDS:
             raise ConfigError(f"distilled encoder: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         if not self.channels or any(int(c) <= 0 for c in self.channels):
@@ -134,8 +144,15 @@ class DistilledConfig:
         c = model.config
         if kind == "autoregressive":
             overrides = {"hidden": 128, **overrides}
-        return cls(tuple(c.image_shape), c.stages, c.options, tuple(c.mean), tuple(c.std), kind=kind,
+        if c.likelihood == "categorical":
+            overrides = {"categories": c.categories, **overrides}
+        return cls(tuple(c.data_shape), c.stages, c.options, tuple(c.mean), tuple(c.std), kind=kind,
                    **overrides)
+
+    @property
+    def rank(self) -> int:
+        """Spatial dimensions of the data: 1, 2 or 3."""
+        return len(self.image_shape) - 1
 
 
 class _Encoder(nn.Module):
@@ -144,19 +161,24 @@ class _Encoder(nn.Module):
     def __init__(self, config: DistilledConfig):
         super().__init__()
         self.config = config
-        self.register_buffer("mean", torch.tensor(config.mean).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(config.std).view(1, -1, 1, 1), persistent=False)
+        ones = (1,) * config.rank
+        self.register_buffer("mean", torch.tensor(config.mean).view(1, -1, *ones), persistent=False)
+        self.register_buffer("std", torch.tensor(config.std).view(1, -1, *ones), persistent=False)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.config.categories
+        if v:  # classes k / (V - 1) -> one-hot (B, C*V, *S)
+            classes = torch.round(x * (v - 1)).long().clamp(0, v - 1)
+            return self.features(F.one_hot(classes, v).movedim(-1, 2).flatten(1, 2).to(x.dtype))
         return self.features((x - self.mean) / self.std)
 
     def logits(self, x: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] -> logits (B, N, K). `codes` (B, N): the codes the
+        """Data (B, C, *S) in [0, 1] -> logits (B, N, K). `codes` (B, N): the codes the
         autoregressive kind reads (teacher forcing); None: its own argmax codes."""
         raise NotImplementedError
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] -> codes (B, N) int64, the argmax codes (eval mode, no
+        """Data (B, C, *S) in [0, 1] -> codes (B, N) int64, the argmax codes (eval mode, no
         gradients). Any float dtype and device; the result is on the encoder's device."""
         x = self._check_images(images)
         was_training = self.training
@@ -171,8 +193,8 @@ class _Encoder(nn.Module):
         shape = tuple(self.config.image_shape)
         if not isinstance(x, torch.Tensor):
             raise InputError(f"images must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 4 or tuple(x.shape[1:]) != shape:
-            raise InputError(f"this encoder takes images of shape (B, {', '.join(map(str, shape))}); "
+        if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+            raise InputError(f"this encoder takes data of shape (B, {', '.join(map(str, shape))}); "
                              f"got {tuple(x.shape)}")
         if not x.is_floating_point():
             raise InputError(f"images must be float in [0, 1], got dtype {x.dtype}")
@@ -200,12 +222,14 @@ class _Encoder(nn.Module):
 
 
 def _conv_stack(config: DistilledConfig) -> tuple[nn.Sequential, int]:
-    c = config.image_shape[0]
+    """Stride-2 convolutions of the data's rank, then an adaptive pool: (features, channels)."""
+    conv = conv_classes(config.rank)[0]
+    c = config.image_shape[0] * (config.categories or 1)
     layers: list[nn.Module] = []
     for out in config.channels:
-        layers += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.ReLU()]
+        layers += [conv(c, out, 3, stride=2, padding=1), nn.ReLU()]
         c = out
-    layers.append(nn.AdaptiveAvgPool2d(config.pool))
+    layers.append((nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d)[config.rank - 1](config.pool))
     return nn.Sequential(*layers), c
 
 
@@ -217,14 +241,14 @@ class DistilledEncoder(_Encoder):
         self.features, c = _conv_stack(config)
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(c * config.pool * config.pool, config.hidden),
+            nn.Linear(c * config.pool ** config.rank, config.hidden),
             nn.ReLU(),
             nn.Dropout(config.dropout),
             nn.Linear(config.hidden, config.stages * config.options),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] -> logits (B, N, K)."""
+        """Data (B, C, *S) in [0, 1] -> logits (B, N, K)."""
         return self.head(self._features(x)).view(x.shape[0], self.config.stages, self.config.options)
 
     def logits(self, x: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
@@ -263,7 +287,7 @@ class AutoregressiveEncoder(_Encoder):
         h, k, n = config.hidden, config.options, config.stages
         self.features, c = _conv_stack(config)
         self.tokens = nn.Linear(c, h)
-        self.summary = nn.Sequential(nn.Linear(c * config.pool * config.pool, h), nn.ReLU())
+        self.summary = nn.Sequential(nn.Linear(c * config.pool ** config.rank, h), nn.ReLU())
         self.initial = nn.Linear(h, h * config.layers)
         self.code_embedding = nn.Embedding(k + 1, h)  # index k: the start symbol
         self.stage_embedding = nn.Embedding(n, h)
@@ -410,19 +434,7 @@ def greedy_codes(model, images_of, count: int, batch: int = 250, bar: Progress |
 def continue_greedy(model, x: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
     """Codes (B, N): `prefix` (B, s) for stages < s, then the greedy encoder's choices for stages
     s..N-1 starting from the canvas the prefix drew (s = 0: plain greedy codes)."""
-    s = prefix.shape[1]
-    out = []
-    with torch.inference_mode():
-        for xs, ps in zip(x.split(model.loop.cpu_chunk), prefix.to(model.device).split(model.loop.cpu_chunk)):
-            target = model.likelihood.target(xs.to(model.device))
-            canvas = None
-            if s:
-                canvas = stageloop.run(model.refiner, model.likelihood, range(s), codes=ps,
-                                       options=model.loop).canvas
-            rest = stageloop.run(model.refiner, model.likelihood, range(s, model.stages), target=target,
-                                 canvas=canvas, options=model.loop)
-            out.append(torch.cat([ps, rest.codes], 1))
-    return torch.cat(out) if out else prefix.new_zeros((0, model.stages))
+    return model.encode(x.to(model.device), prefix=prefix)
 
 
 def prior_samples(model, count: int, seed: int, batch: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
@@ -437,7 +449,8 @@ def prior_samples(model, count: int, seed: int, batch: int = 250) -> tuple[torch
 def code_metrics(model, images: torch.Tensor, encoder=None, batch: int = 250,
                  bar: Progress | None = None) -> tuple[torch.Tensor, dict]:
     """(codes (B, N), metrics) of encoding `images` greedily, or with `encoder`, then decoding:
-    normalised MSE (paper units), pixel MSE and PSNR of the reconstructions."""
+    ``mse`` is the likelihood's loss of the final canvas (normalised MSE for mse models, the
+    paper's units; nats per element otherwise), then data-space MSE and PSNR."""
     sq_norm = sq_pix = 0.0
     codes = []
     for x in images.split(batch):
@@ -620,7 +633,7 @@ def finetune(model, encoder: _Encoder, train_set, steps: int, batch: int, lr: fl
              n_train: int | None = None, seed: int = 1, progress: bool = False,
              history: list | None = None) -> list[float]:
     """Straight-through fine-tuning of `encoder` on the reconstruction error through the frozen
-    decoder. Returns the loss of every step (mean over stages of the canvas' normalised MSE);
+    decoder. Returns the loss of every step (mean over stages of the canvas' likelihood loss);
     every 50 steps ``{"finetune_step", "mse"}`` (mean of the last 50) is added to `history`."""
     n_train = len(train_set) if n_train is None else n_train
     device = model.device
@@ -651,19 +664,13 @@ def finetune(model, encoder: _Encoder, train_set, steps: int, batch: int, lr: fl
 
 
 def relaxed_reconstruction_loss(model, encoder: _Encoder, x: torch.Tensor) -> torch.Tensor:
-    """Mean over stages of the normalised MSE of the canvas when following the encoder's argmax
-    codes; gradients reach the logits through a straight-through softmax at every stage. The
-    autoregressive kind reads its own (free-running) codes, so the hard codes are its
-    predictions."""
-    target = model.normalize(x)
+    """Mean over stages of the likelihood's loss of the canvas (normalised MSE, BCE, ...) when
+    following the encoder's argmax codes; gradients reach the logits through a straight-through
+    softmax at every stage (:func:`vqdraw.stageloop.run_relaxed`). The autoregressive kind reads
+    its own (free-running) codes, so the hard codes are its predictions."""
+    target = model.likelihood.target(x)
     logits = encoder.logits(x)  # (B, N, K)
     soft = logits.softmax(dim=2)
     hard = F.one_hot(soft.argmax(dim=2), soft.shape[2]).to(soft.dtype)
     weights = hard + soft - soft.detach()  # forward: exactly one-hot; backward: softmax gradient
-    canvas = torch.zeros_like(target)
-    total = target.new_zeros(())
-    for stage in range(model.stages):
-        proposals = model.propose(canvas, stage)  # (B, K, C, H, W)
-        canvas = (weights[:, stage].view(weights.shape[0], -1, *([1] * (target.dim() - 1))) * proposals).sum(1)
-        total = total + (canvas - target).pow(2).flatten(1).mean(1).mean()
-    return total / model.stages
+    return stageloop.run_relaxed(model.refiner, model.likelihood, weights, target).mean()

@@ -90,23 +90,18 @@ class Likelihood(nn.Module):
         """L(R_j, X) for every option, averaged over the elements: (B, K, C, ...) -> (B, K)."""
         return self.element_losses(proposals, target).flatten(2).mean(dim=2)
 
-    def select(
-        self,
-        deltas: torch.Tensor,
-        canvas: torch.Tensor,
-        target: torch.Tensor,
-        codes: torch.Tensor | None = None,
-        group: torch.Tensor | None = None,
-        exact_size: bool = True,
-        reuse_deltas: bool = False,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    squared_error = False
+    """Whether the loss is the squared error between canvas and target: the stage loop then
+    scores options without forming proposals (:func:`vqdraw.losses.select_option`)."""
+
+    def select(self, deltas: torch.Tensor, canvas: torch.Tensor, target: torch.Tensor,
+               codes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One stage: (losses (B, K) float32, choice (B,), chosen delta (B, C, ...) float32).
 
-        deltas: (B, K, C, ...), or (U, K, C, ...) for U distinct canvases with ``group`` (B,)
-        naming each image's; canvas and target: (B, C, ...). ``codes`` (B,): options to follow,
-        or None for the arg-min (Algorithm 1). The generic path forms the proposals.
+        deltas: (B, K, C, ...); canvas and target: (B, C, ...). ``codes`` (B,): options to
+        follow, or None for the arg-min (Algorithm 1). The generic path forms the proposals.
         """
-        d = widen(deltas if group is None else deltas[group])  # (B, K, C, ...)
+        d = widen(deltas)
         with torch.autocast(device_type=d.device.type, enabled=False):
             losses = self.option_losses(widen(canvas).unsqueeze(1) + d, widen(target))
         choice = losses.argmin(dim=1) if codes is None else codes
@@ -137,10 +132,11 @@ class MSE(Likelihood):
     def option_losses(self, proposals: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return squared_error_losses(proposals, target)
 
-    def select(self, deltas, canvas, target, codes=None, group=None, exact_size=True, reuse_deltas=False):
+    squared_error = True
+
+    def select(self, deltas, canvas, target, codes=None):
         # the fast path: no proposals tensor, float32 losses and arg-min (see vqdraw.losses)
-        return select_option(deltas, target - canvas, codes, group, reuse_deltas=reuse_deltas,
-                             exact_size=exact_size)
+        return select_option(deltas, target - canvas, codes)
 
     def discrete_log_prob(self, canvas, x, *, sigma: float | None = None):
         """The reconstruction as the mean of a Gaussian of fixed std `sigma` (data units, given by
@@ -313,7 +309,7 @@ class Categorical(Likelihood):
         return p.movedim(c_dim, c_dim + 1).flatten(c_dim, c_dim + 1).to(canvas.dtype)  # (B, C*V, *S)
 
     def _chunks(self, canvas: torch.Tensor):
-        per_item = max(1, canvas[0].numel() // self.embed * self.levels)
+        per_item = max(1, math.prod(canvas.shape[1:]) // self.embed * self.levels)
         step = max(1, LOGITS_BUDGET // per_item)
         return range(0, canvas.shape[0], step), step
 

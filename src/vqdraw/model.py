@@ -85,7 +85,7 @@ class VQDraw(nn.Module):
 
     # ------------------------------------------------------------------ Algorithms 1 and 2
     def encode(self, x: torch.Tensor, *, stages: int | None = None, return_reconstruction: bool = False,
-               beam: int = 1, encoder=None) -> torch.Tensor | EncodeResult:
+               beam: int = 1, encoder=None, prefix: torch.Tensor | None = None) -> torch.Tensor | EncodeResult:
         """Algorithm 1 (greedy): data (B, C, *S) in [0, 1] -> codes (B, n) int64.
 
         ``return_reconstruction=True`` returns an :class:`EncodeResult`: the codes, the
@@ -93,18 +93,27 @@ class VQDraw(nn.Module):
         ``beam > 1``: beam search (:func:`vqdraw.search.beam_search`, never worse than greedy).
         ``encoder``: a one-pass encoder (e.g. :class:`vqdraw.distill.DistilledEncoder`) whose
         ``predict(x)`` gives the codes; the reconstruction then follows them.
+        ``prefix`` (B, s): take these codes for the first s stages, then choose greedily from the
+        canvas they drew (distillation's segment-wise labels).
         """
         n = check_stages(self.config, stages)
         x = check_data(self.config, x, self.device)
         if encoder is not None and beam != 1:
             raise InputError("a one-pass encoder and beam search cannot be combined")
+        if prefix is not None:
+            if encoder is not None or beam != 1:
+                raise InputError("a code prefix is continued greedily: no encoder, beam 1")
+            prefix = check_codes(self.config, prefix).to(self.device)
+            if prefix.shape[0] != x.shape[0] or prefix.shape[1] > n:
+                raise InputError(f"a prefix of shape {tuple(prefix.shape)} for {x.shape[0]} items of {n} stages")
         if beam != 1:
             res = beam_search(self, x, beam, n)
             return res if return_reconstruction else res.codes
         if encoder is not None:
             codes = check_codes(self.config, encoder.predict(x))[:, :n]
             return self.score(x, codes) if return_reconstruction else codes.to(self.device)
-        trace = run_inference(self.refiner, self.likelihood, n, target=self.likelihood.target(x), options=self.loop)
+        trace = run_inference(self.refiner, self.likelihood, n, target=self.likelihood.target(x), codes=prefix,
+                              options=self.loop)
         if not return_reconstruction:
             return trace.codes
         return EncodeResult(trace.codes, self.likelihood.to_data(trace.canvas), trace.losses)

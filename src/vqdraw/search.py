@@ -10,12 +10,11 @@ proposal is closest to the target. Beam search keeps the ``beam`` best partial c
         beams = the `beam` lowest-scoring children per image (ties: lowest beam, then option)
     result = the lowest-scoring complete code per image
 
-All B*M canvases of a stage go through :meth:`VQDraw.propose` as one batch (images x beams
-flattened into the batch dimension), so time and memory grow linearly in ``beam``: a stage
-holds (B*M, K, C, H, W) proposals, ``beam`` times what a plain proposals tensor for B images
-holds. Beams with the same code prefix have the same canvas, so the refiner runs once per
-distinct prefix: once at stage 0 (the empty code), at most K times at stage 1, and so on.
-Scores use the likelihood's ``option_losses``, the definition of the per-option loss.
+Each stage is one :func:`vqdraw.stageloop.step` under the :class:`~vqdraw.stageloop.Beam`
+policy on all B*M canvases (images x beams flattened into the batch dimension), so time and
+memory grow linearly in ``beam``. Beams with the same code prefix have the same canvas, so the
+refiner runs once per distinct prefix: once at stage 0 (the empty code), at most K times at
+stage 1, and so on. Scores are the likelihood's per-option losses, as greedy's are.
 
 Guarantee, "never worse than greedy": pruning can drop the greedy path (its prefix may fall out
 of the beam at some stage and would have won later), so by default ``beam_search`` also runs
@@ -37,7 +36,7 @@ import torch
 
 from .errors import InputError
 from .inputs import check_data, check_stages
-from .stageloop import EncodeResult
+from .stageloop import EncodeResult, beam_stages
 
 
 def beam_search(model, x: torch.Tensor, beam: int, stages: int | None = None,
@@ -109,46 +108,13 @@ def search_stages(model, x: torch.Tensor, beam: int, stages: int | None = None):
     n = check_stages(model.config, stages)
     x = check_data(model.config, x, model.device)
     with torch.inference_mode():
-        steps = _stages(model, model.normalize(x), beam, n)
+        steps = beam_stages(model.refiner, model.likelihood, model.normalize(x), beam, n)
     while True:
         with torch.inference_mode():  # per stage: the caller's code between stages runs outside it
             step = next(steps, None)
         if step is None:
             return
         yield Beams(step.stage, step.prefix, step.scores, step.canvas)
-
-
-@dataclass
-class _Stage:
-    stage: int
-    prefix: torch.Tensor  # (B, M', s) live codes
-    canvas: torch.Tensor  # (B, M', C', *S)
-    scores: torch.Tensor  # (B, M') their losses, ascending
-    option_scores: torch.Tensor  # (B, M, K) every option of every parent beam
-    parent: torch.Tensor  # (B, M') each survivor's parent beam
-
-
-def _stages(model, target: torch.Tensor, beam: int, n: int):
-    """The beam search's stages, one :class:`_Stage` at a time (see :func:`_search`)."""
-    b = target.shape[0]
-    shape = tuple(model.refiner.first_bias.shape[1:])  # the canvas (C', *S): may differ from the data's
-    k = model.options
-    rows = torch.arange(b, device=target.device).unsqueeze(1)  # (B, 1)
-    prefix = torch.zeros((b, 1, 0), dtype=torch.long, device=target.device)  # (B, M, s) live codes
-    canvas = torch.zeros((b, 1) + shape, device=target.device)  # (B, M, C', *S)
-    for stage in range(n):
-        m = prefix.shape[1]
-        proposals = _propose_deduplicated(model, canvas.flatten(0, 1), prefix.flatten(0, 1), stage)
-        per_target = target if m == 1 else target.repeat_interleave(m, dim=0)
-        scores = model.likelihood.option_losses(proposals, per_target).view(b, m, k)  # (B, M, K)
-        keep = min(beam, m * k)
-        # Stable sort: among equal scores the lowest (beam, option) index wins, as argmin's does.
-        sorted_scores, order = scores.flatten(1).sort(dim=1, stable=True)
-        order = order[:, :keep]  # (B, M')
-        parent = torch.div(order, k, rounding_mode="floor")
-        canvas = proposals.reshape((b, m * k) + shape)[rows, order]  # (B, M', C', *S)
-        prefix = torch.cat([prefix[rows, parent], (order % k).unsqueeze(2)], dim=2)
-        yield _Stage(stage + 1, prefix, canvas, sorted_scores[:, :keep], scores, parent)
 
 
 def _search(model, target: torch.Tensor, beam: int, n: int):
@@ -163,7 +129,7 @@ def _search(model, target: torch.Tensor, beam: int, n: int):
     # Per stage: the option losses of every live beam (B, M, K) and each survivor's parent beam
     # (B, M'). Backtracking through the parents at the end gives the losses along the winner.
     stage_losses, parents = [], []
-    for step in _stages(model, target, beam, n):
+    for step in beam_stages(model.refiner, model.likelihood, target, beam, n):
         stage_losses.append(step.option_scores)
         parents.append(step.parent)
     # After the last stage the beams are sorted by final loss: beam 0 is the best code.
@@ -175,20 +141,6 @@ def _search(model, target: torch.Tensor, beam: int, n: int):
         losses.append(stage_losses[stage][rows, best])
     losses.reverse()
     return codes, final_canvas, torch.stack(losses, 1)
-
-
-def _propose_deduplicated(model, canvas: torch.Tensor, prefix: torch.Tensor, stage: int) -> torch.Tensor:
-    """``model.propose(canvas, stage)`` for (R, C, H, W) canvases identified by their code prefixes
-    (R, s), running the refiner once per distinct prefix. Returns (R, K, C, H, W)."""
-    r = canvas.shape[0]
-    if prefix.shape[1] == 0:  # every canvas is the empty one
-        return model.propose(canvas[:1], stage).expand(r, *([-1] * canvas.dim()))
-    unique, inverse = torch.unique(prefix, dim=0, return_inverse=True)
-    if unique.shape[0] == r:
-        return model.propose(canvas, stage)
-    first = torch.full((unique.shape[0],), r, dtype=torch.long, device=canvas.device)
-    first.scatter_reduce_(0, inverse, torch.arange(r, device=canvas.device), reduce="amin")
-    return model.propose(canvas[first], stage)[inverse]
 
 
 def _keep_better(result, greedy):

@@ -66,8 +66,9 @@ def run(args) -> int:
         raise ConfigError(f"--segments {args.segments}: the model has only {model.stages} stages")
     out_dir = args.output or resolve_model_dir(args.model)
     name = args.dataset or run_dataset(args.model) or "mnist-embedded"
-    train_set = load_dataset(name, "train", args.data_dir)
-    test_set = load_dataset(name, "test", args.data_dir)
+    size = tuple(model.config.data_shape[1:])  # voxel grids reduced, text cut to the model's length
+    train_set = load_dataset(name, "train", args.data_dir, size=size)
+    test_set = load_dataset(name, "test", args.data_dir, size=size)
     print(f"vqdraw distill: {args.model} (K={model.options} N={model.stages}), dataset {name} "
           f"({len(train_set)} train / {len(test_set)} test), {args.kind} encoder, {args.steps} steps of batch {args.batch}",
           file=sys.stderr)
@@ -79,7 +80,8 @@ def run(args) -> int:
     acc = " ".join(f"{a:.3f}" for a in res.accuracy)
     print(f"code accuracy per stage (top-1 agreement with greedy, chance {1 / model.options:.3f}): {acc}")
     print(f"mean code accuracy: {res.mean_accuracy:.3f}")
+    unit = "normalised MSE" if model.likelihood.name == "mse" else f"{model.likelihood.name} loss, nats per element"
     for label, m in (("greedy   ", res.greedy), ("distilled", res.distilled)):
-        print(f"{label} test MSE {m['mse_pixels']:.5f} (normalised {m['mse']:.4f}), PSNR {m['psnr']:.2f} dB")
+        print(f"{label} test loss {m['mse']:.4f} ({unit}), MSE {m['mse_pixels']:.5f}, PSNR {m['psnr']:.2f} dB")
     print(f"wrote {Path(res.out_dir) / 'distilled.safetensors'} and distilled.json ({res.seconds:.0f} s)")
     return 0
