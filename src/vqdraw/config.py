@@ -1,5 +1,8 @@
 """Typed configuration: the refiner architecture, the model, training, and the Table 1 presets.
 
+Every field's range is declared here once (:func:`vqdraw.fields.ranged`); the constructors, the
+checks of untrusted config.json / train.json (:mod:`vqdraw.validate`) and the CLI's flags read it.
+
 Presets are data. ``PRESETS["mnist"]`` holds the paper's Table 1 column for MNIST together with
 the refiner sizes used for 28x28x1 images; every field can be overridden.
 """
@@ -11,7 +14,22 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from .errors import ConfigError
+from .fields import check_ranges, ranged
 from .validate import check_model_dict, check_train_dict
+
+# Bounds shared by several fields (and by the CLI's other flags): sanity bounds, far above real use.
+MAX_CODE = 65535
+"""K, N, sizes and classes: a .vqd header stores them as 16-bit integers."""
+MAX_WIDTH = 65536
+"""Channels of a refiner layer."""
+MAX_STEPS = 10**9
+"""Optimizer steps (and step intervals)."""
+MAX_BATCH = 65536
+"""Items per step."""
+MAX_COUNT = 1_000_000
+"""Items taken from a dataset."""
+BINARIZE = ("none", "threshold", "stochastic")
+"""Values of ``TrainConfig.binarize``."""
 
 
 @dataclass(frozen=True)
@@ -25,21 +43,21 @@ class RefinerConfig:
     (``mask_down=False``) and feed CIFAR-10's body convolution raw (``raw_body=True``).
     """
 
-    down: tuple[int, ...] = (32, 64)
+    down: tuple[int, ...] = ranged((32, 64), low=1, high=MAX_WIDTH, length=16)
     """Output channels of the stride-2 downsampling convolutions."""
-    down_kernel: int = 3
+    down_kernel: int = ranged(3, low=1, high=31, odd=True)
     """Kernel size of the downsampling convolutions (3 or 5 in the paper's models)."""
-    body: tuple[int, ...] = (128, 128, 64)
+    body: tuple[int, ...] = ranged((128, 128, 64), low=1, high=MAX_WIDTH)
     """Output channels of the plain 3x3 convolutions at the lowest resolution."""
-    res_blocks: int = 0
+    res_blocks: int = ranged(0, low=0, high=1024)
     """Number of bottleneck residual blocks (3x3 conv, 1x1 expand, 1x1 project) after the body."""
-    res_expand: int = 4
+    res_expand: int = ranged(4, low=1, high=64)
     """Expansion factor of the residual blocks' hidden 1x1 layer."""
-    up: tuple[int, ...] = (64, 64)
+    up: tuple[int, ...] = ranged((64, 64), low=1, high=MAX_WIDTH, length=16)
     """Output channels of the stride-2 transposed convolutions (one per downsampling step)."""
-    pre_head: tuple[int, ...] = ()
+    pre_head: tuple[int, ...] = ranged((), low=1, high=MAX_WIDTH)
     """Output channels of 3x3 convolutions between upsampling and the head."""
-    head_kernel: int = 3
+    head_kernel: int = ranged(3, low=1, high=31, odd=True)
     """Kernel size of the final convolution that emits K*C channels."""
     head_per_stage: bool = False
     """A separate head convolution for each stage (the reference SVHN model does this)."""
@@ -54,12 +72,12 @@ class RefinerConfig:
     raw_body: bool = False
     """The body convolutions' masked outputs go on without ReLU and GroupNorm (the author's
     CIFAR-10 refiner feeds its body convolution raw into the residual blocks)."""
-    output_scale: float = 0.1
+    output_scale: float = ranged(0.1, low=-1e6, high=1e6)
     """Initial value of the learned scale applied to the deltas (residual outputs)."""
-    progressive: int = 0
+    progressive: int = ranged(0, low=0, high=MAX_CODE)
     """Stages per resolution level (0: off): stages 0..p-1 propose deltas at the lowest resolution,
     the next p after one upsampling layer, ..., the rest at full resolution (docs/progressive.md)."""
-    dilations: tuple[int, ...] = ()
+    dilations: tuple[int, ...] = ranged((), low=1, high=MAX_WIDTH)
     """The paper author's character refiner (his TextRefiner in the official release), for
     sequences: set, the network is a 1x1 embedding to ``body[0]`` channels plus a learned
     position embedding, one pre-activation residual block per dilation (ReLU, LayerNorm over
@@ -72,24 +90,18 @@ class RefinerConfig:
     distribution")."""
 
     def __post_init__(self) -> None:
+        check_ranges(self, "refiner.")
         if len(self.up) != len(self.down):
             raise ConfigError(
                 f"refiner: {len(self.down)} downsampling layers need as many upsampling layers, "
                 f"got {len(self.up)}"
             )
-        for name in ("down", "body", "up", "pre_head"):
-            if any(int(c) <= 0 for c in getattr(self, name)):
-                raise ConfigError(f"refiner.{name}: channel counts must be positive")
         for pair in self.norm_groups:
             if len(pair) != 2 or int(pair[0]) <= 0 or int(pair[1]) <= 0 or int(pair[0]) % int(pair[1]):
                 raise ConfigError(f"refiner.norm_groups: {tuple(pair)} is not (channels, groups) with "
                                   "groups dividing channels")
-        if self.progressive < 0:
-            raise ConfigError(f"refiner.progressive must be non-negative, got {self.progressive}")
         if self.progressive and not self.up:
             raise ConfigError("refiner.progressive needs upsampling layers (a lower resolution to start from)")
-        if any(int(d) < 1 for d in self.dilations):
-            raise ConfigError(f"refiner.dilations must be positive, got {tuple(self.dilations)}")
         if self.dilations and (self.down or self.up or len(self.body) != 1 or len(self.pre_head) > 1):
             raise ConfigError("refiner.dilations (the author's text refiner) needs no down/up layers, one body "
                               "width and at most one pre_head width")
@@ -108,24 +120,24 @@ LIKELIHOODS = ("mse", "bernoulli", "gaussian", "categorical", "discretized-logis
 class ModelConfig:
     """Everything needed to rebuild a VQ-DRAW model; stored as config.json beside the weights."""
 
-    data_shape: tuple[int, ...] = (1, 28, 28)
+    data_shape: tuple[int, ...] = ranged((1, 28, 28), low=1, high=MAX_CODE)
     """Channels first, then 1-3 spatial sizes: (C, L) sequences, (C, H, W) images, (C, D, H, W) volumes."""
-    options: int = 64
+    options: int = ranged(64, low=2, high=MAX_CODE)
     """K: refinement options per stage; each stage stores log2(K) bits."""
-    stages: int = 10
+    stages: int = ranged(10, low=1, high=MAX_CODE)
     """N: the number of stages, i.e. integers in a full code."""
-    segment: int = 10
+    segment: int = ranged(10, low=1, high=MAX_CODE)
     """Stages per segment: each segment of this many stages has its own refiner parameters."""
-    mean: tuple[float, ...] = (0.1307,)
+    mean: tuple[float, ...] = ranged((0.1307,), low=-1e12, high=1e12)
     """Per-channel mean used to normalise [0, 1] data inside the model (mse likelihood)."""
-    std: tuple[float, ...] = (0.3081,)
+    std: tuple[float, ...] = ranged((0.3081,), low=1e-12, high=1e12)
     """Per-channel std used to normalise [0, 1] data inside the model (mse likelihood)."""
     refiner: RefinerConfig = field(default_factory=RefinerConfig)
     """Architecture of each segment's refinement network."""
-    likelihood: str = "mse"
+    likelihood: str = ranged("mse", choices=LIKELIHOODS)
     """How a proposal is scored: 'mse' (the paper's), 'bernoulli' (logits, binary data), 'gaussian'
     (mean and log-std), 'categorical' (V classes per element), 'discretized-logistic' (8-bit data)."""
-    categories: int = 256
+    categories: int = ranged(256, low=2, high=MAX_CODE)
     """V, the classes per element of the 'categorical' likelihood (256: 8-bit pixels)."""
     stage_conditioning: bool = True
     """Masks (and per-stage heads) per stage. --no-stage-conditioning: the paper's §3.4 ablation,
@@ -138,23 +150,12 @@ class ModelConfig:
         shape = tuple(self.data_shape)
         if not 2 <= len(shape) <= 4:
             raise ConfigError(f"data_shape must be (C, L), (C, H, W) or (C, D, H, W); got {shape}")
-        if min(shape) <= 0:
-            raise ConfigError(f"data_shape must be positive, got {shape}")
+        check_ranges(self)
         c = shape[0]
-        if self.options < 2:
-            raise ConfigError(f"options (K) must be at least 2, got {self.options}")
-        if self.stages < 1:
-            raise ConfigError(f"stages (N) must be at least 1, got {self.stages}")
-        if self.segment < 1:
-            raise ConfigError(f"segment must be at least 1, got {self.segment}")
         if len(self.mean) != c or len(self.std) != c:
             raise ConfigError(f"mean and std need {c} values (one per channel)")
-        if any(s <= 0 for s in self.std):
-            raise ConfigError("std values must be positive")
-        if self.likelihood not in LIKELIHOODS:
-            raise ConfigError(f"unknown likelihood {self.likelihood!r}; known: {', '.join(LIKELIHOODS)}")
-        if isinstance(self.categories, bool) or not isinstance(self.categories, int) or self.categories < 2:
-            raise ConfigError(f"categories must be an integer of at least 2, got {self.categories!r}")
+        if isinstance(self.categories, bool) or not isinstance(self.categories, int):
+            raise ConfigError(f"categories must be an integer, got {self.categories!r}")
         if self.refiner.dilations and self.rank != 1:
             raise ConfigError("refiner.dilations (the author's text refiner) is for sequences (C, L)")
         if self.refiner.softmax_input and self.likelihood != "categorical":
@@ -236,96 +237,70 @@ ANNEALS = ("linear", "cosine")
 class TrainConfig:
     """How to train: Table 1's batch, steps and alpha, plus the engineering knobs."""
 
-    steps: int = 50_000
+    steps: int = ranged(50_000, low=1, high=MAX_STEPS)
     """Optimizer steps."""
-    batch: int = 32
+    batch: int = ranged(32, low=1, high=MAX_BATCH)
     """Images per optimizer step (the paper's batch size)."""
-    micro_batch: int = 0
+    micro_batch: int = ranged(0, low=0, high=MAX_BATCH)
     """Images per forward/backward pass; gradients are accumulated up to `batch`. 0 = batch."""
-    alpha: float = 0.01
+    alpha: float = ranged(0.01, low=0, high=1e12)
     """Weight of the loss over all options, l_all, in eq. 3."""
-    lr: float = 1e-3
+    lr: float = ranged(1e-3, above=0, high=1e6)
     """Adam step size (the paper uses a fixed 1e-3)."""
-    lr_final: float | None = None
+    lr_final: float | None = ranged(None, low=0, high=1e6)
     """If set, anneal the step size linearly to this value: step s of S (1-based) uses
     lr + (lr_final - lr) * s/S, as the author's code does. None: the fixed lr."""
     paper_lr: bool = False
     """The paper's fixed step size lr throughout (ignores lr_final and warmup)."""
-    adam_betas: tuple[float, ...] = (0.9, 0.999)
+    adam_betas: tuple[float, ...] = ranged((0.9, 0.999), low=0, below=1)
     """Adam's betas (PyTorch's default; the presets use the author's 0.9, 0.99)."""
-    adam_eps: float = 1e-8
+    adam_eps: float = ranged(1e-8, above=0, high=1e6)
     """Adam's epsilon (PyTorch's default; the presets use the author's 1e-5)."""
-    epsilon: float = 0.0
+    epsilon: float = ranged(0.0, low=0, high=1)
     """Ablation (paper §3.3): while training, each choice is replaced by a uniformly random
     option with this probability; the loss terms still use the best option's loss."""
-    grad_decay: float = 0.0
+    grad_decay: float = ranged(0.0, low=0, high=1)
     """Ablation (author's --grad-decay): the canvas passed between stages carries (1 - this) of
     its gradient; 1 trains every stage greedily (no gradient through earlier choices)."""
-    final_coeff: float = 0.0
+    final_coeff: float = ranged(0.0, low=0, high=1e12)
     """Author's --final-coeff: loss += this * the final stage's chosen loss."""
     final_only: bool = False
     """Ablation (paper §3.3): the chosen-loss term is the final stage's only (plus alpha * all)."""
-    active_stages: int = 0
+    active_stages: int = ranged(0, low=0, high=MAX_CODE)
     """Author's --active-stages: train only the first this many stages (0: all)."""
     grad_checkpoint: bool = False
     """Recompute each segment's activations in the backward pass to save memory."""
-    eval_every: int = 100
+    eval_every: int = ranged(100, low=1, high=MAX_STEPS)
     """Evaluate the test reconstruction MSE every this many steps."""
-    eval_size: int = 500
+    eval_size: int = ranged(500, low=1, high=MAX_COUNT)
     """Number of test images in the fixed evaluation subset."""
-    save_every: int = 500
+    save_every: int = ranged(500, low=1, high=MAX_STEPS)
     """Write a checkpoint (and pictures) every this many steps."""
-    log_every: int = 10
+    log_every: int = ranged(10, low=1, high=MAX_STEPS)
     """Append a line to metrics.jsonl every this many steps."""
-    seed: int = 0
+    seed: int = ranged(0, low=0, high=2**63 - 1)
     """Seed for initialisation and the data order."""
     dataset: str = "mnist-embedded"
     """Dataset name (see `vqdraw datasets`)."""
-    binarize: str = "none"
+    binarize: str = ranged("none", choices=BINARIZE)
     """Binarise the data (for bernoulli models): 'none', 'threshold' (x >= 0.5) or 'stochastic'
     (1 with probability x, drawn afresh each epoch; the test set: one fixed draw)."""
-    warmup: int = 0
+    warmup: int = ranged(0, low=0, high=MAX_STEPS)
     """Raise the step size linearly from lr/warmup to lr over this many first steps (0: none)."""
-    anneal: str = "linear"
+    anneal: str = ranged("linear", choices=ANNEALS)
     """Shape of the anneal to `lr_final` when it is set: 'linear' or 'cosine'."""
-    ema: float = 0.0
+    ema: float = ranged(0.0, low=0, below=1)
     """Decay of an average of the weights used for evaluation, pictures and the saved model (0: off)."""
-    time_budget: float | None = None
+    time_budget: float | None = ranged(None, above=0, high=1e7)
     """Minutes of wall-clock time: the run ends when they are spent (at most `steps` steps) and
     the anneal is fitted to the step count they allow."""
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch", "eval_every", "save_every", "log_every", "eval_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.micro_batch < 0 or self.micro_batch > self.batch:
+        check_ranges(self)
+        if self.micro_batch > self.batch:
             raise ConfigError(f"micro_batch must be between 0 and batch ({self.batch})")
-        if self.alpha < 0:
-            raise ConfigError("alpha must be non-negative")
-        if self.lr <= 0:
-            raise ConfigError("lr must be positive")
-        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+        if len(self.adam_betas) != 2:
             raise ConfigError(f"adam_betas must be two numbers in [0, 1), got {tuple(self.adam_betas)}")
-        if self.adam_eps <= 0:
-            raise ConfigError("adam_eps must be positive")
-        for name in ("epsilon", "grad_decay"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise ConfigError(f"{name} must be between 0 and 1, got {getattr(self, name)}")
-        if self.final_coeff < 0:
-            raise ConfigError("final_coeff must be non-negative")
-        if self.active_stages < 0:
-            raise ConfigError("active_stages must be 0 (all) or positive")
-
-        if self.binarize not in ("none", "threshold", "stochastic"):
-            raise ConfigError(f"binarize must be none, threshold or stochastic; got {self.binarize!r}")
-        if self.warmup < 0:
-            raise ConfigError(f"warmup must be non-negative, got {self.warmup}")
-        if self.anneal not in ANNEALS:
-            raise ConfigError(f"unknown anneal {self.anneal!r}; known: {', '.join(ANNEALS)}")
-        if not 0.0 <= self.ema < 1.0:
-            raise ConfigError(f"ema (the average's decay) must be in [0, 1), got {self.ema}")
-        if self.time_budget is not None and not self.time_budget > 0:
-            raise ConfigError(f"time_budget must be positive (minutes), got {self.time_budget}")
 
     def loss_options(self) -> dict:
         """The keyword arguments of :meth:`vqdraw.VQDraw.loss` beyond alpha: the paper's

@@ -16,10 +16,10 @@ file declares, so a hostile file costs milliseconds and fails with one line.
     estimate_size(model, batch)          -> {"parameters", "activations", "bytes"}
 
 Types come from the dataclasses' own annotations (``int``, ``float``, ``bool``, ``str``,
-``X | None``, ``tuple[int, ...]``, fixed-length tuples, nested config dataclasses, ``Literal``),
-so a new field is type-checked without an edit here; ``RANGES`` adds the bounds of fields whose
-size matters. This module imports no other vqdraw module but :mod:`vqdraw.errors`: the config
-classes are passed in.
+``X | None``, ``tuple[int, ...]``, fixed-length tuples, nested config dataclasses, ``Literal``)
+and bounds from the ranges declared on their fields (:mod:`vqdraw.fields`), so a new field is
+checked without an edit here. This module imports no other vqdraw module but
+:mod:`vqdraw.errors` and :mod:`vqdraw.fields`: the config classes are passed in.
 
 Limits (see docs/robustness.md):
 
@@ -40,6 +40,7 @@ import typing
 from pathlib import Path
 
 from .errors import CheckpointError, ConfigError
+from .fields import Range, range_of
 
 MAX_PARAMETERS = 2**28
 MAX_ACTIVATION_BYTES = 2**32
@@ -53,45 +54,6 @@ REQUIRED_MODEL_KEYS = ("options", "stages", "segment", "refiner")
 """Besides one of SHAPE_KEYS: what a saved model config must state (``"model": {}`` is refused)."""
 
 _INT_LIMIT = 2**63  # any int field: |value| below this (torch and numpy take int64)
-_SIZE = 65535  # a .vqd header stores C, H, W, K and n as u16
-# field name -> (low, high), inclusive; None = unbounded on that side. Applies to an int or float
-# field, or to each element of a tuple field.
-RANGES: dict[str, tuple[float | None, float | None]] = {
-    # ModelConfig
-    "image_shape": (1, _SIZE),
-    "data_shape": (1, _SIZE),
-    "options": (2, _SIZE),
-    "stages": (1, _SIZE),
-    "segment": (1, _SIZE),
-    "std": (1e-12, 1e12),
-    "mean": (-1e12, 1e12),
-    # RefinerConfig
-    "down": (1, 65536),
-    "body": (1, 65536),
-    "up": (1, 65536),
-    "pre_head": (1, 65536),
-    "down_kernel": (1, 31),
-    "head_kernel": (1, 31),
-    "res_blocks": (0, 1024),
-    "res_expand": (1, 64),
-    "output_scale": (-1e6, 1e6),
-    # TrainConfig
-    "steps": (1, 10**12),
-    "batch": (1, 2**24),
-    "micro_batch": (0, 2**24),
-    "alpha": (0, 1e12),
-    "lr": (1e-30, 1e6),
-    "lr_final": (0, 1e6),
-    "eval_every": (1, 10**12),
-    "eval_size": (1, 2**24),
-    "save_every": (1, 10**12),
-    "log_every": (1, 10**12),
-    "seed": (0, 2**63 - 1),
-}
-ODD = {"down_kernel", "head_kernel"}
-"""Kernels padded by k // 2 keep the size only when k is odd."""
-MAX_LENGTHS = {"down": 16, "up": 16}
-"""At most 16 halvings: a dimension of at most 65535 cannot be divided by 2**17."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,7 +198,7 @@ def check_train_dict(d, train_cls) -> None:
 
 def check_fields(d: dict, cls, where: str) -> None:
     """Every key of ``d`` is a field of dataclass ``cls`` whose value has the annotated type, is
-    finite, and lies in ``RANGES``; nested config dataclasses are checked recursively."""
+    finite, and lies in the range declared on its field (:mod:`vqdraw.fields`); nested config dataclasses are checked recursively."""
     hints = _hints(cls)
     for key in d:
         if not isinstance(key, str):
@@ -245,8 +207,9 @@ def check_fields(d: dict, cls, where: str) -> None:
     if unknown:
         shown = ", ".join(repr(k[:40]) for k in unknown[:5])
         raise ConfigError(f"{where}: unknown field(s) {shown} for {cls.__name__}")
+    ranges = {f.name: range_of(f) for f in dataclasses.fields(cls)}
     for key, value in d.items():
-        _check_value(value, hints[key], f"{where}.{key}", key)
+        _check_value(value, hints[key], f"{where}.{key}", key, ranges.get(key))
 
 
 def _hints(cls) -> dict:
@@ -254,17 +217,17 @@ def _hints(cls) -> dict:
     return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
 
 
-def _check_value(value, tp, where: str, key: str) -> None:
+def _check_value(value, tp, where: str, key: str, rng: Range | None = None) -> None:
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:
-            return _check_value(value, options[0], where, key)
+            return _check_value(value, options[0], where, key, rng)
         for option in options:  # a true union: accept the first type that fits
             try:
-                return _check_value(value, option, where, key)
+                return _check_value(value, option, where, key, rng)
             except ConfigError:
                 continue
         raise ConfigError(f"{where}: {_kind(value)} fits none of {tp}")
@@ -281,7 +244,7 @@ def _check_value(value, tp, where: str, key: str) -> None:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: must be a list, got {_kind(value)}")
         variadic = len(args) == 2 and args[1] is Ellipsis
-        limit = MAX_LENGTHS.get(key, MAX_TUPLE_LENGTH)
+        limit = rng.length if rng is not None and rng.length is not None else MAX_TUPLE_LENGTH
         if variadic and len(value) > limit:
             raise ConfigError(f"{where}: at most {limit} entries, got {len(value)}")
         if args and not variadic and len(value) != len(args):
@@ -291,7 +254,7 @@ def _check_value(value, tp, where: str, key: str) -> None:
         element = args[0] if args else None
         for i, item in enumerate(value):
             if element is not None:
-                _check_value(item, element, f"{where}[{i}]", key)
+                _check_value(item, element, f"{where}[{i}]", key, rng)
         return
     if tp is bool:
         if not isinstance(value, bool):
@@ -302,37 +265,30 @@ def _check_value(value, tp, where: str, key: str) -> None:
             raise ConfigError(f"{where}: must be an integer, got {_short(value)}")
         if abs(value) >= _INT_LIMIT:
             raise ConfigError(f"{where}: integer out of range")
-        _check_range(value, where, key)
-        if key in ODD and value % 2 == 0:
-            raise ConfigError(f"{where}: must be odd (padding k // 2 keeps the size only for odd k), got {value}")
+        _check_range(value, where, rng)
         return
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: must be a number, got {_short(value)}")
         if isinstance(value, int) and abs(value) >= _INT_LIMIT or not math.isfinite(value):
             raise ConfigError(f"{where}: must be a finite number, got {_short(value)}")
-        _check_range(value, where, key)
+        _check_range(value, where, rng)
         return
     if tp is str:
         if not isinstance(value, str):
             raise ConfigError(f"{where}: must be a string, got {_short(value)}")
         if len(value) > MAX_STRING_LENGTH:
             raise ConfigError(f"{where}: string longer than {MAX_STRING_LENGTH} characters")
+        _check_range(value, where, rng)
         return
     # an annotation this module does not know: JSON scalars only, no containers
     if isinstance(value, (dict, list)):
         raise ConfigError(f"{where}: unexpected {_kind(value)}")
 
 
-def _check_range(value, where: str, key: str) -> None:
-    low, high = RANGES.get(key, (None, None))
-    if (low is not None and value < low) or (high is not None and value > high):
-        span = f"{_num(low) if low is not None else '-inf'}..{_num(high) if high is not None else 'inf'}"
-        raise ConfigError(f"{where}: must be in {span}, got {_short(value)}")
-
-
-def _num(x) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
+def _check_range(value, where: str, rng: Range | None) -> None:
+    if rng is not None and (why := rng.problem(value)) is not None:
+        raise ConfigError(f"{where}: {why}")
 
 
 def _kind(value) -> str:

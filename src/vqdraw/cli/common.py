@@ -19,16 +19,16 @@ import math
 import typing
 from pathlib import Path
 
-# Upper bounds of the counts users pass. They are sanity bounds (a typo, not a plan), well above
-# any real use; what a model or a dataset allows is checked later against the model or dataset.
-MAX_COUNT = 1_000_000       # images taken from a dataset or a list of files
+from ..config import MAX_BATCH, MAX_CODE, MAX_COUNT, MAX_STEPS, MAX_WIDTH  # noqa: F401 (the verbs import them here)
+from ..fields import Range, range_of
+
+# Upper bounds of the counts users pass: the config fields' own bounds (vqdraw.config), and two
+# that no config field holds. Sanity bounds (a typo, not a plan), well above any real use; what a
+# model or a dataset allows is checked later against the model or dataset.
 MAX_SAMPLES = 100_000       # images drawn at once by sample / eval-samples
 MAX_BEAM = 1024             # beam width of the encoder
-MAX_BATCH = 65_536          # images per step or per chunk
-MAX_STEPS = 10**9           # optimizer steps
-MAX_OPTIONS = 65_535        # K; the .vqd header stores K in 16 bits
-MAX_STAGES = 65_535         # N; likewise
-MAX_SIZE = 65_536           # widths: channels, latent dimensions, kernel sizes
+MAX_OPTIONS = MAX_STAGES = MAX_CODE  # K, N: the .vqd header stores them in 16 bits
+MAX_SIZE = MAX_WIDTH        # widths: channels, latent dimensions, kernel sizes
 
 
 def positive_int(max: int | None = None, min: int = 1):  # noqa: A002 - reads like the CLI docs
@@ -50,8 +50,8 @@ def positive_int(max: int | None = None, min: int = 1):  # noqa: A002 - reads li
 
 
 def finite_float(min: float | None = None, max: float | None = None, *,  # noqa: A002
-                 above: float | None = None):
-    """An argparse type: a finite float (no nan/inf), >= min, <= max, > above where given."""
+                 above: float | None = None, below: float | None = None):
+    """An argparse type: a finite float (no nan/inf), >= min, <= max, > above, < below where given."""
 
     def parse(text: str) -> float:
         try:
@@ -66,10 +66,51 @@ def finite_float(min: float | None = None, max: float | None = None, *,  # noqa:
             raise argparse.ArgumentTypeError(f"must be greater than {above:g}, got {value:g}")
         if max is not None and value > max:
             raise argparse.ArgumentTypeError(f"must be at most {max:g}, got {value:g}")
+        if below is not None and value >= below:
+            raise argparse.ArgumentTypeError(f"must be less than {below:g}, got {value:g}")
         return value
 
     parse.__name__ = "number"
     return parse
+
+
+def one_of(*names: str):
+    """An argparse type: one of `names`."""
+    def parse(text: str) -> str:
+        if text not in names:
+            raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)}, got {text!r}")
+        return text
+
+    parse.__name__ = "name"
+    return parse
+
+
+def ranged_type(base: type, rng: Range | None):
+    """The argparse type of a config field: its annotation's type bounded by its declared
+    :class:`~vqdraw.fields.Range`, so the flag refuses exactly what the config refuses."""
+    if rng is None:
+        return base
+    if rng.choices:
+        return one_of(*rng.choices)
+    if base is int:
+        low = rng.low if rng.low is not None else -(2**63)
+        if rng.above is not None:
+            low = max(low, int(rng.above) + 1)
+        parse = positive_int(min=int(low), max=None if rng.high is None else int(rng.high))
+        if not rng.odd:
+            return parse
+
+        def odd(text: str) -> int:
+            value = parse(text)
+            if value % 2 == 0:
+                raise argparse.ArgumentTypeError(f"must be odd, got {value}")
+            return value
+
+        odd.__name__ = parse.__name__
+        return odd
+    if base is float:
+        return finite_float(min=rng.low, max=rng.high, above=rng.above, below=rng.below)
+    return base
 
 
 def output_file(text: str) -> str:
@@ -197,13 +238,12 @@ def load_model(args):
 
 
 def add_dataclass_flags(p: argparse.ArgumentParser, cls, skip: set[str] = frozenset(), title: str = "",
-                        types: dict | None = None, defaults: dict[str, str] | None = None) -> None:
+                        defaults: dict[str, str] | None = None) -> None:
     """One `--field-name` flag per dataclass field, default None (None = keep the preset's value).
 
-    ``types`` maps a field to its argparse type (the boundary checks: see positive_int and
-    finite_float); fields not in it are typed from the annotation. ``defaults`` maps a field to the
-    text shown as its default (such as each preset's value). Help text is the field's docstring."""
-    types = types or {}
+    Each flag's type is the field's annotation bounded by the range declared on the field
+    (:func:`ranged_type`). ``defaults`` maps a field to the text shown as its default (such as
+    each preset's value). Help text is the field's docstring."""
     defaults = defaults or {}
     group = p.add_argument_group(title or cls.__name__)
     hints = typing.get_type_hints(cls)
@@ -216,14 +256,15 @@ def add_dataclass_flags(p: argparse.ArgumentParser, cls, skip: set[str] = frozen
         doc = docs.get(f.name, "")
         if f.name in defaults:
             doc = f"{doc} (default: {defaults[f.name]})".strip()
+        rng = range_of(f)
         if typ is bool:
             group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=doc)
         elif typing.get_origin(typ) is tuple:
             inner = typing.get_args(typ)[0]
-            group.add_argument(flag, dest=f.name, type=types.get(f.name, inner), nargs="+", default=None, help=doc)
+            group.add_argument(flag, dest=f.name, type=ranged_type(inner, rng), nargs="+", default=None, help=doc)
         else:
             base = next((t for t in typing.get_args(typ) if t is not type(None)), typ) if typing.get_args(typ) else typ
-            group.add_argument(flag, dest=f.name, type=types.get(f.name, base), default=None, help=doc)
+            group.add_argument(flag, dest=f.name, type=ranged_type(base, rng), default=None, help=doc)
 
 
 def dataclass_overrides(args, cls, skip: set[str] = frozenset()) -> dict:

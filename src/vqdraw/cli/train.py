@@ -8,45 +8,12 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import ANNEALS, PRESETS, ModelConfig, TrainConfig
-from .common import (MAX_BATCH, MAX_COUNT, MAX_OPTIONS, MAX_STAGES, MAX_STEPS, HelpFormatter, add_dataclass_flags,
-                     add_device_arg, dataclass_overrides, finite_float, output_dir, positive_int)
+from ..config import PRESETS, ModelConfig, RefinerConfig, TrainConfig
+from ..fields import field_range
+from .common import HelpFormatter, add_dataclass_flags, add_device_arg, dataclass_overrides, output_dir, ranged_type
 
 MODEL_SKIP = {"image_shape", "mean", "std", "refiner"}
 TRAIN_SKIP = {"dataset"}
-
-def one_of(*names: str):
-    """An argparse type: one of `names`."""
-    def parse(text: str) -> str:
-        if text not in names:
-            raise argparse.ArgumentTypeError(f"must be one of {', '.join(names)}, got {text!r}")
-        return text
-
-    return parse
-
-
-# The CLI boundary for the config fields given as flags (the configs check their own rules again).
-FIELD_TYPES = {
-    "options": positive_int(min=2, max=MAX_OPTIONS),
-    "stages": positive_int(max=MAX_STAGES),
-    "segment": positive_int(max=MAX_STAGES),
-    "steps": positive_int(max=MAX_STEPS),
-    "batch": positive_int(max=MAX_BATCH),
-    "micro_batch": positive_int(min=0, max=MAX_BATCH),
-    "alpha": finite_float(min=0),
-    "lr": finite_float(above=0),
-    "lr_final": finite_float(min=0),
-    "eval_every": positive_int(max=MAX_STEPS),
-    "eval_size": positive_int(max=MAX_COUNT),
-    "save_every": positive_int(max=MAX_STEPS),
-    "log_every": positive_int(max=MAX_STEPS),
-    "seed": positive_int(min=0, max=2**63 - 1),
-    "warmup": positive_int(min=0, max=MAX_STEPS),
-    "anneal": one_of(*ANNEALS),
-    "ema": finite_float(min=0, max=0.999999),
-    "time_budget": finite_float(above=0, max=10**7),
-}
-
 
 def preset_values(section: str, cls) -> dict[str, str]:
     """field -> "the preset's: mnist 10, svhn 20, …" (or "the preset's: 0.01" when all agree)."""
@@ -101,13 +68,14 @@ def register(sub) -> None:
                    help="torch.compile the per-stage network; optionally the mode (reduce-overhead: "
                         "CUDA graphs on a GPU, for the launch-bound small batches)")
     add_dataclass_flags(p, ModelConfig, skip=MODEL_SKIP, title="model (overrides the preset)",
-                        types=FIELD_TYPES, defaults=preset_values("model", ModelConfig))
-    p.add_argument("--progressive", type=positive_int(min=0, max=MAX_STAGES), default=None, metavar="P",
+                        defaults=preset_values("model", ModelConfig))
+    p.add_argument("--progressive", type=ranged_type(int, field_range(RefinerConfig, "progressive")), default=None,
+                   metavar="P",
                    help="progressive refiner: the first P stages propose deltas at the lowest resolution, "
                    "the next P one upsampling layer higher, ..., the rest at full resolution "
                    "(docs/progressive.md; default: 0, off)")
     add_dataclass_flags(p, TrainConfig, skip=TRAIN_SKIP, title="training (overrides the preset)",
-                        types=FIELD_TYPES, defaults=preset_values("train", TrainConfig))
+                        defaults=preset_values("train", TrainConfig))
     p.set_defaults(func=run)
 
 
