@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pretrained import output_home
+
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst", ".raw")
 
 
@@ -31,7 +33,7 @@ def sample(args, model) -> int:
     from ..io import atomic_write_bytes
     from ..text import format_lines, sequences_to_text
 
-    out = Path(args.output) if args.output else Path(args.model) / "samples.txt"
+    out = Path(args.output) if args.output else output_home(args.model) / "samples.txt"
     g = torch.Generator().manual_seed(args.seed)
     lines = sequences_to_text(model.sample(args.count, stages=args.stages, generator=g))
     atomic_write_bytes(out, format_lines(lines).encode())
@@ -55,7 +57,7 @@ def reconstruct(args, model) -> int:
     lines = []
     for o, r in zip(orig, recon):
         lines += ["original:      " + format_lines([o]).rstrip("\n"), "reconstructed: " + format_lines([r]).rstrip("\n"), ""]
-    out = Path(args.output) if args.output else Path(args.model) / "reconstructions-cli.txt"
+    out = Path(args.output) if args.output else output_home(args.model) / "reconstructions-cli.txt"
     atomic_write_bytes(out, "\n".join(lines).encode())
     print("\n".join(lines[:9]))
     n = args.stages or model.stages
@@ -70,7 +72,7 @@ def stages(args, model) -> int:
     from .common import output_path
 
     data = _inputs(args, model)
-    png = output_path(args.output, Path(args.model) / "stages-cli.png")
+    png = output_path(args.output, output_home(args.model) / "stages-cli.png")
     points = [s for s in default_stage_points(model.stages) if s <= args.max_stages] or [1]
     print(save_stages_text(model, data, png.with_suffix(".txt"), png, stages=points,
                            title=f"{args.model}: K={model.options}, N={model.stages}"), end="")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pretrained import output_home
 from .common import (MAX_BEAM, MAX_STAGES, add_input_args, add_model_arg, load_inputs, load_model,
                      output_file, output_path, positive_int)
 
@@ -37,7 +38,7 @@ def run(args) -> int:
     recon = model.reconstruct(images, stages=args.stages, beam=args.beam)
     n = args.stages if args.stages is not None else model.stages
     bits = bits_per_image(model.options, n)
-    out = output_path(args.output, Path(args.model) / "reconstructions-cli.png")
+    out = output_path(args.output, output_home(args.model) / "reconstructions-cli.png")
     if _volumes.is_volume(model):
         plots.save_volume_pairs(images, recon, out, title=f"{plots.describe_model(model.config, _dataset(args))}; "
                                 f"{n} stages, {bits} bits")

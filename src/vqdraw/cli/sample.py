@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pretrained import output_home
 from .common import (MAX_SAMPLES, MAX_STAGES, add_model_arg, load_model, output_file, output_path,
                      positive_int)
 
@@ -32,7 +33,7 @@ def run(args) -> int:
 
     if _text.is_text(model):  # samples.txt
         return _text.sample(args, model)
-    out = output_path(args.output, Path(args.model) / f"samples-{args.seed}.png")
+    out = output_path(args.output, output_home(args.model) / f"samples-{args.seed}.png")
     if model.config.rank == 3:  # volumes: three depth-shaded views each
         plots.save_volume_samples(model, out, n=args.count, seed=args.seed, stages=args.stages)
         print(out)

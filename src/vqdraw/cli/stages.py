@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pretrained import output_home
 from .common import (MAX_STAGES, add_input_args, add_model_arg, load_inputs, load_model, output_file,
                      output_path, positive_int)
 from .reconstruct import _dataset
@@ -34,7 +35,7 @@ def run(args) -> int:
         return _text.stages(args, model)
     _volumes.check_inputs(model, args.images, args.dataset)
     images = _volumes.load_volume_inputs(args, model) if _volumes.is_volume(model) else load_inputs(args, model)
-    out = output_path(args.output, Path(args.model) / "stages-cli.png")
+    out = output_path(args.output, output_home(args.model) / "stages-cli.png")
     plots.save_stages(model, images, out, max_stages=args.max_stages,
                       title=plots.describe_model(model.config, _dataset(args)))
     print(out)
