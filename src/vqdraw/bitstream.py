@@ -90,8 +90,8 @@ range-coded payload instead of the fixed-length one::
 The payload's meaning (block by block, stage by stage, with the prior's integer frequencies) is
 :mod:`vqdraw.entropy`'s; this module only checks its framing, and hands the payload to the
 ``coder`` (an object with ``fingerprint()``, ``encode_codes`` and ``decode_codes``: a
-:class:`vqdraw.prior.Prior`). Since no code gets more than 15/16 of the probability, every code
-costs at least log2(16/15) bits, so a file holds at most ``SYMBOLS_PER_BIT * (8 * P + SLACK_BITS)``
+:class:`vqdraw.prior.Prior`). Since no code gets more than 3/4 of the probability, every code
+costs at least log2(4/3) bits, so a file holds at most ``SYMBOLS_PER_BIT * (8 * P + SLACK_BITS)``
 codes (``count * n``): the cost of reading a file stays linear in its size.
 
 Errors
@@ -157,9 +157,9 @@ _TAIL3 = struct.Struct("<HHIH")  # version 3, after the sizes: K, n, count, bloc
 _CRC = struct.Struct("<I")
 MAX_BLOCK_CELLS = 1 << 22
 """Version 3: block * K is at most this (bounds a decoder's memory per block)."""
-SYMBOLS_PER_BIT = 11
+SYMBOLS_PER_BIT = 3
 """Version 3: count * n <= SYMBOLS_PER_BIT * (payload bits + SLACK_BITS); every code costs at
-least log2(16/15) = 0.093 bits (1/0.093 < 11)."""
+least log2(4/3) = 0.415 bits (1/0.415 < 3)."""
 SLACK_BITS = 64
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF

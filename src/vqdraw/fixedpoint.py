@@ -8,14 +8,16 @@ matter:
 
 * weights and embeddings are rounded (half to even, from their float32 values) to multiples of
   ``2**-14``; biases to multiples of ``2**-28``, the scale of a product;
-* every matrix product is an int64 matmul (exact: no float, no rounding, any order);
+* every matrix product multiplies whole numbers whose partial sums all stay below 2**53 in
+  magnitude (weights are at most 64, widths at most 1024: see :func:`exact_matmul`), so it is
+  computed exactly by a float64 matmul (fast BLAS), in any order, on any number of threads;
 * rescaling is a floor shift (``>>``);
 * ``tanh`` and the logistic function (``sigmoid(x) = (1 + tanh(x/2)) / 2``) come from one table of
   ``tanh`` on ``[-8, 8]`` in steps of ``1/256``, with linear interpolation in integers; ``exp`` on
   ``[-16, 0]`` likewise. The tables are computed with Python's :mod:`decimal` (correctly rounded
   ``exp``), never with the platform's maths library;
 * the output logits become integer frequencies that sum to ``2**24``, each at least 1 and at most
-  ``15/16`` of the total (:func:`frequencies`).
+  ``3/4`` of the total (:func:`frequencies`).
 
 The exact rules are in docs/vqd-format.md (version 3) and docs/prior.md. numpy only; no torch.
 """
@@ -54,9 +56,24 @@ EXP_BITS = 30
 PRECISION = 24
 TOTAL = 1 << PRECISION
 """Every row of frequencies sums to 2**24 (the range coder's precision)."""
-MAX_FREQUENCY = TOTAL - TOTAL // 16
-"""No code gets more than 15/16 of the total: every code costs at least log2(16/15) = 0.093 bits,
+MAX_FREQUENCY = TOTAL - TOTAL // 4
+"""No code gets more than 3/4 of the total: every code costs at least log2(4/3) = 0.415 bits,
 which bounds the codes a file of a given size can hold (docs/vqd-format.md)."""
+
+
+EXACT_LIMIT = 1 << 53
+"""Integers up to this magnitude are exact in float64: so is every partial sum of a product below it."""
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` of int64 matrices, exactly, through float64 BLAS: every partial sum of the product
+    is bounded by ``sum |a_ik| |b_kj|``, and while that stays below 2**53 every one is a whole
+    number float64 holds exactly, so the order of additions, fused multiply-adds, blocking and
+    threads cannot change the result. The bound is checked (a ValueError otherwise)."""
+    bound = int(np.abs(a).max(initial=0)) * int(np.abs(b).max(initial=0)) * a.shape[1]
+    if bound >= EXACT_LIMIT:
+        raise ValueError(f"integer product too large for exact float64 arithmetic ({bound:.3g} >= 2**53)")
+    return (a.astype(np.float64) @ b.astype(np.float64)).astype(np.int64)
 
 
 def quantize(values, bits: int = ACT_BITS) -> np.ndarray:
@@ -185,13 +202,13 @@ class ExactGRU:
         """One stage: (h (B, H), previous codes (B,) (K before stage 0)) -> (new h, logits (B, K))."""
         x = self.code_embedding[previous] + self.stage_embedding[stage]
         H = self.hidden
-        gi = x @ self.w_ih + self.b_ih
-        gh = h @ self.w_hh + self.b_hh
+        gi = exact_matmul(x, self.w_ih) + self.b_ih
+        gh = exact_matmul(h, self.w_hh) + self.b_hh
         r = sigmoid_q(gi[:, :H] + gh[:, :H])
         z = sigmoid_q(gi[:, H:2 * H] + gh[:, H:2 * H])
         n = tanh_q(gi[:, 2 * H:] + ((r * gh[:, 2 * H:]) >> ACT_BITS))
         h = n + ((z * (h - n)) >> ACT_BITS)
-        return h, h @ self.w_out + self.b_out + self.stage_bias[stage]
+        return h, exact_matmul(h, self.w_out) + self.b_out + self.stage_bias[stage]
 
     def frequencies(self, codes: np.ndarray) -> np.ndarray:
         """Frequencies (B, n, K) of every stage of ``codes`` (B, n) given the codes before it."""

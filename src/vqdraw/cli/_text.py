@@ -101,7 +101,8 @@ def encode(args, model, out) -> int:
     from ..text import compress_text
 
     text = read_texts(args.images)
-    data = compress_text(model, text, stages=args.stages, beam=args.beam, batch=args.batch)
+    data = compress_text(model, text, stages=args.stages, beam=args.beam, batch=args.batch,
+                         prior=getattr(args, "prior_model", None))
     atomic_write_bytes(out, data)
     length = model.config.data_shape[-1]
     chunks = -(-len(text) // length)
@@ -111,12 +112,12 @@ def encode(args, model, out) -> int:
     return 0
 
 
-def decode(args, model, data: bytes, out: Path) -> int:
+def decode(args, model, data: bytes, out: Path, prior=None) -> int:
     """``vqdraw decode`` for a text model: OUT is a .txt file, or a folder that gets decoded.txt."""
     from ..io import atomic_write_bytes
     from ..text import decompress_text
 
-    text = decompress_text(model, data, stages=args.stages)
+    text = decompress_text(model, data, stages=args.stages, prior=prior)
     target = out if out.suffix.lower() in TEXT_SUFFIXES else out / "decoded.txt"
     target.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(target, text.encode("utf-8"))

@@ -40,9 +40,10 @@ def run(args) -> int:
     check_vqd(data)  # a broken file is refused before the model is loaded (header, length, CRC; no unpacking)
     model = load_model(args)
     _name_the_checkpoint(args.model, model, data)
+    prior = _prior_for(args.model, model, data)
     if _text.is_text(model):  # OUT.txt, or OUT_DIR/decoded.txt
-        return _text.decode(args, model, data, out)
-    images, vqd = decompress(model, data, stages=args.stages, batch_size=args.batch)
+        return _text.decode(args, model, data, out, prior)
+    images, vqd = decompress(model, data, stages=args.stages, batch_size=args.batch, prior=prior)
     width = max(6, len(str(max(vqd.count - 1, 0))))
     n = args.stages or vqd.stages
     if vqd.modality == "volume":  # one .npy occupancy grid per volume (probability > 0.5)
@@ -80,6 +81,17 @@ def _name_the_checkpoint(path, model, data: bytes) -> None:
         latest = runs.resolve_model_dir(path)
         raise InputError(f"this .vqd file was made by {ckpt} of this run, not by its newest checkpoint "
                          f"{Path(latest).name}; decode it with: vqdraw decode {ckpt} ...")
+
+
+def _prior_for(path, model, data: bytes):
+    """An entropy-coded file (version 3): the prior beside the model (None for other files; the
+    reader then refuses a coded file without a prior, or with another one, in one line)."""
+    from ..bitstream import read_header
+    from ..prior import find_prior
+
+    if read_header(data).version != 3:
+        return None
+    return find_prior(path, model)
 
 
 def write_pngs_atomically(images, names: list[str], out, save=None) -> None:
