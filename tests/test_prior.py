@@ -291,3 +291,64 @@ def test_cli_prior_encode_decode(tmp_path, capsys):
     assert "entropy-coded with a prior" in capsys.readouterr().err
     assert main(["encode", str(folder), str(imgs), "-o", str(tmp_path / "x.vqd"), "--prior"]) == 2
     assert "no prior" in capsys.readouterr().err
+
+
+def zero_prior(K: int, N: int) -> Prior:
+    """A prior whose every weight is 0: equal logits, so p = 1/K exactly when K is a power of two."""
+    net = PriorNet(PriorConfig(K, N, 4, 4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+    return Prior(net)
+
+
+def test_a_flat_prior_is_exactly_uniform_and_leaves_the_likelihood_bounds_unchanged():
+    from vqdraw.nll import nll_bounds
+
+    flat = zero_prior(4, 3)
+    codes = chain_codes(10, 4, 3)
+    assert (flat.exact.frequencies(codes) == TOTAL // 4).all()
+    assert torch.allclose(flat.log_prob(codes), torch.full((10,), -3 * math.log(4), dtype=torch.float64),
+                          rtol=0, atol=1e-12)
+    torch.manual_seed(0)
+    model = VQDraw.from_preset("mnist", data_shape=(1, 8, 8), options=4, stages=3, segment=3,
+                               refiner=RefinerConfig(down=(8,), body=(8,), up=(8,)), likelihood="bernoulli").eval()
+    x = (torch.rand(6, 1, 8, 8) > 0.5).float()
+    for r in nll_bounds(model, x, beam=2, prior=flat):
+        assert r["nats_single_prior"] == pytest.approx(r["nats_single"], abs=1e-9)
+        assert r["nats_marginal_prior"] == pytest.approx(r["nats_marginal"], abs=1e-9)
+        assert r["nats_marginal_prior"] <= r["nats_single_prior"]
+    # a prior trained on the model's own codes spends fewer nats on them than n ln K
+    codes = model.encode((torch.rand(400, 1, 8, 8) > 0.5).float())
+    learned, _ = train_prior(codes, 4, config=PriorConfig(4, 3, 8, 16), steps=150)
+    rows = nll_bounds(model, x, beam=1, prior=learned)
+    assert rows[-1]["nats_code_prior"] < rows[-1]["nats_code"]
+    assert rows[-1]["nats_single_prior"] < rows[-1]["nats_single"]
+
+
+def test_rate_distortion_report_gets_the_entropy_coded_curve():
+    from vqdraw.ratedistortion import vqdraw_curves
+
+    model = tiny_model()
+    prior = prior_for(model)
+    images = torch.rand(6, 1, 28, 28)
+    curves, _ = vqdraw_curves(model, images, prior=prior)
+    coded = {c["name"]: c for c in curves}["VQ-DRAW (entropy-coded .vqd file, all images)"]["results"]
+    assert coded["stages"] == [1, 2, 3]
+    for n, bits, payload, ce in zip(coded["stages"], coded["bits_per_image"], coded["payload_bits_per_image"],
+                                    coded["cross_entropy_bits"]):
+        assert bits == pytest.approx(payload + 8 * 60 / 6)
+        assert ce - 32 / 6 <= payload <= ce + 64 / 6
+
+
+def test_cli_sample_with_the_prior(tmp_path, capsys):
+    model = tiny_model()
+    folder = tmp_path / "model"
+    model.save(folder)
+    assert main(["sample", str(folder), "--prior", "-n", "4"]) == 2
+    assert "no prior" in capsys.readouterr().err
+    assert main(["sample", str(folder), "--temperature", "0.5", "-n", "4"]) == 2
+    assert "--temperature needs --prior" in capsys.readouterr().err
+    prior_for(model).save(folder)
+    assert main(["sample", str(folder), "--prior", "--temperature", "0.7", "-n", "4"]) == 0
+    assert (folder / "prior-samples-0.png").stat().st_size > 0

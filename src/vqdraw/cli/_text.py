@@ -24,16 +24,19 @@ def read_texts(paths) -> str:
     return "\n".join(read_text_path(p) for p in paths)
 
 
-def sample(args, model) -> int:
-    """``vqdraw sample`` for a text model: samples.txt (one sequence a line) and a few printed."""
+def sample(args, model, codes=None) -> int:
+    """``vqdraw sample`` for a text model: samples.txt (one sequence a line) and a few printed;
+    ``codes``: decode these (drawn from a learned prior) instead of uniformly random ones."""
     import torch
 
     from ..io import atomic_write_bytes
     from ..text import format_lines, sequences_to_text
 
-    out = Path(args.output) if args.output else Path(args.model) / "samples.txt"
+    name = "samples.txt" if codes is None else "prior-samples.txt"
+    out = Path(args.output) if args.output else Path(args.model) / name
     g = torch.Generator().manual_seed(args.seed)
-    lines = sequences_to_text(model.sample(args.count, stages=args.stages, generator=g))
+    drawn = model.sample(args.count, stages=args.stages, generator=g) if codes is None else model.decode(codes)
+    lines = sequences_to_text(drawn)
     atomic_write_bytes(out, format_lines(lines).encode())
     print(format_lines(lines[:5]), end="")
     print(out)
