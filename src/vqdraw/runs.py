@@ -426,13 +426,17 @@ def clean_debris(run_dir: str | Path, verify: Callable[[Path], object] | None = 
 
 def clear_run(run_dir: str | Path, extra: tuple[str, ...] = ()) -> None:
     """Remove what a run wrote (checkpoints, LATEST, train.json, metrics.jsonl, a saved model and
-    the files named in `extra`) so that a fresh run can start; other files are left alone."""
+    the files or folders named in `extra`) so that a fresh run can start; other files are left alone."""
     run_dir = Path(run_dir)
     for p in checkpoints(run_dir):
         shutil.rmtree(p)
     names = (LATEST_FILE, TRAIN_FILE, METRICS_FILE, CONFIG_FILE, WEIGHTS_FILE, *extra)
     for name in names:
-        (run_dir / name).unlink(missing_ok=True)
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _verify_checkpoint(ckpt: Path) -> None:

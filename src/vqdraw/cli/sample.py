@@ -25,10 +25,8 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import torch
-
-    from .. import plots
     from ..errors import InputError
+    from ..modalities import modality_for
 
     if args.count < 1:
         raise InputError("--count must be at least 1")
@@ -36,20 +34,10 @@ def run(args) -> int:
         raise InputError("--temperature needs --prior (uniform codes have no temperature)")
     model = load_model(args)
     codes = prior_codes(args, model)
-    from . import _text
-
-    if _text.is_text(model):  # samples.txt
-        return _text.sample(args, model, codes)
-    name = f"prior-samples-{args.seed}.png" if codes is not None else f"samples-{args.seed}.png"
-    out = output_path(args.output, Path(args.model) / name)
-    if model.config.rank == 3:  # volumes: three depth-shaded views each
-        plots.save_volume_samples(model, out, n=args.count, seed=args.seed, stages=args.stages, codes=codes)
-        print(out)
-        return 0
-    g = torch.Generator().manual_seed(args.seed)
-    images = model.sample(args.count, stages=args.stages, generator=g) if codes is None else model.decode(codes)
-    plots.save_png(plots.grid(images, scale=plots._scale(model)), out)
-    print(out)
+    modality = modality_for(model.config)
+    name = modality.sample_name(args.seed)
+    out = output_path(args.output, Path(args.model) / (name if codes is None else f"prior-{name}"))
+    print(modality.write_samples(model, out, count=args.count, stages=args.stages, seed=args.seed, codes=codes))
     return 0
 
 
