@@ -70,6 +70,10 @@ def run(args) -> int:
         if tuple(split.image_shape) != tuple(model.config.data_shape):
             raise InputError(f"dataset {name} has items of shape {tuple(split.image_shape)}, the model takes "
                              f"{tuple(model.config.data_shape)}")
+    from ..pretrained import is_pretrained
+
+    if is_pretrained(args.model) and not args.output:
+        raise InputError(f"{args.model} is read-only package data; pass -o DIR for the prior's files")
     out_dir = Path(args.output) if args.output else resolve_model_dir(args.model)
     progress = not args.no_progress
     print(f"vqdraw prior: {args.model} (K={model.options} N={model.stages}), dataset {name}; encoding "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pretrained import output_home
 from .common import (MAX_SAMPLES, MAX_STAGES, add_model_arg, finite_float, load_model, output_file, output_path,
                      positive_int)
 
@@ -36,7 +37,7 @@ def run(args) -> int:
     codes = prior_codes(args, model)
     modality = modality_for(model.config)
     name = modality.sample_name(args.seed)
-    out = output_path(args.output, Path(args.model) / (name if codes is None else f"prior-{name}"))
+    out = output_path(args.output, output_home(args.model) / (name if codes is None else f"prior-{name}"))
     print(modality.write_samples(model, out, count=args.count, stages=args.stages, seed=args.seed, codes=codes))
     return 0
 
