@@ -65,6 +65,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "segment": (1, _SIZE),
     "std": (1e-12, 1e12),
     "mean": (-1e12, 1e12),
+    "sample_rate": (0, 384_000),
     # RefinerConfig
     "down": (1, 65536),
     "body": (1, 65536),
