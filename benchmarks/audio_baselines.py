@@ -81,6 +81,8 @@ def main() -> int:
     ap.add_argument("--out", default="benchmarks/results")
     ap.add_argument("--picture", default=None, help="PNG of STOI and SNR against bits per second")
     ap.add_argument("--limit", type=int, default=0, help="use only the first N held-out files (0: all)")
+    ap.add_argument("--prefixes", type=int, nargs="+", default=None,
+                    help="VQ-DRAW stage counts to measure (default: 8, 16, ..., N)")
     args = ap.parse_args()
 
     import torch
@@ -107,7 +109,7 @@ def main() -> int:
     seconds = sum(len(x) for x in originals) / rate
     max_lag = int(0.04 * rate)
 
-    points = sorted({*range(8, model.stages + 1, 8), model.stages})
+    points = sorted(set(args.prefixes or [*range(8, model.stages + 1, 8), model.stages]))
     systems: dict[str, dict] = {}
 
     def record(name, bitrate_nominal, decoded, nbytes, t):
@@ -157,6 +159,7 @@ def main() -> int:
                        time.perf_counter() - t0)
 
     report = {"model": str(args.model), "dataset": args.dataset, "files": len(files), "seconds": seconds,
+              "file_names": [f.relative_to(root).as_posix() if f != root else f.name for f in files],
               "sample_rate": rate, "model_stages": model.stages, "model_options": model.options,
               "clip_samples": length, "systems": systems}
     out = Path(args.out)
