@@ -42,7 +42,7 @@ from typing import Callable
 import torch
 
 from .errors import CheckpointError, VQDrawError
-from . import validate
+from . import pretrained, validate
 from .io import atomic_write_bytes, atomic_write_json
 
 CONFIG_FILE = "config.json"
@@ -168,8 +168,9 @@ def read_json(path: Path, problem: str, limit: int = 1 << 20):
 
 # ---------------------------------------------------------------------- run folders: reading
 def resolve_model_dir(path: str | Path, fmt: Format | None = None) -> Path:
-    """A model folder itself, or the checkpoint folder a run folder's LATEST names."""
-    path = Path(path)
+    """A model folder itself, the checkpoint folder a run folder's LATEST names, or the package
+    folder of a shipped model (``pretrained:NAME``, :mod:`vqdraw.pretrained`)."""
+    path = pretrained.resolve(path)
     config_file = fmt.config_file if fmt is not None else CONFIG_FILE
     if not path.exists():
         raise CheckpointError(f"{path}: no such model or run folder")
@@ -254,7 +255,7 @@ def write_train_json(run_dir: str | Path, train: dict, model: dict, **extra) -> 
 
 def run_dataset(path: str | Path) -> str | None:
     """The dataset a model was trained on, from train.json in its folder or the folder above."""
-    path = Path(path)
+    path = pretrained.resolve(path)
     for folder in (path, path.parent):
         if (folder / TRAIN_FILE).exists():
             try:

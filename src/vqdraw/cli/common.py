@@ -133,7 +133,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 DEVICE_HELP = "cpu, cuda, cuda:1 … (default: cuda if available)"
-MODEL_HELP = "a training run folder (its newest checkpoint is used) or a saved model folder"
+MODEL_HELP = "a training run folder (its newest checkpoint is used), a saved model folder, or pretrained:mnist"
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -182,8 +182,10 @@ def resolve_model(args) -> None:
 
 
 def _is_model_folder(path: str) -> bool:
+    from ..pretrained import is_pretrained
+
     p = Path(path)
-    return p.is_dir() and any((p / name).exists() for name in ("config.json", "LATEST", "train.json"))
+    return is_pretrained(path) or p.is_dir() and any((p / name).exists() for name in ("config.json", "LATEST", "train.json"))
 
 
 def load_model(args):

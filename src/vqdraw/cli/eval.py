@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..pretrained import output_home
 from .common import MAX_BATCH, MAX_BEAM, MAX_COUNT, add_fit_arg, add_model_arg, output_dir, positive_int
 
 
@@ -54,7 +55,7 @@ def run(args) -> int:
         raise InputError(f"vqdraw eval compares images with image codecs; for {modality.name} models use "
                          "vqdraw reconstruct")
     images = load_inputs(args, model).cpu()
-    out = Path(args.output) if args.output else Path(args.model) / "eval"
+    out = Path(args.output) if args.output else output_home(args.model) / "eval"
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     report, recon = rd.evaluate(model, images, batch_size=args.batch, beam=args.beam, source=_source(args))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pretrained import output_home
 from .common import (MAX_BEAM, MAX_STAGES, add_input_args, add_model_arg, inputs_of, load_model, output_file,
                      output_path, positive_int)
 
@@ -30,7 +31,7 @@ def run(args) -> int:
     data = modality.load(model, inputs_of(args))
     recon = model.reconstruct(data, stages=args.stages, beam=args.beam)
     n = args.stages if args.stages is not None else model.stages
-    out = output_path(args.output, Path(args.model) / f"reconstructions-cli{modality.pair_suffix}")
+    out = output_path(args.output, output_home(args.model) / f"reconstructions-cli{modality.pair_suffix}")
     print(modality.write_pairs(model, data, recon, out, stages=n,
                                title=plots.describe_model(model.config, _dataset(args))))
     return 0

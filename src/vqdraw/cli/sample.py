@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pretrained import output_home
 from .common import (MAX_SAMPLES, MAX_STAGES, add_model_arg, load_model, output_file, output_path,
                      positive_int)
 
@@ -27,6 +28,6 @@ def run(args) -> int:
         raise InputError("--count must be at least 1")
     model = load_model(args)
     modality = modality_for(model.config)
-    out = output_path(args.output, Path(args.model) / modality.sample_name(args.seed))
+    out = output_path(args.output, output_home(args.model) / modality.sample_name(args.seed))
     print(modality.write_samples(model, out, count=args.count, stages=args.stages, seed=args.seed))
     return 0

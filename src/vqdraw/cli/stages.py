@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pretrained import output_home
 from .common import (MAX_STAGES, add_input_args, add_model_arg, inputs_of, load_model, output_file, output_path,
                      positive_int)
 from .reconstruct import _dataset
@@ -30,7 +31,7 @@ def run(args) -> int:
     modality = modality_for(model.config)
     check_inputs(model.config, args.images, args.dataset)
     data = modality.load(model, inputs_of(args))
-    out = output_path(args.output, Path(args.model) / "stages-cli.png")
+    out = output_path(args.output, output_home(args.model) / "stages-cli.png")
     print(modality.write_stages(model, data, out, max_stages=args.max_stages,
                                 title=plots.describe_model(model.config, _dataset(args))))
     return 0
