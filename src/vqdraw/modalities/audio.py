@@ -65,13 +65,14 @@ class AudioModality(Modality):
                 f"WAV pairs, {stages} stages = {bits_per_second(model, stages):.0f} bits/s, "
                 f"SNR {snr_db(orig, rec):.2f} dB")
 
-    def write_samples(self, model, out, *, count, stages, seed):
+    def write_samples(self, model, out, *, count, stages, seed, codes=None):
         import torch
 
         from ..data.audio import data_to_samples, write_wav
 
         g = torch.Generator().manual_seed(seed)
-        samples = data_to_samples(model.sample(count, stages=stages, generator=g))
+        decoded = model.sample(count, stages=stages, generator=g) if codes is None else model.decode(codes)
+        samples = data_to_samples(decoded)
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         for i, s in enumerate(samples):
@@ -82,9 +83,12 @@ class AudioModality(Modality):
         save_audio_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False):
+    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
         from ..errors import InputError
         from .base import write_vqd_file
+
+        if prior is not None:
+            raise InputError("audio is written at fixed length only; encode it without --prior")
 
         if len(files) != 1:
             raise InputError(f"give one audio file to encode (got {len(files)}); each .vqd file holds one waveform")
@@ -95,7 +99,7 @@ class AudioModality(Modality):
                 f"{plural(-(-len(samples) // model.config.data_shape[-1]), 'clip')}, {stages or model.stages} stages "
                 f"of K={model.options}, {len(data)} bytes = {8 * len(data) / seconds:.0f} bits/s")
 
-    def decode(self, model, data, out, *, stages, batch, source):
+    def decode(self, model, data, out, *, stages, batch, source, prior=None):
         """OUT is a .wav file, or a folder that gets decoded.wav."""
         from ..data.audio import write_wav
 
