@@ -104,7 +104,8 @@ def write_pngs_atomically(images, names: list[str], out, save=None) -> None:
     parent = out.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp"))
+        _remove_dead_temporaries(parent, out.name)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp"))
     except OSError as exc:
         raise InputError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     try:
@@ -134,3 +135,22 @@ def write_pngs_atomically(images, names: list[str], out, save=None) -> None:
         raise InputError(f"{out}: cannot write the images ({exc.strerror or exc})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_dead_temporaries(parent, name: str) -> None:
+    """Remove ``.NAME.<pid>.*.tmp`` folders left by a decode that was killed (its pid is gone)."""
+    import os
+    import re
+    import shutil
+
+    pattern = re.compile(re.escape(f".{name}.") + r"(\d+)\.[^/]*\.tmp")
+    for p in parent.iterdir():
+        m = pattern.fullmatch(p.name)
+        if not m or not p.is_dir() or p.is_symlink():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (OSError, OverflowError):
+            pass
