@@ -416,3 +416,14 @@ def test_npz_members_are_sized_before_inflating(tmp_path, monkeypatch):
     os.mkfifo(tmp_path / "f.npy")
     with pytest.raises(DatasetError, match="not a regular file"):
         voxels.read_grids(tmp_path / "f.npy")
+
+
+def test_nan_pixels_in_a_float_tiff_are_refused(w, capsys):
+    from PIL import Image
+
+    arr = np.full((28, 28), 0.5, np.float32)
+    arr[3, 4] = np.nan
+    Image.fromarray(arr, mode="F").save(w / "nan.tif")
+    assert main(["encode", str(w / "model"), str(w / "nan.tif"), "-o", str(w / "o.vqd")]) == 2
+    assert "NaN" in one_error_line(capsys)
+    assert not (w / "o.vqd").exists()

@@ -73,6 +73,8 @@ def to_8bit(im):
     if not (im.mode.startswith("I") or im.mode == "F"):
         return im
     arr = np.asarray(im, dtype=np.float64)
+    if arr.size and not np.isfinite(arr).all():
+        raise InputError(f"{getattr(im, 'filename', '') or 'image'}: holds NaN or infinite pixel values")
     if im.mode.startswith("I;16") or (im.mode == "I" and arr.size and arr.max() > 255):
         arr = arr * (255.0 / 65535.0)
     elif im.mode == "F" and arr.size and arr.max() <= 1.0:

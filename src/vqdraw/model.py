@@ -38,6 +38,10 @@ FORMAT, FORMAT_VERSION = STORED.name, STORED.version
 __all__ = ["VQDraw", "EncodeResult"]
 
 
+DECODE_CHUNK = 1024
+""":meth:`VQDraw.decode` decodes at most this many codes at once (sample -n 100000 stays bounded)."""
+
+
 class VQDraw(nn.Module):
     """A VQ-DRAW model (Nichol, 2020): a tensor as N integers in [0, K).
 
@@ -135,6 +139,8 @@ class VQDraw(nn.Module):
         n = check_stages(self.config, codes.shape[1] if stages is None else stages)
         if n > codes.shape[1]:
             raise InputError(f"asked to decode {n} stages but the codes have only {codes.shape[1]}")
+        if codes.shape[0] > DECODE_CHUNK:  # bounded memory: K proposals per item, DECODE_CHUNK items at a time
+            return torch.cat([self.decode(part, n) for part in codes.split(DECODE_CHUNK)])
         trace = run_inference(self.refiner, self.likelihood, n, codes=codes[:, :n].to(self.device),
                               options=self.loop)
         with torch.inference_mode():
