@@ -427,3 +427,50 @@ def test_nan_pixels_in_a_float_tiff_are_refused(w, capsys):
     assert main(["encode", str(w / "model"), str(w / "nan.tif"), "-o", str(w / "o.vqd")]) == 2
     assert "NaN" in one_error_line(capsys)
     assert not (w / "o.vqd").exists()
+
+
+def test_fuzzed_state_json_and_metrics_rows_give_only_typed_errors(pristine):
+    """A seeded fuzz of state.json values and metrics rows: check_state raises only
+    CheckpointError, and a row is kept only with a whole step and numeric values."""
+    import random
+
+    from vqdraw import runs
+
+    ckpt = runs.read_latest(pristine / "run")
+    good = json.loads((ckpt / "state.json").read_text())
+    runs.check_state(good, "state.json")
+    rng = random.Random(0)
+    junk = [None, True, -1, 2.5, 10**30, "x", [], {}, [1, 2, 3], {"a": 1}, 1e300, -0.0, 0]
+    refused = 0
+    for _ in range(400):
+        state = json.loads(json.dumps(good))
+        group = state["optimizer"]["param_groups"][0]
+        target, key = rng.choice([(state, "step"), (state, "time_spent"), (state, "optimizer"),
+                                  (group, "betas"), (group, "eps"), (group, "lr"), (group, "params"),
+                                  (group, "weight_decay"), (state["optimizer"], "scalars")])
+        target[key] = rng.choice(junk)
+        try:
+            runs.check_state(state, "state.json")
+        except CheckpointError as exc:
+            assert "\n" not in str(exc)
+            refused += 1
+    assert refused > 200
+    for _ in range(400):
+        row = {"step": rng.choice(junk), "loss": rng.choice(junk)}
+        kept = runs._metrics_row(row)
+        assert kept == (isinstance(row["step"], int) and not isinstance(row["step"], bool)
+                        and 0 <= row["step"] <= runs.MAX_STEP
+                        and isinstance(row["loss"], (int, float)) and not isinstance(row["loss"], bool))
+
+
+def test_beam_search_of_many_images_runs_in_chunks_with_the_same_result(monkeypatch):
+    from vqdraw import search
+
+    m = _model().eval()
+    x = load_dataset("mnist-embedded", "test").batch(range(5))
+    whole = search.beam_search(m, x, 4)
+    monkeypatch.setattr(search, "MAX_CANVASES", 8)  # two images at a time
+    parts = search.beam_search(m, x, 4)
+    assert torch.equal(whole.codes, parts.codes)
+    torch.testing.assert_close(whole.reconstruction, parts.reconstruction)
+    torch.testing.assert_close(whole.losses, parts.losses)
