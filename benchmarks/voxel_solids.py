@@ -10,6 +10,7 @@ ModelNet grids are at hand (docs/volumes.md).
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +44,7 @@ def main() -> None:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args()
+    Path(a.output).parent.mkdir(parents=True, exist_ok=True)
     np.save(a.output, solids(a.count, a.size, a.seed))
 
 

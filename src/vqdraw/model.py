@@ -67,6 +67,14 @@ class VQDraw(nn.Module):
         """Build a fresh model from a Table 1 preset; keyword arguments override ModelConfig fields."""
         return cls(override(get_preset(name).model, **overrides))
 
+    @classmethod
+    def from_pretrained(cls, name: str, map_location: str | torch.device = "cpu") -> "VQDraw":
+        """A model that ships with vqdraw, ready to use: ``VQDraw.from_pretrained("mnist")``
+        (the same as ``VQDraw.load("pretrained:mnist")``; model cards in :mod:`vqdraw.pretrained`)."""
+        from . import pretrained
+
+        return cls.load(pretrained.folder(name), map_location)
+
     @property
     def options(self) -> int:
         return self.config.options

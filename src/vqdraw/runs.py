@@ -43,7 +43,7 @@ from typing import Callable
 import torch
 
 from .errors import CheckpointError, PathError, VQDrawError
-from . import validate
+from . import pretrained, validate
 from .io import atomic_write_bytes, atomic_write_json, read_file_capped
 
 CONFIG_FILE = "config.json"
@@ -180,8 +180,9 @@ def read_json(path: Path, problem: str, limit: int = 1 << 20):
 
 # ---------------------------------------------------------------------- run folders: reading
 def resolve_model_dir(path: str | Path, fmt: Format | None = None) -> Path:
-    """A model folder itself, or the checkpoint folder a run folder's LATEST names."""
-    path = Path(path)
+    """A model folder itself, the checkpoint folder a run folder's LATEST names, or the package
+    folder of a shipped model (``pretrained:NAME``, :mod:`vqdraw.pretrained`)."""
+    path = pretrained.resolve(path)
     config_file = fmt.config_file if fmt is not None else CONFIG_FILE
     if not path.exists():
         raise CheckpointError(f"{path}: no such model or run folder")
@@ -266,7 +267,7 @@ def write_train_json(run_dir: str | Path, train: dict, model: dict, **extra) -> 
 
 def run_dataset(path: str | Path) -> str | None:
     """The dataset a model was trained on, from train.json in its folder or the folder above."""
-    path = Path(path)
+    path = pretrained.resolve(path)
     for folder in (path, path.parent):
         if (folder / TRAIN_FILE).exists():
             try:
@@ -566,13 +567,17 @@ def clean_debris(run_dir: str | Path, verify: Callable[[Path], object] | None = 
 
 def clear_run(run_dir: str | Path, extra: tuple[str, ...] = ()) -> None:
     """Remove what a run wrote (checkpoints, LATEST, train.json, metrics.jsonl, a saved model and
-    the files named in `extra`) so that a fresh run can start; other files are left alone."""
+    the files or folders named in `extra`) so that a fresh run can start; other files are left alone."""
     run_dir = Path(run_dir)
     for p in checkpoints(run_dir):
         shutil.rmtree(p)
     names = (LATEST_FILE, TRAIN_FILE, METRICS_FILE, CONFIG_FILE, WEIGHTS_FILE, *extra)
     for name in names:
-        (run_dir / name).unlink(missing_ok=True)
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _verify_checkpoint(ckpt: Path) -> None:

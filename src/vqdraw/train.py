@@ -298,7 +298,7 @@ def _start_run(run_dir: Path, resume: bool, overwrite: bool) -> None:
         if not overwrite:
             raise CheckpointError(f"{run_dir} already holds a run; pass --resume to continue it, "
                                   "--overwrite to start it again, or choose another folder")
-        runs.clear_run(run_dir, extra=PICTURES)
+        runs.clear_run(run_dir, extra=_run_outputs())
 
 
 def _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, *, resume, progress,
@@ -395,13 +395,20 @@ def _has_unused_parameters(model: VQDraw) -> bool:
 # ---------------------------------------------------------------------- helpers
 def _check_data(model: VQDraw, *sets: ImageSet) -> None:
     for s in sets:
-        if s.image_shape != tuple(model.config.image_shape):
+        if s.data_shape != tuple(model.config.data_shape):
             raise ConfigError(
-                f"dataset {s.name!r} has images of shape {s.image_shape} (C, H, W) but the model "
-                f"expects {tuple(model.config.image_shape)}"
+                f"dataset {s.name!r} has data of shape {s.data_shape} (channels first) but the model "
+                f"expects {tuple(model.config.data_shape)}"
             )
         if len(s) == 0:
             raise ConfigError(f"dataset {s.name!r} is empty")
+
+
+def _run_outputs() -> tuple[str, ...]:
+    """Every file training writes beside the checkpoints, for any modality."""
+    from .modalities import run_outputs
+
+    return tuple(sorted({*PICTURES, *run_outputs()}))
 
 
 def _averaged(average: WeightAverage | None):
@@ -450,24 +457,14 @@ def _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures, 
 
 def write_pictures(model: VQDraw, run_dir: Path, metrics: list[dict], test_images: torch.Tensor,
                    dataset: str | None = None) -> None:
-    """samples.png, reconstructions.png, stages.png and curves.png in the run folder."""
+    """The modality's outputs (images: samples.png, reconstructions.png, stages.png; text and
+    audio their own files) and curves.png in the run folder."""
     from . import plots
+    from .modalities import modality_for
 
     model.eval()
-    from .modality import modality_of
-
-    if modality_of(model.config) == "text":  # text files instead of pictures (vqdraw.text)
-        from .text import write_text_outputs
-
-        write_text_outputs(model, run_dir, test_images)
-        if metrics:
-            plots.save_curves(metrics, run_dir / "curves.png", title=plots.describe_model(model.config, dataset))
-        return
-    spread = lambda k: test_images[torch.linspace(0, len(test_images) - 1, min(k, len(test_images))).long()]  # noqa: E731
-    plots.save_samples(model, run_dir / "samples.png", n=100)
     title = plots.describe_model(model.config, dataset)
-    plots.save_reconstructions(model, spread(50), run_dir / "reconstructions.png", title=title)
-    plots.save_stages(model, spread(8), run_dir / "stages.png", title=title)
+    modality_for(model.config).write_run_outputs(model, run_dir, test_images, title=title)
     if metrics:
         plots.save_curves(metrics, run_dir / "curves.png", title=title)
 

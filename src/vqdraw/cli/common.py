@@ -156,7 +156,7 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 
 DEVICE_HELP = "cpu, cuda, cuda:1 … (default: cuda if available)"
-MODEL_HELP = "a training run folder (its newest checkpoint is used) or a saved model folder"
+MODEL_HELP = "a training run folder (its newest checkpoint is used), a saved model folder, or pretrained:mnist"
 
 
 def add_device_arg(p: argparse.ArgumentParser) -> None:
@@ -205,8 +205,10 @@ def resolve_model(args) -> None:
 
 
 def _is_model_folder(path: str) -> bool:
+    from ..pretrained import is_pretrained
+
     p = Path(path)
-    return p.is_dir() and any((p / name).exists() for name in ("config.json", "LATEST", "train.json"))
+    return is_pretrained(path) or p.is_dir() and any((p / name).exists() for name in ("config.json", "LATEST", "train.json"))
 
 
 def load_model(args):
@@ -357,35 +359,23 @@ def add_fit_arg(p: argparse.ArgumentParser) -> None:
                    "the channels (transparency composited onto white); --resize is the old name")
 
 
-def warn_polarity(images, model) -> None:
-    """Print to stderr when the images look far darker or lighter than the model's training data."""
-    import sys
+def inputs_of(args):
+    """What a verb was asked to read (:class:`vqdraw.modalities.Inputs`): the files given, else
+    --count test items of --dataset or of the dataset the model was trained on."""
+    from ..baselines import run_dataset
+    from ..modalities import Inputs
 
-    from ..images import polarity_warning
-
-    message = polarity_warning(images, model.config.mean)
-    if message:
-        print(f"warning: {message}", file=sys.stderr)
+    files = tuple(str(f) for f in (getattr(args, "images", None) or ()))
+    dataset = getattr(args, "dataset", None)
+    if not files and dataset is None:
+        dataset = run_dataset(args.model)
+    return Inputs(files=files, dataset=dataset, data_dir=getattr(args, "data_dir", None),
+                  count=getattr(args, "count", None), fit=bool(getattr(args, "fit", False)))
 
 
 def load_inputs(args, model):
-    """(B, C, H, W) images: the files given, else --count test images of the dataset (--dataset,
-    or the one the run was trained on), class-balanced (seeded random without labels)."""
-    from ..baselines import run_dataset
-    from ..data import balanced_subset, load_dataset
-    from ..errors import InputError
-    from ..images import expand_image_paths, load_images
+    """(B, *data_shape) data for the model: the files given, else --count test items of the
+    dataset (--dataset, or the one the run was trained on), as its modality reads them."""
+    from ..modalities import modality_for
 
-    if args.images:
-        paths = expand_image_paths(args.images)[: args.count] if args.count else expand_image_paths(args.images)
-        images = load_images(paths, model.config.image_shape, fit=args.fit)
-        warn_polarity(images, model)
-        return images.to(model.device)
-    name = args.dataset or run_dataset(args.model)
-    if name is None:
-        raise InputError("no images given and the model folder does not say its dataset; pass --dataset")
-    test = load_dataset(name, "test", args.data_dir)
-    if test.image_shape != tuple(model.config.image_shape):
-        raise InputError(f"dataset {name} has images of shape {test.image_shape}, the model takes "
-                         f"{tuple(model.config.image_shape)}")
-    return test.batch(balanced_subset(test.labels, args.count, size=len(test)), model.device)
+    return modality_for(model.config).load(model, inputs_of(args))

@@ -58,13 +58,14 @@ def run(args) -> int:
     from ..data import load_dataset
     from ..distill import distill
     from ..errors import ConfigError
+    from ..pretrained import is_pretrained, output_home
     from ..runs import resolve_model_dir, run_dataset
     from .common import load_model
 
     model = load_model(args)
     if args.segments is not None and args.segments > model.stages:
         raise ConfigError(f"--segments {args.segments}: the model has only {model.stages} stages")
-    out_dir = args.output or resolve_model_dir(args.model)
+    out_dir = args.output or (output_home(args.model) if is_pretrained(args.model) else resolve_model_dir(args.model))
     name = args.dataset or run_dataset(args.model) or "mnist-embedded"
     train_set = load_dataset(name, "train", args.data_dir)
     test_set = load_dataset(name, "test", args.data_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..pretrained import output_home
 from .common import MAX_BATCH, MAX_BEAM, MAX_COUNT, add_fit_arg, add_model_arg, output_dir, positive_int
 
 
@@ -44,16 +45,17 @@ def run(args) -> int:
     from .. import ratedistortion as rd
     from .. import rdplots
     from ..errors import InputError
-    from . import _volumes
+    from ..modalities import check_inputs, modality_for
     from .common import load_inputs, load_model
 
     model = load_model(args)
-    _volumes.check_inputs(model, args.images, args.dataset)
-    if _volumes.is_volume(model):
-        raise InputError("vqdraw eval compares images with image codecs; for a volume model use "
-                         "vqdraw reconstruct (BCE, bits per voxel, IoU)")
+    check_inputs(model.config, args.images, args.dataset)
+    modality = modality_for(model.config)
+    if not modality.supports_eval:
+        raise InputError(f"vqdraw eval compares images with image codecs; for {modality.name} models use "
+                         "vqdraw reconstruct")
     images = load_inputs(args, model).cpu()
-    out = Path(args.output) if args.output else Path(args.model) / "eval"
+    out = Path(args.output) if args.output else output_home(args.model) / "eval"
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
     report, recon = rd.evaluate(model, images, batch_size=args.batch, beam=args.beam, source=_source(args))

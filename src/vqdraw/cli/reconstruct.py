@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (MAX_BEAM, MAX_STAGES, add_input_args, add_model_arg, load_inputs, load_model,
-                     output_file, output_path, positive_int)
+from ..pretrained import output_home
+from .common import (MAX_BEAM, MAX_STAGES, add_input_args, add_model_arg, inputs_of, load_model, output_file,
+                     output_path, positive_int)
 
 
 def register(sub) -> None:
@@ -22,33 +23,17 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from .. import plots
-    from ..bitstream import bits_per_image
-    from ..metrics import mse, psnr, psnr_from_mse
-
-    from . import _volumes
+    from ..modalities import check_inputs, modality_for
 
     model = load_model(args)
-    _volumes.check_inputs(model, args.images, args.dataset)
-    from . import _text
-
-    if _text.is_text(model):  # original and reconstructed lines
-        return _text.reconstruct(args, model)
-    images = _volumes.load_volume_inputs(args, model) if _volumes.is_volume(model) else load_inputs(args, model)
-    recon = model.reconstruct(images, stages=args.stages, beam=args.beam)
+    modality = modality_for(model.config)
+    check_inputs(model.config, args.images, args.dataset)
+    data = modality.load(model, inputs_of(args))
+    recon = model.reconstruct(data, stages=args.stages, beam=args.beam)
     n = args.stages if args.stages is not None else model.stages
-    bits = bits_per_image(model.options, n)
-    out = output_path(args.output, Path(args.model) / "reconstructions-cli.png")
-    if _volumes.is_volume(model):
-        plots.save_volume_pairs(images, recon, out, title=f"{plots.describe_model(model.config, _dataset(args))}; "
-                                f"{n} stages, {bits} bits")
-        print(f"{out}: {len(images)} volumes, {bits} bits each, {_volumes.bernoulli_report(images, recon)}")
-        return 0
-    plots.save_pairs(images, recon, out, scale=plots._scale(model),
-                     title=f"{plots.describe_model(model.config, _dataset(args))}; {n} stages, {bits} bits")
-    errors = mse(images, recon)
-    print(f"{out}: {len(images)} images, {bits} bits each, MSE {errors.mean().item():.5f}, "
-          f"PSNR {psnr(images, recon).mean().item():.2f} dB (mean of per-image PSNR; "
-          f"{psnr_from_mse(errors.mean().item()):.2f} dB of the mean MSE)")
+    out = output_path(args.output, output_home(args.model) / f"reconstructions-cli{modality.pair_suffix}")
+    print(modality.write_pairs(model, data, recon, out, stages=n,
+                               title=plots.describe_model(model.config, _dataset(args))))
     return 0
 
 

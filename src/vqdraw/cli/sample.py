@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..pretrained import output_home
 from .common import (MAX_SAMPLES, MAX_STAGES, add_model_arg, load_model, output_file, output_path,
                      positive_int)
 
@@ -20,25 +21,13 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import torch
-
-    from .. import plots
     from ..errors import InputError
+    from ..modalities import modality_for
 
     if args.count < 1:
         raise InputError("--count must be at least 1")
     model = load_model(args)
-    from . import _text
-
-    if _text.is_text(model):  # samples.txt
-        return _text.sample(args, model)
-    out = output_path(args.output, Path(args.model) / f"samples-{args.seed}.png")
-    if model.config.rank == 3:  # volumes: three depth-shaded views each
-        plots.save_volume_samples(model, out, n=args.count, seed=args.seed, stages=args.stages)
-        print(out)
-        return 0
-    g = torch.Generator().manual_seed(args.seed)
-    images = model.sample(args.count, stages=args.stages, generator=g)
-    plots.save_png(plots.grid(images, scale=plots._scale(model)), out)
-    print(out)
+    modality = modality_for(model.config)
+    out = output_path(args.output, output_home(args.model) / modality.sample_name(args.seed))
+    print(modality.write_samples(model, out, count=args.count, stages=args.stages, seed=args.seed))
     return 0

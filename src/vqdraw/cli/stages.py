@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .common import (MAX_STAGES, add_input_args, add_model_arg, load_inputs, load_model, output_file,
-                     output_path, positive_int)
+from ..pretrained import output_home
+from .common import (MAX_STAGES, add_input_args, add_model_arg, inputs_of, load_model, output_file, output_path,
+                     positive_int)
 from .reconstruct import _dataset
 
 
@@ -24,18 +25,13 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from .. import plots
-
-    from . import _volumes
+    from ..modalities import check_inputs, modality_for
 
     model = load_model(args)
-    from . import _text
-
-    if _text.is_text(model):
-        return _text.stages(args, model)
-    _volumes.check_inputs(model, args.images, args.dataset)
-    images = _volumes.load_volume_inputs(args, model) if _volumes.is_volume(model) else load_inputs(args, model)
-    out = output_path(args.output, Path(args.model) / "stages-cli.png")
-    plots.save_stages(model, images, out, max_stages=args.max_stages,
-                      title=plots.describe_model(model.config, _dataset(args)))
-    print(out)
+    modality = modality_for(model.config)
+    check_inputs(model.config, args.images, args.dataset)
+    data = modality.load(model, inputs_of(args))
+    out = output_path(args.output, output_home(args.model) / "stages-cli.png")
+    print(modality.write_stages(model, data, out, max_stages=args.max_stages,
+                                title=plots.describe_model(model.config, _dataset(args))))
     return 0

@@ -181,12 +181,10 @@ def run(args) -> int:
             log.close()
     last = next((m for m in reversed(result.metrics) if "test_mse" in m), None)
     summary = f"done: step {result.step} in {time.perf_counter() - t0:.0f} s"
-    if last and "test_accuracy" in last and model.config.rank == 1:
-        summary += (f"; test loss {last['test_mse']:.3f} nats per character, character accuracy "
-                    f"{last['test_accuracy']:.3f}")
-    elif last:
-        summary += (f"; test MSE {last['test_mse']:.4f} (normalised), {last['test_mse_pixels']:.5f} "
-                    f"(pixels in [0, 1]), PSNR {last['test_psnr']:.2f} dB")
+    if last:
+        from ..modalities import modality_for
+
+        summary += "; " + modality_for(model.config).summary(last)
     say(f"vqdraw train: {summary}. Pictures and checkpoints in {run_dir}/", file=sys.stderr)
     return 0
 
@@ -195,10 +193,9 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
     """Train and test splits. An image folder is fitted to the model's size and channels."""
     from ..data import FOLDER_PREFIX, DatasetError, ensure_downloaded, load_dataset
     from ..data.download import CATALOGUE, status
-    from ._volumes import check_dataset
+    from ..modalities import check_inputs
 
-
-    check_dataset(model_cfg, name)  # an image dataset for a volume model, or the reverse: one line
+    check_inputs(model_cfg, dataset=name)  # an image dataset for a volume model, or the reverse: one line
     if name.startswith(FOLDER_PREFIX):
         from ..data.folder import load_image_folder
 

@@ -1,0 +1,70 @@
+"""The modality registry: one small class per kind of data, asked by the CLI verbs and the trainer.
+
+    modality_for(model.config)       -> the model's Modality (image, volume, sequence, text)
+    check_inputs(config, files, ds)  -> one line when files or a dataset hold another kind of data
+    path_modality("grid.npy")        -> "volume": what a file or folder given on the command line holds
+
+A :class:`~vqdraw.modalities.base.Modality` reads its inputs (files, or a dataset's test split),
+writes its outputs (original/reconstruction pairs, samples, stages, decoded files, a training
+run's outputs) and reports on them. A model's modality is named by :func:`vqdraw.modality.modality_of`
+(from its config); a dataset's by :func:`vqdraw.data.dataset_modality` (from its name).
+Adding a kind of data is adding one class here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .base import Inputs, Modality
+from .image import ImageModality
+from .sequence import SequenceModality
+from .text import TextModality
+from .volume import VolumeModality
+
+REGISTRY: dict[str, Modality] = {m.name: m for m in (ImageModality(), VolumeModality(), SequenceModality(),
+                                                      TextModality())}
+"""Every modality by name."""
+
+_PATH_ORDER = ("text", "volume", "image")  # what a file or folder given on the command line holds
+
+
+def modality_for(config) -> Modality:
+    """The modality of a model config (anything with ``data_shape``; ``likelihood`` and ``modality``
+    optional)."""
+    from ..modality import modality_of
+
+    return REGISTRY[modality_of(config)]
+
+
+def by_name(name: str) -> Modality:
+    return REGISTRY[name]
+
+
+def path_modality(path) -> str:
+    """What a file or folder given on the command line holds, from its name(s): text files,
+    voxel grids, else images."""
+    p = Path(path)
+    for name in _PATH_ORDER:
+        if REGISTRY[name].holds_path(p):
+            return name
+    return "image"
+
+
+def check_inputs(config, paths=(), dataset: str | None = None) -> None:
+    """Refuse input files or a dataset name of another modality than the model's (one line)."""
+    from ..data import dataset_modality
+    from ..modality import check_modality
+
+    for p in paths or ():
+        check_modality(config, path_modality(p), str(p))
+    if dataset:
+        check_modality(config, dataset_modality(dataset), f"dataset {dataset}")
+
+
+def run_outputs() -> tuple[str, ...]:
+    """Every file any modality's training writes into a run folder (cleared by --overwrite)."""
+    return tuple(sorted({name for m in REGISTRY.values() for name in m.run_outputs}))
+
+
+__all__ = ["REGISTRY", "Inputs", "Modality", "by_name", "check_inputs", "modality_for", "path_modality",
+           "run_outputs"]

@@ -1,0 +1,141 @@
+"""Volumes (C, D, H, W): ``.npy`` / ``.npz`` / ``.binvox`` occupancy grids and ``voxels:PATH`` in,
+``.npy`` grids and three-view pictures out (see :mod:`vqdraw.data.voxels`)."""
+
+from __future__ import annotations
+
+from .base import Modality, plural, write_files_atomically, write_vqd_file
+
+
+class VolumeModality(Modality):
+    name = "volume"
+    noun = "volume"
+    run_outputs = ("samples.png", "reconstructions.png", "stages.png")
+
+    @property
+    def file_suffixes(self):
+        from ..data.voxels import VOXEL_SUFFIXES
+
+        return tuple(VOXEL_SUFFIXES)
+
+
+    def holds_path(self, path) -> bool:
+        """A voxel file, or a folder with voxel files and no images."""
+        from ..images import IMAGE_SUFFIXES
+        from .base import _suffixes
+
+        suffixes = _suffixes(path)
+        return bool(suffixes & set(self.file_suffixes)) and not suffixes & set(IMAGE_SUFFIXES)
+
+    # -------------------------------------------------------------- inputs
+    def load_files(self, model, files, *, count=None, fit=False):
+        """Grids from voxel files/folders as float (B, 1, D, H, W) in {0, 1} on the model's device."""
+        import torch
+
+        from ..data.voxels import load_voxel_files
+
+        grids = load_voxel_files(list(files), size=tuple(model.config.data_shape[1:]))
+        if count:
+            grids = grids[:count]
+        return torch.from_numpy(grids).float().unsqueeze(1).to(model.device)
+
+    def load_test_items(self, model, inputs):
+        """--count test grids of the dataset, a seeded random subset; whole multiples of the
+        model's size are reduced, as in training."""
+        from ..data import balanced_subset
+
+        test = self.test_set(model, inputs)
+        return test.batch(balanced_subset(test.labels, inputs.count, size=len(test)), model.device)
+
+    # -------------------------------------------------------------- outputs
+    def write_pairs(self, model, data, recon, out, *, stages, title=""):
+        from .. import plots
+        from ..bitstream import bits_per_image
+
+        bits = bits_per_image(model.options, stages)
+        plots.save_volume_pairs(data, recon, out, title=f"{title}; {stages} stages, {bits} bits")
+        return f"{out}: {len(data)} volumes, {bits} bits each, {bernoulli_report(data, recon)}"
+
+    def write_samples(self, model, out, *, count, stages, seed):
+        from .. import plots
+
+        plots.save_volume_samples(model, out, n=count, seed=seed, stages=stages)
+        return str(out)
+
+    def write_stages(self, model, data, out, *, max_stages, title=""):
+        from .. import plots
+
+        plots.save_stages(model, data, out, max_stages=max_stages, title=title)
+        return str(out)
+
+    def encode(self, model, files, out, *, stages, beam, batch, fit=False):
+        import torch
+
+        from ..bitstream import bits_per_image, header_size
+        from ..codec import compress_codes, encode_images
+
+        volumes = self.load_files(model, files)
+        codes = [encode_images(model, volumes[i: i + batch], stages=stages, beam=beam)
+                 for i in range(0, len(volumes), batch)]
+        data = write_vqd_file(out, compress_codes(model, torch.cat(codes)))
+        n = stages or model.stages
+        shape = tuple(model.config.data_shape)
+        return (f"{out}: {plural(len(volumes), 'volume')} ({'x'.join(map(str, shape[1:]))}), {n} stages of "
+                f"K={model.options}: {bits_per_image(model.options, n)} bits per volume payload, "
+                f"{header_size(shape, self.name)} header bytes, {len(data)} bytes in all")
+
+    def decode(self, model, data, out, *, stages, batch, source):
+        """One ``.npy`` occupancy grid per volume (probability > 0.5)."""
+        from ..codec import decompress
+
+        volumes, vqd = decompress(model, data, stages=stages, batch_size=batch)
+        width = max(6, len(str(max(vqd.count - 1, 0))))
+        names = [f"{i:0{width}d}.npy" for i in range(vqd.count)]
+        write_files_atomically(volumes, names, out, save_grids_npy)
+        n = stages or vqd.stages
+        return (f"{out}: {vqd.count} .npy grid{'s' if vqd.count != 1 else ''} "
+                f"({'x'.join(map(str, vqd.image_shape[1:]))}, bool) decoded from {source} "
+                f"({n} of {vqd.stages} stages, K={vqd.K})")
+
+    # -------------------------------------------------------------- training
+    def write_run_outputs(self, model, run_dir, test_data, title=""):
+        import torch
+
+        from .. import plots
+
+        def spread(k):
+            return test_data[torch.linspace(0, len(test_data) - 1, min(k, len(test_data))).long()]
+
+        plots.save_samples(model, run_dir / "samples.png", n=100)
+        plots.save_reconstructions(model, spread(50), run_dir / "reconstructions.png", title=title)
+        plots.save_stages(model, spread(8), run_dir / "stages.png", title=title)
+
+
+def save_grids_npy(volume, path) -> None:
+    """One decoded volume (C, D, H, W) in [0, 1] as a bool occupancy grid (D, H, W) (C = 1) or
+    (C, D, H, W), occupied where the probability is above 0.5."""
+    import io
+
+    import numpy as np
+
+    from ..io import atomic_write_bytes
+
+    grid = (volume.detach().cpu() > 0.5).numpy()
+    if grid.shape[0] == 1:
+        grid = grid[0]
+    buf = io.BytesIO()
+    np.save(buf, grid.astype(bool), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def bernoulli_report(volumes, recon) -> str:
+    """"BCE x nats/voxel = y bits/voxel, IoU z" of reconstructions (probabilities) against grids."""
+    import math
+
+    from ..plots import volume_iou
+
+    p = recon.detach().cpu().double().clamp(1e-7, 1 - 1e-7)
+    x = volumes.detach().cpu().double()
+    bce = -(x * p.log() + (1 - x) * (1 - p).log()).mean().item()
+    iou = volume_iou(volumes, recon).mean().item()
+    return (f"BCE {bce:.5f} nats/voxel = {bce / math.log(2):.5f} bits/voxel, "
+            f"mean IoU {iou:.3f} (threshold 0.5)")
