@@ -204,7 +204,7 @@ GOOD = raw_file()
         (b"", "empty .vqd file"),
         (b"\x89PNG\r\n\x1a\n" + bytes(40), "not a .vqd file"),
         (b"VQ", "truncated .vqd file: expected at least 40 bytes, got 2"),
-        (raw_file(version=3), "unsupported .vqd format version 3"),
+        (raw_file(version=4), "unsupported .vqd format version 4"),
         (raw_file(flags=1), "unsupported .vqd flags 0x01"),
         (GOOD[:30], "truncated .vqd file: expected at least 40 bytes, got 30"),
         (GOOD[:-1], "truncated .vqd file: expected 41 bytes, got 40"),

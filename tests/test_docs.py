@@ -3,6 +3,7 @@ organised, and no relative link or picture that points at a missing file or head
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 import unicodedata
@@ -149,3 +150,63 @@ def test_citation_file_matches_the_package():
     assert 'title: "VQ-DRAW: A Sequential Discrete VAE"' in paper
     assert "family-names: Nichol" in paper and "year: 2020" in paper
     assert "arXiv:2003.01599" in paper and "https://arxiv.org/abs/2003.01599" in paper
+
+
+@functools.cache
+def _cli_options() -> dict[str, set[str]]:
+    """Every verb of `vqdraw` and the option strings it accepts (its sub-commands' included)."""
+    import argparse
+
+    from vqdraw.cli import build_parser
+
+    def options(parser: argparse.ArgumentParser) -> set[str]:
+        found: set[str] = set()
+        for action in parser._actions:
+            found |= set(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found |= options(sub)
+        return found
+
+    verbs = next(a for a in build_parser("*")._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: options(sub) for name, sub in verbs.choices.items()}
+
+
+COMMAND = re.compile(r"(?:^|(?<=[\s;(&|]))(?<!from )(?<!import )vqdraw[ \t]+([a-z][a-z0-9-]*)([^#;|&)\n]*)", re.MULTILINE)
+
+
+def documented_commands(text: str) -> list[tuple[str, list[str], str]]:
+    """(verb, --options, command) of every `vqdraw VERB ...` inside code (blocks or inline spans)."""
+    code = [m.group(0) for m in FENCE.finditer(text)]
+    code += [m.group(0).strip("`") for m in INLINE_CODE.finditer(FENCE.sub("", text))]
+    found = []
+    for segment in code:
+        segment = re.sub(r"\\\n[ \t]*", " ", segment)  # shell line continuations
+        for m in COMMAND.finditer(segment):
+            flags = re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", m.group(2))
+            found.append((m.group(1), flags, m.group(0).strip()[:140]))
+    return found
+
+
+@pytest.mark.parametrize("path", DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_documented_commands_use_real_verbs_and_options(path):
+    accepted = _cli_options()
+    wrong = []
+    for verb, flags, command in documented_commands(path.read_text(encoding="utf-8")):
+        if verb not in accepted:
+            wrong.append(f"unknown verb {verb!r}: {command}")
+        wrong += [f"{verb} has no {flag}: {command}" for flag in flags if flag not in accepted[verb]]
+    assert wrong == []
+
+
+def test_the_command_check_reads_code_only():
+    text = ("vqdraw reads files (prose)\n`vqdraw train --preset mnist [--progressive 2]`\n"
+            "```sh\nvqdraw baseline vqvae --codebook 2 \\\n    --steps 10   # --not-a-flag\n"
+            "for M in a b; do vqdraw probe --model $M; done\npython -m vqdraw.cli train --x\n"
+            "from vqdraw import VQDraw\n```\n")
+    assert [(verb, flags) for verb, flags, _ in documented_commands(text)] == [
+        ("baseline", ["--codebook", "--steps"]), ("probe", ["--model"]),
+        ("train", ["--preset", "--progressive"])]
+    accepted = _cli_options()
+    assert {"--preset", "--progressive", "--run"} <= accepted["train"]
+    assert "--codebook" in accepted["baseline"] and "--stages" not in accepted["eval"]

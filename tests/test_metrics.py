@@ -188,6 +188,20 @@ def test_eval_samples_cli(net, data_dir, tmp_path, monkeypatch):
     assert res["reconstruction"]["psnr"] > 0 and res["real_vs_real"]["fid"] >= 0
     assert 1 <= res["classifier"]["score"] <= 10 and sum(res["classifier"]["classes"]) == 24
     assert (out / "eval-samples.png").stat().st_size > 0
+    # with the learned prior: its samples in the same table, same feature net
+    from vqdraw.prior import PriorConfig, train_prior
+
+    model = VQDraw.load(model_dir)
+    prior, _ = train_prior(model.encode(torch.rand(64, 1, 28, 28)), 8, config=PriorConfig(8, 4, 4, 8), steps=5,
+                           model_fingerprint=model.fingerprint())
+    prior.save(model_dir)
+    rc = main(["eval-samples", "--model", str(model_dir), "--dataset", "mnist-embedded", "--count", "24",
+               "--kid-subsets", "3", "--data-dir", str(data_dir), "-o", str(out), "--no-progress", "--prior",
+               "--temperature", "0.8"])
+    assert rc == 0
+    res = json.loads((out / "eval-samples.json").read_text())
+    q = res["prior_samples"]
+    assert q["temperature"] == 0.8 and q["fid"] >= 0 and sum(q["classifier"]["classes"]) == 24
 
 
 def test_eval_samples_cli_errors(tmp_path, capsys):

@@ -67,6 +67,33 @@ must lie in ``((count - 1) * L, count * L]`` (0 when count is 0).
 
 so a volume file has ``header_size((1, 32, 32, 32), "volume")`` = 44 bytes of overhead.
 
+Version 3 (entropy-coded, written only when a prior is given: ``write_vqd(..., coder=prior)``)
+holds the same header fields as version 2 plus the prior's fingerprint and a block size, and a
+range-coded payload instead of the fixed-length one::
+
+         0     4   magic  b"VQDR"
+         4     1   format version (3)
+         5     1   flags (reserved, 0)
+         6    16   model fingerprint
+        22    16   prior fingerprint
+        38     1   modality code
+        39     1   r
+        40    2r   the data shape
+     40+2r     2   K
+     42+2r     2   n
+     44+2r     4   count
+     48+2r     2   block: items per block of the stream (1..65535, block*K <= 2**22)
+     50+2r     8   (text only) the text's length in characters
+         …     P   payload: range-coded 32-bit little-endian words (P a multiple of 4)
+       …+P     4   CRC-32 of everything before it
+
+The payload's meaning (block by block, stage by stage, with the prior's integer frequencies) is
+:mod:`vqdraw.entropy`'s; this module only checks its framing, and hands the payload to the
+``coder`` (an object with ``fingerprint()``, ``encode_codes`` and ``decode_codes``: a
+:class:`vqdraw.prior.Prior`). Since no code gets more than 3/4 of the probability, every code
+costs at least log2(4/3) bits, so a file holds at most ``SYMBOLS_PER_BIT * (8 * P + SLACK_BITS)``
+codes (``count * n``): the cost of reading a file stays linear in its size.
+
 Errors
 ------
 ``read_vqd`` and ``unpack_codes`` raise :class:`VqdFormatError` (a ``VQDrawError``)
@@ -97,6 +124,8 @@ __all__ = [
     "VqdHeader",
     "bits_per_image",
     "check_header",
+    "check_prior",
+    "MAX_BLOCK_CELLS",
     "check_vqd",
     "header_size",
     "pack_codes",
@@ -109,9 +138,10 @@ __all__ = [
 ]
 
 MAGIC = b"VQDR"
-FORMAT_VERSION = 2
-"""The newest version this module reads and writes (images are still written as version 1)."""
-VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+"""The newest version this module reads and writes (images are still written as version 1, other
+data as version 2; version 3 only when entropy-coded with a prior)."""
+VERSIONS = (1, 2, 3)
 FINGERPRINT_SIZE = 16
 MODALITY_CODES = {"image": 1, "volume": 2, "sequence": 3, "text": 4}
 """Version 2's modality byte; the names are :data:`vqdraw.modality.MODALITIES`."""
@@ -122,7 +152,15 @@ _HEADER = struct.Struct("<4sBB16sHHHHHI")  # version 1: magic, version, flags, f
 _HEADER2 = struct.Struct("<4sBB16sBB")  # version 2: magic, version, flags, fingerprint, modality, r
 _TAIL2 = struct.Struct("<HHI")  # version 2, after the r u16 sizes: K, n, count
 _LENGTH = struct.Struct("<Q")  # version 2, text only, after the tail: the text's length in characters
+_HEADER3 = struct.Struct("<4sBB16s16sBB")  # version 3: magic, version, flags, model fp, prior fp, modality, r
+_TAIL3 = struct.Struct("<HHIH")  # version 3, after the sizes: K, n, count, block
 _CRC = struct.Struct("<I")
+MAX_BLOCK_CELLS = 1 << 22
+"""Version 3: block * K is at most this (bounds a decoder's memory per block)."""
+SYMBOLS_PER_BIT = 3
+"""Version 3: count * n <= SYMBOLS_PER_BIT * (payload bits + SLACK_BITS); every code costs at
+least log2(4/3) = 0.415 bits (1/0.415 < 3)."""
+SLACK_BITS = 64
 _U16_MAX = 0xFFFF
 _U32_MAX = 0xFFFFFFFF
 _MAX_PACK_K = 2**31  # keeps every per-chunk accumulator inside int64
@@ -135,11 +173,17 @@ class VqdFormatError(VQDrawError, ValueError):
     """Bytes that are not a valid ``.vqd`` file: wrong magic, truncated, corrupt, or from another model."""
 
 
-def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None = None) -> int:
+def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None = None, *,
+                coded: bool = False) -> int:
     """Fixed bytes per ``.vqd`` file besides the payload: the header plus the 4-byte CRC.
 
     40 for images (version 1; also with no arguments); ``36 + 2 * len(data_shape)`` for data
-    written as version 2 (a volume (1, D, H, W): 44)."""
+    written as version 2 (a volume (1, D, H, W): 44). ``coded``: version 3 (entropy-coded),
+    ``54 + 2 * len(data_shape)`` (images 60), 8 more for text."""
+    if coded:
+        shape = (1, 1, 1) if data_shape is None else tuple(data_shape)
+        extra = _LENGTH.size if modality == "text" else 0
+        return _HEADER3.size + 2 * len(shape) + _TAIL3.size + extra + _CRC.size
     if data_shape is None or _version_for(tuple(data_shape), modality) == 1:
         return _HEADER.size + _CRC.size
     extra = _LENGTH.size if modality == "text" else 0
@@ -393,6 +437,7 @@ class VqdFile:
     modality: str = "image"  # "image", "volume", "sequence" or "text" (version 1 files: "image")
     version: int = 1
     length: int | None = None  # text: the number of characters (the rest of the last chunk is padding)
+    prior_fingerprint: bytes | None = None  # version 3: the prior the codes were entropy-coded with
 
     @property
     def count(self) -> int:
@@ -406,13 +451,17 @@ class VqdFile:
 
 
 def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, ...], fingerprint: bytes, *,
-              modality: str | None = None, length: int | None = None) -> bytes:
+              modality: str | None = None, length: int | None = None, coder=None,
+              block: int | None = None) -> bytes:
     """Serialise ``codes`` (``(B, n)`` in ``[0, K)``) for data of ``image_shape`` as ``.vqd`` bytes.
 
     ``image_shape`` is (C, H, W) for images, (C, D, H, W) for volumes, (C, L) for sequences;
     ``modality`` defaults to the one its rank implies. Images are written as version 1 (the same
     bytes as before version 2 existed), other data as version 2. ``length`` (text only, required
     there): the text's length in characters, ``count`` chunks of ``image_shape[-1]`` holding it.
+    ``coder`` (a :class:`vqdraw.prior.Prior`): write version 3, the codes range-coded with it in
+    blocks of ``block`` items (default: 1024, fewer when ``block * K`` would pass
+    :data:`MAX_BLOCK_CELLS`).
     """
     if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 2 <= K <= _U16_MAX:
         raise InputError(f"K must be an integer in 2..{_U16_MAX} for a .vqd file, got {K!r}")
@@ -429,7 +478,7 @@ def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, ...], fingerpri
         raise InputError(f"a .vqd file stores 1..{_U16_MAX} stages per image, got {n}")
     if count > _U32_MAX:
         raise InputError(f"a .vqd file stores at most {_U32_MAX} images, got {count}")
-    if not mixed_radix_limit_ok(int(K), n):
+    if coder is None and not mixed_radix_limit_ok(int(K), n):
         raise InputError(
             f"{n} codes with K={K} take {bits_per_image(int(K), n)} bits per image; a .vqd file holds at "
             f"most {MAX_MIXED_RADIX_BITS} when K is not a power of two"
@@ -438,6 +487,8 @@ def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, ...], fingerpri
         raise InputError("a text .vqd file needs the text's length (and only text has one)")
     if length is not None:
         _check_length(length, count, shape[-1], InputError)
+    if coder is not None:
+        return _write_coded(arr, int(K), shape, bytes(fingerprint), modality, length, coder, block)
     if _version_for(shape, modality) == 1:
         header = _HEADER.pack(MAGIC, 1, 0, bytes(fingerprint), *map(int, shape), int(K), n, count)
     else:
@@ -447,6 +498,35 @@ def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, ...], fingerpri
             header += _LENGTH.pack(int(length))
     body = header + pack_codes(arr, int(K))
     return body + _CRC.pack(zlib.crc32(body))
+
+
+def _write_coded(arr: np.ndarray, K: int, shape: tuple[int, ...], fingerprint: bytes, modality: str,
+                 length: int | None, coder, block: int | None) -> bytes:
+    """Version 3: the header, the coder's payload, the CRC."""
+    count, n = arr.shape
+    if block is None:
+        block = max(1, min(1024, MAX_BLOCK_CELLS // K))
+    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or not 1 <= block <= _U16_MAX \
+            or block * K > MAX_BLOCK_CELLS:
+        raise InputError(f"block must be a whole number in 1..{min(_U16_MAX, MAX_BLOCK_CELLS // K)} "
+                         f"for K={K}, got {block!r}")
+    prior_fp = coder.fingerprint()
+    if not isinstance(prior_fp, bytes) or len(prior_fp) != FINGERPRINT_SIZE:
+        raise InputError(f"prior fingerprint must be {FINGERPRINT_SIZE} bytes, got {prior_fp!r}")
+    payload = coder.encode_codes(arr, int(block)) if count else b""
+    if len(payload) % 4 or not _coded_count_ok(count, n, len(payload)):
+        raise InputError(f"these {count * n} codes cannot be entropy-coded within the format's limit "
+                         f"({len(payload)} payload bytes); write them at fixed length (no prior)")
+    header = (_HEADER3.pack(MAGIC, 3, 0, fingerprint, prior_fp, MODALITY_CODES[modality], len(shape))
+              + struct.pack(f"<{len(shape)}H", *map(int, shape)) + _TAIL3.pack(K, n, count, int(block)))
+    if length is not None:
+        header += _LENGTH.pack(int(length))
+    body = header + payload
+    return body + _CRC.pack(zlib.crc32(body))
+
+
+def _coded_count_ok(count: int, n: int, payload_bytes: int) -> bool:
+    return count * n <= SYMBOLS_PER_BIT * (8 * payload_bytes + SLACK_BITS)
 
 
 def _check_length(length, count: int, chunk: int, error) -> None:
@@ -473,6 +553,8 @@ class VqdHeader:
     version: int = 1
     header_bytes: int = 40  # header + CRC
     length: int | None = None  # text only: characters
+    prior_fingerprint: bytes | None = None  # version 3 only
+    block: int | None = None  # version 3 only: items per block of the range-coded stream
 
     @property
     def data_shape(self) -> tuple[int, ...]:
@@ -505,6 +587,8 @@ def read_header(data: bytes) -> VqdHeader:
     if len(data) < header_size():
         raise VqdFormatError(f"truncated .vqd file: expected at least {header_size()} bytes, got {len(data)}")
 
+    if version == 3:
+        return _read_header3(data)
     modality, length = "image", None
     if version == 1:
         _, _, flags, fingerprint, C, H, W, K, n, count = _HEADER.unpack_from(data)
@@ -542,6 +626,50 @@ def read_header(data: bytes) -> VqdHeader:
     if len(data) > expected:
         raise VqdFormatError(f"trailing garbage after .vqd data: expected {expected} bytes, got {len(data)}")
     return VqdHeader(fingerprint, tuple(shape), K, n, count, payload_len, modality, version, fixed, length)
+
+
+def _read_header3(data: memoryview) -> VqdHeader:
+    """Rules 1-4 for version 3 (the caller has checked magic and version)."""
+    if len(data) < header_size((1,), coded=True):
+        raise VqdFormatError(f"truncated .vqd file: expected at least {header_size((1,), coded=True)} bytes, "
+                             f"got {len(data)}")
+    _, _, flags, fingerprint, prior_fp, code, dims = _HEADER3.unpack_from(data)
+    if flags != 0:
+        raise VqdFormatError(f"unsupported .vqd flags 0x{flags:02x} (version 3 requires 0)")
+    modality = _MODALITY_NAMES.get(code)
+    if modality is None:
+        raise VqdFormatError(f"invalid .vqd header: unknown modality code {code} "
+                             f"(known: {', '.join(f'{c} {m}' for m, c in MODALITY_CODES.items())})")
+    if dims != _MODALITY_DIMS[modality]:
+        raise VqdFormatError(f"invalid .vqd header: {modality} data with {dims} dimensions "
+                             f"(must be {_MODALITY_DIMS[modality]})")
+    fixed = header_size((1,) * dims, modality, coded=True)
+    if len(data) < fixed:
+        raise VqdFormatError(f"truncated .vqd file: expected at least {fixed} bytes, got {len(data)}")
+    shape = struct.unpack_from(f"<{dims}H", data, _HEADER3.size)
+    K, n, count, block = _TAIL3.unpack_from(data, _HEADER3.size + 2 * dims)
+    length = None
+    if modality == "text":
+        (length,) = _LENGTH.unpack_from(data, _HEADER3.size + 2 * dims + _TAIL3.size)
+        _check_length(length, count, shape[-1], lambda m: VqdFormatError(f"invalid .vqd header: {m}"))
+    if K < 2:
+        raise VqdFormatError(f"invalid .vqd header: K={K} (must be 2..{_U16_MAX})")
+    if n < 1:
+        raise VqdFormatError("invalid .vqd header: stage count 0 (must be at least 1)")
+    if 0 in shape:
+        raise VqdFormatError(f"invalid .vqd header: {modality} shape {tuple(shape)} has a zero dimension")
+    if block < 1 or block * K > MAX_BLOCK_CELLS:
+        raise VqdFormatError(f"invalid .vqd header: block of {block} items with K={K} "
+                             f"(must be 1..{MAX_BLOCK_CELLS // K})")
+    payload_len = len(data) - fixed
+    if payload_len % 4:
+        raise VqdFormatError(f"corrupt .vqd file: the range-coded payload of {payload_len} bytes is not a "
+                             "whole number of 32-bit words (truncated or trailing garbage)")
+    if not _coded_count_ok(count, n, payload_len):
+        raise VqdFormatError(f"invalid .vqd header: {count} items of {n} codes cannot fit a range-coded "
+                             f"payload of {payload_len} bytes (truncated?)")
+    return VqdHeader(fingerprint, tuple(shape), K, n, count, payload_len, modality, 3, fixed, length,
+                     prior_fp, block)
 
 
 def check_header(
@@ -594,7 +722,7 @@ def check_vqd(data: bytes) -> VqdHeader:
 
 
 def _check_cost_and_crc(data, header: VqdHeader) -> None:
-    if not mixed_radix_limit_ok(header.K, header.stages):
+    if header.version != 3 and not mixed_radix_limit_ok(header.K, header.stages):
         raise VqdFormatError(
             f".vqd images of {bits_per_image(header.K, header.stages)} bits with K={header.K} (not a power "
             f"of two) exceed the {MAX_MIXED_RADIX_BITS}-bit limit of this reader"
@@ -616,22 +744,32 @@ def read_vqd(
     K: int | None = None,
     max_stages: int | None = None,
     modality: str | None = None,
+    coder=None,
 ) -> VqdFile:
     """Parse ``.vqd`` bytes; raises :class:`VqdFormatError` (and nothing else) for any invalid input.
 
     Order: the header (:func:`read_header`), then the reading model's expectations
     (:func:`check_header`: ``expected_fingerprint``, ``modality``, ``image_shape``, ``K``,
-    ``max_stages``, each only when given), then the size limit and the CRC, and only then the payload is
-    unpacked, once. So a file that does not fit the model costs nothing beyond its header.
+    ``max_stages``, each only when given), then (version 3) the prior: ``coder`` must be given and
+    have the fingerprint the file records; then the size limit and the CRC, and only then the
+    payload is unpacked (or range-decoded with ``coder``), once. So a file that does not fit the
+    model or the prior costs nothing beyond its header.
     """
     header = read_header(data)
     check_header(header, expected_fingerprint, image_shape=image_shape, K=K, max_stages=max_stages,
                  modality=modality)
+    if header.version == 3:
+        check_prior(header, coder)
     _check_cost_and_crc(data, header)
     start = header.header_bytes - _CRC.size
     payload = bytes(memoryview(data).cast("B")[start : start + header.payload_bytes])
+    if header.version == 3:
+        codes = coder.decode_codes(payload, header.count, header.stages, header.block, VqdFormatError) \
+            if header.count else np.zeros((0, header.stages), dtype=np.int64)
+    else:
+        codes = unpack_codes(payload, header.K, header.stages, header.count)
     return VqdFile(
-        codes=unpack_codes(payload, header.K, header.stages, header.count),
+        codes=codes,
         K=header.K,
         image_shape=header.image_shape,
         fingerprint=header.fingerprint,
@@ -641,4 +779,21 @@ def read_vqd(
         modality=header.modality,
         version=header.version,
         length=header.length,
+        prior_fingerprint=header.prior_fingerprint,
     )
+
+
+def check_prior(header: VqdHeader, coder) -> None:
+    """Refuse (one line) to decode an entropy-coded file without its prior or with another one."""
+    if header.version != 3:
+        return
+    wanted = header.prior_fingerprint
+    if coder is None:
+        raise VqdFormatError(f".vqd file is entropy-coded with a prior (fingerprint {wanted.hex()[:12]}) and "
+                             "none was given; keep prior.json and prior.safetensors beside the model")
+    ours = coder.fingerprint()
+    if ours != wanted:
+        raise VqdFormatError(f".vqd file was entropy-coded with a different prior (file prior "
+                             f"{wanted.hex()[:12]}, this prior {ours.hex()[:12]})")
+    if getattr(coder, "options", header.K) != header.K or getattr(coder, "stages", header.stages) < header.stages:
+        raise VqdFormatError("the prior does not fit the .vqd file's K or stage count")

@@ -70,32 +70,39 @@ def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: 
     return codes.detach().to("cpu", torch.int64)
 
 
-def compress_codes(model, codes) -> bytes:
-    """``.vqd`` bytes for ``codes`` (B, n), integers in ``[0, K)``, made by ``model``."""
+def compress_codes(model, codes, prior=None, block: int | None = None) -> bytes:
+    """``.vqd`` bytes for ``codes`` (B, n), integers in ``[0, K)``, made by ``model``.
+
+    ``prior`` (a :class:`vqdraw.prior.Prior` trained for ``model``): entropy-code them with it
+    (``.vqd`` version 3, blocks of ``block`` items); otherwise fixed length (versions 1 and 2)."""
     arr = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
     if arr.ndim != 2:
         raise InputError(f"codes must have shape (images, stages), got {tuple(arr.shape)}")
     if not 1 <= arr.shape[1] <= model.stages:
         raise InputError(f"codes must have 1..{model.stages} stages for this model, got {arr.shape[1]}")
+    if prior is not None:
+        prior.check_model(model)
     return write_vqd(arr, int(model.options), tuple(model.config.data_shape), model.fingerprint(),
-                     modality=modality_of(model.config))
+                     modality=modality_of(model.config), coder=prior, block=block)
 
 
-def compress(model, images: torch.Tensor, stages: int | None = None, beam: int = 1) -> bytes:
+def compress(model, images: torch.Tensor, stages: int | None = None, beam: int = 1, prior=None) -> bytes:
     """Encode images (B, C, H, W) in [0, 1] and pack their codes into one ``.vqd`` file.
 
     ``stages`` keeps only the first ``stages`` codes of each image (fewer bits, a coarser
-    image); ``beam`` > 1 asks the encoder for beam search. Inverse: :func:`decompress`.
+    image); ``beam`` > 1 asks the encoder for beam search; ``prior``: entropy-code the codes
+    with it (see :func:`compress_codes`). Inverse: :func:`decompress`.
     """
-    return compress_codes(model, encode_images(model, images, stages=stages, beam=beam))
+    return compress_codes(model, encode_images(model, images, stages=stages, beam=beam), prior=prior)
 
 
-def read_file(model, data: bytes) -> VqdFile:
+def read_file(model, data: bytes, prior=None) -> VqdFile:
     """Parse ``.vqd`` bytes made by ``model``; :class:`VqdFormatError` for anything else.
 
     Beyond :func:`vqdraw.bitstream.read_vqd`'s own checks (magic, version, length, CRC) the
     header must fit the model: its fingerprint, modality, data shape, ``K``, and at most its stage count.
     These are checked from the header alone, before the CRC or the payload is looked at.
+    An entropy-coded file (version 3) also needs ``prior``, the one it was coded with.
     """
     return read_vqd(
         data,
@@ -104,19 +111,21 @@ def read_file(model, data: bytes) -> VqdFile:
         K=int(model.options),
         max_stages=int(model.stages),
         modality=modality_of(model.config),
+        coder=prior,
     )
 
 
 def decompress(
-    model, data: bytes, stages: int | None = None, batch_size: int | None = None
+    model, data: bytes, stages: int | None = None, batch_size: int | None = None, prior=None
 ) -> tuple[torch.Tensor, VqdFile]:
     """Inverse of :func:`compress`: ``.vqd`` bytes -> (data (B, *data_shape) in [0, 1] on the CPU, VqdFile).
 
     ``stages`` decodes only the first ``stages`` of the codes stored (default: all of them).
     With ``batch_size=None`` the codes are decoded in one ``model.decode`` call, so the result
     is bit for bit ``model.decode(codes)``; a batch size bounds memory for large files.
+    ``prior``: the prior an entropy-coded file (version 3) was coded with.
     """
-    vqd = read_file(model, data)
+    vqd = read_file(model, data, prior)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
                                    or batch_size < 1):
         raise InputError(f"batch size must be a whole number >= 1, got {batch_size!r:.40}")

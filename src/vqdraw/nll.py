@@ -9,6 +9,14 @@ the data x have the likelihood p(x | c) of the decoded canvas. Its log-likelihoo
 (each sum over a subset of the K^n codes is a lower bound of p(x)). The marginal bound is
 never looser than the single one because c* is in S.
 
+With a learned prior (:mod:`vqdraw.prior`) the code is no longer uniform: p(c) is the prior's
+probability of the prefix (its exact coding probabilities), and the bounds become
+
+    single:    -log p(x) <= -log p(x | c*) - log p(c*)
+    marginal:  -log p(x) <= -log sum_{c in S} p(c) p(x | c)
+
+(the ``*_prior`` fields of :func:`nll_bounds`, next to the uniform ones).
+
 * c*: the greedy code (the search at width 1: Algorithm 1, scored with the likelihood's
   per-option loss), or at ``beam`` B > 1 the best of the width-B search unless greedy's final
   loss is lower or equal (the rule of :func:`vqdraw.search.beam_search`).
@@ -62,12 +70,14 @@ def mse_sigmas(model, x: torch.Tensor) -> list[float]:
     return [max(math.sqrt(s / x[0].numel() / x.shape[0]), floor) for s in sq]
 
 
-def nll_bounds(model, x: torch.Tensor, *, beam: int = 1) -> list[dict]:
+def nll_bounds(model, x: torch.Tensor, *, beam: int = 1, prior=None) -> list[dict]:
     """The single-code and marginal bounds for every prefix n = 1..N over data `x` (B, C, *S)
     (see the module docstring): one dict per prefix with ``stages``, ``nats_single``,
     ``nats_marginal``, ``bits_per_dim_single``, ``bits_per_dim_marginal`` (means over the items),
     ``nats_reconstruction`` (-log p(x | c*)), ``nats_code`` (n log K), ``codes_in_S`` (mean |S|),
-    ``beam``, ``count`` and, for mse models, ``sigma``.
+    ``beam``, ``count`` and, for mse models, ``sigma``. With ``prior`` (a
+    :class:`vqdraw.prior.Prior`) also ``nats_single_prior``, ``nats_marginal_prior``, their
+    ``bits_per_dim_*_prior`` and ``nats_code_prior`` (mean -log p(c*)).
 
     Raises InputError (or ConfigError) when the model's likelihood has no discretisation rule for
     these data (bernoulli: data not 0/1; the others: data not on their grid)."""
@@ -82,7 +92,7 @@ def nll_bounds(model, x: torch.Tensor, *, beam: int = 1) -> list[dict]:
     for n in range(1, model.stages + 1):
         codes = torch.cat([found[w][n - 1][0] for w in widths], 1)  # (items, T, n)
         logp = torch.cat([found[w][n - 1][1] for w in widths], 1)  # (items, T)
-        single = _encoder_choice(found, widths, n)  # (items,) log p(x | c*)
+        single, chosen = _encoder_choice(found, widths, n)  # (items,) log p(x | c*), (items, n) c*
         keep = _first_occurrences(codes)
         marginal = torch.logsumexp(logp.masked_fill(~keep, -math.inf), dim=1)  # (items,)
         code = n * math.log(k)
@@ -100,6 +110,15 @@ def nll_bounds(model, x: torch.Tensor, *, beam: int = 1) -> list[dict]:
             "beam": int(beam),
             "count": int(n_items),
         }
+        if prior is not None:
+            code_prior = prior.log_prob(chosen.cpu()).to(single)  # (items,) log p(c*)
+            every = prior.log_prob(codes.reshape(-1, n).cpu()).view(codes.shape[:2]).to(logp)
+            single_p = -(single + code_prior).mean().item()
+            marginal_p = -torch.logsumexp((logp + every).masked_fill(~keep, -math.inf), dim=1).mean().item()
+            row.update(nats_single_prior=single_p, nats_marginal_prior=marginal_p,
+                       bits_per_dim_single_prior=single_p / (dims * math.log(2)),
+                       bits_per_dim_marginal_prior=marginal_p / (dims * math.log(2)),
+                       nats_code_prior=-code_prior.mean().item())
         if sigmas[n - 1] is not None:
             row["sigma"] = sigmas[n - 1]
         rows.append(row)
@@ -121,15 +140,16 @@ def _search_all(model, x, width: int, sigmas) -> list[tuple[torch.Tensor, torch.
     return [tuple(torch.cat(parts, 0) for parts in zip(*stage)) for stage in per_stage]
 
 
-def _encoder_choice(found, widths, n: int) -> torch.Tensor:
-    """log p(x | c*) per item at prefix n: greedy, or the widest search's best where its loss
-    is strictly lower than greedy's (the rule of beam_search's keep_greedy)."""
-    _, greedy_logp, greedy_loss = found[1][n - 1]
+def _encoder_choice(found, widths, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log p(x | c*), c*) per item at prefix n: greedy, or the widest search's best where its
+    loss is strictly lower than greedy's (the rule of beam_search's keep_greedy)."""
+    greedy_codes, greedy_logp, greedy_loss = found[1][n - 1]
     if widths[-1] == 1:
-        return greedy_logp[:, 0]
-    _, logp, loss = found[widths[-1]][n - 1]
+        return greedy_logp[:, 0], greedy_codes[:, 0]
+    codes, logp, loss = found[widths[-1]][n - 1]
     use_beam = loss[:, 0] < greedy_loss[:, 0]
-    return torch.where(use_beam, logp[:, 0], greedy_logp[:, 0])
+    return (torch.where(use_beam, logp[:, 0], greedy_logp[:, 0]),
+            torch.where(use_beam[:, None], codes[:, 0], greedy_codes[:, 0]))
 
 
 def _first_occurrences(codes: torch.Tensor) -> torch.Tensor:

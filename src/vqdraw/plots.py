@@ -246,8 +246,13 @@ def _volume_scale(views: torch.Tensor) -> int:
 
 
 def save_volume_samples(model, path: str | Path, n: int = VOLUME_SAMPLES, seed: int = 0,
-                        stages: int | None = None) -> Path:
-    """`n` volumes decoded from uniformly random codes, each as its three views (4 per row)."""
+                        stages: int | None = None, codes: torch.Tensor | None = None) -> Path:
+    """`n` volumes decoded from uniformly random codes (or from ``codes``, e.g. drawn from a
+    learned prior), each as its three views (4 per row)."""
+    if codes is not None:
+        n = codes.shape[0]
+        views = volume_views(model.decode(codes))
+        return save_png(grid(views, ncol=min(4, n), scale=_volume_scale(views)), path)
     g = torch.Generator().manual_seed(seed)
     views = volume_views(model.sample(n, stages=stages, generator=g))
     return save_png(grid(views, ncol=min(4, n), scale=_volume_scale(views)), path)

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 
 from .bitstream import bits_per_image, header_size
-from .codec import compress_codes, decompress, encode_images
+from .codec import compress_codes, decompress, encode_images, read_file
 from .codecs_classical import JPEG, JPEG_QUALITIES, WEBP_QUALITIES, WebP
 from .errors import InputError
 from .metrics import distortion as dm
@@ -124,10 +124,12 @@ def _sync(device) -> None:
 
 
 def vqdraw_curves(
-    model, images: torch.Tensor, batch_size: int = 256, beam: int = 1
+    model, images: torch.Tensor, batch_size: int = 256, beam: int = 1, prior=None
 ) -> tuple[list[dict], torch.Tensor]:
     """VQ-DRAW at every code prefix n = 1..N: three curves (payload, one-image .vqd file,
-    all-images .vqd file) and the full-code reconstructions (B, C, H, W) on the CPU.
+    all-images .vqd file) and the full-code reconstructions (B, C, H, W) on the CPU. With
+    ``prior`` (:mod:`vqdraw.prior`) a fourth: one entropy-coded .vqd file (version 3) of all
+    images, decoded back (the codes must come back unchanged), beside the prior's cross-entropy.
 
     The images go through the real pipeline, timed: encode with n stages -> .vqd bytes ->
     :func:`decompress`. (With ``beam`` = 1 the n-stage codes are the first n of the N-stage
@@ -153,7 +155,7 @@ def vqdraw_curves(
 
     rows: dict[str, list] = {k: [] for k in (
         "stages", "payload", "one", "all", "all_bytes", *_MEASURES, "mse_unrounded", "encoding_time",
-        "decoding_time")}
+        "decoding_time", "coded_all", "coded_bytes", "coded_payload", "cross_entropy")}
     recon_full = None
     for n in range(1, N + 1):
         codes, data, enc_seconds = encode(n)
@@ -173,6 +175,15 @@ def vqdraw_curves(
         rows["mse_unrounded"].append((exact - recon.double()).pow(2).mean().item())
         rows["encoding_time"].append(enc_seconds / count)
         rows["decoding_time"].append(dec_seconds / count)
+        if prior is not None:
+            coded = compress_codes(model, codes, prior=prior)
+            back = read_file(model, coded, prior)
+            if not np.array_equal(back.codes, vqd.codes):
+                raise RuntimeError("entropy-coded codes did not decode to the fixed-length ones")
+            rows["coded_all"].append(8 * len(coded) / count)
+            rows["coded_bytes"].append(len(coded))
+            rows["coded_payload"].append(8 * back.payload_bytes / count)
+            rows["cross_entropy"].append(float(-prior.log_prob(codes).mean()) / math.log(2))
         if n == N:
             recon_full = recon
     common = {k: rows[k] for k in ("stages", *_MEASURES, "mse_unrounded", "encoding_time", "decoding_time")}
@@ -190,6 +201,15 @@ def vqdraw_curves(
                "its length in bits divided by the number of images", h * w,
                {"bits_per_image": rows["all"], "bytes_total": rows["all_bytes"], **common}),
     ]
+    if prior is not None:
+        curves.append(_curve(
+            "VQ-DRAW (entropy-coded .vqd file, all images)", f"size: one .vqd file (version 3) holding all {count} "
+            "images, the codes range-coded with the learned prior, its length in bits divided by the number of "
+            "images; payload_bits_per_image: without the header and checksum; cross_entropy_bits: the prior's "
+            "-log2 p(codes), the size the payload approaches", h * w,
+            {"bits_per_image": rows["coded_all"], "bytes_total": rows["coded_bytes"],
+             "payload_bits_per_image": rows["coded_payload"], "cross_entropy_bits": rows["cross_entropy"],
+             **common}))
     return curves, recon_full
 
 
@@ -264,13 +284,14 @@ def evaluate(
     batch_size: int = 256,
     beam: int = 1,
     source: str = "",
+    prior=None,
 ) -> tuple[dict, torch.Tensor]:
     """The rate–distortion report for ``images`` (B, C, H, W) in [0, 1]: a dict with the
     settings and definitions and ``curves`` (a list of CompressAI-style curves), plus the
     VQ-DRAW full-code reconstructions (B, C, H, W) on the CPU."""
     images = images.detach().cpu().float()
     c, h, w = model.config.image_shape
-    vq, recon = vqdraw_curves(model, images, batch_size=batch_size, beam=beam)
+    vq, recon = vqdraw_curves(model, images, batch_size=batch_size, beam=beam, prior=prior)
     curves = vq + codec_curves(images, jpeg_qualities, webp_qualities, webp_lossless)
     report = {
         "format": "vqdraw-rd",

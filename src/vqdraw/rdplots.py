@@ -21,6 +21,7 @@ __all__ = ["save_compare", "save_rd_plot"]
 _STYLE = {
     "VQ-DRAW": dict(color="tab:red", marker="o", ls="-"),
     "VQ-DRAW (.vqd file, one image)": dict(color="tab:red", marker=".", ls="--"),
+    "VQ-DRAW (entropy-coded .vqd file, all images)": dict(color="tab:purple", marker="D", ls="-"),
     "JPEG": dict(color="tab:blue", marker="s", ls="-"),
     "JPEG (no headers)": dict(color="tab:blue", marker="s", ls="--", mfc="none"),
     "WebP": dict(color="tab:green", marker="^", ls="-"),

@@ -52,20 +52,24 @@ def text_data_for(model, text: str) -> torch.Tensor:
     return text_to_data(text, model.config.data_shape[-1]).to(model.device)
 
 
-def compress_text(model, text: str, *, stages: int | None = None, beam: int = 1, batch: int = 64) -> bytes:
-    """One ``.vqd`` file for ``text``: its chunks' codes, and the text's length in characters."""
+def compress_text(model, text: str, *, stages: int | None = None, beam: int = 1, batch: int = 64,
+                  prior=None) -> bytes:
+    """One ``.vqd`` file for ``text``: its chunks' codes, and the text's length in characters
+    (entropy-coded with ``prior`` when given)."""
     data = text_data_for(model, text)
     codes = [encode_images(model, data[i: i + batch], stages=stages, beam=beam) for i in range(0, len(data), batch)]
     codes = torch.cat(codes) if codes else torch.zeros((0, stages or model.stages), dtype=torch.int64)
+    if prior is not None:
+        prior.check_model(model)
     return write_vqd(codes.numpy(), int(model.options), tuple(model.config.data_shape), model.fingerprint(),
-                     modality="text", length=len(text))
+                     modality="text", length=len(text), coder=prior)
 
 
-def decompress_text(model, data: bytes, *, stages: int | None = None) -> str:
+def decompress_text(model, data: bytes, *, stages: int | None = None, prior=None) -> str:
     """The text of a ``.vqd`` file made by :func:`compress_text`: ``model.decode`` of its codes as
     characters, chunk after chunk, cut to the recorded length."""
     check_text_model(model)
-    vqd = read_file(model, data)
+    vqd = read_file(model, data, prior)
     if vqd.count == 0:
         return ""
     if stages is not None and not 1 <= stages <= vqd.stages:

@@ -22,11 +22,12 @@ from ..errors import VQDrawError
 
 VERBS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a VQ-DRAW model (a Table 1 preset; every field can be overridden)"),
-    "sample": ("sample", "draw samples from a trained model (uniform prior)"),
+    "sample": ("sample", "draw samples from a trained model (uniform prior, or the learned one: --prior)"),
     "reconstruct": ("reconstruct", "encode and decode images; save originals beside reconstructions"),
     "stages": ("stages", "draw the reconstruction after each stage (paper Figure 6)"),
     "encode": ("encode", "compress images into a .vqd file"),
     "decode": ("decode", "decompress a .vqd file into PNG images"),
+    "prior": ("prior", "train a learned prior over a model's codes (entropy-coded .vqd files, prior samples)"),
     "eval": ("eval", "rate–distortion curves: VQ-DRAW against JPEG and WebP"),
     "presets": ("presets", "print the Table 1 presets"),
     "datasets": ("datasets", "list datasets and where they are stored; verify checksums or download them"),

@@ -41,8 +41,19 @@ def run(args) -> int:
     model = load_model(args)
     _name_the_checkpoint(args.model, model, data)
     print(modality_for(model.config).decode(model, data, out, stages=args.stages, batch=args.batch,
-                                            source=args.input))
+                                            source=args.input, prior=_prior_for(args.model, model, data)))
     return 0
+
+
+def _prior_for(path, model, data: bytes):
+    """An entropy-coded file (version 3): the prior beside the model (None for other files; the
+    reader then refuses a coded file without a prior, or with another one, in one line)."""
+    from ..bitstream import read_header
+    from ..prior import find_prior
+
+    if read_header(data).version != 3:
+        return None
+    return find_prior(path, model)
 
 
 def _name_the_checkpoint(path, model, data: bytes) -> None:

@@ -25,6 +25,8 @@ def register(sub) -> None:
     p.add_argument("--beam", type=positive_int(max=MAX_BEAM), default=1, help="beam width for encoding (1 = greedy)")
     p.add_argument("--batch", type=positive_int(max=MAX_BATCH), default=256, help="images encoded and decoded at a time")
     p.add_argument("-o", "--output", type=output_dir, default=None, metavar="OUT_DIR", help="default: MODEL/eval")
+    p.add_argument("--prior", action="store_true",
+                   help="add the curve of entropy-coded .vqd files (the learned prior beside the model: `vqdraw prior`)")
     p.set_defaults(func=run)
 
 
@@ -58,7 +60,13 @@ def run(args) -> int:
     out = Path(args.output) if args.output else output_home(args.model) / "eval"
     if out.exists() and not out.is_dir():
         raise InputError(f"{out}: exists and is not a folder")
-    report, recon = rd.evaluate(model, images, batch_size=args.batch, beam=args.beam, source=_source(args))
+    prior = None
+    if args.prior:
+        from ..prior import load_prior
+
+        prior = load_prior(args.model, model)
+    report, recon = rd.evaluate(model, images, batch_size=args.batch, beam=args.beam, source=_source(args),
+                                prior=prior)
     report["model"]["path"] = str(args.model)
     created = not out.exists()
     try:
@@ -82,6 +90,11 @@ def run(args) -> int:
           f"{_fmt(vq['psnr-of-mean-mse'][-1], 'inf')} dB of the mean MSE), SSIM {_fmt(vq['ssim'][-1])}; "
           f"{1000 * vq['encoding_time'][-1]:.2f} ms to encode, {1000 * vq['decoding_time'][-1]:.2f} ms to "
           "decode per image")
+    coded = curves.get("VQ-DRAW (entropy-coded .vqd file, all images)")
+    if coded is not None:
+        print(f"  entropy-coded with the prior, one file of all images: {coded['bits_per_image'][-1]:.2f} bits per "
+              f"image ({coded['payload_bits_per_image'][-1]:.2f} payload; prior cross-entropy "
+              f"{coded['cross_entropy_bits'][-1]:.2f}) against {vq['bits_per_image'][-1]} at fixed length")
     for name in ("JPEG", "JPEG (no headers)", "WebP", "WebP (no headers)", "WebP lossless",
                  "WebP lossless (no headers)"):
         if name in curves:

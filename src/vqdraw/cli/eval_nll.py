@@ -20,6 +20,9 @@ def register(sub) -> None:
                    help="beam width: S holds the codes of the searches of widths B, B/2, ..., 1")
     p.add_argument("--binarize", choices=["none", "threshold", "stochastic"], default=None,
                    help="binarise the test data (bernoulli models; default: as the run was trained)")
+    p.add_argument("--prior", action="store_true",
+                   help="also the bounds with the learned prior beside the model (`vqdraw prior`) in place of "
+                   "the uniform n log K term (both are shown)")
     p.set_defaults(func=run)
 
 
@@ -47,7 +50,12 @@ def run(args) -> int:
                          f"{tuple(model.config.data_shape)}")
     test = BinarizedSet(test, how)
     x = test.batch(balanced_subset(test.labels, args.count, size=len(test)), model.device)
-    rows = nll.nll_bounds(model, x, beam=args.beam)
+    prior = None
+    if args.prior:
+        from ..prior import load_prior
+
+        prior = load_prior(path, model)
+    rows = nll.nll_bounds(model, x, beam=args.beam, prior=prior)
     out = Path(args.output) if args.output else Path(path) / "nll"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -60,10 +68,15 @@ def run(args) -> int:
         raise InputError(f"{out}: cannot write the results ({exc.strerror or exc})") from None
     print(f"{out / 'nll.json'}: {len(x)} items of {name}{'' if how == 'none' else f' ({how} binarised)'}, "
           f"{model.config.likelihood} likelihood, K={model.options} N={model.stages}, beam {args.beam}")
-    print("  stages  bits/dim single  bits/dim marginal  nats single  nats marginal")
+    print("  stages  bits/dim single  bits/dim marginal  nats single  nats marginal"
+          + ("  prior: bits/dim single  bits/dim marginal  nats code (uniform)" if prior else ""))
     for r in rows:
-        print(f"  {r['stages']:6d}  {r['bits_per_dim_single']:15.4f}  {r['bits_per_dim_marginal']:17.4f}  "
-              f"{r['nats_single']:11.2f}  {r['nats_marginal']:13.2f}")
+        line = (f"  {r['stages']:6d}  {r['bits_per_dim_single']:15.4f}  {r['bits_per_dim_marginal']:17.4f}  "
+                f"{r['nats_single']:11.2f}  {r['nats_marginal']:13.2f}")
+        if prior:
+            line += (f"  {r['bits_per_dim_single_prior']:22.4f}  {r['bits_per_dim_marginal_prior']:17.4f}  "
+                     f"{r['nats_code_prior']:6.2f} ({r['nats_code']:.2f})")
+        print(line)
     print(f"  {out / 'nll.png'}")
     return 0
 

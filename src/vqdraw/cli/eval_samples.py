@@ -4,7 +4,7 @@ reconstructions) in the space of a feature net the project trains on the dataset
 from __future__ import annotations
 
 from ._evaluation import add_model_and_data_args
-from .common import MAX_SAMPLES, MAX_STEPS, HelpFormatter, positive_int
+from .common import MAX_SAMPLES, MAX_STEPS, HelpFormatter, finite_float, positive_int
 
 
 def register(sub) -> None:
@@ -25,6 +25,11 @@ def register(sub) -> None:
     p.add_argument("--feature-steps", type=positive_int(max=MAX_STEPS), default=1000,
                    help="training steps of the feature net (a cached net is reused only if they match)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar while training the feature net")
+    p.add_argument("--prior", action="store_true",
+                   help="also draw --count samples from the learned prior beside the model (`vqdraw prior`) and "
+                   "report them beside the uniform ones")
+    p.add_argument("--temperature", type=finite_float(above=0, max=100), default=1.0,
+                   help="with --prior: the prior's sampling temperature")
     p.set_defaults(func=run)
 
 
@@ -39,10 +44,18 @@ def run(args) -> int:
     if args.feature_steps < 1 or args.kid_subsets < 1:
         raise InputError("--feature-steps and --kid-subsets must be at least 1")
     model, path, dataset = load(args)
+    prior = None
+    if args.prior:
+        from ..model import VQDraw
+        from ..prior import load_prior
+
+        if not isinstance(model, VQDraw):
+            raise InputError("--prior needs a VQ-DRAW model (a baseline has no stage codes)")
+        prior = load_prior(path, model)
     result, samples = evaluate_samples(model, dataset, count=args.count, seed=args.seed,
                                        data_dir=args.data_dir, kid_subsets=args.kid_subsets,
                                        feature_recipe=FeatureRecipe(steps=args.feature_steps),
-                                       progress=not args.no_progress)
+                                       progress=not args.no_progress, prior=prior, temperature=args.temperature)
     result["model"] = str(path)
     out = output_dir(args, path)
     atomic_write_json(out / "eval-samples.json", result)
@@ -54,4 +67,10 @@ def run(args) -> int:
           f"{result['classifier']['score']:.2f}; reconstructions: "
           f"PSNR {r['psnr']:.2f} dB, FID {r['fid']:.2f}; real vs real FID {f['fid']:.2f}; "
           f"feature net test accuracy {result['feature_net_test_accuracy']:.4f}")
+    if prior is not None:
+        q = result["prior_samples"]
+        print(f"  samples        FID      KID     precision  recall  classifier score")
+        for label, m in (("uniform codes", result), (f"prior (T={args.temperature:g})", q)):
+            print(f"  {label:14s} {m['fid']:7.2f}  {m['kid_mean']:.4f}  {m['precision']:9.3f}  {m['recall']:6.3f}  "
+                  f"{m['classifier']['score']:.2f}")
     return 0

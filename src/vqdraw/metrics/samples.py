@@ -54,6 +54,15 @@ def draw_samples(model, count: int, seed: int = 0, chunk: int = 250) -> torch.Te
 
 
 @torch.no_grad()
+def draw_prior_samples(model, prior, count: int, seed: int = 0, temperature: float = 1.0,
+                       chunk: int = 250) -> torch.Tensor:
+    """`count` samples (CPU) decoded from codes drawn from a learned prior (:mod:`vqdraw.prior`)."""
+    g = torch.Generator().manual_seed(seed)
+    return _chunked(lambda n: model.decode(prior.sample(n, temperature, generator=g).to(model.device)).cpu(),
+                    count, chunk)
+
+
+@torch.no_grad()
 def reconstruct_all(model, images: torch.Tensor, chunk: int = 250) -> torch.Tensor:
     return torch.cat([model.reconstruct(x.to(model.device)).cpu() for x in images.split(chunk)])
 
@@ -70,8 +79,12 @@ def evaluate_samples(
     kid_subsets: int = 100,
     feature_recipe=None,
     progress: bool = False,
+    prior=None,
+    temperature: float = 1.0,
 ) -> tuple[dict, torch.Tensor]:
-    """Returns (metrics dict, the samples (count, C, H, W) on the CPU)."""
+    """Returns (metrics dict, the samples (count, C, H, W) on the CPU). With ``prior`` (a
+    :class:`vqdraw.prior.Prior`) the dict also holds ``prior_samples``: the same metrics for
+    samples drawn from it (at ``temperature``), in the same feature space."""
     from ..data import balanced_subset, load_dataset
     from ..errors import InputError
     from .features import features_dir, load_feature_net
@@ -100,6 +113,11 @@ def evaluate_samples(
     floor_metrics = compare(f_real, feature_net.features(floor_images), **kw)
     mse = (recon - real).pow(2).flatten(1).mean(1).mean().item()
     sample_metrics["classifier"] = classifier_summary(feature_net, samples)
+    prior_metrics = None
+    if prior is not None:
+        drawn = draw_prior_samples(model, prior, count, seed, temperature)
+        prior_metrics = {"temperature": float(temperature), **compare(f_real, feature_net.features(drawn), **kw),
+                         "classifier": classifier_summary(feature_net, drawn)}
     floor_metrics["classifier"] = classifier_summary(feature_net, real)  # the test images themselves
     result = {
         "dataset": dataset,
@@ -109,6 +127,7 @@ def evaluate_samples(
         **sample_metrics,
         "reconstruction": {"mse": mse, "psnr": psnr_from_mse(mse), **recon_metrics},
         "real_vs_real": floor_metrics,
+        **({"prior_samples": prior_metrics} if prior_metrics is not None else {}),
         "feature_net_test_accuracy": feature_meta.get("test_accuracy"),
         "feature_net": {
             "dir": str(features_dir(dataset, data_dir)),

@@ -92,8 +92,9 @@ class Modality:
         """Originals beside their reconstructions; returns the report line(s)."""
         raise NotImplementedError
 
-    def write_samples(self, model, out: Path, *, count: int, stages: int | None, seed: int) -> str:
-        """Decodings of uniformly random codes; returns what to print."""
+    def write_samples(self, model, out: Path, *, count: int, stages: int | None, seed: int, codes=None) -> str:
+        """Decodings of uniformly random codes (or of ``codes``, drawn from a learned prior);
+        returns what to print."""
         raise NotImplementedError
 
     def write_stages(self, model, data, out: Path, *, max_stages: int, title: str = "") -> str:
@@ -101,12 +102,15 @@ class Modality:
         raise NotImplementedError
 
     def encode(self, model, files, out: Path, *, stages: int | None, beam: int, batch: int,
-               fit: bool = False) -> str:
-        """Input files -> one ``.vqd`` file at ``out``; returns the report line."""
+               fit: bool = False, prior=None) -> str:
+        """Input files -> one ``.vqd`` file at ``out`` (entropy-coded with ``prior`` when given:
+        :mod:`vqdraw.prior`); returns the report line."""
         raise NotImplementedError
 
-    def decode(self, model, data: bytes, out: Path, *, stages: int | None, batch: int, source: str) -> str:
-        """A ``.vqd`` file's bytes -> decoded files under ``out``; returns the report line."""
+    def decode(self, model, data: bytes, out: Path, *, stages: int | None, batch: int, source: str,
+               prior=None) -> str:
+        """A ``.vqd`` file's bytes -> decoded files under ``out`` (``prior``: the one an
+        entropy-coded file needs); returns the report line."""
         raise NotImplementedError
 
     # -------------------------------------------------------------- training

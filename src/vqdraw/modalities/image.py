@@ -60,13 +60,13 @@ class ImageModality(Modality):
                 f"PSNR {psnr(data, recon).mean().item():.2f} dB (mean of per-image PSNR; "
                 f"{psnr_from_mse(errors.mean().item()):.2f} dB of the mean MSE)")
 
-    def write_samples(self, model, out, *, count, stages, seed):
+    def write_samples(self, model, out, *, count, stages, seed, codes=None):
         import torch
 
         from .. import plots
 
         g = torch.Generator().manual_seed(seed)
-        images = model.sample(count, stages=stages, generator=g)
+        images = model.sample(count, stages=stages, generator=g) if codes is None else model.decode(codes)
         plots.save_png(plots.grid(images, scale=plots._scale(model)), out)
         return str(out)
 
@@ -76,7 +76,7 @@ class ImageModality(Modality):
         plots.save_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False):
+    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
         import torch
         from tqdm import tqdm
 
@@ -98,19 +98,25 @@ class ImageModality(Modality):
                 if not codes:
                     warn_polarity(images, model)
                 codes.append(encode_images(model, images.to(model.device), stages=stages, beam=beam))
-        data = write_vqd_file(out, compress_codes(model, torch.cat(codes)))
+        data = write_vqd_file(out, compress_codes(model, torch.cat(codes), prior=prior))
         n = stages or model.stages
         count = len(paths)
         bits = bits_per_image(model.options, n)
+        if prior is not None:
+            head = header_size(shape, self.name, coded=True)
+            return (f"{out}: {plural(count, 'image')}, {n} stages of K={model.options}, entropy-coded with the "
+                    f"prior: {8 * (len(data) - head) / count:.2f} bits per image payload (fixed length: {bits}), "
+                    f"{head} header bytes, {len(data)} bytes in all = {len(data) / count:.2f} bytes "
+                    f"({8 * len(data) / count:.1f} bits) per image")
         return (f"{out}: {plural(count, 'image')}, {n} stages of K={model.options}: "
                 f"{bits} bits per image payload, {header_size()} header bytes, {len(data)} bytes in all "
                 f"= {len(data) / count:.2f} bytes ({8 * len(data) / count:.1f} bits) per image")
 
-    def decode(self, model, data, out, *, stages, batch, source):
+    def decode(self, model, data, out, *, stages, batch, source, prior=None):
         from ..codec import decompress
         from ..images import save_image
 
-        images, vqd = decompress(model, data, stages=stages, batch_size=batch)
+        images, vqd = decompress(model, data, stages=stages, batch_size=batch, prior=prior)
         width = max(6, len(str(max(vqd.count - 1, 0))))
         names = [f"{i:0{width}d}.png" for i in range(vqd.count)]
         write_files_atomically(images, names, out, save_image)

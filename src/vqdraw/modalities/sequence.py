@@ -25,27 +25,28 @@ class SequenceModality(Modality):
         save_line_pairs(data, recon, out, title=f"{title}; {stages} stages, {bits} bits")
         return f"{out}: {len(data)} sequences, {bits} bits each, MSE {mse(data, recon).mean().item():.5f}"
 
-    def write_samples(self, model, out, *, count, stages, seed):
+    def write_samples(self, model, out, *, count, stages, seed, codes=None):
         import torch
 
         g = torch.Generator().manual_seed(seed)
-        save_lines(model.sample(count, stages=stages, generator=g), out, title="samples")
+        drawn = model.sample(count, stages=stages, generator=g) if codes is None else model.decode(codes)
+        save_lines(drawn, out, title="samples")
         return str(out)
 
     def write_stages(self, model, data, out, *, max_stages, title=""):
         save_line_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False):
+    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
         from ..errors import InputError
 
         raise InputError("a sequence model reads no files; encode its data with vqdraw.codec.compress")
 
-    def decode(self, model, data, out, *, stages, batch, source):
+    def decode(self, model, data, out, *, stages, batch, source, prior=None):
         """One ``.npy`` array (C, L) of values in [0, 1] per sequence."""
         from ..codec import decompress
 
-        seqs, vqd = decompress(model, data, stages=stages, batch_size=batch)
+        seqs, vqd = decompress(model, data, stages=stages, batch_size=batch, prior=prior)
         width = max(6, len(str(max(vqd.count - 1, 0))))
         names = [f"{i:0{width}d}.npy" for i in range(vqd.count)]
         write_files_atomically(seqs, names, out, _save_npy)

@@ -54,14 +54,15 @@ class TextModality(Modality):
                 f"{out}: {len(orig)} sequences of {model.config.data_shape[-1]} characters, {stages} stages, "
                 f"character accuracy {same / max(total, 1):.4f}")
 
-    def write_samples(self, model, out, *, count, stages, seed):
+    def write_samples(self, model, out, *, count, stages, seed, codes=None):
         import torch
 
         from ..io import atomic_write_bytes
         from ..text import format_lines, sequences_to_text
 
         g = torch.Generator().manual_seed(seed)
-        lines = sequences_to_text(model.sample(count, stages=stages, generator=g))
+        drawn = model.sample(count, stages=stages, generator=g) if codes is None else model.decode(codes)
+        lines = sequences_to_text(drawn)
         atomic_write_bytes(out, format_lines(lines).encode())
         return format_lines(lines[:5]) + str(out)
 
@@ -72,25 +73,25 @@ class TextModality(Modality):
         text = save_stages_text(model, data, Path(out).with_suffix(".txt"), out, stages=points, title=title)
         return text + str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False):
+    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
         """The text files (joined) -> one .vqd file recording the text's length."""
         from ..text import compress_text
         from .base import write_vqd_file
 
         text = read_texts(files)
-        data = write_vqd_file(out, compress_text(model, text, stages=stages, beam=beam, batch=batch))
+        data = write_vqd_file(out, compress_text(model, text, stages=stages, beam=beam, batch=batch, prior=prior))
         length = model.config.data_shape[-1]
         chunks = -(-len(text) // length)
         return (f"{out}: {len(text)} characters in {chunks} chunk{'s' if chunks != 1 else ''} of {length}, "
                 f"{stages or model.stages} stages of K={model.options}, {len(data)} bytes "
                 f"= {8 * len(data) / max(len(text), 1):.3f} bits per character (lossy)")
 
-    def decode(self, model, data, out, *, stages, batch, source):
+    def decode(self, model, data, out, *, stages, batch, source, prior=None):
         """OUT is a .txt file, or a folder that gets decoded.txt."""
         from ..io import atomic_write_bytes
         from ..text import decompress_text
 
-        text = decompress_text(model, data, stages=stages)
+        text = decompress_text(model, data, stages=stages, prior=prior)
         target = out if out.suffix.lower() in TEXT_SUFFIXES else out / "decoded.txt"
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(target, text.encode("utf-8"))

@@ -55,10 +55,10 @@ class VolumeModality(Modality):
         plots.save_volume_pairs(data, recon, out, title=f"{title}; {stages} stages, {bits} bits")
         return f"{out}: {len(data)} volumes, {bits} bits each, {bernoulli_report(data, recon)}"
 
-    def write_samples(self, model, out, *, count, stages, seed):
+    def write_samples(self, model, out, *, count, stages, seed, codes=None):
         from .. import plots
 
-        plots.save_volume_samples(model, out, n=count, seed=seed, stages=stages)
+        plots.save_volume_samples(model, out, n=count, seed=seed, stages=stages, codes=codes)
         return str(out)
 
     def write_stages(self, model, data, out, *, max_stages, title=""):
@@ -67,7 +67,7 @@ class VolumeModality(Modality):
         plots.save_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False):
+    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
         import torch
 
         from ..bitstream import bits_per_image, header_size
@@ -76,18 +76,21 @@ class VolumeModality(Modality):
         volumes = self.load_files(model, files)
         codes = [encode_images(model, volumes[i: i + batch], stages=stages, beam=beam)
                  for i in range(0, len(volumes), batch)]
-        data = write_vqd_file(out, compress_codes(model, torch.cat(codes)))
+        data = write_vqd_file(out, compress_codes(model, torch.cat(codes), prior=prior))
         n = stages or model.stages
         shape = tuple(model.config.data_shape)
+        head = header_size(shape, self.name, coded=prior is not None)
+        payload = (f"{8 * (len(data) - head) / max(len(volumes), 1):.2f} bits per volume payload, entropy-coded "
+                   "with the prior" if prior is not None
+                   else f"{bits_per_image(model.options, n)} bits per volume payload")
         return (f"{out}: {plural(len(volumes), 'volume')} ({'x'.join(map(str, shape[1:]))}), {n} stages of "
-                f"K={model.options}: {bits_per_image(model.options, n)} bits per volume payload, "
-                f"{header_size(shape, self.name)} header bytes, {len(data)} bytes in all")
+                f"K={model.options}: {payload}, {head} header bytes, {len(data)} bytes in all")
 
-    def decode(self, model, data, out, *, stages, batch, source):
+    def decode(self, model, data, out, *, stages, batch, source, prior=None):
         """One ``.npy`` occupancy grid per volume (probability > 0.5)."""
         from ..codec import decompress
 
-        volumes, vqd = decompress(model, data, stages=stages, batch_size=batch)
+        volumes, vqd = decompress(model, data, stages=stages, batch_size=batch, prior=prior)
         width = max(6, len(str(max(vqd.count - 1, 0))))
         names = [f"{i:0{width}d}.npy" for i in range(vqd.count)]
         write_files_atomically(volumes, names, out, save_grids_npy)
