@@ -290,10 +290,15 @@ def output_path(path: str | None, default: Path, args=None, inputs=()) -> Path:
     return out
 
 
+PICTURE_VERBS = ("decode", "eval")
+"""Verbs whose output folder gets pictures and reports, never a model's files: it must not lie
+inside a checkpoint (other verbs, such as prior and distill, write beside a model on purpose)."""
+
+
 def check_outputs(args) -> None:
     """Check every output the command line names (called by the CLI's main before the verb
     runs): files with :func:`check_output` against the command's inputs (``images``, ``input``);
-    folders must not lie inside a checkpoint of the model."""
+    the output folder of decode and eval must not lie inside a checkpoint of the model."""
     from .. import runs
     from ..errors import PathError
 
@@ -305,7 +310,8 @@ def check_outputs(args) -> None:
     for value in vars(args).values():
         if isinstance(value, OutputFile):
             check_output(args, value, inputs)
-        elif isinstance(value, OutputDir) and model and runs.writes_into(Path(value) / "000000.png", model):
+        elif (isinstance(value, OutputDir) and model and getattr(args, "command", None) in PICTURE_VERBS
+              and runs.writes_into(Path(value) / "000000.png", model)):
             raise PathError(f"{value}: inside a checkpoint of the model {model}; write somewhere else")
 
 
