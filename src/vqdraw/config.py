@@ -100,6 +100,9 @@ class RefinerConfig:
         return listed.get(channels, max(1, min(32, channels // 16)))
 
 
+MAX_SAMPLE_RATE = 384_000
+"""The highest sample rate an audio model takes (Hz)."""
+
 LIKELIHOODS = ("mse", "bernoulli", "gaussian", "categorical", "discretized-logistic")
 """Names accepted by ``ModelConfig.likelihood`` (see :mod:`vqdraw.likelihood`)."""
 
@@ -133,6 +136,11 @@ class ModelConfig:
     residual: bool = True
     """Proposals are canvas + the refiner's outputs. --no-residual: the paper's §3.4 ablation,
     proposals are the outputs themselves."""
+    modality: str = ""
+    """What the data are when their shape alone does not say: "" (by rank and likelihood: sequence,
+    text, image, volume) or "audio" (mono 8-bit mu-law waveforms of shape (1, L), see docs/audio.md)."""
+    sample_rate: int = 0
+    """Samples per second of an audio model's clips (0: not audio)."""
 
     def __post_init__(self) -> None:
         shape = tuple(self.data_shape)
@@ -160,6 +168,13 @@ class ModelConfig:
         if self.refiner.softmax_input and self.likelihood != "categorical":
             raise ConfigError("refiner.softmax_input reads a categorical canvas; the likelihood is "
                               f"{self.likelihood!r}")
+        if self.modality not in ("", "audio"):
+            raise ConfigError(f"modality must be \"\" (by the data's shape) or \"audio\", got {self.modality!r}")
+        if self.modality == "audio" and (len(shape) != 2 or c != 1 or not 1 <= self.sample_rate <= MAX_SAMPLE_RATE):
+            raise ConfigError(f"an audio model takes mono clips (1, L) at a sample rate of 1..{MAX_SAMPLE_RATE} Hz; "
+                              f"got data_shape {shape} at {self.sample_rate} Hz")
+        if self.modality != "audio" and self.sample_rate:
+            raise ConfigError("sample_rate is for audio models (modality \"audio\")")
         scale = 2 ** len(self.refiner.down)
         if any(n % scale for n in shape[1:]):
             raise ConfigError(
@@ -223,7 +238,7 @@ class ModelConfig:
 
 
 _LATER_FIELDS = {
-    "model": {"stage_conditioning": True, "residual": True},
+    "model": {"stage_conditioning": True, "residual": True, "modality": "", "sample_rate": 0},
     "refiner": {"norm_groups": (), "mask_down": True, "raw_body": False, "progressive": 0,
                 "dilations": (), "softmax_input": False},
 }
@@ -425,6 +440,13 @@ _TEXT_REFINER = RefinerConfig(
     down=(), body=(128,), res_blocks=0, res_expand=4, up=(), pre_head=(128,), head_kernel=1,
     output_scale=0.1, dilations=(1, 2, 4, 8, 16, 32) * 2, softmax_input=True,
 )
+# audio: the text refiner's pattern (1x1 embedding, position embedding, pre-activation residual
+# blocks with dilated 3-wide Conv1d, LayerNorm) at CPU size, over clips of 2048 mu-law samples
+# (0.256 s at 8 kHz) with the discretised logistic over the 256 mu-law levels (docs/audio.md).
+_AUDIO_REFINER = RefinerConfig(
+    down=(), body=(16,), res_blocks=0, res_expand=2, up=(), pre_head=(16,), head_kernel=1,
+    output_scale=0.1, dilations=(1, 2, 4, 8, 16, 32, 64),
+)
 _OCCUPANCY = dict(mean=(0.5,), std=(0.5,), likelihood="bernoulli")  # mean/std unused by bernoulli
 
 PRESETS: dict[str, Preset] = {
@@ -483,6 +505,15 @@ PRESETS: dict[str, Preset] = {
                         likelihood="categorical", categories=256),
             TrainConfig(steps=20_000, batch=32, alpha=0.01, eval_size=200, dataset="text-embedded"),
             "characters: 128 per sequence, 256-character vocabulary, categorical, 300-bit codes (docs/text.md)",
+        ),
+        Preset(
+            "audio",
+            ModelConfig((1, 2048), 64, 24, 8, mean=(0.5,), std=(0.25,), refiner=_AUDIO_REFINER,
+                        likelihood="discretized-logistic", modality="audio", sample_rate=8000),
+            TrainConfig(steps=2_000, batch=4, alpha=0.01, lr=3e-3, eval_size=32, eval_every=50, save_every=50,
+                        log_every=5, time_budget=10.0, dataset="asterisk-en"),
+            "speech: 2048-sample mu-law clips at 8 kHz, discretised logistic, 144-bit codes = 562 bit/s; "
+            "ten CPU minutes (docs/audio.md)",
         ),
     ]
 }

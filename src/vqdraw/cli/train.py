@@ -12,7 +12,7 @@ from ..config import ANNEALS, PRESETS, ModelConfig, TrainConfig
 from .common import (MAX_BATCH, MAX_COUNT, MAX_OPTIONS, MAX_STAGES, MAX_STEPS, HelpFormatter, add_dataclass_flags,
                      add_device_arg, dataclass_overrides, finite_float, output_dir, positive_int)
 
-MODEL_SKIP = {"image_shape", "mean", "std", "refiner"}
+MODEL_SKIP = {"image_shape", "mean", "std", "refiner", "modality"}
 TRAIN_SKIP = {"dataset"}
 
 def one_of(*names: str):
@@ -45,6 +45,7 @@ FIELD_TYPES = {
     "anneal": one_of(*ANNEALS),
     "ema": finite_float(min=0, max=0.999999),
     "time_budget": finite_float(above=0, max=10**7),
+    "sample_rate": positive_int(min=0, max=384_000),
 }
 
 
@@ -212,4 +213,5 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
                            f"add --download to fetch it{offline}")
     # voxel grids of a whole multiple of the model's size are reduced, text cut to its length
     size = tuple(model_cfg.data_shape[1:])
-    return tuple(load_dataset(name, s, args.data_dir, size=size) for s in ("train", "test"))
+    rate = model_cfg.sample_rate or None  # audio: resampled to the model's rate
+    return tuple(load_dataset(name, s, args.data_dir, size=size, sample_rate=rate) for s in ("train", "test"))

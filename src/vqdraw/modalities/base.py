@@ -81,7 +81,8 @@ class Modality:
         if inputs.dataset is None:
             raise InputError(f"no {self.noun} files given and the model folder does not say its dataset; "
                              "pass --dataset")
-        test = load_dataset(inputs.dataset, "test", inputs.data_dir, size=tuple(model.config.data_shape[1:]))
+        test = load_dataset(inputs.dataset, "test", inputs.data_dir, size=tuple(model.config.data_shape[1:]),
+                            sample_rate=getattr(model.config, "sample_rate", 0) or None)
         if test.data_shape != tuple(model.config.data_shape):
             raise InputError(f"dataset {inputs.dataset} has {self.noun}s of shape {test.data_shape}, the model "
                              f"takes {tuple(model.config.data_shape)}")
