@@ -247,6 +247,13 @@ ANNEALS = ("linear", "cosine")
 """Shapes of the anneal from ``lr`` to ``lr_final`` (``TrainConfig.anneal``, see :mod:`vqdraw.schedule`)."""
 
 
+TRAIN_FLOAT_LIMITS = {"alpha": 1e6, "lr": 1e3, "lr_final": 1e3, "adam_eps": 1.0, "epsilon": 1.0,
+                      "grad_decay": 1.0, "final_coeff": 1e6, "ema": 1.0, "time_budget": 1e7}
+"""TrainConfig's float fields: each finite, with at most this magnitude (far above any use)."""
+MAX_SEED = 2**40 - 1
+"""The data order seeds torch with ``seed * 1_000_003 + epoch``, which must fit in 64 bits."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """How to train: Table 1's batch, steps and alpha, plus the engineering knobs."""
@@ -310,6 +317,15 @@ class TrainConfig:
     the anneal is fitted to the step count they allow."""
 
     def __post_init__(self) -> None:
+        for name, high in TRAIN_FLOAT_LIMITS.items():  # finite and sane: 1e308 trains to NaN
+            value = getattr(self, name)
+            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)
+                                          and abs(value) <= high):
+                raise ConfigError(f"{name} must be a finite number of at most {high:g}, got {value!r}")
+        if not all(isinstance(b, (int, float)) and math.isfinite(b) for b in self.adam_betas):
+            raise ConfigError(f"adam_betas must be finite numbers, got {tuple(self.adam_betas)}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be in 0..{MAX_SEED:,} (2**40 - 1), got {self.seed:,}")
         for name in ("steps", "batch", "eval_every", "save_every", "log_every", "eval_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
