@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # Absolute paths of a development machine, and the sibling checkout of shared files.
 MACHINE_PATHS = re.compile(r"/work/|/root/|/home/\w+/|\.\./shared/")
 # Words about the process of making the project, not about using it.
-PROCESS_WORDS = re.compile(r"\bsessions?\b|\bagents?\b|\bthis round\b|\blent\b", re.IGNORECASE)
+PROCESS_WORDS = re.compile(r"\bsessions?\b|\bagents?\b|\bthis round\b|\blent\b|\bthis machine\b"
+                           r"|\bissues? \d+", re.IGNORECASE)
 
 FENCE = re.compile(r"^( {0,3})(`{3,}|~{3,}).*?^\1\2[`~]*[ \t]*$", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"(`+)(?:(?!\1).)+?\1", re.DOTALL)
@@ -128,13 +129,14 @@ def test_the_checks_catch_what_they_are_for(tmp_path):
         "[second](other.md#twice-1) [no heading](other.md#nothing) [web](https://example.org/x.md)\n"
         '<img src="images/missing.png">\n\n[ref]: ../README.md\n'
         "`[not a link](nowhere.md)`\n\n```\n[not a link either](nowhere.md)\n```\n"
-        "Run `vqdraw eval /work/runs/bench`; in this session; cd ../shared/tools; agents.\n"
+        "Run `vqdraw eval /work/runs/bench`; in this session; cd ../shared/tools; agents; issue 17.\n"
         "A line about /tmp/data, excellent results and issues in general.\n")
     assert sorted(dead_links(page, root=tmp_path)) == sorted(
         ["images/b.png", "other.md#nothing", "images/missing.png", "../README.md"])
     number = next(i for i, line in enumerate(page.read_text().splitlines(), 1) if "vqdraw eval" in line)
     assert [(n, found) for n, found, _ in offending_lines(page)] == [
-        (number, "/work/"), (number, "../shared/"), (number, "session"), (number, "agents")]
+        (number, "/work/"), (number, "../shared/"), (number, "session"), (number, "agents"),
+        (number, "issue 17")]
 
 
 def test_citation_file_matches_the_package():

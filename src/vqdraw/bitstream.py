@@ -51,7 +51,7 @@ the modality and a data shape of any rank::
          4     1   format version (2)
          5     1   flags (reserved, 0)
          6    16   model fingerprint
-        22     1   modality code: 1 image, 2 volume, 3 sequence, 4 text (MODALITY_CODES)
+        22     1   modality code: 1 image, 2 volume, 3 sequence, 4 text, 5 audio (MODALITY_CODES)
         23     1   r, the number of data dimensions (channels first): 3, 4 or 2 by modality
         24    2r   the data shape, r u16 values each 1..65535
      24+2r     2   K
@@ -64,6 +64,10 @@ Text (modality 4, shape (1, L): ``count`` chunks of L characters) has one more f
 length in characters, a u64 after ``count`` (so the payload starts at 40+2r); decoding keeps that
 many characters of the ``count * L`` decoded, dropping the padding of the last chunk. The length
 must lie in ``((count - 1) * L, count * L]`` (0 when count is 0).
+
+Audio (modality 5, shape (1, L): ``count`` clips of L samples, mono) records the waveform's length
+in samples the same way (a u64 after ``count``), then its sample rate in Hz (u32, at least 1), so
+the payload starts at 44+2r; decoding keeps that many samples of the clips concatenated.
 
 so a volume file has ``header_size((1, 32, 32, 32), "volume")`` = 44 bytes of overhead.
 
@@ -143,15 +147,17 @@ FORMAT_VERSION = 3
 data as version 2; version 3 only when entropy-coded with a prior)."""
 VERSIONS = (1, 2, 3)
 FINGERPRINT_SIZE = 16
-MODALITY_CODES = {"image": 1, "volume": 2, "sequence": 3, "text": 4}
+MODALITY_CODES = {"image": 1, "volume": 2, "sequence": 3, "text": 4, "audio": 5}
 """Version 2's modality byte; the names are :data:`vqdraw.modality.MODALITIES`."""
-_MODALITY_DIMS = {"image": 3, "volume": 4, "sequence": 2, "text": 2}  # data dimensions, channels first
+_MODALITY_DIMS = {"image": 3, "volume": 4, "sequence": 2, "text": 2, "audio": 2}  # data dimensions, channels first
 _MODALITY_NAMES = {code: name for name, code in MODALITY_CODES.items()}
 
 _HEADER = struct.Struct("<4sBB16sHHHHHI")  # version 1: magic, version, flags, fingerprint, C, H, W, K, n, count
 _HEADER2 = struct.Struct("<4sBB16sBB")  # version 2: magic, version, flags, fingerprint, modality, r
 _TAIL2 = struct.Struct("<HHI")  # version 2, after the r u16 sizes: K, n, count
 _LENGTH = struct.Struct("<Q")  # version 2, text only, after the tail: the text's length in characters
+_AUDIO = struct.Struct("<QI")  # version 2, audio only, after the tail: length in samples, sample rate (Hz)
+_LENGTHS = ("text", "audio")  # the modalities whose files record a length
 _HEADER3 = struct.Struct("<4sBB16s16sBB")  # version 3: magic, version, flags, model fp, prior fp, modality, r
 _TAIL3 = struct.Struct("<HHIH")  # version 3, after the sizes: K, n, count, block
 _CRC = struct.Struct("<I")
@@ -186,7 +192,7 @@ def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None 
         return _HEADER3.size + 2 * len(shape) + _TAIL3.size + extra + _CRC.size
     if data_shape is None or _version_for(tuple(data_shape), modality) == 1:
         return _HEADER.size + _CRC.size
-    extra = _LENGTH.size if modality == "text" else 0
+    extra = {"text": _LENGTH.size, "audio": _AUDIO.size}.get(modality, 0)
     return _HEADER2.size + 2 * len(tuple(data_shape)) + _TAIL2.size + extra + _CRC.size
 
 
@@ -197,7 +203,7 @@ def _version_for(shape: tuple[int, ...], modality: str | None) -> int:
 
 def _modality_for(shape: tuple[int, ...], modality: str | None) -> str:
     if modality is None:
-        modality = {dims: name for name, dims in _MODALITY_DIMS.items() if name != "text"}.get(len(shape))
+        modality = {dims: name for name, dims in _MODALITY_DIMS.items() if name not in _LENGTHS}.get(len(shape))
         if modality is None:
             raise InputError(f"data shape {shape!r} has 2-4 dimensions (channels first) in a .vqd file")
     if modality not in MODALITY_CODES:
@@ -436,7 +442,8 @@ class VqdFile:
     payload_bytes: int
     modality: str = "image"  # "image", "volume", "sequence" or "text" (version 1 files: "image")
     version: int = 1
-    length: int | None = None  # text: the number of characters (the rest of the last chunk is padding)
+    length: int | None = None  # text: the number of characters (the rest of the last chunk is padding); audio: samples
+    sample_rate: int | None = None  # audio only: samples per second
     prior_fingerprint: bytes | None = None  # version 3: the prior the codes were entropy-coded with
 
     @property
@@ -451,14 +458,15 @@ class VqdFile:
 
 
 def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, ...], fingerprint: bytes, *,
-              modality: str | None = None, length: int | None = None, coder=None,
-              block: int | None = None) -> bytes:
+              modality: str | None = None, length: int | None = None, sample_rate: int | None = None,
+              coder=None, block: int | None = None) -> bytes:
     """Serialise ``codes`` (``(B, n)`` in ``[0, K)``) for data of ``image_shape`` as ``.vqd`` bytes.
 
     ``image_shape`` is (C, H, W) for images, (C, D, H, W) for volumes, (C, L) for sequences;
     ``modality`` defaults to the one its rank implies. Images are written as version 1 (the same
     bytes as before version 2 existed), other data as version 2. ``length`` (text only, required
     there): the text's length in characters, ``count`` chunks of ``image_shape[-1]`` holding it.
+    Audio records its length in samples the same way, and its ``sample_rate`` (Hz, required there).
     ``coder`` (a :class:`vqdraw.prior.Prior`): write version 3, the codes range-coded with it in
     blocks of ``block`` items (default: 1024, fewer when ``block * K`` would pass
     :data:`MAX_BLOCK_CELLS`).
@@ -483,18 +491,27 @@ def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, ...], fingerpri
             f"{n} codes with K={K} take {bits_per_image(int(K), n)} bits per image; a .vqd file holds at "
             f"most {MAX_MIXED_RADIX_BITS} when K is not a power of two"
         )
-    if (modality == "text") != (length is not None):
-        raise InputError("a text .vqd file needs the text's length (and only text has one)")
+    if (modality in _LENGTHS) != (length is not None):
+        raise InputError("a text or audio .vqd file needs the data's length (and only those have one)")
+    if (modality == "audio") != (sample_rate is not None):
+        raise InputError("an audio .vqd file needs the sample rate (and only audio has one)")
     if length is not None:
-        _check_length(length, count, shape[-1], InputError)
+        _check_length(length, count, shape[-1], InputError, modality)
+    if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer))
+                                    or not 1 <= sample_rate <= _U32_MAX):
+        raise InputError(f"sample rate must be an integer in 1..{_U32_MAX}, got {sample_rate!r}")
     if coder is not None:
+        if modality == "audio":
+            raise InputError("entropy-coded (version 3) .vqd files do not hold audio; write it at fixed length")
         return _write_coded(arr, int(K), shape, bytes(fingerprint), modality, length, coder, block)
     if _version_for(shape, modality) == 1:
         header = _HEADER.pack(MAGIC, 1, 0, bytes(fingerprint), *map(int, shape), int(K), n, count)
     else:
         header = (_HEADER2.pack(MAGIC, 2, 0, bytes(fingerprint), MODALITY_CODES[modality], len(shape))
                   + struct.pack(f"<{len(shape)}H", *map(int, shape)) + _TAIL2.pack(int(K), n, count))
-        if length is not None:
+        if modality == "audio":
+            header += _AUDIO.pack(int(length), int(sample_rate))
+        elif length is not None:
             header += _LENGTH.pack(int(length))
     body = header + pack_codes(arr, int(K))
     return body + _CRC.pack(zlib.crc32(body))
@@ -529,13 +546,15 @@ def _coded_count_ok(count: int, n: int, payload_bytes: int) -> bool:
     return count * n <= SYMBOLS_PER_BIT * (8 * payload_bytes + SLACK_BITS)
 
 
-def _check_length(length, count: int, chunk: int, error) -> None:
-    """A text's length must fill ``count`` chunks of ``chunk`` characters, the last one partly."""
+def _check_length(length, count: int, chunk: int, error, modality: str = "text") -> None:
+    """A text's (audio's) length must fill ``count`` chunks of ``chunk`` characters (samples), the
+    last one partly."""
+    unit = "samples" if modality == "audio" else "characters"
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
-        raise error(f"text length must be a whole number, got {length!r}")
+        raise error(f"{modality} length must be a whole number, got {length!r}")
     low, high = (count - 1) * chunk + 1 if count else 0, count * chunk
     if not low <= length <= high:
-        raise error(f"text length {length} does not fit {count} chunks of {chunk} characters "
+        raise error(f"{modality} length {length} does not fit {count} chunks of {chunk} {unit} "
                     f"(must be {low}..{high})")
 
 
@@ -552,7 +571,8 @@ class VqdHeader:
     modality: str = "image"
     version: int = 1
     header_bytes: int = 40  # header + CRC
-    length: int | None = None  # text only: characters
+    length: int | None = None  # text only: characters; audio: samples
+    sample_rate: int | None = None  # audio only: Hz
     prior_fingerprint: bytes | None = None  # version 3 only
     block: int | None = None  # version 3 only: items per block of the range-coded stream
 
@@ -589,7 +609,7 @@ def read_header(data: bytes) -> VqdHeader:
 
     if version == 3:
         return _read_header3(data)
-    modality, length = "image", None
+    modality, length, rate = "image", None, None
     if version == 1:
         _, _, flags, fingerprint, C, H, W, K, n, count = _HEADER.unpack_from(data)
         shape = (C, H, W)
@@ -609,7 +629,12 @@ def read_header(data: bytes) -> VqdHeader:
         K, n, count = _TAIL2.unpack_from(data, _HEADER2.size + 2 * dims)
         if modality == "text":
             (length,) = _LENGTH.unpack_from(data, _HEADER2.size + 2 * dims + _TAIL2.size)
-            _check_length(length, count, shape[-1], lambda m: VqdFormatError(f"invalid .vqd header: {m}"))
+        elif modality == "audio":
+            length, rate = _AUDIO.unpack_from(data, _HEADER2.size + 2 * dims + _TAIL2.size)
+            if rate == 0:
+                raise VqdFormatError("invalid .vqd header: audio sample rate 0")
+        if length is not None:
+            _check_length(length, count, shape[-1], lambda m: VqdFormatError(f"invalid .vqd header: {m}"), modality)
     if flags != 0:
         raise VqdFormatError(f"unsupported .vqd flags 0x{flags:02x} (version {version} requires 0)")
     if K < 2:
@@ -625,7 +650,7 @@ def read_header(data: bytes) -> VqdHeader:
         raise VqdFormatError(f"truncated .vqd file: expected {expected} bytes, got {len(data)}")
     if len(data) > expected:
         raise VqdFormatError(f"trailing garbage after .vqd data: expected {expected} bytes, got {len(data)}")
-    return VqdHeader(fingerprint, tuple(shape), K, n, count, payload_len, modality, version, fixed, length)
+    return VqdHeader(fingerprint, tuple(shape), K, n, count, payload_len, modality, version, fixed, length, rate)
 
 
 def _read_header3(data: memoryview) -> VqdHeader:
@@ -640,6 +665,8 @@ def _read_header3(data: memoryview) -> VqdHeader:
     if modality is None:
         raise VqdFormatError(f"invalid .vqd header: unknown modality code {code} "
                              f"(known: {', '.join(f'{c} {m}' for m, c in MODALITY_CODES.items())})")
+    if modality == "audio":
+        raise VqdFormatError("invalid .vqd header: version 3 (entropy-coded) files hold no audio")
     if dims != _MODALITY_DIMS[modality]:
         raise VqdFormatError(f"invalid .vqd header: {modality} data with {dims} dimensions "
                              f"(must be {_MODALITY_DIMS[modality]})")
@@ -669,7 +696,7 @@ def _read_header3(data: memoryview) -> VqdHeader:
         raise VqdFormatError(f"invalid .vqd header: {count} items of {n} codes cannot fit a range-coded "
                              f"payload of {payload_len} bytes (truncated?)")
     return VqdHeader(fingerprint, tuple(shape), K, n, count, payload_len, modality, 3, fixed, length,
-                     prior_fp, block)
+                     prior_fingerprint=prior_fp, block=block)
 
 
 def check_header(
@@ -779,6 +806,7 @@ def read_vqd(
         modality=header.modality,
         version=header.version,
         length=header.length,
+        sample_rate=header.sample_rate,
         prior_fingerprint=header.prior_fingerprint,
     )
 

@@ -26,6 +26,9 @@ from .bitstream import VqdFile, read_vqd, write_vqd
 from .errors import InputError
 from .modality import modality_of
 
+MAX_VQD_BYTES = 256 << 20
+"""The largest .vqd file read (256 MiB: millions of images at a few dozen bits each)."""
+
 __all__ = [
     "compress",
     "compress_codes",
@@ -123,8 +126,9 @@ def decompress(
     ``prior``: the prior an entropy-coded file (version 3) was coded with.
     """
     vqd = read_file(model, data, prior)
-    if batch_size is not None and batch_size < 1:
-        raise InputError(f"batch size must be >= 1, got {batch_size}")
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise InputError(f"batch size must be a whole number >= 1, got {batch_size!r:.40}")
     if stages is not None and not 1 <= stages <= vqd.stages:
         raise InputError(f"the file stores {vqd.stages} stages per image; cannot decode {stages}")
     codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
@@ -138,16 +142,10 @@ def decompress(
 def read_input_bytes(path: str | Path, what: str = ".vqd file") -> bytes:
     """The bytes of the file at ``path``, with a one-line :class:`InputError` (a VQDrawError)
     for a missing file, a folder, or one that cannot be read."""
-    p = Path(path)
-    try:
-        return p.read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{p}: no such {what}") from None
-    except IsADirectoryError:
-        raise InputError(f"{p}: is a folder, expected a {what}") from None
-    except PermissionError:
-        raise InputError(f"{p}: permission denied") from None
-    except OSError as exc:
-        if p.is_dir():
-            raise InputError(f"{p}: is a folder, expected a {what}") from None
-        raise InputError(f"{p}: cannot read {what} ({exc.strerror or exc.__class__.__name__})") from None
+    from .errors import PathError
+    from .io import read_file_capped
+
+    try:  # a regular file only (a FIFO would block, /dev/zero never ends), at most MAX_VQD_BYTES
+        return read_file_capped(path, MAX_VQD_BYTES, what)
+    except PathError as exc:
+        raise InputError(str(exc)) from None

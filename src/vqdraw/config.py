@@ -112,6 +112,9 @@ class RefinerConfig:
         return listed.get(channels, max(1, min(32, channels // 16)))
 
 
+MAX_SAMPLE_RATE = 384_000
+"""The highest sample rate an audio model takes (Hz)."""
+
 LIKELIHOODS = ("mse", "bernoulli", "gaussian", "categorical", "discretized-logistic")
 """Names accepted by ``ModelConfig.likelihood`` (see :mod:`vqdraw.likelihood`)."""
 
@@ -145,6 +148,11 @@ class ModelConfig:
     residual: bool = True
     """Proposals are canvas + the refiner's outputs. --no-residual: the paper's §3.4 ablation,
     proposals are the outputs themselves."""
+    modality: str = ""
+    """What the data are when their shape alone does not say: "" (by rank and likelihood: sequence,
+    text, image, volume) or "audio" (mono 8-bit mu-law waveforms of shape (1, L), see docs/audio.md)."""
+    sample_rate: int = ranged(0, low=0, high=MAX_SAMPLE_RATE)
+    """Samples per second of an audio model's clips (0: not audio)."""
 
     def __post_init__(self) -> None:
         shape = tuple(self.data_shape)
@@ -161,6 +169,13 @@ class ModelConfig:
         if self.refiner.softmax_input and self.likelihood != "categorical":
             raise ConfigError("refiner.softmax_input reads a categorical canvas; the likelihood is "
                               f"{self.likelihood!r}")
+        if self.modality not in ("", "audio"):
+            raise ConfigError(f"modality must be \"\" (by the data's shape) or \"audio\", got {self.modality!r}")
+        if self.modality == "audio" and (len(shape) != 2 or c != 1 or not 1 <= self.sample_rate <= MAX_SAMPLE_RATE):
+            raise ConfigError(f"an audio model takes mono clips (1, L) at a sample rate of 1..{MAX_SAMPLE_RATE} Hz; "
+                              f"got data_shape {shape} at {self.sample_rate} Hz")
+        if self.modality != "audio" and self.sample_rate:
+            raise ConfigError("sample_rate is for audio models (modality \"audio\")")
         scale = 2 ** len(self.refiner.down)
         if any(n % scale for n in shape[1:]):
             raise ConfigError(
@@ -224,13 +239,17 @@ class ModelConfig:
 
 
 _LATER_FIELDS = {
-    "model": {"stage_conditioning": True, "residual": True},
+    "model": {"stage_conditioning": True, "residual": True, "modality": "", "sample_rate": 0},
     "refiner": {"norm_groups": (), "mask_down": True, "raw_body": False, "progressive": 0,
                 "dilations": (), "softmax_input": False},
 }
 
 ANNEALS = ("linear", "cosine")
 """Shapes of the anneal from ``lr`` to ``lr_final`` (``TrainConfig.anneal``, see :mod:`vqdraw.schedule`)."""
+
+
+MAX_SEED = 2**40 - 1
+"""The data order seeds torch with ``seed * 1_000_003 + epoch``, which must fit in 64 bits."""
 
 
 @dataclass(frozen=True)
@@ -243,18 +262,18 @@ class TrainConfig:
     """Images per optimizer step (the paper's batch size)."""
     micro_batch: int = ranged(0, low=0, high=MAX_BATCH)
     """Images per forward/backward pass; gradients are accumulated up to `batch`. 0 = batch."""
-    alpha: float = ranged(0.01, low=0, high=1e12)
+    alpha: float = ranged(0.01, low=0, high=1e6)
     """Weight of the loss over all options, l_all, in eq. 3."""
-    lr: float = ranged(1e-3, above=0, high=1e6)
+    lr: float = ranged(1e-3, above=0, high=1e3)
     """Adam step size (the paper uses a fixed 1e-3)."""
-    lr_final: float | None = ranged(None, low=0, high=1e6)
+    lr_final: float | None = ranged(None, low=0, high=1e3)
     """If set, anneal the step size linearly to this value: step s of S (1-based) uses
     lr + (lr_final - lr) * s/S, as the author's code does. None: the fixed lr."""
     paper_lr: bool = False
     """The paper's fixed step size lr throughout (ignores lr_final and warmup)."""
     adam_betas: tuple[float, ...] = ranged((0.9, 0.999), low=0, below=1)
     """Adam's betas (PyTorch's default; the presets use the author's 0.9, 0.99)."""
-    adam_eps: float = ranged(1e-8, above=0, high=1e6)
+    adam_eps: float = ranged(1e-8, above=0, high=1.0)
     """Adam's epsilon (PyTorch's default; the presets use the author's 1e-5)."""
     epsilon: float = ranged(0.0, low=0, high=1)
     """Ablation (paper §3.3): while training, each choice is replaced by a uniformly random
@@ -262,7 +281,7 @@ class TrainConfig:
     grad_decay: float = ranged(0.0, low=0, high=1)
     """Ablation (author's --grad-decay): the canvas passed between stages carries (1 - this) of
     its gradient; 1 trains every stage greedily (no gradient through earlier choices)."""
-    final_coeff: float = ranged(0.0, low=0, high=1e12)
+    final_coeff: float = ranged(0.0, low=0, high=1e6)
     """Author's --final-coeff: loss += this * the final stage's chosen loss."""
     final_only: bool = False
     """Ablation (paper §3.3): the chosen-loss term is the final stage's only (plus alpha * all)."""
@@ -278,7 +297,7 @@ class TrainConfig:
     """Write a checkpoint (and pictures) every this many steps."""
     log_every: int = ranged(10, low=1, high=MAX_STEPS)
     """Append a line to metrics.jsonl every this many steps."""
-    seed: int = ranged(0, low=0, high=2**63 - 1)
+    seed: int = ranged(0, low=0, high=MAX_SEED)
     """Seed for initialisation and the data order."""
     dataset: str = "mnist-embedded"
     """Dataset name (see `vqdraw datasets`)."""
@@ -384,6 +403,13 @@ _TEXT_REFINER = RefinerConfig(
     down=(), body=(128,), res_blocks=0, res_expand=4, up=(), pre_head=(128,), head_kernel=1,
     output_scale=0.1, dilations=(1, 2, 4, 8, 16, 32) * 2, softmax_input=True,
 )
+# audio: the text refiner's pattern (1x1 embedding, position embedding, pre-activation residual
+# blocks with dilated 3-wide Conv1d, LayerNorm) at CPU size, over clips of 2048 mu-law samples
+# (0.256 s at 8 kHz) with the discretised logistic over the 256 mu-law levels (docs/audio.md).
+_AUDIO_REFINER = RefinerConfig(
+    down=(), body=(16,), res_blocks=0, res_expand=2, up=(), pre_head=(16,), head_kernel=1,
+    output_scale=0.1, dilations=(1, 2, 4, 8, 16, 32, 64),
+)
 _OCCUPANCY = dict(mean=(0.5,), std=(0.5,), likelihood="bernoulli")  # mean/std unused by bernoulli
 
 PRESETS: dict[str, Preset] = {
@@ -442,6 +468,15 @@ PRESETS: dict[str, Preset] = {
                         likelihood="categorical", categories=256),
             TrainConfig(steps=20_000, batch=32, alpha=0.01, eval_size=200, dataset="text-embedded"),
             "characters: 128 per sequence, 256-character vocabulary, categorical, 300-bit codes (docs/text.md)",
+        ),
+        Preset(
+            "audio",
+            ModelConfig((1, 2048), 64, 24, 8, mean=(0.5,), std=(0.25,), refiner=_AUDIO_REFINER,
+                        likelihood="discretized-logistic", modality="audio", sample_rate=8000),
+            TrainConfig(steps=2_000, batch=4, alpha=0.01, lr=3e-3, eval_size=32, eval_every=50, save_every=50,
+                        log_every=5, time_budget=10.0, dataset="asterisk-en"),
+            "speech: 2048-sample mu-law clips at 8 kHz, discretised logistic, 144-bit codes = 562 bit/s; "
+            "ten CPU minutes (docs/audio.md)",
         ),
     ]
 }

@@ -15,3 +15,13 @@ class InputError(VQDrawError, ValueError):
 
 class CheckpointError(VQDrawError):
     """A model or run folder that is missing, incomplete or corrupt."""
+
+
+class PathError(VQDrawError):
+    """A file or folder that cannot be read or written as asked: a special file (a FIFO, a
+    device), one of a model's own files as an output, an output that is also an input, a file
+    over its size limit, or an operating-system error (permissions, a full disk) on a path."""
+
+
+class TrainingDiverged(VQDrawError):
+    """The training loss became NaN or infinite; the run stopped without saving that step."""

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .errors import InputError
+from .io import check_input_file
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 RESAMPLE = "BICUBIC"
@@ -38,6 +39,7 @@ def expand_image_paths(paths: list[str | Path]) -> list[Path]:
         if p.is_dir():
             out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
         elif p.exists():
+            check_input_file(p, "image file")  # a regular file: Pillow would block on a FIFO
             out.append(p)
         else:
             raise InputError(f"{p}: no such file or folder")
@@ -50,6 +52,8 @@ def open_image(source):
     """A file (path or file object) decoded as a PIL image, its EXIF orientation applied."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if isinstance(source, (str, Path)):
+        check_input_file(source, "image file")
     try:
         with Image.open(source) as im:
             im.load()
@@ -69,6 +73,8 @@ def to_8bit(im):
     if not (im.mode.startswith("I") or im.mode == "F"):
         return im
     arr = np.asarray(im, dtype=np.float64)
+    if arr.size and not np.isfinite(arr).all():
+        raise InputError(f"{getattr(im, 'filename', '') or 'image'}: holds NaN or infinite pixel values")
     if im.mode.startswith("I;16") or (im.mode == "I" and arr.size and arr.max() > 255):
         arr = arr * (255.0 / 65535.0)
     elif im.mode == "F" and arr.size and arr.max() <= 1.0:

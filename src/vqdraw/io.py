@@ -1,4 +1,10 @@
-"""Atomic writes: files that must never be half-written (readers see the old file or the new one).
+"""Files vqdraw reads and writes, safely: atomic writes, regular files only, byte caps.
+
+* Writes are atomic (readers see the old file or the new one, never a mix) and only ever replace
+  a regular file or nothing: a device node (``/dev/full``), a FIFO or a socket given as an
+  output is refused, never turned into a regular file.
+* Reads open regular files only (a FIFO would block forever, ``/dev/zero`` never ends) and take
+  at most a byte cap fixed before reading.
 
 What goes into model and run folders is :mod:`vqdraw.runs`'s business.
 """
@@ -7,15 +13,49 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
+from .errors import PathError
+
+
+def describe_os_error(exc: OSError, path: str | Path | None = None) -> str:
+    """One line for an operating-system error: the path it concerns, then what went wrong."""
+    where = path if path is not None else exc.filename
+    why = exc.strerror or exc.__class__.__name__
+    if exc.filename2 is not None and path is None:
+        return f"{exc.filename} -> {exc.filename2}: {why}"
+    return f"{where}: {why}" if where is not None else f"{why} ({exc})".replace("\n", " ")
+
+
+def check_output_target(path: str | Path) -> None:
+    """Refuse to write `path` unless it is missing or a regular file (followed through links):
+    vqdraw replaces files, never devices, FIFOs, sockets or folders."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    except NotADirectoryError:
+        raise PathError(f"{path}: a part of this path is a file, not a folder") from None
+    except OSError as exc:
+        raise PathError(describe_os_error(exc, path)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise PathError(f"{path}: is a folder; give a file name inside it")
+    if not stat.S_ISREG(st.st_mode):
+        raise PathError(f"{path}: not a regular file (a device, FIFO or socket); vqdraw writes only "
+                        "regular files")
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix.
+    `path` must be missing or a regular file (:func:`check_output_target`); a symlink at `path`
+    is replaced, never followed."""
     path = Path(path)
+    check_output_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -36,3 +76,74 @@ def _umask() -> int:
 
 def atomic_write_json(path: str | Path, obj) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
+def check_input_file(path: str | Path, what: str = "file", max_bytes: int | None = None) -> int:
+    """Refuse `path` unless it is a regular file (links followed) of at most `max_bytes`; its
+    size. For files handed to another library's reader (Pillow, numpy, safetensors): a FIFO
+    would block it forever and a device never ends."""
+    path = Path(path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise PathError(f"{path}: no such {what}") from None
+    except OSError as exc:
+        raise PathError(describe_os_error(exc, path)) from None
+    return _check_stat(path, st, what, max_bytes)
+
+
+def _check_stat(path: Path, st: os.stat_result, what: str, max_bytes: int | None) -> int:
+    if stat.S_ISDIR(st.st_mode):
+        raise PathError(f"{path}: is a folder, expected {_a(what)}")
+    if not stat.S_ISREG(st.st_mode):
+        raise PathError(f"{path}: not a regular file (a device, FIFO or socket), expected {_a(what)}")
+    if max_bytes is not None and st.st_size > max_bytes:
+        raise PathError(f"{path}: {st.st_size:,} bytes, more than the {max_bytes:,} {_a(what)} may have")
+    return st.st_size
+
+
+def read_file_capped(path: str | Path, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of the regular file `path`, refused with one-line :class:`PathError` when it is
+    missing, not a regular file (opened without blocking, so a FIFO cannot hang), unreadable, or
+    larger than `max_bytes` (decided from its size before reading, and enforced while reading)."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
+    except FileNotFoundError:
+        raise PathError(f"{path}: no such {what}") from None
+    except IsADirectoryError:
+        raise PathError(f"{path}: is a folder, expected {_a(what)}") from None
+    except OSError as exc:
+        raise PathError(describe_os_error(exc, path)) from None
+    try:
+        _check_stat(path, os.fstat(fd), what, max_bytes)
+        chunks, left = [], max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+    except OSError as exc:
+        raise PathError(describe_os_error(exc, path)) from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks)
+    if len(data) > max_bytes:  # it grew while being read
+        raise PathError(f"{path}: more than the {max_bytes:,} bytes {_a(what)} may have")
+    return data
+
+
+def _a(what: str) -> str:
+    return f"{'an' if what[:1] in 'aeiou' else 'a'} {what}"
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name the same file (through links, `..`, hard links)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        try:
+            return Path(a).resolve() == Path(b).resolve()
+        except (OSError, RuntimeError):
+            return False

@@ -24,6 +24,8 @@ import torch
 
 GROUPED_MAX_ROWS = 16  # grouped losses while groups x largest group <= this x the batch
 GRAM_MIN_NUMEL = 1 << 22  # squared norms as a Gram diagonal from this many elements on
+GRAM_MAX_OPTIONS = 1024
+"""Above this K the (U, K, K) Gram matrix would outweigh the deltas: norms are summed instead."""
 
 
 def option_losses(proposals: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -100,7 +102,7 @@ def _squared_norms(d: torch.Tensor) -> torch.Tensor:
     """||d[u, j]||^2: (U, K, P) -> (U, K). For large tensors as the diagonal of the per-canvas Gram
     matrix (one read of d, in a matrix product's cache blocking) rather than squaring and summing
     (a full-size temporary written and read back); same value up to float rounding."""
-    if d.numel() >= GRAM_MIN_NUMEL:
+    if d.numel() >= GRAM_MIN_NUMEL and d.shape[1] <= GRAM_MAX_OPTIONS:  # the Gram matrix is (U, K, K)
         return torch.bmm(d, d.transpose(1, 2)).diagonal(dim1=1, dim2=2)
     return (d * d).sum(2)
 

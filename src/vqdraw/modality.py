@@ -3,6 +3,7 @@
     data_shape (C, L)        -> "sequence", or "text" with the categorical likelihood
     data_shape (C, H, W)     -> "image"
     data_shape (C, D, H, W)  -> "volume"
+    modality "audio"         -> "audio" (mono clips (1, L) with a sample rate)
 
 The modality follows from the rank of ``ModelConfig.data_shape``; a rank-1 model with the
 categorical likelihood is a text model (characters as classes, :mod:`vqdraw.data.text`). Every place that takes data for a model (the CLI verbs, the ``.vqd`` header
@@ -15,8 +16,9 @@ from __future__ import annotations
 
 from .errors import InputError
 
-MODALITIES = ("sequence", "image", "volume", "text")
-"""The known modalities: by the data's spatial rank 1, 2, 3, and text (rank 1, categorical)."""
+MODALITIES = ("sequence", "image", "volume", "text", "audio")
+"""The known modalities: by the data's spatial rank 1, 2, 3, text (rank 1, categorical) and audio
+(rank 1, named by the config's ``modality``)."""
 
 _BY_RANK = {1: "sequence", 2: "image", 3: "volume"}
 
@@ -25,6 +27,7 @@ _WHAT_TO_GIVE = {
     "volume": "occupancy grids (.npy or .binvox files, or voxels:DIR)",
     "sequence": "sequences",
     "text": "UTF-8 text files (or text:PATH, text-embedded, wikitext2)",
+    "audio": "WAV/FLAC files (or audio:PATH, asterisk-en)",
 }
 
 
@@ -44,6 +47,8 @@ def data_shape_of(config) -> tuple[int, ...]:
 
 def modality_of(config) -> str:
     """The modality of a model config (anything with a ``data_shape``; ``likelihood`` optional)."""
+    if getattr(config, "modality", "") == "audio":
+        return "audio"
     modality = modality_of_shape(data_shape_of(config))
     if modality == "sequence" and getattr(config, "likelihood", None) == "categorical":
         return "text"

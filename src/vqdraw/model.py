@@ -23,18 +23,23 @@ import torch.nn as nn
 
 from . import runs
 from .config import ModelConfig, get_preset, override
-from .errors import InputError
-from .inputs import check_codes, check_data, check_stages
+from .errors import ConfigError, InputError
+from .inputs import check_beam, check_codes, check_count, check_data, check_stages
 from .likelihood import make_likelihood
 from .losses import objective
 from .refiner import SegmentedRefiner
 from .search import beam_search
+from .validate import check_size
 from .stageloop import EncodeResult, Exploration, LoopOptions, run, run_checkpointed, run_inference
 
 STORED = runs.Format("vqdraw-model", 1)  # config.json + model.safetensors (see vqdraw.runs)
 FORMAT, FORMAT_VERSION = STORED.name, STORED.version
 
 __all__ = ["VQDraw", "EncodeResult"]
+
+
+DECODE_CHUNK = 1024
+""":meth:`VQDraw.decode` decodes at most this many codes at once (sample -n 100000 stays bounded)."""
 
 
 class VQDraw(nn.Module):
@@ -46,6 +51,9 @@ class VQDraw(nn.Module):
 
     def __init__(self, config: ModelConfig, loop: LoopOptions = LoopOptions()):
         super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise ConfigError(f"VQDraw takes a ModelConfig, got {type(config).__name__}")
+        check_size(config, 1)  # arithmetic first: an absurd config is refused before allocating
         self.config = config
         likelihood = make_likelihood(config)
         c = config.data_shape[0]
@@ -105,6 +113,7 @@ class VQDraw(nn.Module):
         canvas they drew (distillation's segment-wise labels).
         """
         n = check_stages(self.config, stages)
+        beam = check_beam(beam)
         x = check_data(self.config, x, self.device)
         if encoder is not None and beam != 1:
             raise InputError("a one-pass encoder and beam search cannot be combined")
@@ -147,6 +156,8 @@ class VQDraw(nn.Module):
         n = check_stages(self.config, codes.shape[1] if stages is None else stages)
         if n > codes.shape[1]:
             raise InputError(f"asked to decode {n} stages but the codes have only {codes.shape[1]}")
+        if codes.shape[0] > DECODE_CHUNK:  # bounded memory: K proposals per item, DECODE_CHUNK items at a time
+            return torch.cat([self.decode(part, n) for part in codes.split(DECODE_CHUNK)])
         trace = run_inference(self.refiner, self.likelihood, n, codes=codes[:, :n].to(self.device),
                               options=self.loop)
         with torch.inference_mode():
@@ -159,6 +170,7 @@ class VQDraw(nn.Module):
     def sample(self, n: int, *, stages: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode `n` uniformly random codes (the model's prior is uniform)."""
         k = check_stages(self.config, stages)
+        n = check_count(n, "the number of samples")
         return self.decode(torch.randint(0, self.options, (n, k), generator=generator))
 
     def loss(self, x: torch.Tensor, alpha: float = 0.01, grad_checkpoint: bool = False, *,
@@ -197,6 +209,8 @@ class VQDraw(nn.Module):
     def load(cls, path: str | Path, map_location: str | torch.device = "cpu") -> "VQDraw":
         """Load a model folder written by :meth:`save`, or a training run folder (its newest
         checkpoint). No architecture flags: the config travels with the weights."""
+        if not isinstance(path, (str, Path)) or not str(path):
+            raise InputError(f"load takes a folder path, got {path!r:.60}")
         model, _ = runs.load(runs.resolve_model_dir(path), STORED,
                              lambda config: cls(ModelConfig.from_dict(config)), map_location)
         return model

@@ -34,6 +34,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,9 +42,9 @@ from typing import Callable
 
 import torch
 
-from .errors import CheckpointError, VQDrawError
+from .errors import CheckpointError, PathError, VQDrawError
 from . import pretrained, validate
-from .io import atomic_write_bytes, atomic_write_json
+from .io import atomic_write_bytes, atomic_write_json, read_file_capped
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -57,6 +58,11 @@ TRAINING_WEIGHTS_FILE = "training.safetensors"
 LOCK_FILE = ".lock"
 CKPT_PREFIX = "ckpt-"
 LATEST_MAX_BYTES = 4096
+MAX_METRICS_BYTES = 64 << 20
+"""metrics.jsonl is read whole on resume: about 200,000 logged rows (log_every bounds their number)."""
+MAX_STEP = 10**12
+"""The largest step a state.json may record (TrainConfig's bound on steps)."""
+OWN_SUFFIXES = (".json", ".jsonl", ".safetensors")
 _CKPT_NAME = re.compile(r"ckpt-(\d+)")
 
 
@@ -131,6 +137,12 @@ def load(directory: str | Path, fmt: Format, build: Callable[[dict], torch.nn.Mo
         state = load_file(str(path))
     except (OSError, SafetensorError, ValueError) as exc:
         raise CheckpointError(f"{path}: unreadable weights ({exc})") from exc
+    expected = module.state_dict()
+    for name, tensor in state.items():
+        want = expected.get(name)
+        if want is not None and tensor.dtype != want.dtype:
+            raise CheckpointError(f"{path}: {name} is stored as {str(tensor.dtype).removeprefix('torch.')}, "
+                                  f"the network holds {str(want.dtype).removeprefix('torch.')}")
     try:
         module.load_state_dict(state)
     except RuntimeError as exc:
@@ -281,16 +293,17 @@ def read_metrics(run_dir: str | Path, upto: int | None = None) -> list[dict]:
     the file too, by writing the kept rows to a new file and renaming it over the old one: a kill
     at any moment leaves the old file or the new one, never an empty or half-written one."""
     path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return []
-    text = path.read_text(errors="replace")
+    _refuse_link(path)
+    text = read_file_capped(path, MAX_METRICS_BYTES, "metrics file").decode("utf-8", errors="replace")
     rows = []
     for line in text.splitlines():
         try:
             row = json.loads(line)
-        except ValueError:
-            continue  # a line cut short by a crash
-        if isinstance(row, dict) and (upto is None or row.get("step", 0) <= upto):
+        except (ValueError, RecursionError):
+            continue  # a line cut short by a crash, or not a vqdraw row
+        if _metrics_row(row) and (upto is None or row["step"] <= upto):
             rows.append(row)
     kept = "".join(json.dumps(r) + "\n" for r in rows)
     if kept != text:
@@ -298,9 +311,60 @@ def read_metrics(run_dir: str | Path, upto: int | None = None) -> list[dict]:
     return rows
 
 
+def _metrics_row(row) -> bool:
+    """A row vqdraw wrote: an object whose step is a whole number >= 0 and whose values are numbers."""
+    if not isinstance(row, dict) or len(row) > 256:
+        return False
+    step = row.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= MAX_STEP:
+        return False
+    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values())
+
+
 def append_metrics(run_dir: str | Path, record: dict) -> None:
-    with open(Path(run_dir) / METRICS_FILE, "a") as f:
+    """Append one row; metrics.jsonl must be a regular file of the run folder (a symlink is
+    never followed out of it)."""
+    path = Path(run_dir) / METRICS_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        if path.is_symlink():
+            _refuse_link(path)
+        raise
+    with os.fdopen(fd, "a") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise PathError(f"{path}: not a regular file; a run folder's metrics must be a regular file")
         f.write(json.dumps(record) + "\n")
+
+
+def _refuse_link(path: Path) -> None:
+    if path.is_symlink():
+        raise PathError(f"{path}: is a symbolic link; a run folder's files must be its own "
+                        "(remove the link to continue)")
+
+
+def writes_into(target: str | Path, folder: str | Path) -> bool:
+    """Whether writing the file `target` would replace one of the model or run folder `folder`'s
+    own files: its descriptions and weights (``*.json``, ``*.jsonl``, ``*.safetensors``),
+    ``LATEST``, ``.lock``, or anything inside a checkpoint folder (of its run, for a checkpoint)."""
+    try:
+        t, f = Path(target).resolve(), Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return False
+    roots = [f, f.parent] if _CKPT_NAME.fullmatch(f.name) else [f]
+    for root in roots:
+        if t == root:
+            return True
+        try:
+            rel = t.relative_to(root)
+        except ValueError:
+            continue
+        if any(_CKPT_NAME.fullmatch(part) or part.startswith(f".{CKPT_PREFIX}") for part in rel.parts[:-1]):
+            return True
+        if len(rel.parts) == 1 and (rel.name in (LATEST_FILE, LOCK_FILE) or rel.suffix in OWN_SUFFIXES
+                                    or _CKPT_NAME.fullmatch(rel.name)):
+            return True
+    return False
 
 
 # ---------------------------------------------------------------------- checkpoints
@@ -370,15 +434,90 @@ def load_checkpoint_state(run_dir: str | Path) -> tuple[Path, dict, dict]:
         raise CheckpointError(f"{run_dir}: nothing to resume (no checkpoint in this folder)")
     if not ckpt.is_dir():
         raise CheckpointError(f"{run_dir}: LATEST points at {ckpt.name}, which is missing or incomplete")
+    state = read_json(ckpt / STATE_FILE, "cannot resume, training state unreadable")
+    check_state(state, ckpt / STATE_FILE)
+    path = ckpt / OPTIMIZER_FILE
     try:
-        state = json.loads((ckpt / STATE_FILE).read_text())
-        tensors = load_file(str(ckpt / OPTIMIZER_FILE))
-        int(state["step"])
+        _check_regular(path)
+        tensors = load_file(str(path))
+    except VQDrawError:
+        raise
     except Exception as exc:  # noqa: BLE001 - any failure here means a corrupt checkpoint
-        raise CheckpointError(f"{ckpt}: cannot resume, training state unreadable ({exc})") from exc
+        raise CheckpointError(f"{path}: cannot resume, optimizer state unreadable ({exc})") from exc
     if any(t.is_floating_point() and not bool(torch.isfinite(t).all()) for t in tensors.values()):
-        raise CheckpointError(f"{ckpt / OPTIMIZER_FILE}: holds NaN or infinite values")
+        raise CheckpointError(f"{path}: holds NaN or infinite values")
+    if state["step"] > 0 and not tensors:
+        raise CheckpointError(f"{path}: empty, but the run has taken {state['step']} steps (the "
+                              "optimizer's moments are lost)")
     return ckpt, state, tensors
+
+
+def check_state(state, where: str | Path) -> None:
+    """Refuse a state.json that training did not write: ``step`` a whole number in
+    [0, MAX_STEP]; ``time_spent`` finite and >= 0; the optimizer's ``param_groups`` with finite
+    ``lr`` >= 0, ``eps`` > 0, ``betas`` in [0, 1) and integer ``params``; numeric ``scalars``."""
+    import math
+
+    def bad(msg):
+        raise CheckpointError(f"{where}: {msg}; not a vqdraw training state")
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not isinstance(state, dict):
+        bad("not an object")
+    step = state.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= MAX_STEP:
+        bad(f"step must be a whole number in 0..{MAX_STEP}, got {step!r:.40}")
+    if "time_spent" in state and not (number(state["time_spent"]) and state["time_spent"] >= 0):
+        bad("time_spent must be a finite number of seconds >= 0")
+    opt = state.get("optimizer")
+    if not isinstance(opt, dict) or not isinstance(opt.get("param_groups"), list) or not opt["param_groups"]:
+        bad("optimizer.param_groups missing")
+    for group in opt["param_groups"]:
+        if not isinstance(group, dict):
+            bad("an optimizer param group is not an object")
+        betas = group.get("betas", (0.9, 0.999))
+        if not (isinstance(betas, list) and len(betas) == 2 and all(number(b) and 0 <= b < 1 for b in betas)):
+            bad(f"optimizer betas must be two numbers in [0, 1), got {betas!r:.60}")
+        for key, low, strict in (("lr", 0, False), ("eps", 0, True), ("weight_decay", 0, False)):
+            v = group.get(key, 1 if strict else 0)
+            if not number(v) or v < low or (strict and v == low):
+                bad(f"optimizer {key} must be a finite number {'>' if strict else '>='} {low}, got {v!r:.40}")
+        params = group.get("params")
+        if not isinstance(params, list) or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0
+                                                   for i in params):
+            bad("optimizer params must be a list of whole numbers")
+    scalars = opt.get("scalars", {})
+    if not isinstance(scalars, dict) or not all(number(v) for v in scalars.values()):
+        bad("optimizer scalars must be numbers")
+
+
+def check_optimizer_tensors(tensors: dict[str, torch.Tensor], params: list[torch.Tensor], where) -> None:
+    """Refuse optimizer tensors that do not fit the parameters: names ``<index>.<key>`` with an
+    index of a parameter, moments of the parameter's shape and dtype, a one-element ``step``."""
+    for name, t in tensors.items():
+        pid, _, key = name.partition(".")
+        if not pid.isdigit() or int(pid) >= len(params) or not key:
+            raise CheckpointError(f"{where}: {name!r} names no parameter of this model")
+        p = params[int(pid)]
+        if key == "step":
+            ok = t.numel() == 1 and t.is_floating_point()
+        else:
+            ok = tuple(t.shape) == tuple(p.shape) and t.dtype == p.dtype
+        if not ok:
+            raise CheckpointError(f"{where}: {name} has shape {tuple(t.shape)} and dtype "
+                                  f"{str(t.dtype).removeprefix('torch.')}, which do not fit parameter {pid} "
+                                  f"{tuple(p.shape)}")
+
+
+def _check_regular(path: Path) -> None:
+    from .io import check_input_file
+
+    try:
+        check_input_file(path, "checkpoint file")
+    except PathError as exc:
+        raise CheckpointError(str(exc)) from None
 
 
 def load_training_weights(ckpt: str | Path) -> dict[str, torch.Tensor] | None:
@@ -389,6 +528,7 @@ def load_training_weights(ckpt: str | Path) -> dict[str, torch.Tensor] | None:
     if not path.exists():
         return None
     try:
+        _check_regular(path)
         tensors = load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - any failure here means a corrupt checkpoint
         raise CheckpointError(f"{path}: cannot resume, raw weights unreadable ({exc})") from exc
@@ -447,6 +587,7 @@ def _verify_checkpoint(ckpt: Path) -> None:
     read_json(ckpt / STATE_FILE, "unreadable training state")
     for name in (WEIGHTS_FILE, OPTIMIZER_FILE):
         try:
+            _check_regular(ckpt / name)
             tensors = load_file(str(ckpt / name))
         except Exception as exc:  # noqa: BLE001 - unreadable means incomplete
             raise CheckpointError(f"{ckpt / name}: unreadable ({exc})") from exc
@@ -489,8 +630,13 @@ class RunLock:
             raise CheckpointError(f"{self.folder}: is a file; a run folder must be a folder")
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / LOCK_FILE
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        if path.is_symlink():
+            raise PathError(f"{path}: is a symbolic link; the lock of a run folder must be its own file "
+                            "(remove the link)")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o666)
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise PathError(f"{path}: not a regular file; the lock of a run folder must be a file")
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = _holder(fd)
@@ -536,5 +682,5 @@ __all__ = [
     "fingerprint", "check_finite", "resolve_model_dir", "read_latest", "holds_run", "checkpoints",
     "read_train_json", "write_train_json", "run_dataset", "owner_folder", "read_metrics",
     "append_metrics", "save_checkpoint", "load_checkpoint_state", "clean_debris", "clear_run",
-    "optimizer_tensors", "restore_optimizer",
+    "optimizer_tensors", "restore_optimizer", "writes_into", "check_state", "check_optimizer_tensors",
 ]

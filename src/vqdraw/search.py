@@ -39,6 +39,11 @@ from .inputs import check_data, check_stages
 from .stageloop import EncodeResult, beam_stages
 
 
+MAX_CANVASES = 2048
+"""Images x beams searched at once; more images are searched in chunks (each image's search is
+independent of the others)."""
+
+
 def beam_search(model, x: torch.Tensor, beam: int, stages: int | None = None,
                 *, keep_greedy: bool = True):
     """Beam-search codes for images `x` (B, C, H, W) in [0, 1] -> :class:`EncodeResult`.
@@ -55,6 +60,11 @@ def beam_search(model, x: torch.Tensor, beam: int, stages: int | None = None,
     beam = _check_beam(beam)
     n = check_stages(model.config, stages)
     x = check_data(model.config, x, model.device)
+    if x.shape[0] > 1 and x.shape[0] * beam > MAX_CANVASES:  # bounded memory: images in chunks
+        parts = [beam_search(model, part, beam, n, keep_greedy=keep_greedy)
+                 for part in x.split(max(1, MAX_CANVASES // beam))]
+        return EncodeResult(*(torch.cat([getattr(p, f) for p in parts])
+                              for f in ("codes", "reconstruction", "losses")))
     greedy = None
     if n == 0 or (keep_greedy and beam > 1):
         greedy = model.encode(x, stages=n, return_reconstruction=True)

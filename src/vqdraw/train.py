@@ -15,6 +15,7 @@ resumed from a checkpoint reaches the same parameters as one that was never inte
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,12 +30,13 @@ from .config import TrainConfig
 from .data import ImageSet
 from .data.binarize import BinarizedSet, batch_epochs, binarize
 from .ema import WeightAverage
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, TrainingDiverged
 from .loop import DataOrder, Progress, adam, batch_indices, micro_batches, run_steps
 from .losses import code_usage
 from .metrics.distortion import psnr_from_mse
 from .model import VQDraw
 from .schedule import TimeBudget, learning_rate
+from .validate import check_size
 
 METRICS_FILE = runs.METRICS_FILE
 PICTURES = ("samples.png", "reconstructions.png", "stages.png", "curves.png")
@@ -255,16 +257,35 @@ def fit(
         raise ConfigError("time_budget is for one process: a data-parallel run would need its ranks "
                           "to agree on the clock; give --steps instead")
     _check_data(model, train_set, test_set)
+    check_size(model.config, cfg.micro)  # arithmetic: an absurd batch or model is refused first
     if cfg.binarize != "none":
         test_set = BinarizedSet(test_set, cfg.binarize, cfg.seed)  # one fixed draw
+    created = not run_dir.exists()
     with contextlib.ExitStack() as stack:
         if main:
             stack.enter_context(runs.RunLock(run_dir))
+            if created:  # runs after the lock is released: a failed first start leaves no folder
+                stack.callback(_remove_if_empty, run_dir)
             _start_run(run_dir, resume, overwrite)
         dist_util.barrier(dinfo)  # the other ranks resume from the checkpoint rank 0 settled on
-        return _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, resume=resume,
-                           progress=progress and main, pictures=pictures, stop_after=stop_after,
-                           on_log=on_log, precision=precision, compile=compile, clock=clock)
+        try:
+            return _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, resume=resume,
+                               progress=progress and main, pictures=pictures, stop_after=stop_after,
+                               on_log=on_log, precision=precision, compile=compile, clock=clock)
+        except BaseException:
+            if main and not resume and runs.read_latest(run_dir) is None:
+                runs.clear_run(run_dir, extra=PICTURES)  # no checkpoint yet: nothing to resume, retry freely
+            raise
+
+
+def _remove_if_empty(run_dir: Path) -> None:
+    """Remove a run folder this call created that holds nothing but its lock file."""
+    try:
+        if {p.name for p in run_dir.iterdir()} <= {runs.LOCK_FILE}:
+            (run_dir / runs.LOCK_FILE).unlink(missing_ok=True)
+            run_dir.rmdir()
+    except OSError:
+        pass
 
 
 def _start_run(run_dir: Path, resume: bool, overwrite: bool) -> None:
@@ -307,8 +328,8 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, 
     metrics: list[dict] = []
     eval_images = None
     if main:
+        metrics = runs.read_metrics(run_dir, upto=step)  # first: a bad history leaves train.json as it was
         runs.write_train_json(run_dir, cfg.to_dict(), model.config.to_dict())
-        metrics = runs.read_metrics(run_dir, upto=step)
         eval_images = test_set.batch(range(min(cfg.eval_size, len(test_set))), device)
     last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
     if budget is not None and budget.elapsed >= budget.seconds:
@@ -326,6 +347,8 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, 
         model.train()
         terms = train_step(model, optimizer, images, cfg, precision=precision,
                            ddp=ddp, dist_info=dinfo)
+        if not math.isfinite(terms["loss"]):
+            raise_diverged(run_dir, step + 1, terms["loss"])
         if average is not None:
             average.update(step + 1)
         done[0] = step + 1
@@ -349,6 +372,15 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, 
         _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures, average, budget)
     dist_util.barrier(dinfo)  # every rank returns once the run folder is complete
     return RunResult(run_dir, step, metrics)
+
+
+def raise_diverged(run_dir: Path, step: int, loss: float):
+    """Stop a run whose loss became NaN or infinite: one line naming the step and the checkpoint
+    left as it was (the weights of this step are not saved)."""
+    last = runs.read_latest(run_dir)
+    kept = (f"the newest good checkpoint, {last}, is kept; resume from it with a lower --lr"
+            if last is not None and last.is_dir() else "no checkpoint was written; start again with a lower --lr")
+    raise TrainingDiverged(f"the training loss became {loss} at step {step}; {kept} (or a smaller --alpha)")
 
 
 def _has_unused_parameters(model: VQDraw) -> bool:
@@ -399,12 +431,12 @@ def _resume(model: VQDraw, optimizer, run_dir: Path, device) -> tuple[int, dict 
         average = {k: v for k, v in saved.items() if k in raw}
         saved = {**saved, **{k: v.to(device) for k, v in raw.items()}}
     model.load_state_dict(saved)
+    runs.check_optimizer_tensors(tensors, list(model.parameters()), ckpt / runs.OPTIMIZER_FILE)
     try:
         runs.restore_optimizer(optimizer, {k: v.to(device) for k, v in tensors.items()}, state["optimizer"])
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{ckpt}: cannot resume, optimizer state does not fit ({exc})") from exc
-    spent = state.get("time_spent", 0.0)
-    return int(state["step"]), average, float(spent) if isinstance(spent, (int, float)) else 0.0
+    return state["step"], average, float(state.get("time_spent", 0.0))
 
 
 def _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures, average=None,

@@ -364,7 +364,8 @@ def estimate_size(cfg, batch: int = 1) -> dict:
                  + width * expand * width + width + per_segment * width + ln * width * expand)
         params = (read * width + width + width * length + len(dilations) * block + ln * width
                   + width * hidden + hidden + hidden * K * channels * head_k + K * channels + 1)
-        params = params * segments + K * channels * pixels + categories * min(categories, 16)
+        factorised = categories * min(categories, 16) if likelihood == "categorical" else 0  # the class map
+        params = params * segments + K * channels * pixels + factorised
         acts = (read + width * (2 + len(dilations) * (3 + expand) + 1) + hidden + 3 * K * channels) * length
         acts *= int(batch)
         return {"parameters": params, "activations": acts, "bytes": 4 * (params + acts)}

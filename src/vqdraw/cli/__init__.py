@@ -6,8 +6,9 @@ sub-parser and sets ``func`` to a function ``(args) -> int | None``. Only the mo
 being run is imported (none for `vqdraw --help` / `--version`), and heavy imports (torch, the model)
 happen inside ``func``, so those stay fast.
 
-Errors: every argparse error and every :class:`~vqdraw.errors.VQDrawError` ends in one line on
-stderr and exit code 2; Ctrl-C in exit code 130.
+Errors: every argparse error, every :class:`~vqdraw.errors.VQDrawError` and every ``OSError``
+(permissions, a full or read-only disk, a name too long: the path and the reason) ends in one
+line on stderr and exit code 2, before or after a verb's start banner; Ctrl-C in exit code 130.
 """
 
 from __future__ import annotations
@@ -88,10 +89,24 @@ def main(argv: list[str] | None = None) -> int:
             from .common import resolve_model
 
             resolve_model(args)
+        from .common import check_outputs
+
+        check_outputs(args)  # no special files, none of the model's own files, no input as output
         return int(args.func(args) or 0)
     except VQDrawError as exc:
-        print(f"vqdraw {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return _one_line(args.command, str(exc))
+    except OSError as exc:  # the file system refused: permissions, ENOSPC, EROFS, ENAMETOOLONG …
+        from ..io import describe_os_error
+
+        return _one_line(args.command, describe_os_error(exc))
+    except MemoryError:
+        return _one_line(args.command, "out of memory; use a smaller --batch or --count")
+    except RuntimeError as exc:  # torch's allocators say "out of memory" as a RuntimeError
+        text = str(exc)
+        if not any(s in text for s in ("can't allocate memory", "out of memory", "Cannot allocate memory")):
+            raise
+        return _one_line(args.command, f"out of memory ({text.strip().splitlines()[-1][:200]}); "
+                         "use a smaller model, --batch or --count")
     except KeyboardInterrupt:
         print(f"vqdraw {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -100,6 +115,23 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"vqdraw {args.command}: error: image too large: {exc}", file=sys.stderr)
         return 2
+
+
+def _one_line(command: str, message: str) -> int:
+    """Print an error as one line on stderr (after ending a progress bar's line) and return 2."""
+    text = " ".join(message.split()) or "unknown error"
+    print(f"\nvqdraw {command}: error: {text}" if _bar_open() else f"vqdraw {command}: error: {text}",
+          file=sys.stderr)
+    return 2
+
+
+def _bar_open() -> bool:
+    """Whether a tqdm progress bar is still drawn on the terminal (its line has no newline yet)."""
+    tqdm = sys.modules.get("tqdm")
+    try:
+        return bool(tqdm is not None and sys.stderr.isatty() and any(not b.disable for b in tqdm.tqdm._instances))
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 def _tune_allocator() -> None:

@@ -113,8 +113,24 @@ def ranged_type(base: type, rng: Range | None):
     return base
 
 
+class OutputFile(str):
+    """A path given as a file to write (what :func:`output_file` returns): the CLI's main checks
+    every one with :func:`check_output` before the verb runs."""
+
+
+class OutputDir(str):
+    """A path given as a folder to write into (what :func:`output_dir` returns)."""
+
+
 def output_file(text: str) -> str:
     """An argparse type: a file to (over)write; an existing folder is refused."""
+    try:
+        return _output_file(text)
+    except OSError as exc:  # a name too long, a permission
+        raise argparse.ArgumentTypeError(f"{text[:120]}: {exc.strerror or exc}") from None
+
+
+def _output_file(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("empty file name")
     path = Path(text)
@@ -123,17 +139,24 @@ def output_file(text: str) -> str:
                                          f"such as {path / 'out'}{path.suffix or ''}")
     if path.parent.exists() and not path.parent.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: {path.parent} is a file, not a folder")
-    return text
+    return OutputFile(text)
 
 
 def output_dir(text: str) -> str:
     """An argparse type: a folder to write into (created if missing); an existing file is refused."""
+    try:
+        return _output_dir(text)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{text[:120]}: {exc.strerror or exc}") from None
+
+
+def _output_dir(text: str) -> str:
     if not text:
         raise argparse.ArgumentTypeError("empty folder name")
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text}: exists and is not a folder")
-    return text
+    return OutputDir(text)
 
 
 def device(text: str) -> str:
@@ -298,9 +321,72 @@ def _field_docs(cls) -> dict[str, str]:
     return docs
 
 
-def output_path(path: str | None, default: Path) -> Path:
+def output_path(path: str | None, default: Path, args=None, inputs=()) -> Path:
+    """The file to write (`path`, else `default`), checked by :func:`check_output` when `args` is
+    given, its folder created."""
     out = Path(path) if path else default
+    if args is not None:
+        check_output(args, out, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+PICTURE_VERBS = ("decode", "eval")
+"""Verbs whose output folder gets pictures and reports, never a model's files: it must not lie
+inside a checkpoint (other verbs, such as prior and distill, write beside a model on purpose)."""
+
+
+def check_outputs(args) -> None:
+    """Check every output the command line names (called by the CLI's main before the verb
+    runs): files with :func:`check_output` against the command's inputs (``images``, ``input``);
+    the output folder of decode and eval must not lie inside a checkpoint of the model."""
+    from .. import runs
+    from ..errors import PathError
+
+    inputs = []
+    for name in ("images", "input", "inputs"):
+        value = getattr(args, name, None)
+        inputs += value if isinstance(value, list) else [value] if isinstance(value, str) else []
+    model = getattr(args, "model", None)
+    for value in vars(args).values():
+        if isinstance(value, OutputFile):
+            check_output(args, value, inputs)
+        elif (isinstance(value, OutputDir) and model and getattr(args, "command", None) in PICTURE_VERBS
+              and runs.writes_into(Path(value) / "000000.png", model)):
+            raise PathError(f"{value}: inside a checkpoint of the model {model}; write somewhere else")
+
+
+INPUT_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".npy", ".npz",
+                  ".binvox", ".txt"}
+"""Files a verb reads from a folder given as input (images, voxel grids, text)."""
+
+
+def _read_from_folder(out: Path, folder) -> bool:
+    """Whether `out` is an existing input file inside the input folder `folder`."""
+    try:
+        folder = Path(folder)
+        return (folder.is_dir() and out.is_file() and out.suffix.lower() in INPUT_SUFFIXES
+                and out.resolve().is_relative_to(folder.resolve()))
+    except (OSError, RuntimeError):
+        return False
+
+
+def check_output(args, out, inputs=()) -> Path:
+    """Refuse an output that would destroy something: a special file (a device, a FIFO), one of
+    the model or run folder's own files (weights, configs, LATEST, checkpoints), or a file this
+    command also reads (`inputs`: paths or folders given as inputs)."""
+    from .. import runs
+    from ..errors import PathError
+    from ..io import check_output_target, same_file
+
+    out = Path(out)
+    model = getattr(args, "model", None)
+    if model and runs.writes_into(out, model):
+        raise PathError(f"{out}: one of the files of the model or run folder {model}; write somewhere else")
+    for given in inputs:
+        if same_file(out, given) or _read_from_folder(out, given):
+            raise PathError(f"{out}: is also an input of this command; writing it would destroy it")
+    check_output_target(out)
     return out
 
 

@@ -12,7 +12,9 @@ are there. Files live in <data dir>/<dataset>/; the data dir is --data-dir, else
 else ~/.cache/vqdraw. --verify checks present files against the official md5s (an uncompressed
 stand-in with no published md5 is reported "unverified"; --strict makes that a failure); --download NAME
 fetches a dataset's missing files (CelebA has no direct link: you are told where to get it).
-Any folder of PNG/JPEG images can also be used as a dataset, named folder:/path/to/images."""
+Any folder of PNG/JPEG images can also be used as a dataset, named folder:/path/to/images; any
+folder of WAV/FLAC files as audio:/path/to/sounds. asterisk-en is installed by the system's
+package manager (apt-get install asterisk-core-sounds-en-wav)."""
 
 
 def register(subparsers) -> None:
@@ -38,6 +40,16 @@ def _state(st) -> str:
     if len(st.missing) == len(st.files):
         return "missing"
     return f"partial, missing {', '.join(st.missing)}"
+
+
+def _asterisk_row() -> tuple[str, str, str]:
+    """asterisk-en: installed by the system's package manager, not downloaded."""
+    from ..data import audio
+
+    folder = audio.asterisk_dir()
+    if folder is None:
+        return ("asterisk-en", "missing", f"recorded English telephone prompts; apt-get install {audio.ASTERISK_PACKAGE}")
+    return ("asterisk-en", "present", f"recorded English telephone prompts (8 kHz WAV, CC-BY-SA-3.0); {folder}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         s = dl.CATALOGUE[st.name]
         rows.append((st.name, _state(st), f"{s.title}; {st.folder}"))
     rows.append(("folder:PATH", "-", "your own PNG/JPEG images (every tenth file is test)"))
+    rows.append(_asterisk_row())
+    rows.append(("audio:PATH", "-", "your own WAV/FLAC files, resampled, cut into clips (docs/audio.md)"))
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
     for r in rows:
         print(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]}")

@@ -12,7 +12,8 @@ def register(sub) -> None:
         "write their codes, packed at ceil(n·log2 K) bits per image, to one .vqd file "
         "(format: docs/vqd-format.md). Images must have the model's size and channels unless --fit.")
     add_model_arg(p, rest="images")
-    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders (searched recursively)")
+    p.add_argument("images", nargs="*", metavar="IMAGE", help="image files or folders (searched recursively); "
+                   "for a volume model voxel grids, a text model text files, an audio model one WAV/FLAC file")
     p.add_argument("-o", "--output", type=output_file, required=True, metavar="OUT.vqd",
                    help="the .vqd file to write")
     p.add_argument("--stages", type=positive_int(max=MAX_STAGES), default=None,

@@ -68,11 +68,16 @@ def run(args) -> int:
     report, recon = rd.evaluate(model, images, batch_size=args.batch, beam=args.beam, source=_source(args),
                                 prior=prior)
     report["model"]["path"] = str(args.model)
+    created = not out.exists()
     try:
         path = rd.write_report(report, out)
         rdplots.save_rd_plot(report, out / "rd.png")
         rdplots.save_compare(report, images, recon, out / "compare.png")
     except OSError as exc:
+        if created:  # a folder this command made holds no half of a report
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
         raise InputError(f"{out}: cannot write the results ({exc.strerror or exc})") from None
 
     curves = {c["name"]: c["results"] for c in report["curves"]}

@@ -12,7 +12,7 @@ from ..config import PRESETS, ModelConfig, RefinerConfig, TrainConfig
 from ..fields import field_range
 from .common import HelpFormatter, add_dataclass_flags, add_device_arg, dataclass_overrides, output_dir, ranged_type
 
-MODEL_SKIP = {"image_shape", "mean", "std", "refiner"}
+MODEL_SKIP = {"image_shape", "mean", "std", "refiner", "modality"}
 TRAIN_SKIP = {"dataset"}
 
 def preset_values(section: str, cls) -> dict[str, str]:
@@ -180,4 +180,5 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
                            f"add --download to fetch it{offline}")
     # voxel grids of a whole multiple of the model's size are reduced, text cut to its length
     size = tuple(model_cfg.data_shape[1:])
-    return tuple(load_dataset(name, s, args.data_dir, size=size) for s in ("train", "test"))
+    rate = model_cfg.sample_rate or None  # audio: resampled to the model's rate
+    return tuple(load_dataset(name, s, args.data_dir, size=size, sample_rate=rate) for s in ("train", "test"))

@@ -6,6 +6,7 @@
     load_dataset("text-embedded")         ->  CPython's documentation prose as (N, 128, 1) characters
     load_dataset("text:/path/to/file.txt") ->  any UTF-8 text file or folder (see :mod:`.text`)
     load_dataset("voxels:/path/to/grids")    ->  .npy/.npz/.binvox occupancy grids (N, D, H, W, 1)
+    load_dataset("audio:/path/to/wavs", size=(2048,), sample_rate=8000) -> mu-law clips (N, 2048, 1)
     balanced_subset(test.labels, 100)        ->  indices of 10 images of each class (seeded)
 
 Registered datasets are read from ``<data_dir>/<name>/`` (data_dir None: see
@@ -28,6 +29,8 @@ FOLDER_PREFIX = "folder:"
 VOXELS_PREFIX = "voxels:"
 TEXT_PREFIX = "text:"
 TEXT_DATASETS = ("text-embedded", "wikitext2")
+AUDIO_PREFIX = "audio:"
+AUDIO_DATASETS = ("asterisk-en",)
 
 
 def _lazy(module: str, function: str) -> Callable[[str, Path | None], ImageSet]:
@@ -59,21 +62,38 @@ def dataset_names() -> list[str]:
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None,
-                 size: tuple[int, ...] | None = None) -> ImageSet:
+                 size: tuple[int, ...] | None = None, sample_rate: int | None = None) -> ImageSet:
     """Load split 'train' or 'test' of dataset `name`, raising DatasetError with a clear message.
 
     ``folder:PATH`` loads the PNG/JPEG images under PATH (every tenth file is the test split);
     ``voxels:PATH`` the occupancy grids under PATH (every tenth grid), see :mod:`.voxels`.
     ``size``: the spatial size a model reads (its ``data_shape[1:]``): voxel grids of a whole
     multiple of it are reduced to it by block maximum, text sequences are cut into chunks of it
-    (:func:`.text.rechunk`); images are left as they are (their loaders fit them).
+    (:func:`.text.rechunk`); images are left as they are (their loaders fit them). Audio
+    (``audio:PATH``, ``asterisk-en``) is resampled to ``sample_rate`` (default 8000 Hz) and cut into
+    clips of ``size[0]`` samples (default 2048), see :mod:`.audio`.
     """
+    if dataset_modality(name) == "audio":
+        return _load_audio(name, split, size, sample_rate)
     data = _load(name, split, data_dir, size)
     if size is not None and dataset_modality(name) == "text":
         from .text import rechunk
 
         data = rechunk(data, size[0])
     return data
+
+
+def _load_audio(name: str, split: str, size, sample_rate) -> ImageSet:
+    from . import audio
+
+    rate = sample_rate or audio.DEFAULT_RATE
+    clip = size[0] if size else audio.DEFAULT_CLIP
+    if name in AUDIO_DATASETS:
+        return audio.load_asterisk_en(split, rate=rate, clip=clip)
+    path = name[len(AUDIO_PREFIX):]
+    if not path:
+        raise DatasetError("audio: needs a path, as in audio:/path/to/wavs")
+    return audio.load_audio_path(path, split, rate, clip)
 
 
 def _load(name: str, split: str, data_dir, size) -> ImageSet:
@@ -101,16 +121,18 @@ def _load(name: str, split: str, data_dir, size) -> ImageSet:
     if name not in LOADERS:
         raise DatasetError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}, "
                            f"or {FOLDER_PREFIX}PATH for a folder of images, {VOXELS_PREFIX}PATH for "
-                           "a folder of voxel grids")
+                           f"a folder of voxel grids, {AUDIO_PREFIX}PATH for WAV/FLAC files")
     return LOADERS[name](split, Path(data_dir) if data_dir is not None else None)
 
 
 def dataset_modality(name: str) -> str:
     """The kind of data a dataset name gives, known from the name alone (nothing is read):
-    ``voxels:PATH`` volumes, ``text:PATH`` and the text sets text, every other reader (registered
-    image sets, ``folder:PATH``) images."""
+    ``voxels:PATH`` volumes, ``text:PATH`` and the text sets text, ``audio:PATH`` and the audio sets
+    audio, every other reader (registered image sets, ``folder:PATH``) images."""
     if name.startswith(TEXT_PREFIX) or name in TEXT_DATASETS:
         return "text"
+    if name.startswith(AUDIO_PREFIX) or name in AUDIO_DATASETS:
+        return "audio"
     return "volume" if name.startswith(VOXELS_PREFIX) else "image"
 
 

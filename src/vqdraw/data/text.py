@@ -104,11 +104,15 @@ def text_to_data(text: str, length: int = SEQUENCE_LENGTH):
 
 def read_text_file(path: str | Path) -> str:
     """A UTF-8 file's text; one clear DatasetError line for bytes that are not UTF-8."""
+    from ..errors import PathError
+    from ..io import read_file_capped
+    from .capped import MAX_TEXT_BYTES
+
     p = Path(path)
     try:
-        raw = p.read_bytes()
-    except OSError as exc:
-        raise DatasetError(f"{p}: cannot read ({exc.strerror or exc})") from None
+        raw = read_file_capped(p, MAX_TEXT_BYTES, "text file")  # regular files only: a FIFO never ends
+    except PathError as exc:
+        raise DatasetError(str(exc)) from None
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -38,6 +38,8 @@ VOXEL_SUFFIXES = (".npy", ".npz", ".binvox")
 MAX_SIDE = 512
 """Largest grid side accepted (a 512^3 grid is 128 Mi voxels)."""
 MAX_FILE_BYTES = 2 << 30
+MAX_NPZ_MEMBER_BYTES = 512 << 20
+"""The most an .npz member may inflate to (its zip entry's declared size, checked before inflating)."""
 """Largest voxel file read (2 GiB)."""
 _MAX_HEADER_LINES = 16
 
@@ -127,13 +129,14 @@ def binvox_bytes(grid: np.ndarray, translate=(0.0, 0.0, 0.0), scale: float = 1.0
 # ------------------------------------------------------------------------------------- files
 def read_grids(path: str | Path) -> np.ndarray:
     """The grids in one file as bool (N, D, H, W): N = 1 for a single grid."""
+    from ..errors import PathError
+    from ..io import check_input_file
+
     path = Path(path)
     try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise DatasetError(f"{path}: cannot read ({exc.strerror or exc.__class__.__name__})") from None
-    if size > MAX_FILE_BYTES:
-        raise DatasetError(f"{path}: {size:,} bytes, more than the {MAX_FILE_BYTES:,} a voxel file may hold")
+        check_input_file(path, "voxel file", MAX_FILE_BYTES)  # a regular file: a FIFO would block np.load
+    except PathError as exc:
+        raise DatasetError(str(exc)) from None
     suffix = path.suffix.lower()
     try:
         if suffix == ".binvox":
@@ -141,13 +144,7 @@ def read_grids(path: str | Path) -> np.ndarray:
         if suffix == ".npy":
             arr = np.load(path, allow_pickle=False, mmap_mode="r")
         elif suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                names = list(z.files)
-                name = "voxels" if "voxels" in names else (names[0] if len(names) == 1 else None)
-                if name is None:
-                    raise DatasetError(f"{path}: an .npz file needs an array named 'voxels' or a single "
-                                       f"array; it has {', '.join(names) or 'none'}")
-                arr = z[name]
+            arr = _read_npz_member(path)
         else:
             raise DatasetError(f"{path}: not a voxel file (expected {', '.join(VOXEL_SUFFIXES)})")
     except DatasetError:
@@ -157,11 +154,42 @@ def read_grids(path: str | Path) -> np.ndarray:
     return _as_grids(arr, str(path))
 
 
+def _read_npz_member(path: Path) -> np.ndarray:
+    """The 'voxels' (or only) array of an .npz file, inflated only up to MAX_NPZ_MEMBER_BYTES as
+    its zip entry declares, and only if its .npy header declares exactly the bytes it holds."""
+    import io
+
+    from .capped import read_zip_member
+
+    with zipfile.ZipFile(path) as z:
+        names = [n.removesuffix(".npy") for n in z.namelist()]
+        name = "voxels" if "voxels" in names else (names[0] if len(names) == 1 else None)
+        if name is None:
+            raise DatasetError(f"{path}: an .npz file needs an array named 'voxels' or a single "
+                               f"array; it has {', '.join(names[:10]) or 'none'}")
+        member = z.namelist()[names.index(name)]
+        raw = read_zip_member(z, member, MAX_NPZ_MEMBER_BYTES, where=f"{path}: {member}",
+                              what="a voxel array", missing="missing")
+    buf = io.BytesIO(raw)
+    version = np.lib.format.read_magic(buf)
+    shape, _, dtype = (np.lib.format.read_array_header_1_0(buf) if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0(buf))
+    if dtype.hasobject:
+        raise DatasetError(f"{path}: {member} holds Python objects, not an occupancy grid")
+    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if declared != len(raw) - buf.tell():
+        raise DatasetError(f"{path}: {member} declares shape {shape} ({declared:,} bytes) but holds "
+                           f"{len(raw) - buf.tell():,} bytes")
+    return np.load(io.BytesIO(raw), allow_pickle=False)
+
+
 def _as_grids(arr: np.ndarray, where: str) -> np.ndarray:
     if arr.ndim == 3:
         arr = arr[None]
     if arr.ndim != 4:
         raise DatasetError(f"{where}: expected a grid (D, H, W) or grids (N, D, H, W), got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise DatasetError(f"{where}: holds no grids (shape {arr.shape})")
     if max(arr.shape[1:]) > MAX_SIDE or min(arr.shape[1:]) < 1:
         raise DatasetError(f"{where}: grid sides must be 1..{MAX_SIDE}, got {arr.shape[1:]}")
     if arr.dtype == bool:

@@ -1,6 +1,6 @@
 """The modality registry: one small class per kind of data, asked by the CLI verbs and the trainer.
 
-    modality_for(model.config)       -> the model's Modality (image, volume, sequence, text)
+    modality_for(model.config)       -> the model's Modality (image, volume, sequence, text, audio)
     check_inputs(config, files, ds)  -> one line when files or a dataset hold another kind of data
     path_modality("grid.npy")        -> "volume": what a file or folder given on the command line holds
 
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .audio import AudioModality
 from .base import Inputs, Modality
 from .image import ImageModality
 from .sequence import SequenceModality
@@ -22,10 +23,10 @@ from .text import TextModality
 from .volume import VolumeModality
 
 REGISTRY: dict[str, Modality] = {m.name: m for m in (ImageModality(), VolumeModality(), SequenceModality(),
-                                                      TextModality())}
+                                                      TextModality(), AudioModality())}
 """Every modality by name."""
 
-_PATH_ORDER = ("text", "volume", "image")  # what a file or folder given on the command line holds
+_PATH_ORDER = ("text", "volume", "audio", "image")  # what a file or folder given on the command line holds
 
 
 def modality_for(config) -> Modality:
@@ -42,7 +43,7 @@ def by_name(name: str) -> Modality:
 
 def path_modality(path) -> str:
     """What a file or folder given on the command line holds, from its name(s): text files,
-    voxel grids, else images."""
+    voxel grids, audio files, else images."""
     p = Path(path)
     for name in _PATH_ORDER:
         if REGISTRY[name].holds_path(p):

@@ -81,7 +81,8 @@ class Modality:
         if inputs.dataset is None:
             raise InputError(f"no {self.noun} files given and the model folder does not say its dataset; "
                              "pass --dataset")
-        test = load_dataset(inputs.dataset, "test", inputs.data_dir, size=tuple(model.config.data_shape[1:]))
+        test = load_dataset(inputs.dataset, "test", inputs.data_dir, size=tuple(model.config.data_shape[1:]),
+                            sample_rate=getattr(model.config, "sample_rate", 0) or None)
         if test.data_shape != tuple(model.config.data_shape):
             raise InputError(f"dataset {inputs.dataset} has {self.noun}s of shape {test.data_shape}, the model "
                              f"takes {tuple(model.config.data_shape)}")
@@ -150,7 +151,8 @@ def write_files_atomically(items, names: list[str], out, save) -> None:
     parent = out.absolute().parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.", suffix=".tmp"))
+        _remove_dead_temporaries(parent, out.name)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp"))
     except OSError as exc:
         raise InputError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
     try:
@@ -180,6 +182,25 @@ def write_files_atomically(items, names: list[str], out, save) -> None:
         raise InputError(f"{out}: cannot write the files ({exc.strerror or exc})") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_dead_temporaries(parent: Path, name: str) -> None:
+    """Remove ``.NAME.<pid>.*.tmp`` folders left by a write that was killed (its pid is gone)."""
+    import os
+    import re
+    import shutil
+
+    pattern = re.compile(re.escape(f".{name}.") + r"(\d+)\.[^/]*\.tmp")
+    for p in parent.iterdir():
+        m = pattern.fullmatch(p.name)
+        if not m or not p.is_dir() or p.is_symlink():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(p, ignore_errors=True)
+        except (OSError, OverflowError):
+            pass
 
 
 def write_vqd_file(out, data: bytes) -> bytes:
