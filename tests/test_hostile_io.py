@@ -338,11 +338,11 @@ def test_absurd_training_numbers_are_refused(over, needle):
 
 
 CLI_NUMBERS = [
-    (["--final-coeff", "1e308"], "final_coeff"),
-    (["--adam-eps", "nan"], "adam_eps"),
+    (["--final-coeff", "1e308"], "--final-coeff: must be at most"),
+    (["--adam-eps", "nan"], "--adam-eps: must be a finite number"),
     (["--seed", str(2**63 - 1)], "seed"),
     (["--stages", "65535"], "parameters"),
-    (["--data-shape", "1", "100000", "100000"], "parameters"),
+    (["--data-shape", "1", "100000", "100000"], "--data-shape: must be at most"),
 ]
 
 
