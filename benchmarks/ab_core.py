@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 import vqdraw
-from vqdraw.config import PRESETS
+from vqdraw.core.config import PRESETS
 from vqdraw.data import load_dataset
-from vqdraw.model import VQDraw
+from vqdraw.core.model import VQDraw
 
 
 def main() -> None:

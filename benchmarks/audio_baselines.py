@@ -88,9 +88,9 @@ def main() -> int:
     import torch
     from pystoi import stoi
 
-    from vqdraw.bitstream import write_vqd
+    from vqdraw.compress.bitstream import write_vqd
     from vqdraw.data import audio as adata
-    from vqdraw.model import VQDraw
+    from vqdraw.core.model import VQDraw
     from vqdraw.modalities.audio import compress_audio, decompress_audio, read_for_model
 
     torch.set_grad_enabled(False)
@@ -130,7 +130,7 @@ def main() -> int:
     t0 = time.perf_counter()
     full = [compress_audio(model, x.astype(np.float32)) for x in originals]
     t_enc = time.perf_counter() - t0
-    from vqdraw.bitstream import read_vqd
+    from vqdraw.compress.bitstream import read_vqd
 
     for s in points:
         decoded, nbytes = [], 0

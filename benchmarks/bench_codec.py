@@ -37,7 +37,7 @@ def parse(argv=None):
     p.add_argument("--stages", type=int, default=None, help="override N for a fresh preset model")
     p.add_argument("--beam", type=int, nargs="*", default=[], help="also time these beam widths")
     p.add_argument("--reference", action="store_true",
-                   help="time the straightforward computation (vqdraw.reference) instead: the 'before' figure")
+                   help="time the straightforward computation (vqdraw.core.reference) instead: the 'before' figure")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--compile", action="store_true")
     C.add_common_args(p)
@@ -48,7 +48,7 @@ def main(argv=None) -> None:
     args = parse(argv)
     device = C.setup(args)
     from vqdraw import VQDraw
-    from vqdraw.config import override
+    from vqdraw.core.config import override
 
     if args.model:
         model = VQDraw.load(args.model, map_location=device)
@@ -74,7 +74,7 @@ def main(argv=None) -> None:
         x = torch.rand(args.batch, *shape, generator=torch.Generator().manual_seed(0)).to(device)
 
     if args.precision == "bf16":
-        from vqdraw.train import autocast
+        from vqdraw.training.train import autocast
 
         ctx = autocast("bf16", device)
     else:
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     if args.reference:
         if args.precision != "fp32" or args.compile or any(b != 1 for b in args.beam):
             raise SystemExit("--reference times plain float32 greedy encoding and decoding only")
-        from vqdraw.reference import reference_run
+        from vqdraw.core.reference import reference_run
 
         def encode(images):
             with torch.inference_mode():

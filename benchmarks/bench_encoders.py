@@ -86,7 +86,7 @@ def method_kwargs(name: str, model, args) -> dict:
         return {}
     folders = distilled_folders(args)
     if name in folders:
-        from vqdraw.distill import load_distilled
+        from vqdraw.training.distill import load_distilled
 
         return {"encoder": load_distilled(folders[name], model)}
     return {"beam": int(name.removeprefix("beam"))}
@@ -99,7 +99,7 @@ def interleaved(args, methods: list[str]) -> dict:
     import torch
 
     from vqdraw.data import load_dataset
-    from vqdraw.model import VQDraw
+    from vqdraw.core.model import VQDraw
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -120,7 +120,7 @@ def worker(args) -> dict:
     import torch
 
     from vqdraw.data import load_dataset
-    from vqdraw.model import VQDraw
+    from vqdraw.core.model import VQDraw
 
     if args.threads:
         torch.set_num_threads(args.threads)

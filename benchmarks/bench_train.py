@@ -6,7 +6,7 @@ against a large-convolution calibration measured in the same run, and memory.
     python benchmarks/bench_train.py --preset cifar10 --steps 2 --warmup 1 --stages 20
     python benchmarks/bench_train.py --preset mnist --steps 60 --rss-at 20 40 60   # growth check
 
-A step is exactly what `vqdraw.train.fit` runs (`train_step`: forward, eq. 3, backward over the
+A step is exactly what `vqdraw.training.train.fit` runs (`train_step`: forward, eq. 3, backward over the
 micro-batches, Adam), on fresh images each step. Defaults: the preset's batch when it has no
 micro-batch (mnist: 32), else one micro-batch per step (``--batch`` = the preset's micro-batch)
 so that big presets stay measurable on a CPU; ``--batch/--micro`` override. ``--stages`` shortens
@@ -54,7 +54,7 @@ def parse(argv=None):
                    help="torch.compile the per-stage network, optionally with this mode")
     p.add_argument("--rss-at", type=int, nargs="*", default=[], help="record RSS after these steps")
     p.add_argument("--reference", action="store_true",
-                   help="time the straightforward computation (vqdraw.reference: module by module, "
+                   help="time the straightforward computation (vqdraw.core.reference: module by module, "
                         "NCHW, a proposals tensor per stage, autograd) instead of the library's path: "
                         "the 'before' figure, measured on the same machine at the same time")
     p.add_argument("--no-flops", action="store_true",
@@ -74,8 +74,8 @@ def main(argv=None) -> None:
         return
 
     from vqdraw import VQDraw
-    from vqdraw.config import get_preset, override
-    from vqdraw.train import train_step
+    from vqdraw.core.config import get_preset, override
+    from vqdraw.training.train import train_step
 
     preset = get_preset(args.preset)
     mcfg = preset.model
@@ -108,7 +108,7 @@ def main(argv=None) -> None:
     shape = mcfg.image_shape
     if args.preset == "mnist" or args.real_data:
         from vqdraw.data import load_dataset
-        from vqdraw.train import batch_indices
+        from vqdraw.training.train import batch_indices
 
         data = load_dataset("mnist-embedded" if args.preset == "mnist" else tcfg.dataset, "train")
 
@@ -130,7 +130,7 @@ def main(argv=None) -> None:
         return train_step(model, opt, x, tcfg, **kwargs)
 
     def reference_step(x):
-        from vqdraw.reference import reference_loss
+        from vqdraw.core.reference import reference_loss
 
         opt.zero_grad(set_to_none=True)
         terms = reference_loss(model, x, tcfg.alpha)

@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     from vqdraw import VQDraw
     from vqdraw.baselines import run_dataset
     from vqdraw.data import load_dataset
-    from vqdraw.train import autocast
+    from vqdraw.training.train import autocast
 
     model = VQDraw.load(args.model, map_location=device).eval()
     test = load_dataset(args.dataset or run_dataset(args.model) or "mnist-embedded", "test")

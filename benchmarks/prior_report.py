@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vqdraw.bitstream import read_header
-from vqdraw.codec import compress_codes, read_file
-from vqdraw.codestats import encode_images
+from vqdraw.compress.bitstream import read_header
+from vqdraw.compress.codec import compress_codes, read_file
+from vqdraw.evaluate.codestats import encode_images
 from vqdraw.data import balanced_subset, load_dataset
-from vqdraw.fixedpoint import MAX_FREQUENCY
-from vqdraw.model import VQDraw
+from vqdraw.compress.fixedpoint import MAX_FREQUENCY
+from vqdraw.core.model import VQDraw
 from vqdraw.prior import load_prior
 
 

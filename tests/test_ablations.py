@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from vqdraw import VQDraw
-from vqdraw.reference import reference_proposals, reference_run
-from vqdraw.stageloop import Exploration, run
+from vqdraw.core.reference import reference_proposals, reference_run
+from vqdraw.core.stageloop import Exploration, run
 
 
 def small(**kw):

@@ -9,16 +9,16 @@ import torch
 
 sf = pytest.importorskip("soundfile")
 
-from vqdraw.bitstream import header_size, read_header, read_vqd, write_vqd  # noqa: E402
+from vqdraw.compress.bitstream import header_size, read_header, read_vqd, write_vqd  # noqa: E402
 from vqdraw.cli import main  # noqa: E402
-from vqdraw.config import ModelConfig, RefinerConfig, TrainConfig  # noqa: E402
+from vqdraw.core.config import ModelConfig, RefinerConfig, TrainConfig  # noqa: E402
 from vqdraw.data import dataset_modality, load_dataset  # noqa: E402
 from vqdraw.data import audio as adata  # noqa: E402
 from vqdraw.data.base import DatasetError  # noqa: E402
 from vqdraw.errors import ConfigError  # noqa: E402
 from vqdraw.modalities import modality_for, path_modality  # noqa: E402
 from vqdraw.modalities.audio import compress_audio, decompress_audio, snr_db  # noqa: E402
-from vqdraw.model import VQDraw  # noqa: E402
+from vqdraw.core.model import VQDraw  # noqa: E402
 
 RATE = 8000
 
@@ -163,7 +163,7 @@ def test_audio_config_is_checked():
 
 
 def test_training_lowers_the_loss_and_writes_wavs(speech_dir, tmp_path, capsys):
-    from vqdraw.train import fit
+    from vqdraw.training.train import fit
 
     model = tiny_audio_model(stages=4, options=8)
     train = load_dataset(f"audio:{speech_dir}", "train", size=(256,), sample_rate=RATE)

@@ -1,4 +1,4 @@
-"""Tests for the .vqd bit packing and file format (vqdraw.bitstream)."""
+"""Tests for the .vqd bit packing and file format (vqdraw.compress.bitstream)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vqdraw.bitstream import (
+from vqdraw.compress.bitstream import (
     MAGIC,
     VqdFile,
     VqdFormatError,

@@ -105,7 +105,7 @@ def test_presets_table(capsys):
                                        (["--compile", "reduce-overhead"], "reduce-overhead")])
 def test_train_compile_flag_reaches_fit(flag, mode, tmp_path, monkeypatch):
     """`--compile [MODE]` reaches fit as torch.compile's mode (False without the flag)."""
-    import vqdraw.train
+    import vqdraw.training.train
 
     seen = {}
 
@@ -113,7 +113,7 @@ def test_train_compile_flag_reaches_fit(flag, mode, tmp_path, monkeypatch):
         seen["compile"] = kw["compile"]
         raise SystemExit(0)
 
-    monkeypatch.setattr(vqdraw.train, "fit", fake_fit)
+    monkeypatch.setattr(vqdraw.training.train, "fit", fake_fit)
     with pytest.raises(SystemExit):
         main(["train", "--preset", "mnist", "--dataset", "mnist-embedded", "--steps", "1", "--options", "8",
               "--stages", "2", "--segment", "2", "--run", str(tmp_path / "r"), *flag])

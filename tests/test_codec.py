@@ -1,4 +1,4 @@
-"""Tests for compress/decompress (vqdraw.codec) and the `vqdraw encode` / `vqdraw decode` verbs."""
+"""Tests for compress/decompress (vqdraw.compress.codec) and the `vqdraw encode` / `vqdraw decode` verbs."""
 
 from __future__ import annotations
 
@@ -12,16 +12,16 @@ import torch
 from PIL import Image
 
 from vqdraw import RefinerConfig, VQDraw
-from vqdraw.bitstream import VqdFormatError, bits_per_image, header_size, payload_size, read_vqd, write_vqd
+from vqdraw.compress.bitstream import VqdFormatError, bits_per_image, header_size, payload_size, read_vqd, write_vqd
 from vqdraw.cli import main
-from vqdraw.codec import (
+from vqdraw.compress.codec import (
     compress,
     compress_codes,
     decompress,
     read_input_bytes,
 )
 from vqdraw.errors import InputError, VQDrawError
-from vqdraw.images import save_image
+from vqdraw.data.images import save_image
 
 STAGES, K = 3, 5
 
@@ -208,7 +208,7 @@ def test_cli_encode_decode_round_trip(saved, model, tmp_path, capsys):
     assert len(data) == header_size() + payload_size(5, K, STAGES)
 
     # the codes are those of the PNGs as the library loads them
-    from vqdraw.images import expand_image_paths, load_images
+    from vqdraw.data.images import expand_image_paths, load_images
 
     x = load_images(expand_image_paths([saved / "pngs"]), (1, 28, 28))
     codes = model.encode(x)
@@ -384,7 +384,7 @@ def test_decode_names_the_checkpoint_that_made_the_file(tmp_path, fast_embedded_
     """After --resume, a .vqd file of an earlier checkpoint is refused with the checkpoint's name."""
     from vqdraw import TrainConfig, VQDraw, fit
     from vqdraw.cli import main
-    from vqdraw.codec import compress
+    from vqdraw.compress.codec import compress
     from vqdraw.data import load_dataset
 
     train, test = load_dataset("mnist-embedded", "train"), load_dataset("mnist-embedded", "test")

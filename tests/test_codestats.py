@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vqdraw.codestats import code_statistics, distinct_codes, save_heatmap
+from vqdraw.evaluate.codestats import code_statistics, distinct_codes, save_heatmap
 
 
 def h(*p):

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from vqdraw import InputError, VQDraw
-from vqdraw.config import ConfigError
-from vqdraw.reference import reference_loss, reference_run
-from vqdraw.stageloop import LoopOptions
+from vqdraw.core.config import ConfigError
+from vqdraw.core.reference import reference_loss, reference_run
+from vqdraw.core.stageloop import LoopOptions
 
 SHAPES = {"sequence": (1, 64), "image": (1, 28, 28), "volume": (1, 16, 16, 16)}
 

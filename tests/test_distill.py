@@ -1,4 +1,4 @@
-"""The distilled encoders (vqdraw.distill: independent and autoregressive) and `vqdraw distill`."""
+"""The distilled encoders (vqdraw.training.distill: independent and autoregressive) and `vqdraw distill`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from vqdraw.config import ModelConfig, RefinerConfig
-from vqdraw.distill import (
+from vqdraw.core.config import ModelConfig, RefinerConfig
+from vqdraw.training.distill import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     AutoregressiveEncoder,
@@ -25,7 +25,7 @@ from vqdraw.distill import (
     relaxed_reconstruction_loss,
 )
 from vqdraw.errors import CheckpointError, InputError
-from vqdraw.model import EncodeResult, VQDraw
+from vqdraw.core.model import EncodeResult, VQDraw
 
 TINY = ModelConfig(
     (1, 28, 28), options=8, stages=4, segment=2,

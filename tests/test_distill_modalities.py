@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from vqdraw.config import ModelConfig, RefinerConfig
+from vqdraw.core.config import ModelConfig, RefinerConfig
 from vqdraw.data import load_dataset
 from vqdraw.data.base import ImageSet
-from vqdraw.distill import distill, load_distilled, relaxed_reconstruction_loss
-from vqdraw.model import VQDraw
+from vqdraw.training.distill import distill, load_distilled, relaxed_reconstruction_loss
+from vqdraw.core.model import VQDraw
 
 ENCODER = {"channels": (16, 32), "hidden": 64}
 

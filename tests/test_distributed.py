@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from vqdraw import VQDraw
-from vqdraw.distributed import DistInfo, init_from_env, local_slice
+from vqdraw.training.distributed import DistInfo, init_from_env, local_slice
 
 MODEL = ["--preset", "mnist", "--options", "8", "--stages", "3", "--segment", "2"]
 TRAIN = ["--dataset", "mnist-embedded", "--batch", "8", "--micro-batch", "2", "--log-every", "1",

@@ -3,7 +3,7 @@
 * His MNIST checkpoint and what his code computes with it (shared/reference, when present):
   imported, it gives the same codes on 256 digits and the same per-stage MSE.
 * SVHN, CIFAR-10, CelebA: this file re-implements his refiners' module order (``HisRefiner``,
-  written from his ``vq_draw/model.py``, independent of vqdraw.convert's table), fills them with
+  written from his ``vq_draw/model.py``, independent of vqdraw.baselines.convert's table), fills them with
   random values, saves them as a legacy .pt like his, imports them and compares every per-option
   loss of every stage of an encoding with his stage loop run on his modules.
 
@@ -22,14 +22,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vqdraw.schedule import learning_rate
+from vqdraw.training.schedule import learning_rate
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from vqdraw import VQDraw
 from vqdraw.cli import main as cli_main
-from vqdraw.convert import PUBLISHED, PublishedCheckpoint, download_reference, import_reference, layer_differences
+from vqdraw.baselines.convert import PUBLISHED, PublishedCheckpoint, download_reference, import_reference, layer_differences
 from vqdraw.errors import CheckpointError
 
 
@@ -257,7 +257,7 @@ def test_the_papers_variant_imports_with_its_differences_reported(preset, tmp_pa
     groups. His tensors still land; masks he lacks are ones (exact), the rest is reported."""
     from dataclasses import replace
 
-    from vqdraw.config import get_preset
+    from vqdraw.core.config import get_preset
 
     paper = replace(get_preset(preset).model.refiner, mask_down=True, raw_body=False, norm_groups=())
     state, _ = his_checkpoint(preset, stages=10)
@@ -376,7 +376,7 @@ def test_download_checks_the_pinned_sha256(tmp_path, monkeypatch):
 
 # ----------------------------------------------------------------------------- his recipe
 def test_presets_train_with_his_optimiser_and_schedule():
-    from vqdraw.config import get_preset
+    from vqdraw.core.config import get_preset
 
     for name in ("mnist", "svhn", "cifar10", "celeba"):
         cfg = get_preset(name).train
@@ -391,7 +391,7 @@ def test_cli_flags_for_his_recipe_and_the_papers_switches():
     import argparse
 
     from vqdraw.cli.common import add_dataclass_flags, dataclass_overrides
-    from vqdraw.config import ModelConfig, TrainConfig, get_preset, override
+    from vqdraw.core.config import ModelConfig, TrainConfig, get_preset, override
 
     p = argparse.ArgumentParser()
     add_dataclass_flags(p, TrainConfig)

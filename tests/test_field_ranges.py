@@ -1,4 +1,4 @@
-"""One source of truth for every config field's type and range (vqdraw.fields): the `vqdraw train`
+"""One source of truth for every config field's type and range (vqdraw.core.fields): the `vqdraw train`
 flags, the checks of untrusted config.json / train.json (from_dict) and the constructors accept and
 refuse the same values. Walks every ranged field at and just beyond its bounds."""
 
@@ -12,10 +12,10 @@ import pytest
 
 from vqdraw.cli import build_parser
 from vqdraw.cli.train import MODEL_SKIP, TRAIN_SKIP
-from vqdraw.config import ModelConfig, RefinerConfig, TrainConfig, get_preset
+from vqdraw.core.config import ModelConfig, RefinerConfig, TrainConfig, get_preset
 from vqdraw.errors import ConfigError
-from vqdraw.fields import Range, range_of
-from vqdraw.validate import check_fields
+from vqdraw.core.fields import Range, range_of
+from vqdraw.core.validate import check_fields
 
 
 def _texts(base: type, rng: Range) -> list[str]:

@@ -11,9 +11,9 @@ import time
 import pytest
 
 from vqdraw import VQDraw
-from vqdraw.config import PRESETS, ModelConfig, RefinerConfig, TrainConfig
+from vqdraw.core.config import PRESETS, ModelConfig, RefinerConfig, TrainConfig
 from vqdraw.errors import CheckpointError, ConfigError
-from vqdraw.validate import (
+from vqdraw.core.validate import (
     MAX_ACTIVATION_BYTES,
     MAX_JSON_BYTES,
     MAX_PARAMETERS,
@@ -306,7 +306,7 @@ def test_fuzz_model_and_train_configs():
 @pytest.mark.parametrize("likelihood", ["gaussian", "categorical", "discretized-logistic", "bernoulli"])
 def test_estimate_counts_other_likelihoods_parameters_exactly(likelihood):
     from vqdraw import VQDraw
-    from vqdraw.validate import estimate_size
+    from vqdraw.core.validate import estimate_size
 
     model = VQDraw.from_preset("mnist", likelihood=likelihood, options=8, stages=3, segment=2)
     assert estimate_size(model.config)["parameters"] == sum(p.numel() for p in model.parameters())
@@ -314,8 +314,8 @@ def test_estimate_counts_other_likelihoods_parameters_exactly(likelihood):
 
 def test_estimate_counts_a_progressive_refiners_parameters_exactly():
     from vqdraw import VQDraw
-    from vqdraw.config import RefinerConfig
-    from vqdraw.validate import estimate_size
+    from vqdraw.core.config import RefinerConfig
+    from vqdraw.core.validate import estimate_size
 
     model = VQDraw.from_preset("mnist", options=8, stages=4, segment=2,
                                refiner=RefinerConfig(down=(8, 16), body=(16,), up=(16, 8), progressive=1))

@@ -17,10 +17,10 @@ import torch
 
 from vqdraw import VQDraw
 from vqdraw.cli import main
-from vqdraw.config import TrainConfig
+from vqdraw.core.config import TrainConfig
 from vqdraw.data import load_dataset
 from vqdraw.errors import CheckpointError, ConfigError, InputError, PathError, TrainingDiverged, VQDrawError
-from vqdraw.train import fit
+from vqdraw.training.train import fit
 
 pytestmark = pytest.mark.usefixtures("fast_embedded_mnist")
 
@@ -281,7 +281,7 @@ def test_stored_weights_of_another_dtype_are_refused(dtype, w):
 
 
 def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(w, monkeypatch):
-    import vqdraw.train as train_module
+    import vqdraw.training.train as train_module
 
     real = train_module.train_step
     calls = [0]
@@ -300,7 +300,7 @@ def test_a_non_finite_loss_stops_the_run_and_keeps_the_last_checkpoint(w, monkey
 
 
 def test_a_failed_first_start_leaves_nothing(tmp_path, monkeypatch, capsys):
-    import vqdraw.train as train_module
+    import vqdraw.training.train as train_module
 
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device", str(tmp_path / "run" / "x"))
@@ -359,7 +359,7 @@ def test_absurd_training_flags_are_one_line(extra, needle, tmp_path, capsys):
 
 def _api_cases(m):
     x = torch.rand(2, 1, 28, 28)
-    from vqdraw import codec
+    from vqdraw.compress import codec
 
     return {
         "decode(None)": lambda: m.decode(None),
@@ -464,7 +464,7 @@ def test_fuzzed_state_json_and_metrics_rows_give_only_typed_errors(pristine):
 
 
 def test_beam_search_of_many_images_runs_in_chunks_with_the_same_result(monkeypatch):
-    from vqdraw import search
+    from vqdraw.core import search
 
     m = _model().eval()
     x = load_dataset("mnist-embedded", "test").batch(range(5))

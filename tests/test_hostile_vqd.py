@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-import vqdraw.bitstream as bitstream
+import vqdraw.compress.bitstream as bitstream
 from vqdraw import RefinerConfig, VQDraw
-from vqdraw.bitstream import (
+from vqdraw.compress.bitstream import (
     MAX_MIXED_RADIX_BITS,
     VqdFormatError,
     bits_per_image,
@@ -25,7 +25,7 @@ from vqdraw.bitstream import (
     write_vqd,
 )
 from vqdraw.cli import main
-from vqdraw.codec import decompress, read_file
+from vqdraw.compress.codec import decompress, read_file
 from vqdraw.errors import InputError
 
 MB = 1 << 20

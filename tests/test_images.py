@@ -1,4 +1,4 @@
-"""Image inputs (vqdraw.images): one fit path, transparency, 16-bit, arrays, polarity; balanced subsets."""
+"""Image inputs (vqdraw.data.images): one fit path, transparency, 16-bit, arrays, polarity; balanced subsets."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from PIL import Image
 from vqdraw.data import balanced_subset, load_dataset
 from vqdraw.data.folder import load_image_folder
 from vqdraw.errors import InputError
-from vqdraw.images import fit_image, load_image, polarity_warning, to_tensor
+from vqdraw.data.images import fit_image, load_image, polarity_warning, to_tensor
 
 MNIST_MEAN = (0.1307,)
 

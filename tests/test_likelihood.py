@@ -8,11 +8,11 @@ import torch
 
 from vqdraw import VQDraw
 from vqdraw.cli import main
-from vqdraw.config import LIKELIHOODS, ModelConfig, RefinerConfig
+from vqdraw.core.config import LIKELIHOODS, ModelConfig, RefinerConfig
 from vqdraw.data.base import ImageSet
 from vqdraw.data.binarize import BinarizedSet, batch_epochs, binarize
 from vqdraw.errors import ConfigError, InputError
-from vqdraw.likelihood import Categorical, DiscretizedLogistic, Gaussian, make_likelihood
+from vqdraw.core.likelihood import Categorical, DiscretizedLogistic, Gaussian, make_likelihood
 
 SMALL = RefinerConfig(down=(8,), body=(8,), up=(8,))
 
@@ -141,7 +141,7 @@ def test_categorical_loss_is_cross_entropy_of_its_logits(rank):
 def test_categorical_chunks_logits(monkeypatch):
     """The per-option loss is the same whether its logits are formed all at once or one option
     at a time, and gradients flow (recomputed chunks)."""
-    import vqdraw.likelihood as lik
+    import vqdraw.core.likelihood as lik
 
     c = Categorical(256, rank=2)
     p = torch.randn(2, 5, 16, 4, 4, requires_grad=True)

@@ -11,9 +11,9 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
-from vqdraw.metrics import features as feat
-from vqdraw.metrics.features import FeatureRecipe, features_dir, load_feature_net
-from vqdraw.metrics.fid import fid, frechet_distance, kid, mmd2_unbiased, precision_recall
+from vqdraw.evaluate.metrics import features as feat
+from vqdraw.evaluate.metrics.features import FeatureRecipe, features_dir, load_feature_net
+from vqdraw.evaluate.metrics.fid import fid, frechet_distance, kid, mmd2_unbiased, precision_recall
 
 RECIPE = FeatureRecipe(steps=150, batch=32, width=8, feature_dim=32, lr=3e-3)
 
@@ -152,7 +152,7 @@ def test_feature_net_is_cached_and_reused(net, data_dir, monkeypatch):
 
 
 def test_classifier_score_bounds(net, real):
-    from vqdraw.metrics.samples import classifier_summary
+    from vqdraw.evaluate.metrics.samples import classifier_summary
 
     s = classifier_summary(net, real)
     assert 1.0 <= s["score"] <= 10.0 and sum(s["classes"]) == len(real)
@@ -213,7 +213,7 @@ def test_eval_samples_cli_errors(tmp_path, capsys):
 
 
 def test_distortion_measures_by_hand():
-    from vqdraw.metrics import mse, psnr, psnr_from_mse
+    from vqdraw.evaluate.metrics import mse, psnr, psnr_from_mse
 
     x = torch.zeros(2, 1, 2, 2, dtype=torch.float64)
     y = x.clone()

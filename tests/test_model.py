@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vqdraw import ConfigError, InputError, VQDraw
-from vqdraw.losses import code_usage, objective, option_losses
+from vqdraw.core.losses import code_usage, objective, option_losses
 
 
 def test_codes_shape_range_and_argmin(tiny_model, digits):

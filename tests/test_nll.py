@@ -9,10 +9,10 @@ import torch
 
 from vqdraw import VQDraw
 from vqdraw.cli import main
-from vqdraw.config import RefinerConfig
-from vqdraw.nll import ladder, mse_sigmas, nll_bounds
-from vqdraw.search import search_stages
-from vqdraw.stageloop import run_inference
+from vqdraw.core.config import RefinerConfig
+from vqdraw.evaluate.nll import ladder, mse_sigmas, nll_bounds
+from vqdraw.core.search import search_stages
+from vqdraw.core.stageloop import run_inference
 
 SMALL = RefinerConfig(down=(8,), body=(8,), up=(8,))
 

@@ -13,7 +13,7 @@ from PIL import Image
 from vqdraw import CheckpointError, VQDraw
 from vqdraw.cli import main
 from vqdraw.data import load_dataset
-from vqdraw.metrics.distortion import psnr_from_mse
+from vqdraw.evaluate.metrics.distortion import psnr_from_mse
 from vqdraw.pretrained import NAMES, folder
 
 CARD = Path(folder("mnist")).parent / "mnist.md"

@@ -13,14 +13,14 @@ import pytest
 import torch
 
 from vqdraw import RefinerConfig, VQDraw
-from vqdraw.bitstream import VqdFormatError, check_vqd, read_header, read_vqd, write_vqd
+from vqdraw.compress.bitstream import VqdFormatError, check_vqd, read_header, read_vqd, write_vqd
 from vqdraw.cli import main
-from vqdraw.codec import compress, compress_codes, decompress
-from vqdraw.config import ModelConfig
+from vqdraw.compress.codec import compress, compress_codes, decompress
+from vqdraw.core.config import ModelConfig
 from vqdraw.errors import CheckpointError, InputError
-from vqdraw.fixedpoint import MAX_FREQUENCY, TOTAL, frequencies, quantize, sigmoid_q, tanh_q
+from vqdraw.compress.fixedpoint import MAX_FREQUENCY, TOTAL, frequencies, quantize, sigmoid_q, tanh_q
 from vqdraw.prior import Prior, PriorConfig, PriorNet, find_prior, load_prior, train_prior
-from vqdraw.text import compress_text, decompress_text
+from vqdraw.compress.text import compress_text, decompress_text
 
 pytestmark = pytest.mark.usefixtures("fast_embedded_mnist")
 
@@ -263,7 +263,7 @@ def test_cli_prior_encode_decode(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test cross-entropy" in out and (folder / "prior.safetensors").exists()
     from vqdraw.data import load_dataset
-    from vqdraw.images import save_image
+    from vqdraw.data.images import save_image
 
     test = load_dataset("mnist-embedded", "test")
     imgs = tmp_path / "imgs"
@@ -303,7 +303,7 @@ def zero_prior(K: int, N: int) -> Prior:
 
 
 def test_a_flat_prior_is_exactly_uniform_and_leaves_the_likelihood_bounds_unchanged():
-    from vqdraw.nll import nll_bounds
+    from vqdraw.evaluate.nll import nll_bounds
 
     flat = zero_prior(4, 3)
     codes = chain_codes(10, 4, 3)
@@ -327,7 +327,7 @@ def test_a_flat_prior_is_exactly_uniform_and_leaves_the_likelihood_bounds_unchan
 
 
 def test_rate_distortion_report_gets_the_entropy_coded_curve():
-    from vqdraw.ratedistortion import vqdraw_curves
+    from vqdraw.compress.ratedistortion import vqdraw_curves
 
     model = tiny_model()
     prior = prior_for(model)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from vqdraw.probe import (
+from vqdraw.evaluate.probe import (
     ProbeRecipe,
     chance_accuracy,
     default_prefixes,

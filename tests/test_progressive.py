@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from vqdraw import TrainConfig, VQDraw
-from vqdraw.config import ModelConfig, RefinerConfig
+from vqdraw.core.config import ModelConfig, RefinerConfig
 from vqdraw.errors import ConfigError
 from vqdraw.runs import fingerprint
-from vqdraw.train import fit
+from vqdraw.training.train import fit
 
 pytestmark = pytest.mark.usefixtures("fast_embedded_mnist")
 

@@ -1,4 +1,4 @@
-"""Tests for the rate–distortion evaluation (vqdraw.ratedistortion) and `vqdraw eval`."""
+"""Tests for the rate–distortion evaluation (vqdraw.compress.ratedistortion) and `vqdraw eval`."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from vqdraw import RefinerConfig, VQDraw
-from vqdraw import ratedistortion as rd
-from vqdraw import rdplots
-from vqdraw.codecs_classical import JPEG_QUALITIES, jpeg_payload_size, webp_payload_size
-from vqdraw.metrics.distortion import ssim
-from vqdraw.bitstream import bits_per_image, header_size
+from vqdraw.compress import ratedistortion as rd
+from vqdraw.compress import rdplots
+from vqdraw.compress.codecs_classical import JPEG_QUALITIES, jpeg_payload_size, webp_payload_size
+from vqdraw.evaluate.metrics.distortion import ssim
+from vqdraw.compress.bitstream import bits_per_image, header_size
 from vqdraw.cli import main
 
 STAGES, K, COUNT = 3, 5, 20

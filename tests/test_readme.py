@@ -30,7 +30,7 @@ def readme_folder(tmp_path, fast_embedded_mnist):
     """A working folder holding runs/mnist: a small trained-for-nothing model plus a distilled encoder."""
     from vqdraw import VQDraw
     from vqdraw.data import load_dataset
-    from vqdraw.distill import distill
+    from vqdraw.training.distill import distill
 
     torch.manual_seed(0)
     model = VQDraw.from_preset("mnist", options=8, stages=4, segment=2)

@@ -1,6 +1,6 @@
 """Model and run folders (vqdraw.runs): one save/load for the four kinds of network, the run lock,
 hostile folders (LATEST, NaN weights), crash debris, metrics.jsonl rewritten atomically, and the
-training loop's progress output (vqdraw.loop)."""
+training loop's progress output (vqdraw.training.loop)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from vqdraw import runs
-from vqdraw.config import ModelConfig, RefinerConfig, TrainConfig
+from vqdraw.core.config import ModelConfig, RefinerConfig, TrainConfig
 from vqdraw.errors import CheckpointError, ConfigError, VQDrawError
-from vqdraw.loop import Progress
-from vqdraw.model import VQDraw
-from vqdraw.train import fit
+from vqdraw.training.loop import Progress
+from vqdraw.core.model import VQDraw
+from vqdraw.training.train import fit
 
 pytestmark = pytest.mark.usefixtures("fast_embedded_mnist")
 
@@ -291,7 +291,7 @@ def test_vqdraw_round_trip(tmp_path, digits):
 
 
 def test_distilled_encoder_round_trip(tmp_path, digits):
-    from vqdraw.distill import DistilledConfig, DistilledEncoder
+    from vqdraw.training.distill import DistilledConfig, DistilledEncoder
 
     enc = DistilledEncoder(DistilledConfig.for_model(tiny(), channels=(4, 8), hidden=16))
     enc.save(tmp_path, {"model_fingerprint": "x"})
@@ -318,7 +318,7 @@ def test_vqvae_round_trip(tmp_path, data, digits):
 
 
 def test_feature_net_round_trip(tmp_path, digits):
-    from vqdraw.metrics.features import FeatureNet, FeatureRecipe, read_feature_net, save_feature_net
+    from vqdraw.evaluate.metrics.features import FeatureNet, FeatureRecipe, read_feature_net, save_feature_net
 
     net = FeatureNet(FeatureRecipe(width=4, feature_dim=8)).eval()
     save_feature_net(net, tmp_path, "mnist-embedded", {"test_accuracy": 0.5})

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from vqdraw import TrainConfig, VQDraw
-from vqdraw.config import ModelConfig, RefinerConfig
+from vqdraw.core.config import ModelConfig, RefinerConfig
 from vqdraw.errors import ConfigError
 from vqdraw.runs import TRAINING_WEIGHTS_FILE, load_training_weights, read_latest
-from vqdraw.schedule import TimeBudget, learning_rate
-from vqdraw.train import fit, resolve_precision
+from vqdraw.training.schedule import TimeBudget, learning_rate
+from vqdraw.training.train import fit, resolve_precision
 
 pytestmark = pytest.mark.usefixtures("fast_embedded_mnist")
 
@@ -144,7 +144,7 @@ def test_ema_checkpoint_holds_the_average_and_resume_is_exact(digits, tmp_path):
 
 def test_ema_is_what_gets_evaluated(digits, tmp_path):
     """The logged test error is the average's: evaluating the saved model gives it again."""
-    from vqdraw.train import evaluate
+    from vqdraw.training.train import evaluate
 
     cfg = small_cfg(ema=0.5, steps=3, eval_every=3)
     result = fit(small_model(), *digits, cfg, tmp_path / "run", progress=False, pictures=False)

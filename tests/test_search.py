@@ -1,4 +1,4 @@
-"""Beam search (vqdraw.search): greedy at beam 1, never worse than greedy, codes that decode."""
+"""Beam search (vqdraw.core.search): greedy at beam 1, never worse than greedy, codes that decode."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ import itertools
 import pytest
 import torch
 
-from vqdraw.config import ModelConfig, RefinerConfig
+from vqdraw.core.config import ModelConfig, RefinerConfig
 from vqdraw.errors import InputError
-from vqdraw.model import EncodeResult, VQDraw
-from vqdraw.search import beam_search, final_losses
-from vqdraw.stageloop import beam_stages
+from vqdraw.core.model import EncodeResult, VQDraw
+from vqdraw.core.search import beam_search, final_losses
+from vqdraw.core.stageloop import beam_stages
 
 TINY = ModelConfig(
     (1, 28, 28), options=8, stages=4, segment=2,
@@ -114,7 +114,7 @@ def test_one_batched_refiner_call_per_stage(trained, monkeypatch):
     assert calls[0][1] == 1 and 3 <= calls[1][1] <= model.options
     assert all(size <= 20 * 3 for _, size in calls)
     # deduplicating prefixes does not change the result
-    monkeypatch.setattr("vqdraw.search.beam_stages", functools.partial(beam_stages, dedup=False))
+    monkeypatch.setattr("vqdraw.core.search.beam_stages", functools.partial(beam_stages, dedup=False))
     again = beam_search(model, x, 3, keep_greedy=False)
     assert torch.equal(again.codes, res.codes)
     assert torch.allclose(again.losses, res.losses, rtol=1e-5, atol=1e-7)

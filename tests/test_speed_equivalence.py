@@ -1,6 +1,6 @@
 """The fast paths compute what the straightforward definitions compute (up to float rounding).
 
-The straightforward versions live in `vqdraw.reference`, written the obvious way: the refiner as conv -> mask
+The straightforward versions live in `vqdraw.core.reference`, written the obvious way: the refiner as conv -> mask
 multiply -> ReLU [-> GroupNorm] module by module and head * output_scale; the stage loop as
 ``proposals = canvas + deltas``, ``option_losses(proposals, target)``, ``proposals[rows, choice]``.
 The library instead folds masks and scales into weights, runs channels-last, computes the
@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from vqdraw import VQDraw
-from vqdraw.config import ModelConfig
-from vqdraw.losses import option_losses, select_option
-from vqdraw.stageloop import LoopOptions
-from vqdraw.reference import reference_deltas, reference_loss, reference_proposals, reference_run
+from vqdraw.core.config import ModelConfig
+from vqdraw.core.losses import option_losses, select_option
+from vqdraw.core.stageloop import LoopOptions
+from vqdraw.core.reference import reference_deltas, reference_loss, reference_proposals, reference_run
 
 
 def close(a, b, rtol=1e-4, atol=1e-5):
@@ -231,7 +231,7 @@ def test_training_gradients_equal_autograd_of_the_definition(digits, batch, chec
 
 
 def test_bf16_autocast_keeps_losses_and_argmin_float32(digits):
-    from vqdraw.train import autocast
+    from vqdraw.training.train import autocast
 
     model = small("mnist").train()
     with autocast("bf16", "cpu"):
@@ -250,7 +250,7 @@ def test_bf16_codes_match_float32_on_a_trained_model(all_cores, train_briefly):
     """After real training (not at initialisation, where options are near-ties), bf16 autocast
     must pick the float32 codes for the vast majority of images and not lose quality."""
     from vqdraw.data import load_dataset
-    from vqdraw.train import autocast
+    from vqdraw.training.train import autocast
 
     train, test = load_dataset("mnist-embedded", "train"), load_dataset("mnist-embedded", "test")
     model = train_briefly(small("mnist", options=16, stages=4).train(), train, steps=40, batch=32, lr=1e-3)
@@ -281,7 +281,7 @@ def test_compiled_refiner_equals_eager(digits):
 
 @pytest.mark.parametrize("out_pad", [0, 1])
 def test_transposed_convolution_backward_equals_autograd(out_pad):
-    from vqdraw.layers import conv_transpose
+    from vqdraw.core.layers import conv_transpose
 
     g = torch.Generator().manual_seed(7)
     x = torch.randn(3, 5, 6, 6, generator=g, dtype=torch.float64, requires_grad=True)

@@ -5,7 +5,7 @@ import torch
 
 from vqdraw import TrainConfig, VQDraw, fit
 from vqdraw.data import load_dataset
-from vqdraw.tensorboard import TensorBoardLog
+from vqdraw.training.tensorboard import TensorBoardLog
 
 
 class FakeWriter:

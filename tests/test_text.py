@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from vqdraw.bitstream import read_vqd
-from vqdraw.config import ModelConfig, RefinerConfig
+from vqdraw.compress.bitstream import read_vqd
+from vqdraw.core.config import ModelConfig, RefinerConfig
 from vqdraw.data import dataset_modality, load_dataset
 from vqdraw.data.base import DatasetError
 from vqdraw.data.text import decode_characters, encode_characters, read_text_file, sequences_to_text
 from vqdraw.errors import InputError
-from vqdraw.model import VQDraw
-from vqdraw.modality import check_modality, modality_of
-from vqdraw.text import compress_text, decompress_text, lossless_bits_per_char, stage_report, text_data_for
+from vqdraw.core.model import VQDraw
+from vqdraw.core.modality import check_modality, modality_of
+from vqdraw.compress.text import compress_text, decompress_text, lossless_bits_per_char, stage_report, text_data_for
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -105,8 +105,8 @@ def tiny_author_text_model(dilations=(1, 2, 4), length: int = 32, stages: int = 
 
 
 def test_text_preset_is_the_authors_dilated_refiner():
-    from vqdraw.config import get_preset
-    from vqdraw.validate import estimate_size
+    from vqdraw.core.config import get_preset
+    from vqdraw.core.validate import estimate_size
 
     cfg = get_preset("text").model
     assert cfg.refiner.dilations == (1, 2, 4, 8, 16, 32) * 2 and cfg.refiner.softmax_input
@@ -161,7 +161,7 @@ def test_stages_of_a_text_model_are_lines_and_a_picture(tmp_path):
     assert [line.split(":")[0] for line in lines] == ["stage   1", "stage   2", "stage   3"]
     # each line is what decoding that many codes gives
     codes = model.encode(text_data_for(model, src.read_text()))
-    from vqdraw.text import format_lines
+    from vqdraw.compress.text import format_lines
 
     second = sequences_to_text(model.decode(codes[:1], stages=2))
     assert lines[1][len("stage   2: "):] == format_lines(second).rstrip("\n")

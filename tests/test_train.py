@@ -7,7 +7,7 @@ import torch
 
 from vqdraw import CheckpointError, TrainConfig, VQDraw, fit
 from vqdraw.data import load_dataset
-from vqdraw.train import batch_indices, evaluate, train_step
+from vqdraw.training.train import batch_indices, evaluate, train_step
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +122,7 @@ def test_existing_run_needs_resume_and_missing_run_cannot_resume(mnist, tmp_path
 
 
 def test_lr_anneal():
-    from vqdraw.train import learning_rate
+    from vqdraw.training.train import learning_rate
 
     cfg = TrainConfig(steps=100, lr=1e-3, lr_final=1e-4)
     # the author's schedule: step s of S (1-based) at frac s/S, so the last step runs at lr_final

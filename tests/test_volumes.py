@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from vqdraw.bitstream import MODALITY_CODES, VqdFormatError, header_size, read_header, read_vqd, write_vqd
+from vqdraw.compress.bitstream import MODALITY_CODES, VqdFormatError, header_size, read_header, read_vqd, write_vqd
 from vqdraw.cli import main
-from vqdraw.config import get_preset
+from vqdraw.core.config import get_preset
 from vqdraw.data import DatasetError, dataset_modality, load_dataset
 from vqdraw.data.voxels import binvox_bytes, load_voxel_folder, read_binvox, read_grids
 from vqdraw.errors import InputError
-from vqdraw.modality import check_modality, modality_of
-from vqdraw.model import VQDraw
+from vqdraw.core.modality import check_modality, modality_of
+from vqdraw.core.model import VQDraw
 
 FP = bytes(range(16))
 

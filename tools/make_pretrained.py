@@ -17,7 +17,7 @@ import torch
 
 from vqdraw import VQDraw
 from vqdraw.data import load_dataset
-from vqdraw.metrics.distortion import psnr_from_mse
+from vqdraw.evaluate.metrics.distortion import psnr_from_mse
 from vqdraw.runs import read_train_json, resolve_model_dir
 
 run = Path(sys.argv[1])

@@ -3,13 +3,13 @@
     image (B, C, H, W) in [0, 1]
        |  normalise (model config)
        v
-    stages 1..N: refiner proposes K refinements, keep the best     model.py, refiner.py
+    stages 1..N: refiner proposes K refinements, keep the best     core/model.py, core/refiner.py
        |
        v
-    codes (B, N) in [0, K)          encode / decode are inverses    model.py
+    codes (B, N) in [0, K)          encode / decode are inverses    core/model.py
        |
        v
-    bitstream: ceil(N log2 K) bits per image, .vqd files            bitstream.py, codec.py
+    bitstream: ceil(N log2 K) bits per image, .vqd files            compress/bitstream.py, compress/codec.py
        |
        v
     image again: replay the choices (Algorithm 2)                    model.decode
@@ -30,14 +30,14 @@ __version__ = "0.1.0"
 # public name -> the submodule defining it. Imported on first use (PEP 562), so that
 # `import vqdraw` and `vqdraw --help` do not import torch.
 _EXPORTS = {
-    "VQDraw": "model",
-    "EncodeResult": "model",
-    "ModelConfig": "config",
-    "RefinerConfig": "config",
-    "TrainConfig": "config",
-    "PRESETS": "config",
-    "get_preset": "config",
-    "fit": "train",
+    "VQDraw": "core.model",
+    "EncodeResult": "core.model",
+    "ModelConfig": "core.config",
+    "RefinerConfig": "core.config",
+    "TrainConfig": "core.config",
+    "PRESETS": "core.config",
+    "get_preset": "core.config",
+    "fit": "training.train",
     "VQDrawError": "errors",
     "ConfigError": "errors",
     "InputError": "errors",
@@ -60,7 +60,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs; never executed
-    from .config import PRESETS, ModelConfig, RefinerConfig, TrainConfig, get_preset
+    from .core.config import PRESETS, ModelConfig, RefinerConfig, TrainConfig, get_preset
     from .errors import CheckpointError, ConfigError, InputError, VQDrawError
-    from .model import EncodeResult, VQDraw
-    from .train import fit
+    from .core.model import EncodeResult, VQDraw
+    from .training.train import fit

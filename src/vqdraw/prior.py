@@ -6,8 +6,8 @@ GRU layer, an output layer plus a per-stage output bias) on the codes of a model
 and uses it three ways:
 
 * entropy coding: ``.vqd`` version 3 files range-code each item's codes with the prior's
-  probabilities (:mod:`vqdraw.entropy`), computed in exact integer arithmetic
-  (:mod:`vqdraw.fixedpoint`) so that every machine gets the same numbers;
+  probabilities (:mod:`vqdraw.compress.entropy`), computed in exact integer arithmetic
+  (:mod:`vqdraw.compress.fixedpoint`) so that every machine gets the same numbers;
 * sampling: :meth:`Prior.sample` draws codes stage by stage (with a temperature);
 * likelihood: :meth:`Prior.log_prob` replaces the uniform ``N ln K`` term of the §4 bounds.
 
@@ -80,7 +80,7 @@ class PriorNet(nn.Module):
     """Logits of p(c_i | c_<i) for every stage i: (B, n) codes -> (B, n, K) logits.
 
     The input at stage i is ``code_embedding[c_{i-1}] + stage_embedding[i]`` (``c_{-1}`` is the
-    start token K); the output ``out(h_i) + stage_bias[i]``. :class:`vqdraw.fixedpoint.ExactGRU`
+    start token K); the output ``out(h_i) + stage_bias[i]``. :class:`vqdraw.compress.fixedpoint.ExactGRU`
     computes the same in integers.
     """
 
@@ -138,9 +138,9 @@ class Prior:
 
     @property
     def exact(self):
-        """The integer network (:class:`vqdraw.fixedpoint.ExactGRU`) coding uses."""
+        """The integer network (:class:`vqdraw.compress.fixedpoint.ExactGRU`) coding uses."""
         if self._exact is None:
-            from .fixedpoint import ExactGRU
+            from .compress.fixedpoint import ExactGRU
 
             self._exact = ExactGRU({k: v.detach().cpu().numpy() for k, v in self.net.state_dict().items()})
         return self._exact
@@ -202,14 +202,14 @@ class Prior:
 
     # --------------------------------------------------------------- the .vqd coder interface
     def encode_codes(self, codes: np.ndarray, block: int) -> bytes:
-        """The range-coded payload of codes (B, n) (used by :func:`vqdraw.bitstream.write_vqd`)."""
-        from .entropy import encode_codes
+        """The range-coded payload of codes (B, n) (used by :func:`vqdraw.compress.bitstream.write_vqd`)."""
+        from .compress.entropy import encode_codes
 
         return encode_codes(self.exact, self._check_codes(codes), int(block))
 
     def decode_codes(self, payload: bytes, count: int, n: int, block: int, error=ValueError) -> np.ndarray:
-        """Codes (count, n) of a range-coded payload (used by :func:`vqdraw.bitstream.read_vqd`)."""
-        from .entropy import decode_codes
+        """Codes (count, n) of a range-coded payload (used by :func:`vqdraw.compress.bitstream.read_vqd`)."""
+        from .compress.entropy import decode_codes
 
         return decode_codes(self.exact, payload, int(count), int(n), int(block), error)
 
@@ -231,7 +231,7 @@ class Prior:
 
 def default_block(options: int) -> int:
     """Items per block of an entropy-coded file: 1024, fewer when K is large (block·K <= 2**22)."""
-    from .bitstream import MAX_BLOCK_CELLS
+    from .compress.bitstream import MAX_BLOCK_CELLS
 
     return max(1, min(DEFAULT_BLOCK, MAX_BLOCK_CELLS // int(options)))
 

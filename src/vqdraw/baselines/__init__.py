@@ -17,7 +17,7 @@ from ..runs import run_dataset  # noqa: F401 (re-exported: where the evaluation 
 
 def load_any_model(path: str | Path, map_location="cpu"):
     """A VQ-DRAW model (model folder or run folder) or a VQ-VAE baseline folder, in eval mode."""
-    from ..model import STORED, VQDraw
+    from ..core.model import STORED, VQDraw
     from .vqvae import STORED as VQVAE_STORED
     from .vqvae import VQVAE
 

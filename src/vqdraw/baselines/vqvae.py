@@ -36,8 +36,8 @@ import torch.nn.functional as F
 
 from .. import runs
 from ..errors import CheckpointError, ConfigError, InputError
-from ..loop import DataOrder, Progress, adam, run_steps
-from ..metrics.distortion import psnr_from_mse
+from ..training.loop import DataOrder, Progress, adam, run_steps
+from ..evaluate.metrics.distortion import psnr_from_mse
 
 STORED = runs.Format("vqdraw-vqvae", 1)  # config.json + model.safetensors, like VQ-DRAW's
 FORMAT, FORMAT_VERSION = STORED.name, STORED.version
@@ -282,7 +282,7 @@ def train_vqvae(
     overwrite: bool = False,
 ) -> dict:
     """Train for ``cfg.steps`` steps with Adam on the same data order as VQ-DRAW's ``fit``
-    (:mod:`vqdraw.loop`). With `run_dir` (locked for the call; a folder already holding a model
+    (:mod:`vqdraw.training.loop`). With `run_dir` (locked for the call; a folder already holding a model
     is refused unless ``overwrite``), writes metrics.jsonl as it goes, then config.json +
     model.safetensors (a loadable model folder), train.json (same layout as a VQ-DRAW run, so
     tools find the dataset) and samples/reconstructions PNGs. Returns {"losses", "final"}."""
@@ -336,7 +336,7 @@ def _write_run(model: VQVAE, cfg: VQVAETrainConfig, run_dir: Path, test_images: 
     model.save(run_dir)
     runs.write_train_json(run_dir, cfg.to_dict(), model.config.to_dict(), baseline="vqvae")
     if pictures:
-        from .. import plots
+        from ..evaluate import plots
 
         model.eval()
         g = torch.Generator().manual_seed(0)

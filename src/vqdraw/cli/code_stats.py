@@ -24,7 +24,7 @@ def run(args) -> int:
     import math
 
     from ..baselines import model_kind
-    from ..codestats import code_statistics, distinct_codes, encode_images, save_heatmap
+    from ..evaluate.codestats import code_statistics, distinct_codes, encode_images, save_heatmap
     from ..data import load_dataset
     from ..errors import InputError
     from ..io import atomic_write_json

@@ -19,10 +19,10 @@ import math
 import typing
 from pathlib import Path
 
-from ..config import MAX_BATCH, MAX_CODE, MAX_COUNT, MAX_STEPS, MAX_WIDTH  # noqa: F401 (the verbs import them here)
-from ..fields import Range, range_of
+from ..core.config import MAX_BATCH, MAX_CODE, MAX_COUNT, MAX_STEPS, MAX_WIDTH  # noqa: F401 (the verbs import them here)
+from ..core.fields import Range, range_of
 
-# Upper bounds of the counts users pass: the config fields' own bounds (vqdraw.config), and two
+# Upper bounds of the counts users pass: the config fields' own bounds (vqdraw.core.config), and two
 # that no config field holds. Sanity bounds (a typo, not a plan), well above any real use; what a
 # model or a dataset allows is checked later against the model or dataset.
 MAX_SAMPLES = 100_000       # images drawn at once by sample / eval-samples
@@ -87,7 +87,7 @@ def one_of(*names: str):
 
 def ranged_type(base: type, rng: Range | None):
     """The argparse type of a config field: its annotation's type bounded by its declared
-    :class:`~vqdraw.fields.Range`, so the flag refuses exactly what the config refuses."""
+    :class:`~vqdraw.core.fields.Range`, so the flag refuses exactly what the config refuses."""
     if rng is None:
         return base
     if rng.choices:
@@ -253,8 +253,8 @@ def _is_model_folder(path: str) -> bool:
 
 
 def load_model(args):
-    from ..model import VQDraw
-    from ..train import pick_device
+    from ..core.model import VQDraw
+    from ..training.train import pick_device
 
     device = pick_device(args.device)
     model = VQDraw.load(args.model, map_location=device)

@@ -25,8 +25,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..bitstream import check_vqd
-    from ..codec import read_input_bytes
+    from ..compress.bitstream import check_vqd
+    from ..compress.codec import read_input_bytes
     from ..errors import InputError
     from ..modalities import modality_for
     from .common import load_model
@@ -48,7 +48,7 @@ def run(args) -> int:
 def _prior_for(path, model, data: bytes):
     """An entropy-coded file (version 3): the prior beside the model (None for other files; the
     reader then refuses a coded file without a prior, or with another one, in one line)."""
-    from ..bitstream import read_header
+    from ..compress.bitstream import read_header
     from ..prior import find_prior
 
     if read_header(data).version != 3:
@@ -62,9 +62,9 @@ def _name_the_checkpoint(path, model, data: bytes) -> None:
     from pathlib import Path
 
     from .. import runs
-    from ..bitstream import read_header
+    from ..compress.bitstream import read_header
     from ..errors import InputError
-    from ..model import VQDraw
+    from ..core.model import VQDraw
 
     wanted = read_header(data).fingerprint
     if wanted == model.fingerprint() or not runs.checkpoints(path):

@@ -15,7 +15,7 @@ def register(sub) -> None:
         "autoregressive (a CNN and a GRU over stages: code i from the image and codes < i; the default) "
         "or independent (a CNN predicts all codes at once). It learns from the train images' greedy codes "
         "and from decoded uniformly random codes (exact labels). Writes distilled.safetensors and distilled.json into the model folder "
-        "(a run folder's newest checkpoint); load it with vqdraw.distill.load_distilled(folder, model) and "
+        "(a run folder's newest checkpoint); load it with vqdraw.training.distill.load_distilled(folder, model) and "
         "pass it as model.encode(x, encoder=...). "
         "Prints the per-stage agreement with the greedy codes and the test MSE/PSNR of both encoders.",
         epilog="example: vqdraw distill --model runs/mnist --dataset mnist-embedded --steps 2000",
@@ -56,7 +56,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..data import load_dataset
-    from ..distill import distill
+    from ..training.distill import distill
     from ..errors import ConfigError
     from ..pretrained import is_pretrained, output_home
     from ..runs import resolve_model_dir, run_dataset

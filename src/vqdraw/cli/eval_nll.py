@@ -30,13 +30,13 @@ def run(args) -> int:
     import json
     from pathlib import Path
 
-    from .. import nll
+    from ..evaluate import nll
     from ..baselines import run_dataset
     from ..data import balanced_subset, load_dataset
     from ..data.binarize import BinarizedSet
     from ..errors import InputError
-    from ..model import VQDraw
-    from ..train import pick_device
+    from ..core.model import VQDraw
+    from ..training.train import pick_device
 
     path = args.model  # set by common.resolve_model
     model = VQDraw.load(path, map_location=pick_device(args.device)).eval()

@@ -34,11 +34,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import plots
+    from ..evaluate import plots
     from ..errors import InputError
     from ..io import atomic_write_json
-    from ..metrics.features import FeatureRecipe
-    from ..metrics.samples import evaluate_samples
+    from ..evaluate.metrics.features import FeatureRecipe
+    from ..evaluate.metrics.samples import evaluate_samples
     from ._evaluation import load, output_dir
 
     if args.feature_steps < 1 or args.kid_subsets < 1:
@@ -46,7 +46,7 @@ def run(args) -> int:
     model, path, dataset = load(args)
     prior = None
     if args.prior:
-        from ..model import VQDraw
+        from ..core.model import VQDraw
         from ..prior import load_prior
 
         if not isinstance(model, VQDraw):

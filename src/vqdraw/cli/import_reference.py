@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..convert import download_reference, import_reference, layer_differences
+    from ..baselines.convert import download_reference, import_reference, layer_differences
     from ..errors import InputError
 
     if args.download == (args.file is not None):

@@ -13,7 +13,7 @@ def register(sub) -> None:
 def run(args) -> int:
     import json
 
-    from ..config import PRESETS
+    from ..core.config import PRESETS
 
     if args.json:
         print(json.dumps({n: {"model": p.model.to_dict(), "train": p.train.to_dict()}

@@ -107,7 +107,7 @@ def split_codes(model, items, limit, beam: int, progress: bool, desc: str):
     import torch
     from tqdm import tqdm
 
-    from ..codec import encode_images
+    from ..compress.codec import encode_images
 
     n = len(items) if limit is None else min(limit, len(items))
     batch = 250 if beam == 1 else max(1, 2000 // beam)

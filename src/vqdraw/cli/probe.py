@@ -28,7 +28,7 @@ def run(args) -> int:
     from ..data import load_dataset
     from ..errors import InputError
     from ..io import atomic_write_json
-    from ..probe import ProbeRecipe, probe_model, save_probe_plot
+    from ..evaluate.probe import ProbeRecipe, probe_model, save_probe_plot
     from ._evaluation import load, output_dir
 
     if args.epochs < 1:

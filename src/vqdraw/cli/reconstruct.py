@@ -22,7 +22,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import plots
+    from ..evaluate import plots
     from ..modalities import check_inputs, modality_for
 
     model = load_model(args)

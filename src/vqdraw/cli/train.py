@@ -8,8 +8,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import PRESETS, ModelConfig, RefinerConfig, TrainConfig
-from ..fields import field_range
+from ..core.config import PRESETS, ModelConfig, RefinerConfig, TrainConfig
+from ..core.fields import field_range
 from .common import HelpFormatter, add_dataclass_flags, add_device_arg, dataclass_overrides, output_dir, ranged_type
 
 MODEL_SKIP = {"image_shape", "mean", "std", "refiner", "modality"}
@@ -80,10 +80,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..config import get_preset, override
-    from ..model import VQDraw
+    from ..core.config import get_preset, override
+    from ..core.model import VQDraw
     from ..runs import read_train_json
-    from ..train import fit, pick_device, resolve_precision
+    from ..training.train import fit, pick_device, resolve_precision
 
     run_dir = Path(args.run or f"runs/{args.preset}")
     train_over = dataclass_overrides(args, TrainConfig, TRAIN_SKIP)
@@ -115,7 +115,7 @@ def run(args) -> int:
 
     torch.manual_seed(train_cfg.seed)
     model = VQDraw(model_cfg)
-    from .. import distributed
+    from ..training import distributed
 
     dist_info = distributed.init_from_env(args.device)  # no-op outside torchrun
     device = distributed.device_for(dist_info, args.device) if dist_info.enabled else pick_device(args.device)
@@ -134,7 +134,7 @@ def run(args) -> int:
     )
     log = None
     if args.tensorboard is not None and dist_info.is_main:
-        from ..tensorboard import TensorBoardLog
+        from ..training.tensorboard import TensorBoardLog
 
         log = TensorBoardLog(args.tensorboard or Path(run_dir) / "tensorboard")
     t0 = time.perf_counter()

@@ -4,7 +4,7 @@
     stochastic   x -> 1 with probability x, drawn afresh every epoch
 
 The stochastic draw of item i in epoch e is a pure function of (seed, e, i, element), a counter-
-based hash (SplitMix64), like the data order (:func:`vqdraw.train.batch_indices`): resuming a run
+based hash (SplitMix64), like the data order (:func:`vqdraw.training.train.batch_indices`): resuming a run
 draws the same bits, and so does any number of processes. :class:`BinarizedSet` wraps an
 :class:`ImageSet` with one fixed draw (epoch 0), for test sets.
 """

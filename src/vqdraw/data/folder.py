@@ -1,8 +1,8 @@
 """Any folder of PNG/JPEG images (searched recursively, in sorted path order) as a dataset.
 
 Every tenth file in sorted order (the 10th, 20th, …) is the test split; the rest is train.
-There are no labels. Every image goes through :func:`vqdraw.images.fit_image`, the path
-``vqdraw encode --fit`` and :func:`vqdraw.images.to_tensor` take too: 16-bit images scaled to
+There are no labels. Every image goes through :func:`vqdraw.data.images.fit_image`, the path
+``vqdraw encode --fit`` and :func:`vqdraw.data.images.to_tensor` take too: 16-bit images scaled to
 8 bits, transparency composited onto white, colour converted to 1 (grayscale) or 3 (RGB)
 channels, and images whose size differs from the target centre-cropped to the target's aspect
 ratio then resized bicubically (or rejected when resizing is off).
@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..images import fit_image
+from .images import fit_image
 from .base import DatasetError, ImageSet
 from .download import check_split
 
@@ -39,7 +39,7 @@ def list_images(root: Path) -> list[Path]:
 def open_image(source, where: str):
     """Open and fully decode an image (path or file object), applying EXIF orientation."""
     from ..errors import InputError
-    from ..images import open_image as _open
+    from .images import open_image as _open
 
     try:
         return _open(source)

@@ -6,7 +6,7 @@
 
 A :class:`~vqdraw.modalities.base.Modality` reads its inputs (files, or a dataset's test split),
 writes its outputs (original/reconstruction pairs, samples, stages, decoded files, a training
-run's outputs) and reports on them. A model's modality is named by :func:`vqdraw.modality.modality_of`
+run's outputs) and reports on them. A model's modality is named by :func:`vqdraw.core.modality.modality_of`
 (from its config); a dataset's by :func:`vqdraw.data.dataset_modality` (from its name).
 Adding a kind of data is adding one class here.
 """
@@ -32,7 +32,7 @@ _PATH_ORDER = ("text", "volume", "audio", "image")  # what a file or folder give
 def modality_for(config) -> Modality:
     """The modality of a model config (anything with ``data_shape``; ``likelihood`` and ``modality``
     optional)."""
-    from ..modality import modality_of
+    from ..core.modality import modality_of
 
     return REGISTRY[modality_of(config)]
 
@@ -54,7 +54,7 @@ def path_modality(path) -> str:
 def check_inputs(config, paths=(), dataset: str | None = None) -> None:
     """Refuse input files or a dataset name of another modality than the model's (one line)."""
     from ..data import dataset_modality
-    from ..modality import check_modality
+    from ..core.modality import check_modality
 
     for p in paths or ():
         check_modality(config, path_modality(p), str(p))

@@ -147,7 +147,7 @@ def read_for_model(model, path) -> np.ndarray:
 
 def bits_per_second(model, stages: int | None = None) -> float:
     """The payload's bits per second of audio: ceil(n log2 K) bits per clip of L samples."""
-    from ..bitstream import bits_per_image
+    from ..compress.bitstream import bits_per_image
 
     return bits_per_image(model.options, stages or model.stages) * model.config.sample_rate / model.config.data_shape[-1]
 
@@ -157,8 +157,8 @@ def compress_audio(model, samples: np.ndarray, *, stages: int | None = None, bea
     codes, its length in samples and the sample rate."""
     import torch
 
-    from ..bitstream import write_vqd
-    from ..codec import encode_images
+    from ..compress.bitstream import write_vqd
+    from ..compress.codec import encode_images
     from ..data.audio import to_clips
 
     length = model.config.data_shape[-1]
@@ -175,7 +175,7 @@ def decompress_audio(model, data: bytes, *, stages: int | None = None, batch: in
     concatenated, cut to the recorded length; and the recorded sample rate."""
     import torch
 
-    from ..codec import read_file
+    from ..compress.codec import read_file
     from ..data.audio import data_to_samples
     from ..errors import InputError
 
@@ -210,7 +210,7 @@ def spectrogram(x, frame: int = 256, hop: int = 64) -> np.ndarray:
 
 def save_waveform_pairs(orig: np.ndarray, rec: np.ndarray, rate: int, path, title: str = ""):
     """Each original (grey) under its reconstruction (blue), with the per-clip SNR."""
-    from ..plots import figure, save_figure
+    from ..evaluate.plots import figure, save_figure
 
     n = min(len(orig), 8)
     fig = figure(9, 0.9 * n + 0.7)
@@ -231,8 +231,8 @@ def save_audio_stages(model, data, path, max_stages: int | None = None, title: s
     """The first clip decoded from its first s codes, s = 1, 2, 5, 10, ..., N: waveform and
     spectrogram per stage under the original's, with the bits per second so far."""
     from ..data.audio import data_to_samples
-    from ..plots import figure, save_figure
-    from ..text import default_stage_points
+    from ..evaluate.plots import figure, save_figure
+    from ..compress.text import default_stage_points
 
     rate = model.config.sample_rate
     limit = model.stages if max_stages is None else min(max_stages, model.stages)

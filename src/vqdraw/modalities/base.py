@@ -34,7 +34,7 @@ class Modality:
     """A kind of data. Subclasses set the names and override what differs."""
 
     name = ""
-    """The modality's name (:data:`vqdraw.modality.MODALITIES`)."""
+    """The modality's name (:data:`vqdraw.core.modality.MODALITIES`)."""
     noun = "item"
     """One item of data, in messages ("image", "volume", "sequence", "clip")."""
     file_suffixes: tuple[str, ...] = ()

@@ -15,7 +15,7 @@ class ImageModality(Modality):
 
     @property
     def file_suffixes(self):  # noqa: D401 - the reader's list
-        from ..images import IMAGE_SUFFIXES
+        from ..data.images import IMAGE_SUFFIXES
 
         return tuple(IMAGE_SUFFIXES)
 
@@ -23,7 +23,7 @@ class ImageModality(Modality):
 
     # -------------------------------------------------------------- inputs
     def load_files(self, model, files, *, count=None, fit=False):
-        from ..images import expand_image_paths, load_images
+        from ..data.images import expand_image_paths, load_images
 
         paths = expand_image_paths(list(files))
         if count:
@@ -36,7 +36,7 @@ class ImageModality(Modality):
         """--count test images, class-balanced (seeded random without labels)."""
         from ..data import balanced_subset, load_dataset
         from ..errors import InputError
-        from ..modality import data_shape_of
+        from ..core.modality import data_shape_of
 
         shape = data_shape_of(model.config)
         if inputs.dataset is None:
@@ -49,9 +49,9 @@ class ImageModality(Modality):
 
     # -------------------------------------------------------------- outputs
     def write_pairs(self, model, data, recon, out, *, stages, title=""):
-        from .. import plots
-        from ..bitstream import bits_per_image
-        from ..metrics import mse, psnr, psnr_from_mse
+        from ..evaluate import plots
+        from ..compress.bitstream import bits_per_image
+        from ..evaluate.metrics import mse, psnr, psnr_from_mse
 
         bits = bits_per_image(model.options, stages)
         plots.save_pairs(data, recon, out, scale=plots._scale(model), title=f"{title}; {stages} stages, {bits} bits")
@@ -63,7 +63,7 @@ class ImageModality(Modality):
     def write_samples(self, model, out, *, count, stages, seed, codes=None):
         import torch
 
-        from .. import plots
+        from ..evaluate import plots
 
         g = torch.Generator().manual_seed(seed)
         images = model.sample(count, stages=stages, generator=g) if codes is None else model.decode(codes)
@@ -71,7 +71,7 @@ class ImageModality(Modality):
         return str(out)
 
     def write_stages(self, model, data, out, *, max_stages, title=""):
-        from .. import plots
+        from ..evaluate import plots
 
         plots.save_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
@@ -80,9 +80,9 @@ class ImageModality(Modality):
         import torch
         from tqdm import tqdm
 
-        from ..bitstream import bits_per_image, header_size
-        from ..codec import compress_codes, encode_images
-        from ..images import expand_image_paths, load_images
+        from ..compress.bitstream import bits_per_image, header_size
+        from ..compress.codec import compress_codes, encode_images
+        from ..data.images import expand_image_paths, load_images
 
         paths = expand_image_paths(list(files))
         shape = tuple(model.config.data_shape)
@@ -113,8 +113,8 @@ class ImageModality(Modality):
                 f"= {len(data) / count:.2f} bytes ({8 * len(data) / count:.1f} bits) per image")
 
     def decode(self, model, data, out, *, stages, batch, source, prior=None):
-        from ..codec import decompress
-        from ..images import save_image
+        from ..compress.codec import decompress
+        from ..data.images import save_image
 
         images, vqd = decompress(model, data, stages=stages, batch_size=batch, prior=prior)
         width = max(6, len(str(max(vqd.count - 1, 0))))
@@ -129,7 +129,7 @@ class ImageModality(Modality):
     def write_run_outputs(self, model, run_dir, test_data, title=""):
         import torch
 
-        from .. import plots
+        from ..evaluate import plots
 
         def spread(k):
             return test_data[torch.linspace(0, len(test_data) - 1, min(k, len(test_data))).long()]
@@ -141,7 +141,7 @@ class ImageModality(Modality):
 
 def warn_polarity(images, model) -> None:
     """Print to stderr when the images look far darker or lighter than the model's training data."""
-    from ..images import polarity_warning
+    from ..data.images import polarity_warning
 
     message = polarity_warning(images, model.config.mean)
     if message:

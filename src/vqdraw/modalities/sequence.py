@@ -18,8 +18,8 @@ class SequenceModality(Modality):
 
 
     def write_pairs(self, model, data, recon, out, *, stages, title=""):
-        from ..bitstream import bits_per_image
-        from ..metrics import mse
+        from ..compress.bitstream import bits_per_image
+        from ..evaluate.metrics import mse
 
         bits = bits_per_image(model.options, stages)
         save_line_pairs(data, recon, out, title=f"{title}; {stages} stages, {bits} bits")
@@ -40,11 +40,11 @@ class SequenceModality(Modality):
     def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
         from ..errors import InputError
 
-        raise InputError("a sequence model reads no files; encode its data with vqdraw.codec.compress")
+        raise InputError("a sequence model reads no files; encode its data with vqdraw.compress.codec.compress")
 
     def decode(self, model, data, out, *, stages, batch, source, prior=None):
         """One ``.npy`` array (C, L) of values in [0, 1] per sequence."""
-        from ..codec import decompress
+        from ..compress.codec import decompress
 
         seqs, vqd = decompress(model, data, stages=stages, batch_size=batch, prior=prior)
         width = max(6, len(str(max(vqd.count - 1, 0))))
@@ -76,7 +76,7 @@ def _save_npy(item, path) -> None:
 
 def save_lines(data, path, title: str = "", rate: int | None = None):
     """Each sequence's first channel as a line, one panel each (at most 8)."""
-    from ..plots import figure, save_figure
+    from ..evaluate.plots import figure, save_figure
 
     data = data.detach().cpu().float()[:8]
     fig = figure(8, 0.9 * len(data) + 0.6)
@@ -90,7 +90,7 @@ def save_lines(data, path, title: str = "", rate: int | None = None):
 
 def save_line_pairs(data, recon, path, title: str = "", rate: int | None = None):
     """Each original (grey) under its reconstruction (blue), one panel per sequence (at most 8)."""
-    from ..plots import figure, save_figure
+    from ..evaluate.plots import figure, save_figure
 
     data, recon = data.detach().cpu().float()[:8], recon.detach().cpu().float()[:8]
     fig = figure(8, 0.9 * len(data) + 0.6)
@@ -108,9 +108,9 @@ def save_line_stages(model, data, path, max_stages: int = 20, title: str = "", r
     """The first sequence decoded from its first s codes, s = 1, 2, 5, 10, ... (at most
     ``max_stages``), one panel each under the original; ``spectrogram(x) -> (freq, time) array``
     adds a spectrogram beside each panel."""
-    from ..bitstream import bits_per_image
-    from ..plots import figure, save_figure
-    from ..text import default_stage_points
+    from ..compress.bitstream import bits_per_image
+    from ..evaluate.plots import figure, save_figure
+    from ..compress.text import default_stage_points
 
     x = data[:1]
     points = [s for s in default_stage_points(model.stages) if s <= max_stages] or [1]

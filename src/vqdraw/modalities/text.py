@@ -1,5 +1,5 @@
 """Text (1, L) of characters: UTF-8 files and the text datasets in, text files out (the library
-itself, one ``.vqd`` per text and the stage report, is :mod:`vqdraw.text`)."""
+itself, one ``.vqd`` per text and the stage report, is :mod:`vqdraw.compress.text`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ class TextModality(Modality):
     def holds_path(self, path) -> bool:
         """A text file, or a folder of text files with no images or voxel grids."""
         from ..data.voxels import VOXEL_SUFFIXES
-        from ..images import IMAGE_SUFFIXES
+        from ..data.images import IMAGE_SUFFIXES
         from .base import _suffixes
 
         suffixes = _suffixes(path)
@@ -33,14 +33,14 @@ class TextModality(Modality):
 
     # -------------------------------------------------------------- inputs
     def load_files(self, model, files, *, count=None, fit=False):
-        from ..text import text_data_for
+        from ..compress.text import text_data_for
 
         return text_data_for(model, read_texts(files))
 
     # -------------------------------------------------------------- outputs
     def write_pairs(self, model, data, recon, out, *, stages, title=""):
         from ..io import atomic_write_bytes
-        from ..text import format_lines, sequences_to_text
+        from ..compress.text import format_lines, sequences_to_text
 
         orig, rec = sequences_to_text(data), sequences_to_text(recon)
         same = sum(a == b for o, r in zip(orig, rec) for a, b in zip(o, r))
@@ -58,7 +58,7 @@ class TextModality(Modality):
         import torch
 
         from ..io import atomic_write_bytes
-        from ..text import format_lines, sequences_to_text
+        from ..compress.text import format_lines, sequences_to_text
 
         g = torch.Generator().manual_seed(seed)
         drawn = model.sample(count, stages=stages, generator=g) if codes is None else model.decode(codes)
@@ -67,7 +67,7 @@ class TextModality(Modality):
         return format_lines(lines[:5]) + str(out)
 
     def write_stages(self, model, data, out, *, max_stages, title=""):
-        from ..text import default_stage_points
+        from ..compress.text import default_stage_points
 
         points = [s for s in default_stage_points(model.stages) if s <= max_stages] or [1]
         text = save_stages_text(model, data, Path(out).with_suffix(".txt"), out, stages=points, title=title)
@@ -75,7 +75,7 @@ class TextModality(Modality):
 
     def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
         """The text files (joined) -> one .vqd file recording the text's length."""
-        from ..text import compress_text
+        from ..compress.text import compress_text
         from .base import write_vqd_file
 
         text = read_texts(files)
@@ -89,7 +89,7 @@ class TextModality(Modality):
     def decode(self, model, data, out, *, stages, batch, source, prior=None):
         """OUT is a .txt file, or a folder that gets decoded.txt."""
         from ..io import atomic_write_bytes
-        from ..text import decompress_text
+        from ..compress.text import decompress_text
 
         text = decompress_text(model, data, stages=stages, prior=prior)
         target = out if out.suffix.lower() in TEXT_SUFFIXES else out / "decoded.txt"
@@ -122,7 +122,7 @@ def write_text_outputs(model, run_dir, test_data, *, samples: int = 20) -> None:
     """samples.txt, reconstructions.txt (original above reconstruction) and stages.txt in a run folder
     (the text counterparts of the image pictures; seeded)."""
     from ..io import atomic_write_bytes
-    from ..text import format_lines, reconstruct_lines, sample_lines, sequences_to_text
+    from ..compress.text import format_lines, reconstruct_lines, sample_lines, sequences_to_text
 
     import torch
 
@@ -142,16 +142,16 @@ def write_text_outputs(model, run_dir, test_data, *, samples: int = 20) -> None:
 def save_stages_text(model, data, txt_path, png_path=None, stages=None, title: str = "") -> str:
     """The first sequence of ``data`` decoded from its first s codes for each stage point s
     (default: 1, 2, 5, 10, ..., N), as text lines (written to ``txt_path``) and as a picture
-    (``png_path``: :func:`vqdraw.plots.save_text_stages`). Returns the text."""
+    (``png_path``: :func:`vqdraw.evaluate.plots.save_text_stages`). Returns the text."""
     from ..io import atomic_write_bytes
-    from ..text import default_stage_points, format_lines, sequences_to_text, stage_lines
+    from ..compress.text import default_stage_points, format_lines, sequences_to_text, stage_lines
 
     points = default_stage_points(model.stages) if stages is None else list(stages)
     rows = stage_lines(model, data[:1], points)
     text = "".join(f"stage {s:3d}: " + format_lines(lines) for s, lines in rows)
     atomic_write_bytes(txt_path, text.encode())
     if png_path is not None:
-        from ..plots import save_text_stages
+        from ..evaluate.plots import save_text_stages
 
         original = sequences_to_text(data[:1])[0]
         save_text_stages([(s, lines[0]) for s, lines in rows], original, png_path, title=title)

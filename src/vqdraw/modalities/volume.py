@@ -20,7 +20,7 @@ class VolumeModality(Modality):
 
     def holds_path(self, path) -> bool:
         """A voxel file, or a folder with voxel files and no images."""
-        from ..images import IMAGE_SUFFIXES
+        from ..data.images import IMAGE_SUFFIXES
         from .base import _suffixes
 
         suffixes = _suffixes(path)
@@ -48,21 +48,21 @@ class VolumeModality(Modality):
 
     # -------------------------------------------------------------- outputs
     def write_pairs(self, model, data, recon, out, *, stages, title=""):
-        from .. import plots
-        from ..bitstream import bits_per_image
+        from ..evaluate import plots
+        from ..compress.bitstream import bits_per_image
 
         bits = bits_per_image(model.options, stages)
         plots.save_volume_pairs(data, recon, out, title=f"{title}; {stages} stages, {bits} bits")
         return f"{out}: {len(data)} volumes, {bits} bits each, {bernoulli_report(data, recon)}"
 
     def write_samples(self, model, out, *, count, stages, seed, codes=None):
-        from .. import plots
+        from ..evaluate import plots
 
         plots.save_volume_samples(model, out, n=count, seed=seed, stages=stages, codes=codes)
         return str(out)
 
     def write_stages(self, model, data, out, *, max_stages, title=""):
-        from .. import plots
+        from ..evaluate import plots
 
         plots.save_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
@@ -70,8 +70,8 @@ class VolumeModality(Modality):
     def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
         import torch
 
-        from ..bitstream import bits_per_image, header_size
-        from ..codec import compress_codes, encode_images
+        from ..compress.bitstream import bits_per_image, header_size
+        from ..compress.codec import compress_codes, encode_images
 
         volumes = self.load_files(model, files)
         codes = [encode_images(model, volumes[i: i + batch], stages=stages, beam=beam)
@@ -88,7 +88,7 @@ class VolumeModality(Modality):
 
     def decode(self, model, data, out, *, stages, batch, source, prior=None):
         """One ``.npy`` occupancy grid per volume (probability > 0.5)."""
-        from ..codec import decompress
+        from ..compress.codec import decompress
 
         volumes, vqd = decompress(model, data, stages=stages, batch_size=batch, prior=prior)
         width = max(6, len(str(max(vqd.count - 1, 0))))
@@ -103,7 +103,7 @@ class VolumeModality(Modality):
     def write_run_outputs(self, model, run_dir, test_data, title=""):
         import torch
 
-        from .. import plots
+        from ..evaluate import plots
 
         def spread(k):
             return test_data[torch.linspace(0, len(test_data) - 1, min(k, len(test_data))).long()]
@@ -134,7 +134,7 @@ def bernoulli_report(volumes, recon) -> str:
     """"BCE x nats/voxel = y bits/voxel, IoU z" of reconstructions (probabilities) against grids."""
     import math
 
-    from ..plots import volume_iou
+    from ..evaluate.plots import volume_iou
 
     p = recon.detach().cpu().double().clamp(1e-7, 1 - 1e-7)
     x = volumes.detach().cpu().double()

@@ -1,0 +1,1 @@
+"""Codes <-> bytes: the .vqd format, compress/decompress, entropy coding, text, JPEG/WebP, rate-distortion."""

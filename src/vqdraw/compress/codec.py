@@ -1,0 +1,151 @@
+"""Images (or volumes) <-> ``.vqd`` bytes with a VQ-DRAW model: :func:`compress` and its inverse :func:`decompress`.
+
+    images (B, C, H, W) in [0, 1] --model.encode--> codes (B, n) --write_vqd--> bytes
+    bytes --read_vqd (checks magic, version, length, CRC, fingerprint)--> codes --model.decode--> images
+
+The file format itself (header, bit packing, checksum) lives in :mod:`vqdraw.compress.bitstream` and
+``docs/vqd-format.md``; this module ties it to a model: the file carries the model's
+fingerprint, and a file made by another model, or whose image shape, ``K`` or stage count do not
+fit this model, is refused with a one-line :class:`~vqdraw.compress.bitstream.VqdFormatError`. The header
+records the model's modality (:mod:`vqdraw.core.modality`): image models write version 1 files, volume
+(and sequence) models version 2, whose header holds a data shape of any rank.
+
+Exactness: ``decompress(model, compress(model, x))[0]`` is bit for bit ``model.decode(codes)``
+for ``codes = model.encode(x)`` in the same process (same device, same batch), and compressing
+the same images twice gives the same bytes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .bitstream import VqdFile, read_vqd, write_vqd
+from ..errors import InputError
+from ..core.modality import modality_of
+
+MAX_VQD_BYTES = 256 << 20
+"""The largest .vqd file read (256 MiB: millions of images at a few dozen bits each)."""
+
+__all__ = [
+    "compress",
+    "compress_codes",
+    "decompress",
+    "encode_images",
+    "read_file",
+    "read_input_bytes",
+]
+
+
+def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: int = 1) -> torch.Tensor:
+    """``model.encode`` with the checks a compressor needs: data (B, *data_shape), e.g. images
+    (B, C, H, W) or volumes (B, C, D, H, W), floats in [0, 1],
+    ``stages`` in 1..N (default N), ``beam`` >= 1 (beam search when > 1). Returns int64 codes
+    (B, n) on the CPU.
+    """
+    if isinstance(beam, bool) or not isinstance(beam, (int, np.integer)) or beam < 1:
+        raise InputError(f"beam width must be an integer >= 1, got {beam!r}")
+    if stages is not None and (isinstance(stages, bool) or not 1 <= int(stages) <= model.stages):
+        raise InputError(f"stages must be in 1..{model.stages} for this model, got {stages}")
+    if not isinstance(images, torch.Tensor):
+        raise InputError(f"images must be a torch.Tensor, got {type(images).__name__}")
+    shape = tuple(model.config.data_shape)
+    if images.dim() != len(shape) + 1 or tuple(images.shape[1:]) != shape:
+        kind = modality_of(model.config)
+        raise InputError(f"this model takes {kind} data of shape (B, {', '.join(map(str, shape))}); "
+                         f"got {tuple(images.shape)}")
+    if not images.is_floating_point():
+        raise InputError(f"images must be float in [0, 1], got dtype {images.dtype}")
+    if images.numel():
+        low, high = images.min().item(), images.max().item()
+        if not (low >= 0.0 and high <= 1.0):  # also catches NaN
+            raise InputError(f"image values must be in [0, 1], got range [{low:g}, {high:g}]")
+    if images.shape[0] == 0:
+        return torch.zeros((0, model.stages if stages is None else int(stages)), dtype=torch.int64)
+    codes = model.encode(images, stages=stages, beam=int(beam))
+    if not isinstance(codes, torch.Tensor):  # an EncodeResult
+        codes = codes.codes
+    return codes.detach().to("cpu", torch.int64)
+
+
+def compress_codes(model, codes, prior=None, block: int | None = None) -> bytes:
+    """``.vqd`` bytes for ``codes`` (B, n), integers in ``[0, K)``, made by ``model``.
+
+    ``prior`` (a :class:`vqdraw.prior.Prior` trained for ``model``): entropy-code them with it
+    (``.vqd`` version 3, blocks of ``block`` items); otherwise fixed length (versions 1 and 2)."""
+    arr = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+    if arr.ndim != 2:
+        raise InputError(f"codes must have shape (images, stages), got {tuple(arr.shape)}")
+    if not 1 <= arr.shape[1] <= model.stages:
+        raise InputError(f"codes must have 1..{model.stages} stages for this model, got {arr.shape[1]}")
+    if prior is not None:
+        prior.check_model(model)
+    return write_vqd(arr, int(model.options), tuple(model.config.data_shape), model.fingerprint(),
+                     modality=modality_of(model.config), coder=prior, block=block)
+
+
+def compress(model, images: torch.Tensor, stages: int | None = None, beam: int = 1, prior=None) -> bytes:
+    """Encode images (B, C, H, W) in [0, 1] and pack their codes into one ``.vqd`` file.
+
+    ``stages`` keeps only the first ``stages`` codes of each image (fewer bits, a coarser
+    image); ``beam`` > 1 asks the encoder for beam search; ``prior``: entropy-code the codes
+    with it (see :func:`compress_codes`). Inverse: :func:`decompress`.
+    """
+    return compress_codes(model, encode_images(model, images, stages=stages, beam=beam), prior=prior)
+
+
+def read_file(model, data: bytes, prior=None) -> VqdFile:
+    """Parse ``.vqd`` bytes made by ``model``; :class:`VqdFormatError` for anything else.
+
+    Beyond :func:`vqdraw.compress.bitstream.read_vqd`'s own checks (magic, version, length, CRC) the
+    header must fit the model: its fingerprint, modality, data shape, ``K``, and at most its stage count.
+    These are checked from the header alone, before the CRC or the payload is looked at.
+    An entropy-coded file (version 3) also needs ``prior``, the one it was coded with.
+    """
+    return read_vqd(
+        data,
+        expected_fingerprint=model.fingerprint(),
+        image_shape=tuple(model.config.data_shape),
+        K=int(model.options),
+        max_stages=int(model.stages),
+        modality=modality_of(model.config),
+        coder=prior,
+    )
+
+
+def decompress(
+    model, data: bytes, stages: int | None = None, batch_size: int | None = None, prior=None
+) -> tuple[torch.Tensor, VqdFile]:
+    """Inverse of :func:`compress`: ``.vqd`` bytes -> (data (B, *data_shape) in [0, 1] on the CPU, VqdFile).
+
+    ``stages`` decodes only the first ``stages`` of the codes stored (default: all of them).
+    With ``batch_size=None`` the codes are decoded in one ``model.decode`` call, so the result
+    is bit for bit ``model.decode(codes)``; a batch size bounds memory for large files.
+    ``prior``: the prior an entropy-coded file (version 3) was coded with.
+    """
+    vqd = read_file(model, data, prior)
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
+                                   or batch_size < 1):
+        raise InputError(f"batch size must be a whole number >= 1, got {batch_size!r:.40}")
+    if stages is not None and not 1 <= stages <= vqd.stages:
+        raise InputError(f"the file stores {vqd.stages} stages per image; cannot decode {stages}")
+    codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
+    if vqd.count == 0:
+        return torch.zeros((0, *vqd.image_shape)), vqd
+    step = vqd.count if batch_size is None else int(batch_size)
+    parts = [model.decode(codes[i : i + step]).cpu() for i in range(0, vqd.count, step)]
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)), vqd
+
+
+def read_input_bytes(path: str | Path, what: str = ".vqd file") -> bytes:
+    """The bytes of the file at ``path``, with a one-line :class:`InputError` (a VQDrawError)
+    for a missing file, a folder, or one that cannot be read."""
+    from ..errors import PathError
+    from ..io import read_file_capped
+
+    try:  # a regular file only (a FIFO would block, /dev/zero never ends), at most MAX_VQD_BYTES
+        return read_file_capped(path, MAX_VQD_BYTES, what)
+    except PathError as exc:
+        raise InputError(str(exc)) from None

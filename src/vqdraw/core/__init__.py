@@ -1,0 +1,1 @@
+"""The model: configuration, input checks, refiner, likelihood, the stage loop, beam search and VQDraw."""

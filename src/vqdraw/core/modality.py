@@ -1,0 +1,79 @@
+"""What kind of data a model makes: its modality, and the one check that refuses the wrong kind.
+
+    data_shape (C, L)        -> "sequence", or "text" with the categorical likelihood
+    data_shape (C, H, W)     -> "image"
+    data_shape (C, D, H, W)  -> "volume"
+    modality "audio"         -> "audio" (mono clips (1, L) with a sample rate)
+
+The modality follows from the rank of ``ModelConfig.data_shape``; a rank-1 model with the
+categorical likelihood is a text model (characters as classes, :mod:`vqdraw.data.text`). Every place that takes data for a model (the CLI verbs, the ``.vqd`` header
+via :mod:`vqdraw.compress.codec`) asks :func:`check_modality`, so a voxel folder given to an image model,
+or an image folder given to a voxel model, is refused with one line that says what to give instead.
+No torch here: plain names and shapes.
+"""
+
+from __future__ import annotations
+
+from ..errors import InputError
+
+MODALITIES = ("sequence", "image", "volume", "text", "audio")
+"""The known modalities: by the data's spatial rank 1, 2, 3, text (rank 1, categorical) and audio
+(rank 1, named by the config's ``modality``)."""
+
+_BY_RANK = {1: "sequence", 2: "image", 3: "volume"}
+
+_WHAT_TO_GIVE = {
+    "image": "PNG/JPEG images (files, a folder:DIR, or an image dataset such as mnist)",
+    "volume": "occupancy grids (.npy or .binvox files, or voxels:DIR)",
+    "sequence": "sequences",
+    "text": "UTF-8 text files (or text:PATH, text-embedded, wikitext2)",
+    "audio": "WAV/FLAC files (or audio:PATH, asterisk-en)",
+}
+
+
+def modality_of_shape(data_shape) -> str:
+    """The modality of data of shape (C, *S): by the number of spatial dimensions."""
+    rank = len(tuple(data_shape)) - 1
+    if rank not in _BY_RANK:
+        raise InputError(f"data of shape {tuple(data_shape)} has no known modality (1-3 spatial dimensions)")
+    return _BY_RANK[rank]
+
+
+def data_shape_of(config) -> tuple[int, ...]:
+    """A config's data shape: ``data_shape``, or an image config's older name ``image_shape``."""
+    shape = getattr(config, "data_shape", None)
+    return tuple(config.image_shape if shape is None else shape)
+
+
+def modality_of(config) -> str:
+    """The modality of a model config (anything with a ``data_shape``; ``likelihood`` optional)."""
+    if getattr(config, "modality", "") == "audio":
+        return "audio"
+    modality = modality_of_shape(data_shape_of(config))
+    if modality == "sequence" and getattr(config, "likelihood", None) == "categorical":
+        return "text"
+    return modality
+
+
+def describe_shape(data_shape, modality: str | None = None) -> str:
+    """``"1x32x32x32 volume"``, ``"3x32x32 image"``: a shape with its modality, for messages."""
+    shape = tuple(data_shape)
+    return f"{'x'.join(map(str, shape))} {modality or modality_of_shape(shape)}"
+
+
+def check_modality(config, modality: str, source: str) -> None:
+    """Refuse data of ``modality`` (from ``source``, named in the message) for a model of another.
+
+    One line, e.g. ``voxels:runs/grids holds volume data, but this model is an image model
+    (1x28x28 image); give it PNG/JPEG images (...)``.
+    """
+    ours = modality_of(config)
+    if modality != ours:
+        raise InputError(
+            f"{source} holds {modality} data, but this model is {_article(ours)} {ours} model "
+            f"({describe_shape(config.data_shape, ours)}); give it {_WHAT_TO_GIVE.get(ours, ours)}"
+        )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"

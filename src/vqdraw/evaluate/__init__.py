@@ -1,0 +1,1 @@
+"""Measuring a model: metrics, likelihood bounds, probes, code statistics and figures."""

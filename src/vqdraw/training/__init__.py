@@ -1,0 +1,1 @@
+"""Training: fit, the shared loop, schedule, weight averaging, data parallelism, logging, distillation."""

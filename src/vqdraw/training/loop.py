@@ -1,0 +1,202 @@
+"""The training loop every trainer shares: VQ-DRAW's ``fit``, distillation and its fine-tuning,
+and the VQ-VAE baseline.
+
+    for step in start .. stop-1:
+        indices = order(step)                  the data order: a pure function of (seed, step)
+        terms   = step_fn(step, indices)       one optimizer step (the trainer's own maths)
+        record  = {step, **terms, time}        + evaluate(step) every eval_every steps
+        log it every log_every steps           metrics.jsonl, history, on_log
+        progress                               a bar on a terminal, else a line every few steps
+        checkpoint(step, history)              every save_every steps and at the last
+
+Resuming needs no RNG state: step t uses positions t*B .. (t+1)*B-1 of an endless stream of
+seeded epoch permutations, so a run resumed from a checkpoint at step t sees the same batches as
+one that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+import torch
+
+from .. import runs
+
+
+def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
+    """Dataset indices (batch,) of the global batch at `step` (see the module docstring).
+
+    With several processes every rank computes this same global batch and takes its own slice
+    (:func:`vqdraw.training.distributed.local_slice`): the role of a distributed sampler, with no state.
+    """
+    start = step * batch
+    out, pos = [], start
+    while pos < start + batch:
+        epoch, offset = divmod(pos, n)
+        perm = _epoch_permutation(n, seed, epoch)
+        take = min(n - offset, start + batch - pos)
+        out.append(perm[offset : offset + take])
+        pos += take
+    return torch.cat(out)
+
+
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
+@dataclass(frozen=True)
+class DataOrder:
+    """``order(step)``: the dataset indices of this process's share of the batch at `step`."""
+
+    n: int
+    batch: int
+    seed: int
+    local: slice = field(default_factory=lambda: slice(None))
+
+    def __call__(self, step: int) -> torch.Tensor:
+        return batch_indices(step, self.batch, self.n, self.seed)[self.local]
+
+
+def adam(parameters: Iterable[torch.nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+         eps: float = 1e-8) -> torch.optim.Adam:
+    """The optimizer of every trainer here: Adam (PyTorch's default betas and eps unless given;
+    VQ-DRAW training passes the TrainConfig's, the paper author's (0.9, 0.99) and 1e-5)."""
+    return torch.optim.Adam(parameters, lr=lr, betas=betas, eps=eps)
+
+
+def micro_batches(x: torch.Tensor, micro: int) -> Iterator[tuple[torch.Tensor, float, bool]]:
+    """(chunk, weight, last) for gradient accumulation: summing ``weight * loss(chunk)`` over the
+    chunks gives the mean loss of the whole batch."""
+    chunks = x.split(micro)
+    for i, chunk in enumerate(chunks):
+        yield chunk, chunk.shape[0] / x.shape[0], i == len(chunks) - 1
+
+
+class Progress:
+    """A tqdm bar when stderr is a terminal; otherwise (a log file, a pipe) one plain line every
+    `every` units (default: about 10 lines per run), so that logs hold no carriage returns."""
+
+    def __init__(self, total: int, *, initial: int = 0, desc: str = "train", unit: str = "step",
+                 enabled: bool = True, every: int | None = None, stream=None):
+        self.total, self.n, self.desc, self.unit = total, initial, desc, unit
+        self.stream = stream if stream is not None else sys.stderr
+        self.every = every or max(1, (total - initial) // 10)
+        self.enabled = enabled and total > initial
+        self.bar = None
+        self.postfix: dict = {}
+        self._t0 = time.perf_counter()
+        self._next = initial + self.every
+        if self.enabled and _is_terminal(self.stream):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
+                            file=self.stream)
+
+    def set_total(self, total: int) -> None:
+        """A new projected total (a run fitted to a time budget learns it as it goes)."""
+        if total == self.total:
+            return
+        self.total = total
+        if self.bar is not None:
+            self.bar.total = total
+            self.bar.refresh()
+
+    def update(self, n: int = 1, postfix: dict | None = None) -> None:
+        if not self.enabled:
+            return
+        self.n += n
+        if postfix is not None:
+            self.postfix = postfix
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix is not None:
+                self.bar.set_postfix(postfix, refresh=False)
+        elif self.n >= self._next or self.n >= self.total:
+            self._next = (self.n // self.every + 1) * self.every
+            extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
+            print(f"{self.desc}: {self.n}/{self.total} {self.unit}s{extra}, "
+                  f"{time.perf_counter() - self._t0:.0f} s", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        self.enabled = False
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+def run_steps(
+    step_fn: Callable[[int, torch.Tensor], dict],
+    order: DataOrder,
+    *,
+    start: int = 0,
+    stop: int,
+    total: int | None = None,
+    log_every: int = 50,
+    evaluate: Callable[[int], dict] | None = None,
+    eval_every: int | None = None,
+    checkpoint: Callable[[int, list[dict]], None] | None = None,
+    save_every: int | None = None,
+    metrics_dir: str | Path | None = None,
+    history: list[dict] | None = None,
+    progress: Progress | None = None,
+    postfix: Callable[[dict, list[dict]], dict] | None = None,
+    on_log: Callable[[dict], None] | None = None,
+    writer: bool = True,
+    budget=None,
+) -> list[dict]:
+    """Run steps ``start .. stop-1`` of a `total`-step run (see the module docstring); returns
+    the logged records (`history`, extended). ``step_fn(step, indices)`` makes one optimizer step
+    on the batch ``indices`` and returns the terms to log (plain floats). A record is logged every
+    `log_every` steps, whenever it is evaluated (every `eval_every` steps) and at step `total`;
+    logged records are appended to ``metrics_dir/metrics.jsonl`` when given. ``writer=False``
+    (data-parallel ranks other than 0) only steps: no evaluation, log, progress or checkpoint.
+
+    `budget` (a :class:`vqdraw.training.schedule.TimeBudget`, one process only) is ticked after each step;
+    the step after which another would overrun it is the last: evaluated, logged and saved."""
+    total = stop if total is None else total
+    history = [] if history is None else history
+    t0 = time.perf_counter()
+    step = start
+    try:
+        while step < stop:
+            terms = step_fn(step, order(step))
+            step += 1
+            out_of_time = budget is not None and budget.tick()
+            if not writer:
+                continue
+            end = step == total or out_of_time
+            record = {"step": step, **terms, "time": round(time.perf_counter() - t0, 3)}
+            evaluated = evaluate is not None and (step % eval_every == 0 or end)
+            if evaluated:
+                record.update(evaluate(step))
+            if evaluated or step % log_every == 0 or end:
+                history.append(record)
+                if metrics_dir is not None:
+                    runs.append_metrics(metrics_dir, record)
+                if on_log is not None:
+                    on_log(record)
+            if progress is not None:
+                if budget is not None:
+                    progress.set_total(step if out_of_time else budget.total(step))
+                progress.update(1, postfix(record, history) if postfix is not None else None)
+            if checkpoint is not None and (step % save_every == 0 or step == stop or out_of_time):
+                checkpoint(step, history)
+            if out_of_time:
+                break
+    finally:
+        if progress is not None:
+            progress.close()
+    return history
