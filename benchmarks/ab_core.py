@@ -17,14 +17,17 @@ from pathlib import Path
 import torch
 
 import vqdraw
-from vqdraw.core.config import PRESETS
+from vqdraw import PRESETS, VQDraw  # the public API: the same names before and after the relayout
 from vqdraw.data import load_dataset
-from vqdraw.core.model import VQDraw
+
+# The shipped model's weights, read by both sides (older trees have no pretrained/ folder).
+SHIPPED = Path(__file__).resolve().parent.parent / "src" / "vqdraw" / "pretrained" / "mnist"
 
 
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--model", default=str(SHIPPED), help="model folder to encode with")
     args = p.parse_args()
     torch.set_num_threads(1)
     data = load_dataset("mnist-embedded", "test")
@@ -38,7 +41,7 @@ def main() -> None:
         model.loss(x32)["loss"].backward()
         opt.step()
 
-    shipped = VQDraw.load(Path(vqdraw.__file__).parent / "pretrained" / "mnist").eval()
+    shipped = VQDraw.load(args.model).eval()
     out = {"vqdraw": str(Path(vqdraw.__file__).parent)}
     for name, fn in (("train_step_s", train_step), ("encode64_s", lambda: shipped.encode(x64))):
         fn()
