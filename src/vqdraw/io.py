@@ -11,6 +11,7 @@ What goes into model and run folders is :mod:`vqdraw.runs`'s business.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import stat
@@ -52,13 +53,29 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a mix.
     `path` must be missing or a regular file (:func:`check_output_target`); a symlink at `path`
     is replaced, never followed."""
+    with atomic_writer(path) as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def atomic_writer(path: str | Path):
+    """A binary file object whose contents become `path` in one rename when the ``with`` block
+    ends without an error (before that, readers see the old file or none). For outputs written
+    piece by piece (a picture of 100,000 samples, a long decoded text), so that memory stays
+    bounded by a piece rather than the whole file.
+
+    The file is written as ``.NAME.<pid>.*.tmp`` beside `path` and removed on any error; one
+    left by a process that was killed (its pid is gone) is removed by the next write to `path`.
+    `path` must be missing or a regular file (:func:`check_output_target`); a symlink at `path`
+    is replaced, never followed."""
     path = Path(path)
     check_output_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:200]}.", suffix=".tmp")
+    remove_dead_temporaries(path.parent, path.name)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
@@ -66,6 +83,44 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def temporary_prefix(name: str) -> str:
+    """The start of the name of a temporary file or folder that will become `name`:
+    ``.NAME.<pid>.`` (the pid lets a later write tell a killed writer's debris from a live one)."""
+    return f".{name[:200]}.{os.getpid()}."
+
+
+def remove_dead_temporaries(parent: str | Path, name: str) -> None:
+    """Remove the temporaries (``.NAME.<pid>.*.tmp``, files or folders) that a write of
+    ``parent/name`` killed before its rename left behind: those whose process is gone. A live
+    process's temporaries, and anything else, are left alone. Best effort: errors are ignored."""
+    import re
+    import shutil
+
+    pattern = re.compile(re.escape(f".{name[:200]}.") + r"(\d+)\.[^/]*\.tmp")
+    try:
+        entries = list(Path(parent).iterdir())
+    except OSError:
+        return
+    for p in entries:
+        m = pattern.fullmatch(p.name)
+        if not m:
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+            continue  # alive (or another user's: not ours to remove)
+        except ProcessLookupError:
+            pass
+        except (OSError, OverflowError):
+            continue
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink()
+        except OSError:
+            pass
 
 
 def _umask() -> int:

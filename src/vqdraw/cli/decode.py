@@ -9,16 +9,21 @@ def register(sub) -> None:
     p = sub.add_parser(
         "decode",
         description="Decode the codes in a .vqd file with the model that made them and write one PNG per "
-        "image (000000.png, 000001.png, …) into OUT_DIR. The images are written to a temporary folder "
-        "first and moved into OUT_DIR only when all of them are done, so an error leaves OUT_DIR as it "
-        "was. Files of the same names already in OUT_DIR are replaced.")
+        "image (000000.png, 000001.png, …) into OUT_DIR. The images are decoded --batch at a time and "
+        "written to a temporary folder beside OUT_DIR as they come, then moved into OUT_DIR only when all "
+        "of them are done, so an error leaves OUT_DIR as it was. Files of the same names already in "
+        "OUT_DIR are replaced.")
     add_model_arg(p, rest="input")
     p.add_argument("input", nargs="?", metavar="IN.vqd", help="the .vqd file to decode")
     p.add_argument("-o", "--output", type=output_dir, required=True, metavar="OUT_DIR",
                    help="folder for the PNG images")
     p.add_argument("--stages", type=positive_int(max=MAX_STAGES), default=None,
                    help="decode only the first n of the stored stages (a coarser image)")
-    p.add_argument("--batch", type=positive_int(max=MAX_BATCH), default=256, help="images decoded at a time")
+    p.add_argument("--batch", type=positive_int(max=MAX_BATCH), default=256,
+                   help="images decoded at a time: each batch is written before the next is decoded, so "
+                   "memory depends on this, not on the number of images")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (shown when there is more than one batch)")
     p.set_defaults(func=run)
 
 
@@ -41,7 +46,8 @@ def run(args) -> int:
     model = load_model(args)
     _name_the_checkpoint(args.model, model, data)
     print(modality_for(model.config).decode(model, data, out, stages=args.stages, batch=args.batch,
-                                            source=args.input, prior=_prior_for(args.model, model, data)))
+                                            source=args.input, prior=_prior_for(args.model, model, data),
+                                            progress=not args.no_progress))
     return 0
 
 

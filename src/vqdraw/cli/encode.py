@@ -21,6 +21,8 @@ def register(sub) -> None:
     p.add_argument("--beam", type=positive_int(max=MAX_BEAM), default=1, help="beam width for encoding (1 = greedy)")
     add_fit_arg(p)
     p.add_argument("--batch", type=positive_int(max=MAX_BATCH), default=256, help="images encoded at a time")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (shown when there is more than one batch)")
     p.add_argument("--prior", action="store_true",
                    help="entropy-code the codes with the learned prior beside the model (`vqdraw prior`; "
                    ".vqd version 3): fewer bits when the prior predicts the codes; decode finds it by itself")
@@ -49,5 +51,6 @@ def run(args) -> int:
     if args.stages is not None and args.stages > model.stages:
         raise InputError(f"this model has {model.stages} stages; --stages {args.stages} is too many")
     print(modality_for(model.config).encode(model, args.images, out, stages=args.stages, beam=args.beam,
-                                            batch=args.batch, fit=args.fit, prior=prior))
+                                            batch=args.batch, fit=args.fit, prior=prior,
+                                            progress=not args.no_progress))
     return 0

@@ -12,7 +12,8 @@ from .common import (MAX_SAMPLES, MAX_STAGES, add_model_arg, finite_float, load_
 def register(sub) -> None:
     p = sub.add_parser("sample",
                        description="Decode uniformly random codes (or, with --prior, codes drawn from the "
-                       "learned prior beside the model: `vqdraw prior`) and save them as one PNG grid.")
+                       "learned prior beside the model: `vqdraw prior`) and save them as one PNG grid. Samples "
+                       "are made and written a few hundred at a time, so memory does not grow with -n.")
     add_model_arg(p)
     p.add_argument("-n", "--count", type=positive_int(max=MAX_SAMPLES), default=64, help="number of samples")
     p.add_argument("--stages", type=positive_int(max=MAX_STAGES), default=None, help="decode only this many stages (coarser)")
@@ -22,6 +23,8 @@ def register(sub) -> None:
     p.add_argument("--prior", action="store_true", help="draw the codes from the learned prior instead of uniformly")
     p.add_argument("--temperature", type=finite_float(above=0, max=100), default=None,
                    help="with --prior: divide the prior's logits by this (below 1: more typical codes; default 1)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress on stderr (shown for more than 256 samples)")
     p.set_defaults(func=run)
 
 
@@ -38,7 +41,8 @@ def run(args) -> int:
     modality = modality_for(model.config)
     name = modality.sample_name(args.seed)
     out = output_path(args.output, output_home(args.model) / (name if codes is None else f"prior-{name}"))
-    print(modality.write_samples(model, out, count=args.count, stages=args.stages, seed=args.seed, codes=codes))
+    print(modality.write_samples(model, out, count=args.count, stages=args.stages, seed=args.seed, codes=codes,
+                                 progress=not args.no_progress))
     return 0
 
 

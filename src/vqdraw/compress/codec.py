@@ -33,6 +33,7 @@ __all__ = [
     "compress",
     "compress_codes",
     "decompress",
+    "decompress_chunks",
     "encode_images",
     "read_file",
     "read_input_bytes",
@@ -122,8 +123,24 @@ def decompress(
 
     ``stages`` decodes only the first ``stages`` of the codes stored (default: all of them).
     With ``batch_size=None`` the codes are decoded in one ``model.decode`` call, so the result
-    is bit for bit ``model.decode(codes)``; a batch size bounds memory for large files.
+    is bit for bit ``model.decode(codes)``; a batch size bounds the memory of the decoding (the
+    result itself grows with the file: :func:`decompress_chunks` hands it out a batch at a time).
     ``prior``: the prior an entropy-coded file (version 3) was coded with.
+    """
+    vqd, chunks = decompress_chunks(model, data, stages=stages, batch_size=batch_size, prior=prior)
+    parts = list(chunks)
+    if not parts:
+        return torch.zeros((0, *vqd.image_shape)), vqd
+    return (parts[0] if len(parts) == 1 else torch.cat(parts)), vqd
+
+
+def decompress_chunks(model, data: bytes, stages: int | None = None, batch_size: int | None = None,
+                      prior=None):
+    """:func:`decompress` a batch at a time: ``(VqdFile, chunks)``, where ``chunks`` yields the
+    decoded data of ``batch_size`` items at a time (B_i, *data_shape) on the CPU, in order (all
+    of them at once when ``batch_size`` is None). The file, ``stages`` and ``batch_size`` are
+    checked before this returns; each chunk is decoded only when asked for, so a caller that
+    writes each chunk out before asking for the next holds one chunk of decoded data at a time.
     """
     vqd = read_file(model, data, prior)
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
@@ -132,11 +149,13 @@ def decompress(
     if stages is not None and not 1 <= stages <= vqd.stages:
         raise InputError(f"the file stores {vqd.stages} stages per image; cannot decode {stages}")
     codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
-    if vqd.count == 0:
-        return torch.zeros((0, *vqd.image_shape)), vqd
-    step = vqd.count if batch_size is None else int(batch_size)
-    parts = [model.decode(codes[i : i + step]).cpu() for i in range(0, vqd.count, step)]
-    return (parts[0] if len(parts) == 1 else torch.cat(parts)), vqd
+    step = max(vqd.count, 1) if batch_size is None else int(batch_size)
+
+    def chunks():
+        for i in range(0, vqd.count, step):
+            yield model.decode(codes[i : i + step]).cpu()
+
+    return vqd, chunks()
 
 
 def read_input_bytes(path: str | Path, what: str = ".vqd file") -> bytes:

@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..core.modality import modality_of
 from ..core.stageloop import run_inference
 
-__all__ = ["check_text_model", "compress_text", "decompress_text", "lossless_bits_per_char",
+__all__ = ["check_text_model", "compress_text", "decompress_text", "decompress_text_pieces", "lossless_bits_per_char",
            "reconstruct_lines", "sample_lines", "sequences_to_text", "stage_lines", "stage_report",
            "text_to_data", "text_data_for"]
 
@@ -53,11 +53,20 @@ def text_data_for(model, text: str) -> torch.Tensor:
 
 
 def compress_text(model, text: str, *, stages: int | None = None, beam: int = 1, batch: int = 64,
-                  prior=None) -> bytes:
+                  prior=None, progress=None) -> bytes:
     """One ``.vqd`` file for ``text``: its chunks' codes, and the text's length in characters
-    (entropy-coded with ``prior`` when given)."""
-    data = text_data_for(model, text)
-    codes = [encode_images(model, data[i: i + batch], stages=stages, beam=beam) for i in range(0, len(data), batch)]
+    (entropy-coded with ``prior`` when given). The text is turned into the model's data ``batch``
+    chunks at a time, so memory beyond the text and its codes does not grow with its length;
+    ``progress(k)`` (optional) is called after each batch of ``k`` chunks."""
+    check_text_model(model)
+    length = model.config.data_shape[-1]
+    step = batch * length  # characters per batch
+    codes = []
+    for start in range(0, len(text), step):
+        data = text_to_data(text[start: start + step], length).to(model.device)
+        codes.append(encode_images(model, data, stages=stages, beam=beam))
+        if progress is not None:
+            progress(len(data))
     codes = torch.cat(codes) if codes else torch.zeros((0, stages or model.stages), dtype=torch.int64)
     if prior is not None:
         prior.check_model(model)
@@ -68,14 +77,29 @@ def compress_text(model, text: str, *, stages: int | None = None, beam: int = 1,
 def decompress_text(model, data: bytes, *, stages: int | None = None, prior=None) -> str:
     """The text of a ``.vqd`` file made by :func:`compress_text`: ``model.decode`` of its codes as
     characters, chunk after chunk, cut to the recorded length."""
+    return "".join(decompress_text_pieces(model, data, stages=stages, prior=prior)[1])
+
+
+def decompress_text_pieces(model, data: bytes, *, stages: int | None = None, prior=None, batch: int = 1024):
+    """:func:`decompress_text` a piece at a time: ``(VqdFile, pieces)``, where ``pieces`` yields
+    the text of ``batch`` chunks at a time (the last one cut to the recorded length). The file
+    and ``stages`` are checked before this returns; each piece is decoded only when asked for."""
     check_text_model(model)
     vqd = read_file(model, data, prior)
-    if vqd.count == 0:
-        return ""
     if stages is not None and not 1 <= stages <= vqd.stages:
         raise InputError(f"the file stores {vqd.stages} stages per sequence; cannot decode {stages}")
     codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
-    return "".join(sequences_to_text(model.decode(codes)))[: vqd.length]
+
+    def pieces():
+        left = vqd.length or 0
+        for start in range(0, vqd.count, batch):
+            if left <= 0:
+                return
+            text = "".join(sequences_to_text(model.decode(codes[start: start + batch])))[:left]
+            left -= len(text)
+            yield text
+
+    return vqd, pieces()
 
 
 def sample_lines(model, n: int, *, generator: torch.Generator | None = None) -> list[str]:

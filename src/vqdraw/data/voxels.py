@@ -250,7 +250,8 @@ def fit_grids(grids: np.ndarray, size: tuple[int, int, int], where: str) -> np.n
 
 def load_voxel_files(paths, size: tuple[int, int, int] | None = None) -> np.ndarray:
     """All grids in ``paths`` (files, or folders searched recursively) as bool (N, D, H, W),
-    every one at ``size`` (default: the first grid's)."""
+    every one at ``size`` (default: the first grid's). One bool ``.npy`` file of grids at that
+    size is returned memory-mapped and read-only (read as it is used, not copied)."""
     grids = []
     for p in expand_voxel_paths(paths):
         g = read_grids(p)
@@ -259,7 +260,7 @@ def load_voxel_files(paths, size: tuple[int, int, int] | None = None) -> np.ndar
         grids.append(fit_grids(g, size, str(p)))
     if not grids:
         raise DatasetError("no voxel grids given")
-    return np.concatenate(grids)
+    return grids[0] if len(grids) == 1 else np.concatenate(grids)
 
 
 def load_voxel_folder(path: str | Path, split: str = "train",

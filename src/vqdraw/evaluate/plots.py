@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,111 @@ def save_png(img: Image.Image, path: str | Path) -> Path:
     img.save(buf, format="PNG")
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)
+
+
+def save_grid_png(chunks, count: int, path: str | Path, *, tile_shape: tuple[int, int, int],
+                  ncol: int | None = None, pad: int = 2, scale: int = 1, progress=None) -> Path:
+    """Pixel for pixel what ``save_png(grid(images, ncol, pad, scale), path)`` writes, for the
+    ``count`` images (C, H, W) = ``tile_shape`` in [0, 1] that ``chunks`` yields in batches
+    (B_i, C, H, W), one batch after another: each row of the grid is drawn, filtered and
+    compressed into the PNG file as soon as its images have come, so memory holds a row of the
+    grid and a batch, never the whole picture (``sample -n 100000``). The file is written
+    atomically (:func:`vqdraw.io.atomic_writer`); ``progress.update(k)`` is called per batch."""
+    from ..io import atomic_writer
+
+    c, h, w = (int(v) for v in tile_shape)
+    ncol = ncol or max(1, math.ceil(math.sqrt(count)))
+    nrow = max(1, math.ceil(count / ncol))
+    width, height = pad + ncol * (w + pad), pad + nrow * (h + pad)
+    with atomic_writer(path) as f:
+        png = _PngStream(f, width * scale, height * scale, c)
+        png.rows(_scaled(np.full((pad, width, c), 128, np.uint8), scale))
+        pending = np.empty((0, h, w, c), np.uint8)
+        written = 0  # rows of the grid
+        for images in chunks:
+            pending = np.concatenate([pending, to_uint8(images)])
+            if progress is not None:
+                progress.update(len(images))
+            while len(pending) >= ncol:
+                png.rows(_scaled(_grid_row(pending[:ncol], ncol, pad, w), scale))
+                pending, written = pending[ncol:], written + 1
+        while written < nrow:  # the last, partly filled row (and grey rows if fewer images came)
+            png.rows(_scaled(_grid_row(pending[:ncol], ncol, pad, w), scale))
+            pending, written = pending[ncol:], written + 1
+        png.finish()
+    return Path(path)
+
+
+def _grid_row(tiles: np.ndarray, ncol: int, pad: int, w: int) -> np.ndarray:
+    """One row of :func:`grid`'s canvas: the tiles (B <= ncol, H, W, C) then ``pad`` grey rows."""
+    b, h, _, c = tiles.shape
+    band = np.full((h + pad, pad + ncol * (w + pad), c), 128, dtype=np.uint8)
+    for i in range(b):
+        x = pad + i * (w + pad)
+        band[:h, x: x + w] = tiles[i]
+    return band
+
+
+def _scaled(band: np.ndarray, scale: int) -> np.ndarray:
+    """Nearest-neighbour upscaling by a whole factor (what ``Image.resize(NEAREST)`` does then)."""
+    if scale == 1:
+        return band
+    return np.repeat(np.repeat(band, scale, axis=0), scale, axis=1)
+
+
+class _PngStream:
+    """An 8-bit greyscale (C = 1) or RGB (C = 3) PNG written row by row to a binary file: each
+    row filtered with the filter of least absolute sum (libpng's and Pillow's heuristic), the
+    rows deflated as one zlib stream into IDAT chunks of about 64 KiB."""
+
+    def __init__(self, f, width: int, height: int, channels: int):
+        import zlib
+
+        if channels not in (1, 3):
+            raise ValueError(f"a PNG grid needs 1 or 3 channels, got {channels}")
+        self.f, self.bpp, self.rows_left = f, channels, height
+        self.previous = np.zeros(width * channels, dtype=np.uint8)
+        self.z = zlib.compressobj(6)
+        self.out = bytearray()
+        f.write(b"\x89PNG\r\n\x1a\n")
+        self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0 if channels == 1 else 2, 0, 0, 0))
+
+    def _chunk(self, kind: bytes, data: bytes) -> None:
+        import zlib
+
+        self.f.write(struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data)))
+
+    def rows(self, band: np.ndarray) -> None:
+        """Append rows (R, width, C) uint8."""
+        if not len(band):
+            return
+        raw = band.reshape(len(band), -1).astype(np.int16)
+        up = np.vstack([self.previous[None].astype(np.int16), raw[:-1]])
+        left = np.zeros_like(raw)
+        left[:, self.bpp:] = raw[:, :-self.bpp]
+        upleft = np.zeros_like(raw)
+        upleft[:, self.bpp:] = up[:, :-self.bpp]
+        pa, pb, pc = np.abs(up - upleft), np.abs(left - upleft), np.abs(left + up - 2 * upleft)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+        filtered = np.stack([raw, raw - left, raw - up, raw - (left + up) // 2, raw - paeth]).astype(np.uint8)
+        cost = np.minimum(filtered, 256 - filtered.astype(np.int16)).sum(axis=2, dtype=np.int64)
+        best = cost.argmin(axis=0)  # the first of the cheapest, in the order none, sub, up, average, paeth
+        lines = np.empty((len(raw), raw.shape[1] + 1), dtype=np.uint8)
+        lines[:, 0] = best
+        lines[:, 1:] = filtered[best, np.arange(len(raw))]
+        self.previous = band[-1].reshape(-1).copy()
+        self.rows_left -= len(band)
+        self.out += self.z.compress(lines.tobytes())
+        if len(self.out) >= 1 << 16:
+            self._chunk(b"IDAT", bytes(self.out))
+            self.out.clear()
+
+    def finish(self) -> None:
+        if self.rows_left:
+            raise ValueError(f"PNG stream ended {self.rows_left} rows short")
+        self.out += self.z.flush()
+        self._chunk(b"IDAT", bytes(self.out))
+        self._chunk(b"IEND", b"")
 
 
 def figure(width: float, height: float, dpi: int = 110):
@@ -246,16 +352,20 @@ def _volume_scale(views: torch.Tensor) -> int:
 
 
 def save_volume_samples(model, path: str | Path, n: int = VOLUME_SAMPLES, seed: int = 0,
-                        stages: int | None = None, codes: torch.Tensor | None = None) -> Path:
+                        stages: int | None = None, codes: torch.Tensor | None = None, progress=None) -> Path:
     """`n` volumes decoded from uniformly random codes (or from ``codes``, e.g. drawn from a
-    learned prior), each as its three views (4 per row)."""
+    learned prior), each as its three views (4 per row); made and written a few rows at a time
+    (:func:`save_grid_png`), so memory does not grow with `n`."""
+    from ..modalities.base import sample_chunks
+
     if codes is not None:
         n = codes.shape[0]
-        views = volume_views(model.decode(codes))
-        return save_png(grid(views, ncol=min(4, n), scale=_volume_scale(views)), path)
-    g = torch.Generator().manual_seed(seed)
-    views = volume_views(model.sample(n, stages=stages, generator=g))
-    return save_png(grid(views, ncol=min(4, n), scale=_volume_scale(views)), path)
+    side = max(model.config.data_shape[1:])
+    tile = (1, side, 3 * side + 2)  # volume_views' picture (gap 1)
+    chunks = sample_chunks(model, n, stages=stages, seed=seed, codes=codes, chunk=4 * 16)
+    views = (volume_views(volumes) for volumes in chunks)
+    return save_grid_png(views, n, path, tile_shape=tile, ncol=min(4, n) or None,
+                         scale=_volume_scale(torch.empty(tile)), progress=progress)
 
 
 def save_volume_pairs(volumes: torch.Tensor, recon: torch.Tensor, path: str | Path, *, per_row: int = 2,

@@ -65,27 +65,29 @@ class AudioModality(Modality):
                 f"WAV pairs, {stages} stages = {bits_per_second(model, stages):.0f} bits/s, "
                 f"SNR {snr_db(orig, rec):.2f} dB")
 
-    def write_samples(self, model, out, *, count, stages, seed, codes=None):
-        import torch
-
+    def write_samples(self, model, out, *, count, stages, seed, codes=None, progress=True):
+        """``out/000.wav``, ``out/001.wav``, …, made and written :data:`SAMPLE_CHUNK` at a time;
+        they replace files of the same names in ``out`` all at once at the end."""
         from ..data.audio import data_to_samples, write_wav
+        from .base import SAMPLE_CHUNK, items_of, progress_bar, sample_chunks, write_files_atomically
 
-        g = torch.Generator().manual_seed(seed)
-        decoded = model.sample(count, stages=stages, generator=g) if codes is None else model.decode(codes)
-        samples = data_to_samples(decoded)
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        for i, s in enumerate(samples):
-            write_wav(out / f"{i:03d}.wav", s, model.config.sample_rate)
-        return f"{out}/: {plural(len(samples), 'sample')} as WAV"
+        total = count if codes is None else int(codes.shape[0])
+        chunks = (data_to_samples(decoded) for decoded in
+                  sample_chunks(model, count, stages=stages, seed=seed, codes=codes))
+        names = _WavNames(total)
+        bar = progress_bar(total, chunk=SAMPLE_CHUNK, desc="sample", unit=self.noun, enabled=progress)
+        rate = model.config.sample_rate
+        write_files_atomically(items_of(chunks), names, Path(out), lambda s, path: write_wav(path, s, rate),
+                               progress=bar)
+        return f"{out}/: {plural(total, 'sample')} as WAV"
 
     def write_stages(self, model, data, out, *, max_stages, title=""):
         save_audio_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
+    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
         from ..errors import InputError
-        from .base import write_vqd_file
+        from .base import progress_bar, write_vqd_file
 
         if prior is not None:
             raise InputError("audio is written at fixed length only; encode it without --prior")
@@ -93,21 +95,44 @@ class AudioModality(Modality):
         if len(files) != 1:
             raise InputError(f"give one audio file to encode (got {len(files)}); each .vqd file holds one waveform")
         samples = read_for_model(model, files[0])
-        data = write_vqd_file(out, compress_audio(model, samples, stages=stages, beam=beam, batch=batch))
+        clips = -(-len(samples) // model.config.data_shape[-1])
+        bar = progress_bar(clips, chunk=batch, desc="encode", unit=self.noun, enabled=progress)
+        try:
+            data = compress_audio(model, samples, stages=stages, beam=beam, batch=batch, progress=bar.update)
+        finally:
+            bar.close()
+        write_vqd_file(out, data)
         seconds = len(samples) / model.config.sample_rate
         return (f"{out}: {seconds:.2f} s of audio ({len(samples)} samples at {model.config.sample_rate} Hz) in "
                 f"{plural(-(-len(samples) // model.config.data_shape[-1]), 'clip')}, {stages or model.stages} stages "
                 f"of K={model.options}, {len(data)} bytes = {8 * len(data) / seconds:.0f} bits/s")
 
-    def decode(self, model, data, out, *, stages, batch, source, prior=None):
-        """OUT is a .wav file, or a folder that gets decoded.wav."""
-        from ..data.audio import write_wav
+    def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
+        """OUT is a .wav file, or a folder that gets decoded.wav; decoded and written ``batch``
+        clips at a time (the file appears at the end, in one rename)."""
+        from ..data.audio import _soundfile
+        from ..io import atomic_writer
+        from .base import progress_bar
 
-        samples, rate = decompress_audio(model, data, stages=stages, batch=batch)
+        vqd, pieces = decompress_audio_pieces(model, data, stages=stages, batch=batch)
+        rate = int(vqd.sample_rate)
         target = out if out.suffix.lower() == ".wav" else out / "decoded.wav"
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_wav(target, samples, rate)
-        return f"{target}: {len(samples) / rate:.2f} s ({len(samples)} samples at {rate} Hz) decoded from {source}"
+        sf = _soundfile()
+        bar = progress_bar(vqd.count, chunk=batch, desc="decode", unit=self.noun, enabled=progress)
+        done = 0
+        try:
+            with atomic_writer(target) as f, sf.SoundFile(f, mode="w", samplerate=rate, channels=1,
+                                                           subtype="PCM_16", format="WAV") as wav:
+                for piece in pieces:  # the same bytes as write_wav of the whole waveform
+                    wav.write(np.clip(piece, -1, 1))
+                    step = min(batch, vqd.count - done)
+                    done += step
+                    bar.update(step)
+        finally:
+            bar.close()
+        samples = vqd.length
+        return f"{target}: {samples / rate:.2f} s ({samples} samples at {rate} Hz) decoded from {source}"
 
     # -------------------------------------------------------------- training
     def write_run_outputs(self, model, run_dir, test_data, title=""):
@@ -131,6 +156,21 @@ class AudioModality(Modality):
                 f"(PSNR {metrics['test_psnr']:.2f} dB of the levels)")
 
 
+class _WavNames:
+    """000.wav, 001.wav, … (three digits at least), computed on demand."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i: int) -> str:
+        if not 0 <= i < self.count:
+            raise IndexError(i)
+        return f"{i:03d}.wav"
+
+
 # ------------------------------------------------------------------ the library
 def read_for_model(model, path) -> np.ndarray:
     """A mono file's samples, refused with one line if its sample rate is not the model's."""
@@ -152,9 +192,12 @@ def bits_per_second(model, stages: int | None = None) -> float:
     return bits_per_image(model.options, stages or model.stages) * model.config.sample_rate / model.config.data_shape[-1]
 
 
-def compress_audio(model, samples: np.ndarray, *, stages: int | None = None, beam: int = 1, batch: int = 64) -> bytes:
+def compress_audio(model, samples: np.ndarray, *, stages: int | None = None, beam: int = 1, batch: int = 64,
+                   progress=None) -> bytes:
     """One ``.vqd`` file for a waveform (float samples in [-1, 1] at the model's rate): its clips'
-    codes, its length in samples and the sample rate."""
+    codes, its length in samples and the sample rate. The clips are held as mu-law bytes and
+    turned into the model's data ``batch`` at a time; ``progress(k)`` (optional) is called after
+    each batch of ``k`` clips."""
     import torch
 
     from ..compress.bitstream import write_vqd
@@ -162,9 +205,13 @@ def compress_audio(model, samples: np.ndarray, *, stages: int | None = None, bea
     from ..data.audio import to_clips
 
     length = model.config.data_shape[-1]
-    clips = torch.from_numpy(to_clips(np.asarray(samples), length, pad=True)).permute(0, 2, 1).float().div_(255)
-    codes = [encode_images(model, clips[i: i + batch].to(model.device), stages=stages, beam=beam)
-             for i in range(0, len(clips), batch)]
+    clips = torch.from_numpy(to_clips(np.asarray(samples), length, pad=True)).permute(0, 2, 1)  # uint8
+    codes = []
+    for i in range(0, len(clips), batch):
+        part = clips[i: i + batch].float().div_(255).to(model.device)
+        codes.append(encode_images(model, part, stages=stages, beam=beam))
+        if progress is not None:
+            progress(len(part))
     codes = torch.cat(codes) if codes else torch.zeros((0, stages or model.stages), dtype=torch.int64)
     return write_vqd(codes.numpy(), int(model.options), tuple(model.config.data_shape), model.fingerprint(),
                      modality="audio", length=len(samples), sample_rate=int(model.config.sample_rate))
@@ -173,6 +220,16 @@ def compress_audio(model, samples: np.ndarray, *, stages: int | None = None, bea
 def decompress_audio(model, data: bytes, *, stages: int | None = None, batch: int = 256) -> tuple[np.ndarray, int]:
     """The waveform of a ``.vqd`` file made by :func:`compress_audio`: its clips decoded and
     concatenated, cut to the recorded length; and the recorded sample rate."""
+    vqd, pieces = decompress_audio_pieces(model, data, stages=stages, batch=batch)
+    parts = list(pieces)
+    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    return samples, int(vqd.sample_rate)
+
+
+def decompress_audio_pieces(model, data: bytes, *, stages: int | None = None, batch: int = 256):
+    """:func:`decompress_audio` a piece at a time: ``(VqdFile, pieces)``, where ``pieces`` yields
+    the float32 samples of ``batch`` clips at a time, the last piece cut to the recorded length.
+    The file and ``stages`` are checked before this returns; each piece is decoded when asked for."""
     import torch
 
     from ..compress.codec import read_file
@@ -185,9 +242,17 @@ def decompress_audio(model, data: bytes, *, stages: int | None = None, batch: in
     if stages is not None and not 1 <= stages <= vqd.stages:
         raise InputError(f"the file stores {vqd.stages} stages per clip; cannot decode {stages}")
     codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
-    parts = [data_to_samples(model.decode(codes[i: i + batch])).reshape(-1) for i in range(0, vqd.count, batch)]
-    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-    return samples[: vqd.length], int(vqd.sample_rate)
+
+    def pieces():
+        left = int(vqd.length or 0)
+        for i in range(0, vqd.count, batch):
+            if left <= 0:
+                return
+            piece = data_to_samples(model.decode(codes[i: i + batch])).reshape(-1)[:left]
+            left -= len(piece)
+            yield piece
+
+    return vqd, pieces()
 
 
 def snr_db(original, decoded) -> float:

@@ -11,6 +11,7 @@ verb prints.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,9 +94,11 @@ class Modality:
         """Originals beside their reconstructions; returns the report line(s)."""
         raise NotImplementedError
 
-    def write_samples(self, model, out: Path, *, count: int, stages: int | None, seed: int, codes=None) -> str:
-        """Decodings of uniformly random codes (or of ``codes``, drawn from a learned prior);
-        returns what to print."""
+    def write_samples(self, model, out: Path, *, count: int, stages: int | None, seed: int, codes=None,
+                      progress: bool = True) -> str:
+        """Decodings of uniformly random codes (or of ``codes``, drawn from a learned prior),
+        made and written :data:`SAMPLE_CHUNK` at a time (progress on stderr unless ``progress``
+        is False); returns what to print."""
         raise NotImplementedError
 
     def write_stages(self, model, data, out: Path, *, max_stages: int, title: str = "") -> str:
@@ -103,15 +106,17 @@ class Modality:
         raise NotImplementedError
 
     def encode(self, model, files, out: Path, *, stages: int | None, beam: int, batch: int,
-               fit: bool = False, prior=None) -> str:
+               fit: bool = False, prior=None, progress: bool = True) -> str:
         """Input files -> one ``.vqd`` file at ``out`` (entropy-coded with ``prior`` when given:
-        :mod:`vqdraw.prior`); returns the report line."""
+        :mod:`vqdraw.prior`), encoded ``batch`` items at a time with progress on stderr unless
+        ``progress`` is False; returns the report line."""
         raise NotImplementedError
 
     def decode(self, model, data: bytes, out: Path, *, stages: int | None, batch: int, source: str,
-               prior=None) -> str:
+               prior=None, progress: bool = True) -> str:
         """A ``.vqd`` file's bytes -> decoded files under ``out`` (``prior``: the one an
-        entropy-coded file needs); returns the report line."""
+        entropy-coded file needs), decoded and written ``batch`` items at a time with progress on
+        stderr unless ``progress`` is False; returns the report line."""
         raise NotImplementedError
 
     # -------------------------------------------------------------- training
@@ -133,74 +138,179 @@ def _suffixes(path) -> set[str]:
     return {p.suffix.lower()}
 
 
-def write_files_atomically(items, names: list[str], out, save) -> None:
-    """Write items[i] as ``out/names[i]`` with ``save(item, path)`` so that on any error ``out`` is
-    left as it was.
+class NumberedNames(Sequence):
+    """``000000.png``, ``000001.png``, … for ``count`` items (at least six digits, more when the
+    count needs them), computed on demand: a decode of millions of items holds no list of names."""
 
-    Everything is written into a temporary folder beside ``out`` (same file system), which then
-    becomes ``out`` by one rename, or, when ``out`` already exists, whose files are renamed into
-    it (undone if a rename fails).
+    def __init__(self, count: int, suffix: str):
+        self.count, self.suffix = int(count), suffix
+        self.width = max(6, len(str(max(self.count - 1, 0))))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self.count))]
+        if not -self.count <= i < self.count:
+            raise IndexError(i)
+        return f"{i % self.count:0{self.width}d}{self.suffix}"
+
+
+class AtomicFolder:
+    """Files that appear in the folder ``out`` all at once, written one by one as they come.
+
+        with AtomicFolder(out) as folder:
+            for name, item in ...:
+                save(item, folder.path(name))     into a temporary folder beside out
+            folder.commit(names)                  out, in one rename (or renames of its files)
+
+    The temporary folder (``.OUT.<pid>.*.tmp``, on the same file system) becomes ``out`` by one
+    rename, or, when ``out`` already exists, its files are renamed into it one by one (undone if
+    a rename fails). On an error, or without ``commit``, it is removed and ``out`` is left as it
+    was; one left by a killed process is removed by the next write to ``out``. Memory does not
+    grow with the number of files.
     """
-    import os
-    import shutil
-    import tempfile
 
+    def __init__(self, out):
+        import tempfile
+
+        from ..errors import InputError
+        from ..io import remove_dead_temporaries, temporary_prefix
+
+        self.out = Path(out)
+        parent = self.out.absolute().parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+            remove_dead_temporaries(parent, self.out.name)
+            self.tmp = Path(tempfile.mkdtemp(dir=parent, prefix=temporary_prefix(self.out.name), suffix=".tmp"))
+        except OSError as exc:
+            raise InputError(f"{self.out}: cannot create the output folder ({exc.strerror or exc})") from None
+
+    def path(self, name: str) -> Path:
+        return self.tmp / name
+
+    def __enter__(self) -> "AtomicFolder":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import shutil
+
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def commit(self, names) -> None:
+        """Move the files ``names`` (all written with :meth:`path`) into ``out``."""
+        import os
+
+        from ..errors import InputError
+
+        try:
+            if not self.out.exists():
+                os.rename(self.tmp, self.out)
+                return
+            backed_up = bytearray(len(names))  # 1 where a file of that name was replaced (kept as NAME.old)
+            done = 0
+            try:
+                for i, name in enumerate(names):
+                    dest = self.out / name
+                    if dest.exists():
+                        os.replace(dest, self.tmp / (name + ".old"))
+                        backed_up[i] = 1
+                    done = i + 1
+                    os.replace(self.tmp / name, dest)
+            except BaseException:
+                for i in range(done - 1, -1, -1):
+                    name = names[i]
+                    backup = self.tmp / (name + ".old")
+                    if backed_up[i] and backup.exists():
+                        os.replace(backup, self.out / name)
+                    elif not backed_up[i]:
+                        (self.out / name).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise InputError(f"{self.out}: cannot write the files ({exc.strerror or exc})") from None
+
+
+def write_files_atomically(items, names, out, save, progress=None) -> None:
+    """Write items[i] as ``out/names[i]`` with ``save(item, path)`` so that on any error ``out`` is
+    left as it was (:class:`AtomicFolder`). ``items`` may be any iterable (a generator decoding
+    them chunk by chunk: each item is written, and can be freed, before the next is made);
+    ``progress`` (a :class:`vqdraw.training.loop.Progress`) advances by one per file."""
     from ..errors import InputError
 
-    out = Path(out)
-    parent = out.absolute().parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-        _remove_dead_temporaries(parent, out.name)
-        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp"))
-    except OSError as exc:
-        raise InputError(f"{out}: cannot create the output folder ({exc.strerror or exc})") from None
-    try:
-        for item, name in zip(items, names):
-            save(item, tmp / name)
-        if not out.exists():
-            os.rename(tmp, out)
-            return
-        moved: list[tuple[Path, Path | None]] = []  # (destination, backup of what it replaced)
+    with AtomicFolder(out) as folder:
         try:
-            for name in names:
-                dest = out / name
-                backup = None
-                if dest.exists():
-                    backup = tmp / (name + ".old")
-                    os.replace(dest, backup)
-                moved.append((dest, backup))
-                os.replace(tmp / name, dest)
-        except BaseException:
-            for dest, backup in reversed(moved):
-                if backup is not None and backup.exists():
-                    os.replace(backup, dest)
-                elif backup is None:
-                    dest.unlink(missing_ok=True)
-            raise
-    except OSError as exc:
-        raise InputError(f"{out}: cannot write the files ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            for item, name in zip(items, names):
+                save(item, folder.path(name))
+                if progress is not None:
+                    progress.update(1)
+        except OSError as exc:
+            raise InputError(f"{folder.out}: cannot write the files ({exc.strerror or exc})") from None
+        finally:
+            if progress is not None:
+                progress.close()
+        folder.commit(names)
 
 
-def _remove_dead_temporaries(parent: Path, name: str) -> None:
-    """Remove ``.NAME.<pid>.*.tmp`` folders left by a write that was killed (its pid is gone)."""
-    import os
-    import re
-    import shutil
+def progress_bar(total: int, *, chunk: int, desc: str, unit: str, enabled: bool = True):
+    """The progress shown by a verb that works through ``total`` items ``chunk`` at a time: the
+    trainer's :class:`~vqdraw.training.loop.Progress` (a bar on a terminal, else a line on stderr
+    every tenth of the job), only when there is more than one chunk, and not with --no-progress."""
+    from ..training.loop import Progress
 
-    pattern = re.compile(re.escape(f".{name}.") + r"(\d+)\.[^/]*\.tmp")
-    for p in parent.iterdir():
-        m = pattern.fullmatch(p.name)
-        if not m or not p.is_dir() or p.is_symlink():
-            continue
-        try:
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
-            shutil.rmtree(p, ignore_errors=True)
-        except (OSError, OverflowError):
-            pass
+    return Progress(total, desc=desc, unit=unit, enabled=enabled and total > chunk)
+
+
+SAMPLE_CHUNK = 256
+"""``vqdraw sample`` makes and writes at most this many samples at a time (a picture's grid: whole
+rows of it), so its memory does not grow with ``-n``."""
+
+
+def sample_chunks(model, count: int, *, stages: int | None = None, seed: int = 0, codes=None,
+                  chunk: int = SAMPLE_CHUNK):
+    """Decodings of ``count`` uniformly random codes, ``chunk`` at a time (the last one shorter):
+    together exactly the codes of ``model.sample(count, stages=stages, generator=g)`` with ``g``
+    seeded with ``seed`` (torch draws them one after the other), or, given ``codes`` (count, n),
+    of those. Checked before this returns; each chunk is decoded only when asked for."""
+    import torch
+
+    from ..core.inputs import check_count, check_stages
+
+    if codes is not None:
+        count = int(codes.shape[0])
+    else:
+        k = check_stages(model.config, stages)
+        count = check_count(count, "the number of samples")
+    chunk = max(1, int(chunk))
+
+    def chunks():
+        g = torch.Generator().manual_seed(seed)
+        for start in range(0, count, chunk):
+            m = min(chunk, count - start)
+            part = torch.randint(0, model.options, (m, k), generator=g) if codes is None else codes[start: start + m]
+            yield model.decode(part)
+
+    return chunks()
+
+
+def items_of(chunks):
+    """The items of an iterable of batches, one by one."""
+    for chunk in chunks:
+        yield from chunk
+
+
+def decode_to_folder(modality, model, data: bytes, out, *, suffix: str, save, stages, batch, prior,
+                     progress: bool = True):
+    """A ``.vqd`` file's items as ``out/000000<suffix>``, …: decoded ``batch`` at a time and each
+    batch written before the next is decoded (so memory does not grow with the item count), with
+    progress on stderr; all of them appear in ``out`` at once at the end (:class:`AtomicFolder`).
+    Returns the :class:`~vqdraw.compress.bitstream.VqdFile`."""
+    from ..compress.codec import decompress_chunks
+
+    vqd, chunks = decompress_chunks(model, data, stages=stages, batch_size=batch, prior=prior)
+    bar = progress_bar(vqd.count, chunk=batch, desc="decode", unit=modality.noun, enabled=progress)
+    write_files_atomically(items_of(chunks), NumberedNames(vqd.count, suffix), out, save, progress=bar)
+    return vqd
 
 
 def write_vqd_file(out, data: bytes) -> bytes:

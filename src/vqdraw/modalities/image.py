@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .base import Modality, plural, write_files_atomically, write_vqd_file
+from .base import Modality, decode_to_folder, plural, progress_bar, write_vqd_file
 
 
 class ImageModality(Modality):
@@ -60,14 +60,18 @@ class ImageModality(Modality):
                 f"PSNR {psnr(data, recon).mean().item():.2f} dB (mean of per-image PSNR; "
                 f"{psnr_from_mse(errors.mean().item()):.2f} dB of the mean MSE)")
 
-    def write_samples(self, model, out, *, count, stages, seed, codes=None):
-        import torch
-
+    def write_samples(self, model, out, *, count, stages, seed, codes=None, progress=True):
         from ..evaluate import plots
+        from .base import SAMPLE_CHUNK, progress_bar, sample_chunks
 
-        g = torch.Generator().manual_seed(seed)
-        images = model.sample(count, stages=stages, generator=g) if codes is None else model.decode(codes)
-        plots.save_png(plots.grid(images, scale=plots._scale(model)), out)
+        count = count if codes is None else int(codes.shape[0])
+        chunks = sample_chunks(model, count, stages=stages, seed=seed, codes=codes, chunk=grid_chunk(count))
+        bar = progress_bar(count, chunk=SAMPLE_CHUNK, desc="sample", unit=self.noun, enabled=progress)
+        try:
+            plots.save_grid_png(chunks, count, out, tile_shape=tuple(model.config.data_shape),
+                                scale=plots._scale(model), progress=bar)
+        finally:
+            bar.close()
         return str(out)
 
     def write_stages(self, model, data, out, *, max_stages, title=""):
@@ -76,9 +80,8 @@ class ImageModality(Modality):
         plots.save_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
+    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
         import torch
-        from tqdm import tqdm
 
         from ..compress.bitstream import bits_per_image, header_size
         from ..compress.codec import compress_codes, encode_images
@@ -89,15 +92,17 @@ class ImageModality(Modality):
         if not fit:
             for path in paths:
                 check_channels(path, shape[0])
-        batches = [paths[i: i + batch] for i in range(0, len(paths), batch)]
         codes = []
-        with tqdm(batches, desc="encoding", unit="batch", disable=None if len(batches) > 1 else True,
-                  leave=False) as bar:
-            for chunk in bar:
-                images = load_images(chunk, shape, fit=fit)
+        bar = progress_bar(len(paths), chunk=batch, desc="encode", unit=self.noun, enabled=progress)
+        try:
+            for i in range(0, len(paths), batch):
+                images = load_images(paths[i: i + batch], shape, fit=fit)
                 if not codes:
                     warn_polarity(images, model)
                 codes.append(encode_images(model, images.to(model.device), stages=stages, beam=beam))
+                bar.update(len(images))
+        finally:
+            bar.close()
         data = write_vqd_file(out, compress_codes(model, torch.cat(codes), prior=prior))
         n = stages or model.stages
         count = len(paths)
@@ -112,14 +117,11 @@ class ImageModality(Modality):
                 f"{bits} bits per image payload, {header_size()} header bytes, {len(data)} bytes in all "
                 f"= {len(data) / count:.2f} bytes ({8 * len(data) / count:.1f} bits) per image")
 
-    def decode(self, model, data, out, *, stages, batch, source, prior=None):
-        from ..compress.codec import decompress
+    def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
         from ..data.images import save_image
 
-        images, vqd = decompress(model, data, stages=stages, batch_size=batch, prior=prior)
-        width = max(6, len(str(max(vqd.count - 1, 0))))
-        names = [f"{i:0{width}d}.png" for i in range(vqd.count)]
-        write_files_atomically(images, names, out, save_image)
+        vqd = decode_to_folder(self, model, data, out, suffix=".png", save=save_image, stages=stages, batch=batch,
+                               prior=prior, progress=progress)
         c, h, w = vqd.image_shape
         n = stages or vqd.stages
         return (f"{out}: {vqd.count} PNG image{'s' if vqd.count != 1 else ''} ({w}x{h}, {c} channel"
@@ -137,6 +139,17 @@ class ImageModality(Modality):
         plots.save_samples(model, run_dir / "samples.png", n=100)
         plots.save_reconstructions(model, spread(50), run_dir / "reconstructions.png", title=title)
         plots.save_stages(model, spread(8), run_dir / "stages.png", title=title)
+
+
+def grid_chunk(count: int, ncol: int | None = None) -> int:
+    """Samples made at a time for a grid picture of ``count``: whole rows of it, about
+    :data:`~vqdraw.modalities.base.SAMPLE_CHUNK` (at least one row)."""
+    import math
+
+    from .base import SAMPLE_CHUNK
+
+    ncol = ncol or max(1, math.ceil(math.sqrt(count)))
+    return ncol * max(1, SAMPLE_CHUNK // ncol)
 
 
 def warn_polarity(images, model) -> None:

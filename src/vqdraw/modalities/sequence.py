@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .base import Modality, plural, write_files_atomically
+from .base import Modality, decode_to_folder, plural
 
 
 class SequenceModality(Modality):
@@ -25,31 +25,33 @@ class SequenceModality(Modality):
         save_line_pairs(data, recon, out, title=f"{title}; {stages} stages, {bits} bits")
         return f"{out}: {len(data)} sequences, {bits} bits each, MSE {mse(data, recon).mean().item():.5f}"
 
-    def write_samples(self, model, out, *, count, stages, seed, codes=None):
+    def write_samples(self, model, out, *, count, stages, seed, codes=None, progress=True):
+        """A picture of the first 8 samples (only those are decoded: the codes drawn are the
+        same whatever the count)."""
         import torch
 
-        g = torch.Generator().manual_seed(seed)
-        drawn = model.sample(count, stages=stages, generator=g) if codes is None else model.decode(codes)
-        save_lines(drawn, out, title="samples")
+        from .base import sample_chunks
+
+        shown = min(count if codes is None else int(codes.shape[0]), 8)
+        drawn = sample_chunks(model, shown, stages=stages, seed=seed,
+                              codes=None if codes is None else codes[:shown], chunk=8)
+        save_lines(torch.cat(list(drawn)) if shown else torch.zeros((0, *model.config.data_shape)), out,
+                   title="samples")
         return str(out)
 
     def write_stages(self, model, data, out, *, max_stages, title=""):
         save_line_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
+    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
         from ..errors import InputError
 
         raise InputError("a sequence model reads no files; encode its data with vqdraw.compress.codec.compress")
 
-    def decode(self, model, data, out, *, stages, batch, source, prior=None):
+    def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
         """One ``.npy`` array (C, L) of values in [0, 1] per sequence."""
-        from ..compress.codec import decompress
-
-        seqs, vqd = decompress(model, data, stages=stages, batch_size=batch, prior=prior)
-        width = max(6, len(str(max(vqd.count - 1, 0))))
-        names = [f"{i:0{width}d}.npy" for i in range(vqd.count)]
-        write_files_atomically(seqs, names, out, _save_npy)
+        vqd = decode_to_folder(self, model, data, out, suffix=".npy", save=_save_npy, stages=stages, batch=batch,
+                               prior=prior, progress=progress)
         return f"{out}: {plural(vqd.count, 'sequence')} decoded from {source} as .npy arrays"
 
     def write_run_outputs(self, model, run_dir, test_data, title=""):

@@ -54,17 +54,23 @@ class TextModality(Modality):
                 f"{out}: {len(orig)} sequences of {model.config.data_shape[-1]} characters, {stages} stages, "
                 f"character accuracy {same / max(total, 1):.4f}")
 
-    def write_samples(self, model, out, *, count, stages, seed, codes=None):
-        import torch
-
-        from ..io import atomic_write_bytes
+    def write_samples(self, model, out, *, count, stages, seed, codes=None, progress=True):
+        from ..io import atomic_writer
         from ..compress.text import format_lines, sequences_to_text
+        from .base import SAMPLE_CHUNK, progress_bar, sample_chunks
 
-        g = torch.Generator().manual_seed(seed)
-        drawn = model.sample(count, stages=stages, generator=g) if codes is None else model.decode(codes)
-        lines = sequences_to_text(drawn)
-        atomic_write_bytes(out, format_lines(lines).encode())
-        return format_lines(lines[:5]) + str(out)
+        first: list[str] = []
+        bar = progress_bar(count, chunk=SAMPLE_CHUNK, desc="sample", unit=self.noun, enabled=progress)
+        try:
+            with atomic_writer(out) as f:
+                for drawn in sample_chunks(model, count, stages=stages, seed=seed, codes=codes):
+                    lines = sequences_to_text(drawn)
+                    first += lines[: 5 - len(first)]
+                    f.write(format_lines(lines).encode())
+                    bar.update(len(lines))
+        finally:
+            bar.close()
+        return format_lines(first) + str(out)
 
     def write_stages(self, model, data, out, *, max_stages, title=""):
         from ..compress.text import default_stage_points
@@ -73,29 +79,47 @@ class TextModality(Modality):
         text = save_stages_text(model, data, Path(out).with_suffix(".txt"), out, stages=points, title=title)
         return text + str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
+    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
         """The text files (joined) -> one .vqd file recording the text's length."""
         from ..compress.text import compress_text
-        from .base import write_vqd_file
+        from .base import progress_bar, write_vqd_file
 
         text = read_texts(files)
-        data = write_vqd_file(out, compress_text(model, text, stages=stages, beam=beam, batch=batch, prior=prior))
         length = model.config.data_shape[-1]
         chunks = -(-len(text) // length)
+        bar = progress_bar(chunks, chunk=batch, desc="encode", unit=self.noun, enabled=progress)
+        try:
+            data = compress_text(model, text, stages=stages, beam=beam, batch=batch, prior=prior,
+                                 progress=bar.update)
+        finally:
+            bar.close()
+        write_vqd_file(out, data)
         return (f"{out}: {len(text)} characters in {chunks} chunk{'s' if chunks != 1 else ''} of {length}, "
                 f"{stages or model.stages} stages of K={model.options}, {len(data)} bytes "
                 f"= {8 * len(data) / max(len(text), 1):.3f} bits per character (lossy)")
 
-    def decode(self, model, data, out, *, stages, batch, source, prior=None):
-        """OUT is a .txt file, or a folder that gets decoded.txt."""
-        from ..io import atomic_write_bytes
-        from ..compress.text import decompress_text
+    def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
+        """OUT is a .txt file, or a folder that gets decoded.txt; written ``batch`` chunks at a time."""
+        from ..io import atomic_writer
+        from ..compress.text import decompress_text_pieces
+        from .base import progress_bar
 
-        text = decompress_text(model, data, stages=stages, prior=prior)
+        vqd, pieces = decompress_text_pieces(model, data, stages=stages, prior=prior, batch=batch)
         target = out if out.suffix.lower() in TEXT_SUFFIXES else out / "decoded.txt"
         target.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(target, text.encode("utf-8"))
-        return f"{target}: {len(text)} characters decoded from {source}"
+        bar = progress_bar(vqd.count, chunk=batch, desc="decode", unit=self.noun, enabled=progress)
+        characters = done = 0
+        try:
+            with atomic_writer(target) as f:
+                for piece in pieces:
+                    f.write(piece.encode("utf-8"))
+                    characters += len(piece)
+                    step = min(batch, vqd.count - done)
+                    done += step
+                    bar.update(step)
+        finally:
+            bar.close()
+        return f"{target}: {characters} characters decoded from {source}"
 
     # -------------------------------------------------------------- training
     def write_run_outputs(self, model, run_dir, test_data, title=""):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .base import Modality, plural, write_files_atomically, write_vqd_file
+from .base import Modality, decode_to_folder, plural, write_vqd_file
 
 
 class VolumeModality(Modality):
@@ -29,6 +29,7 @@ class VolumeModality(Modality):
     # -------------------------------------------------------------- inputs
     def load_files(self, model, files, *, count=None, fit=False):
         """Grids from voxel files/folders as float (B, 1, D, H, W) in {0, 1} on the model's device."""
+        import numpy as np
         import torch
 
         from ..data.voxels import load_voxel_files
@@ -36,7 +37,7 @@ class VolumeModality(Modality):
         grids = load_voxel_files(list(files), size=tuple(model.config.data_shape[1:]))
         if count:
             grids = grids[:count]
-        return torch.from_numpy(grids).float().unsqueeze(1).to(model.device)
+        return torch.from_numpy(np.array(grids)).float().unsqueeze(1).to(model.device)
 
     def load_test_items(self, model, inputs):
         """--count test grids of the dataset, a seeded random subset; whole multiples of the
@@ -55,10 +56,16 @@ class VolumeModality(Modality):
         plots.save_volume_pairs(data, recon, out, title=f"{title}; {stages} stages, {bits} bits")
         return f"{out}: {len(data)} volumes, {bits} bits each, {bernoulli_report(data, recon)}"
 
-    def write_samples(self, model, out, *, count, stages, seed, codes=None):
+    def write_samples(self, model, out, *, count, stages, seed, codes=None, progress=True):
         from ..evaluate import plots
+        from .base import SAMPLE_CHUNK, progress_bar
 
-        plots.save_volume_samples(model, out, n=count, seed=seed, stages=stages, codes=codes)
+        total = count if codes is None else int(codes.shape[0])
+        bar = progress_bar(total, chunk=SAMPLE_CHUNK, desc="sample", unit=self.noun, enabled=progress)
+        try:
+            plots.save_volume_samples(model, out, n=count, seed=seed, stages=stages, codes=codes, progress=bar)
+        finally:
+            bar.close()
         return str(out)
 
     def write_stages(self, model, data, out, *, max_stages, title=""):
@@ -67,33 +74,42 @@ class VolumeModality(Modality):
         plots.save_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None):
+    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
+        """The grids of the files -> one .vqd file: the grids are held as they were read (bool; a
+        bool .npy memory-mapped) and turned into the model's data ``batch`` at a time."""
+        import numpy as np
         import torch
 
         from ..compress.bitstream import bits_per_image, header_size
         from ..compress.codec import compress_codes, encode_images
+        from ..data.voxels import load_voxel_files
+        from .base import progress_bar
 
-        volumes = self.load_files(model, files)
-        codes = [encode_images(model, volumes[i: i + batch], stages=stages, beam=beam)
-                 for i in range(0, len(volumes), batch)]
+        grids = load_voxel_files(list(files), size=tuple(model.config.data_shape[1:]))
+        count = len(grids)
+        codes = []
+        bar = progress_bar(count, chunk=batch, desc="encode", unit=self.noun, enabled=progress)
+        try:
+            for i in range(0, count, batch):
+                part = torch.from_numpy(np.array(grids[i: i + batch])).float().unsqueeze(1).to(model.device)
+                codes.append(encode_images(model, part, stages=stages, beam=beam))
+                bar.update(len(part))
+        finally:
+            bar.close()
         data = write_vqd_file(out, compress_codes(model, torch.cat(codes), prior=prior))
         n = stages or model.stages
         shape = tuple(model.config.data_shape)
         head = header_size(shape, self.name, coded=prior is not None)
-        payload = (f"{8 * (len(data) - head) / max(len(volumes), 1):.2f} bits per volume payload, entropy-coded "
+        payload = (f"{8 * (len(data) - head) / max(count, 1):.2f} bits per volume payload, entropy-coded "
                    "with the prior" if prior is not None
                    else f"{bits_per_image(model.options, n)} bits per volume payload")
-        return (f"{out}: {plural(len(volumes), 'volume')} ({'x'.join(map(str, shape[1:]))}), {n} stages of "
+        return (f"{out}: {plural(count, 'volume')} ({'x'.join(map(str, shape[1:]))}), {n} stages of "
                 f"K={model.options}: {payload}, {head} header bytes, {len(data)} bytes in all")
 
-    def decode(self, model, data, out, *, stages, batch, source, prior=None):
+    def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
         """One ``.npy`` occupancy grid per volume (probability > 0.5)."""
-        from ..compress.codec import decompress
-
-        volumes, vqd = decompress(model, data, stages=stages, batch_size=batch, prior=prior)
-        width = max(6, len(str(max(vqd.count - 1, 0))))
-        names = [f"{i:0{width}d}.npy" for i in range(vqd.count)]
-        write_files_atomically(volumes, names, out, save_grids_npy)
+        vqd = decode_to_folder(self, model, data, out, suffix=".npy", save=save_grids_npy, stages=stages,
+                               batch=batch, prior=prior, progress=progress)
         n = stages or vqd.stages
         return (f"{out}: {vqd.count} .npy grid{'s' if vqd.count != 1 else ''} "
                 f"({'x'.join(map(str, vqd.image_shape[1:]))}, bool) decoded from {source} "
