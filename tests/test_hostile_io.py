@@ -7,6 +7,7 @@ API), quickly, with nothing outside written and nothing left behind (docs/robust
 import json
 import os
 import shutil
+import sys
 import time
 import zipfile
 from pathlib import Path
@@ -138,16 +139,81 @@ def test_a_full_disk_after_the_work_is_one_line(w, capsys, monkeypatch):
     assert not (w / "s.png").exists() and not list(w.glob(".s.png*"))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes through permissions")
-def test_unreadable_model_and_unwritable_output_are_one_line(w, capsys):
-    os.chmod(w / "model" / "model.safetensors", 0)
-    assert main(["sample", str(w / "model"), "-n", "1", "-o", str(w / "s.png")]) == 2
-    one_error_line(capsys)
-    os.chmod(w / "model" / "model.safetensors", 0o644)
+# (what to make unreadable (mode 0) or read-only (0o500), argv, a piece of the message)
+PERMISSIONS = [
+    ("model/model.safetensors", ["sample", "{W}/model", "-n", "1", "-o", "{W}/s.png"],
+     "model.safetensors: unreadable weights (Permission denied)"),
+    ("model", ["sample", "{W}/model", "-n", "1", "-o", "{W}/s.png"], "model/config.json: Permission denied"),
+    ("d0.png", ["encode", "{W}/model", "{W}/d0.png", "-o", "{W}/x.vqd"], "d0.png: not a readable image"),
+    ("x.vqd", ["decode", "{W}/model", "{W}/x.vqd", "-o", "{W}/out"], "x.vqd: Permission denied"),
+    ("ro", ["sample", "{W}/model", "-n", "1", "-o", "{W}/ro/s.png"], "ro/s.png: Permission denied"),
+    ("ro", ["encode", "{W}/model", "{W}/d0.png", "-o", "{W}/ro/x.vqd"], "ro/x.vqd: cannot write"),
+    ("ro", ["decode", "{W}/model", "{W}/x.vqd", "-o", "{W}/ro/out"], "ro/out: cannot create"),
+]
+
+_DRIVER = """
+import contextlib, io, json, os, sys
+from vqdraw.cli import main
+results = []
+for target, mode, argv in json.loads(sys.argv[1]):
+    before = os.stat(target).st_mode
+    os.chmod(target, mode)
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+            code = main(argv)
+    finally:
+        os.chmod(target, before)
+    results.append([code, err.getvalue()])
+print(json.dumps(results))
+"""
+
+_NO_DAC = ["setpriv", "--inh-caps=-dac_override,-dac_read_search", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+def _without_permission_override() -> list[str]:
+    """A command prefix under which file permissions apply: none for a user; for root, dropping
+    the capabilities that let root read and write through them (setpriv); skip where impossible."""
+    if os.geteuid() != 0:
+        return []
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        probe = Path(d) / "probe"
+        probe.write_text("x")
+        probe.chmod(0)
+        try:
+            done = subprocess.run([*_NO_DAC, "cat", str(probe)], capture_output=True, timeout=30)
+        except (OSError, subprocess.SubprocessError):
+            pytest.skip("root, and setpriv cannot drop the permission override here")
+        if done.returncode == 0:
+            pytest.skip("root, and dropping CAP_DAC_OVERRIDE does not make permissions apply here")
+    return _NO_DAC
+
+
+def test_unreadable_inputs_and_unwritable_outputs_are_one_line(w):
+    """Permission errors as a user meets them; run as root too, with root's override dropped."""
+    import subprocess
+
+    prefix = _without_permission_override()
+    assert main(["encode", str(w / "model"), str(w / "d0.png"), "-o", str(w / "x.vqd")]) == 0
     (w / "ro").mkdir()
-    os.chmod(w / "ro", 0o500)
-    assert main(["sample", str(w / "model"), "-n", "1", "-o", str(w / "ro" / "s.png")]) == 2
-    assert "ro" in one_error_line(capsys)
+    cases = [(w / target, [a.format(W=w) for a in argv], needle) for target, argv, needle in PERMISSIONS]
+    jobs = [(str(target), 0o500 if target.name == "ro" else 0, argv) for target, argv, _ in cases]
+    before = sorted(str(p) for p in w.rglob("*"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    # one process for all the cases (the import is paid once); it sets and restores each mode itself
+    done = subprocess.run([*prefix, sys.executable, "-c", _DRIVER, json.dumps(jobs)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert len(results) == len(cases)
+    for (target, argv, needle), (code, err) in zip(cases, results):
+        lines = err.strip().splitlines()
+        assert code == 2 and len(lines) == 1, (argv, err)
+        assert "Traceback" not in lines[0] and "error:" in lines[0] and needle in lines[0], (argv, err)
+    assert sorted(str(p) for p in w.rglob("*")) == before  # nothing written, nothing left behind
 
 
 def test_killed_decode_debris_is_cleaned_by_the_next_decode(w, capsys):

@@ -72,7 +72,10 @@ def atomic_writer(path: str | Path):
     check_output_target(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_dead_temporaries(path.parent, path.name)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=temporary_prefix(path.name), suffix=".tmp")
+    except OSError as exc:  # name the file asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
     try:
         with os.fdopen(fd, "wb") as f:
             yield f

@@ -134,6 +134,11 @@ def load(directory: str | Path, fmt: Format, build: Callable[[dict], torch.nn.Mo
     path = directory / fmt.weights_file
     if not path.is_file():
         raise CheckpointError(f"{path}: unreadable weights (missing, or not a file)")
+    try:  # safetensors says "No such file or directory" for a file it may not read: ask the OS first
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise CheckpointError(f"{path}: unreadable weights ({exc.strerror or exc})") from None
     try:
         state = load_file(str(path))
     except (OSError, SafetensorError, ValueError) as exc:
