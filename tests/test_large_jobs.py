@@ -251,3 +251,23 @@ def test_voxel_grids_are_encoded_a_batch_at_a_time_from_a_memory_mapped_file(tmp
     assert "encode: 9/9 volumes" in capsys.readouterr().err
     whole = encode_images(model, torch.from_numpy(grids).float().unsqueeze(1))
     assert (tmp_path / "g.vqd").read_bytes() == compress_codes(model, whole)
+
+
+def test_all_the_text_one_command_reads_is_capped_before_reading(tmp_path, monkeypatch, capsys):
+    import vqdraw.data.capped as capped
+    from vqdraw.data import text as text_data
+
+    (tmp_path / "notes").mkdir()
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / "notes" / name).write_text("x" * 600)
+    monkeypatch.setattr(capped, "MAX_TEXT_BYTES", 1000)  # each file is under it, both are not
+    read = []
+    monkeypatch.setattr(text_data, "read_text_file", lambda p: read.append(p) or "")
+    from test_text import tiny_text_model
+
+    tiny_text_model().save(tmp_path / "model")
+    for inputs in ([tmp_path / "notes"], [tmp_path / "notes" / "a.txt", tmp_path / "notes" / "b.txt"]):
+        assert main(["encode", str(tmp_path / "model"), *map(str, inputs), "-o", str(tmp_path / "t.vqd")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "1,200 bytes of text in 2 files, more than the 1,000" in err[0]
+    assert read == [] and not (tmp_path / "t.vqd").exists()

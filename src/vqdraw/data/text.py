@@ -121,16 +121,40 @@ def read_text_file(path: str | Path) -> str:
 
 
 def read_text_path(path: str | Path) -> str:
-    """The text of a UTF-8 file, or of every file under a folder (sorted, joined by newlines)."""
-    p = Path(path)
-    if p.is_dir():
-        files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
-        if not files:
-            raise DatasetError(f"{p}: no text files in this folder")
-        return "\n".join(read_text_file(q) for q in files)
-    if not p.exists():
-        raise DatasetError(f"{p}: no such file or folder")
-    return read_text_file(p)
+    """The text of a UTF-8 file, or of every file under a folder (sorted, joined by newlines): at
+    most :data:`~vqdraw.data.capped.MAX_TEXT_BYTES` in all, decided from the files' sizes before
+    any is read."""
+    return read_text_paths([path])
+
+
+def read_text_paths(paths) -> str:
+    """The text of the files and folders ``paths`` (each folder's files sorted), joined by
+    newlines; refused with one DatasetError line before reading when their sizes add up to more
+    than :data:`~vqdraw.data.capped.MAX_TEXT_BYTES` (the cap of one text file holds for them all)."""
+    from .capped import MAX_TEXT_BYTES
+
+    files = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
+            if not found:
+                raise DatasetError(f"{p}: no text files in this folder")
+            files += found
+        elif not p.exists():
+            raise DatasetError(f"{p}: no such file or folder")
+        else:
+            files.append(p)
+    total = 0
+    for f in files:
+        try:
+            total += f.stat().st_size
+        except OSError:
+            continue  # read_text_file says why, in one line
+    if total > MAX_TEXT_BYTES:
+        raise DatasetError(f"{', '.join(map(str, paths))[:200]}: {total:,} bytes of text in {len(files)} "
+                           f"file{'s' if len(files) != 1 else ''}, more than the {MAX_TEXT_BYTES:,} bytes "
+                           "one command reads; split the text")
+    return "\n".join(read_text_file(f) for f in files)
 
 
 def _split(text: str, split: str, name: str) -> ImageSet:

@@ -134,12 +134,12 @@ class TextModality(Modality):
 
 def read_texts(paths) -> str:
     """The text of the files/folders given (UTF-8; several are joined by newlines)."""
-    from ..data.text import read_text_path
+    from ..data.text import read_text_paths
     from ..errors import InputError
 
     if not paths:
         raise InputError("no text files given")
-    return "\n".join(read_text_path(p) for p in paths)
+    return read_text_paths(paths)
 
 
 def write_text_outputs(model, run_dir, test_data, *, samples: int = 20) -> None:
