@@ -97,7 +97,7 @@ def test_cli_fit_and_folder_datasets_see_the_same_pixels(tmp_path):
     via_cli = load_image(root / "09.png", (1, 28, 28), fit=True)
     assert torch.equal(test.batch([0])[0], via_cli)
     with Image.open(root / "09.png") as im:
-        assert np.array_equal(fit_image(im, (1, 28, 28)), test.images[0])
+        assert np.array_equal(fit_image(im, (1, 28, 28)), test.data[0])
         assert torch.equal(to_tensor(im, (1, 28, 28)), via_cli)
     with pytest.raises(InputError, match="--fit"):
         load_image(root / "09.png", (1, 28, 28))

@@ -38,7 +38,7 @@ def test_vocabulary_round_trip_and_unknowns():
 
 def test_embedded_text_is_real_prose():
     train = load_dataset("text-embedded", "train")
-    assert train.images.shape[1:] == (128, 1)
+    assert train.data.shape[1:] == (128, 1)
     line = sequences_to_text(train.batch([0]))[0]
     assert sum(ch.isalpha() for ch in line) > 40
     assert dataset_modality("text-embedded") == "text" and dataset_modality("text:/x") == "text"

@@ -27,7 +27,7 @@ import torch.nn as nn
 from . import distributed as dist_util
 from .. import runs
 from ..core.config import TrainConfig
-from ..data import ImageSet
+from ..data import Dataset
 from ..data.binarize import BinarizedSet, batch_epochs, binarize
 from .ema import WeightAverage
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
@@ -197,8 +197,8 @@ class RunResult:
 
 def fit(
     model: VQDraw,
-    train_set: ImageSet,
-    test_set: ImageSet,
+    train_set: Dataset,
+    test_set: Dataset,
     cfg: TrainConfig,
     run_dir: str | Path,
     *,
@@ -393,7 +393,7 @@ def _has_unused_parameters(model: VQDraw) -> bool:
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_data(model: VQDraw, *sets: ImageSet) -> None:
+def _check_data(model: VQDraw, *sets: Dataset) -> None:
     for s in sets:
         if s.data_shape != tuple(model.config.data_shape):
             raise ConfigError(

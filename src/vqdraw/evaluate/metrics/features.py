@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ... import runs
-from ...data import DatasetError, ImageSet, load_dataset
+from ...data import DatasetError, Dataset, load_dataset
 from ...data.download import default_data_dir
 from ...errors import VQDrawError
 from ...training.loop import Progress, adam
@@ -153,8 +153,8 @@ def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tenso
 
 
 def train_feature_net(
-    train_set: ImageSet,
-    test_set: ImageSet,
+    train_set: Dataset,
+    test_set: Dataset,
     recipe: FeatureRecipe | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
@@ -226,8 +226,8 @@ def load_feature_net(
     device: torch.device | str = "cpu",
     retrain: bool = False,
     progress: bool = False,
-    train_set: ImageSet | None = None,
-    test_set: ImageSet | None = None,
+    train_set: Dataset | None = None,
+    test_set: Dataset | None = None,
 ) -> tuple[FeatureNet, dict]:
     """The feature net of `dataset`: from the cache when its recipe matches, else trained on the
     dataset's training split (and cached). Returns (net, metadata incl. ``test_accuracy``).
