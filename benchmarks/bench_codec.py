@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     model.eval()
     if args.compile:
         model.refiner.set_speed(compile=True)
-    shape = model.config.image_shape
+    shape = model.config.data_shape
     if shape == (1, 28, 28):
         from vqdraw.data import load_dataset
 

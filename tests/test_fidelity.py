@@ -395,7 +395,7 @@ def test_cli_flags_for_his_recipe_and_the_papers_switches():
 
     p = argparse.ArgumentParser()
     add_dataclass_flags(p, TrainConfig)
-    add_dataclass_flags(p, ModelConfig, skip={"image_shape", "mean", "std", "refiner"})
+    add_dataclass_flags(p, ModelConfig, skip={"mean", "std", "refiner"})
     args = p.parse_args(["--adam-betas", "0.5", "0.9", "--adam-eps", "1e-8", "--paper-lr", "--epsilon", "0.1",
                          "--grad-decay", "1", "--final-only", "--active-stages", "3", "--no-residual",
                          "--no-stage-conditioning"])

@@ -138,7 +138,7 @@ def test_cli_count_takes_a_balanced_subset():
     test = load_dataset("mnist-embedded", "test")
     assert set(test.labels[:100].tolist()) == {0, 1}  # why "the first --count" was biased
     args = argparse.Namespace(images=[], dataset="mnist-embedded", data_dir=None, count=20, model="unused")
-    model = types.SimpleNamespace(config=types.SimpleNamespace(image_shape=(1, 28, 28), mean=MNIST_MEAN),
+    model = types.SimpleNamespace(config=types.SimpleNamespace(data_shape=(1, 28, 28), mean=MNIST_MEAN),
                                   device="cpu")
     images = load_inputs(args, model)
     idx = balanced_subset(test.labels, 20)

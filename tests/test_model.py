@@ -175,7 +175,7 @@ def test_residual_outputs_add_deltas_to_the_canvas(tiny_model, digits):
                                              ("cifar10", (3, 32, 32), 600), ("celeba", (3, 64, 64), 600)])
 def test_every_preset_builds_and_proposes(name, shape, bits):
     model = VQDraw.from_preset(name, stages=2, segment=1)
-    assert model.config.image_shape == shape
+    assert model.config.data_shape == shape
     assert VQDraw.from_preset(name).config.code_bits == bits
     with torch.no_grad():
         out = model.propose(torch.zeros(1, *shape), 1)

@@ -78,7 +78,7 @@ def test_voxel_folder_reader_split_dtypes_and_sizes(tmp_path):
     train = load_voxel_folder(tmp_path, "train")
     test = load_voxel_folder(tmp_path, "test")
     assert len(train) == 23 and len(test) == 2  # items 9 and 19 are the test split
-    assert train.image_shape == (1, 16, 16, 16) and set(np.unique(train.data)) <= {0, 255}
+    assert train.data_shape == (1, 16, 16, 16) and set(np.unique(train.data)) <= {0, 255}
     np.testing.assert_array_equal(test.data[..., 0] == 255, grids[[9, 19]])
     np.testing.assert_array_equal(train.data[-1, ..., 0] == 255, grids[24])  # the binvox file
     batch = train.batch([0, 1])

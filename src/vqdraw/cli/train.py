@@ -12,7 +12,7 @@ from ..core.config import PRESETS, ModelConfig, RefinerConfig, TrainConfig
 from ..core.fields import field_range
 from .common import HelpFormatter, add_dataclass_flags, add_device_arg, dataclass_overrides, output_dir, ranged_type
 
-MODEL_SKIP = {"image_shape", "mean", "std", "refiner", "modality"}
+MODEL_SKIP = {"mean", "std", "refiner", "modality"}
 TRAIN_SKIP = {"dataset"}
 
 def preset_values(section: str, cls) -> dict[str, str]:
@@ -167,7 +167,7 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
     if name.startswith(FOLDER_PREFIX):
         from ..data.folder import load_image_folder
 
-        c, h, w = model_cfg.image_shape
+        c, h, w = model_cfg.data_shape
         path = name[len(FOLDER_PREFIX):]
         return tuple(load_image_folder(path, size=(h, w), channels=c, resize=True, split=s)
                      for s in ("train", "test"))
@@ -175,7 +175,7 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
         ensure_downloaded(name, args.data_dir)
     elif name in CATALOGUE and not CATALOGUE[name].manual and not (st := status(name, args.data_dir)).complete:
         offline = (", or train offline on the 5,000 MNIST digits shipped with vqdraw: --dataset mnist-embedded"
-                   if tuple(model_cfg.image_shape) == (1, 28, 28) else "")
+                   if tuple(model_cfg.data_shape) == (1, 28, 28) else "")
         raise DatasetError(f"the {name} dataset is not in {st.folder} (missing {', '.join(st.missing)}): "
                            f"add --download to fetch it{offline}")
     # voxel grids of a whole multiple of the model's size are reduced, text cut to its length

@@ -47,14 +47,9 @@ class Dataset:
         return len(self.data)
 
     @property
-    def image_shape(self) -> tuple[int, ...]:
-        """(C, H, W) for images, (C, *S) in general: the shape a model sees (channels first)."""
-        return (self.data.shape[-1], *self.data.shape[1:-1])
-
-    @property
     def data_shape(self) -> tuple[int, ...]:
-        """Another name for :attr:`image_shape`, for data of any rank."""
-        return self.image_shape
+        """(C, *S), e.g. (C, H, W) for images: the shape a model sees (channels first)."""
+        return (self.data.shape[-1], *self.data.shape[1:-1])
 
     def batch(self, index, device: torch.device | str = "cpu") -> torch.Tensor:
         """Items at `index` as float (B, C, *S) in [0, 1] on `device` (NCHW for images).

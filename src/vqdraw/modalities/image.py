@@ -36,9 +36,8 @@ class ImageModality(Modality):
         """--count test images, class-balanced (seeded random without labels)."""
         from ..data import balanced_subset, load_dataset
         from ..errors import InputError
-        from ..core.modality import data_shape_of
 
-        shape = data_shape_of(model.config)
+        shape = tuple(model.config.data_shape)
         if inputs.dataset is None:
             raise InputError("no images given and the model folder does not say its dataset; pass --dataset")
         test = load_dataset(inputs.dataset, "test", inputs.data_dir)

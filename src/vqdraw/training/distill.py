@@ -378,10 +378,10 @@ def load_distilled(path: str | Path, model=None, map_location: str | torch.devic
 def check_fits(model, encoder: _Encoder, what: str = "the encoder") -> None:
     """Refuse an encoder whose codes do not fit `model` (image shape, N, K)."""
     cfg, c = encoder.config, model.config
-    if (tuple(cfg.image_shape), cfg.stages, cfg.options) != (tuple(c.image_shape), c.stages, c.options):
+    if (tuple(cfg.image_shape), cfg.stages, cfg.options) != (tuple(c.data_shape), c.stages, c.options):
         raise InputError(
             f"{what} predicts {cfg.stages} codes in [0, {cfg.options}) for {tuple(cfg.image_shape)} images; "
-            f"the model has N={c.stages}, K={c.options}, images {tuple(c.image_shape)}"
+            f"the model has N={c.stages}, K={c.options}, images {tuple(c.data_shape)}"
         )
 
 
@@ -444,7 +444,7 @@ def prior_samples(model, count: int, seed: int, batch: int = 250) -> tuple[torch
     gen = torch.Generator().manual_seed(seed)
     codes = torch.randint(0, model.options, (count, model.stages), generator=gen)
     images = [model.decode(c).cpu() for c in codes.split(batch)]
-    return (torch.cat(images) if images else torch.zeros((0, *model.config.image_shape))), codes
+    return (torch.cat(images) if images else torch.zeros((0, *model.config.data_shape))), codes
 
 
 def code_metrics(model, images: torch.Tensor, encoder=None, batch: int = 250,
@@ -520,9 +520,9 @@ def distill(
     if save and out_dir is None:
         raise InputError("distill: give out_dir (the model folder), or save=False")
     for s in (train_set, test_set):
-        if s.image_shape != tuple(model.config.image_shape):
-            raise InputError(f"dataset {s.name!r} has images of shape {s.image_shape}; the model takes "
-                             f"{tuple(model.config.image_shape)}")
+        if s.data_shape != tuple(model.config.data_shape):
+            raise InputError(f"dataset {s.name!r} has images of shape {s.data_shape}; the model takes "
+                             f"{tuple(model.config.data_shape)}")
     n_train = len(train_set) if train_limit is None else min(train_limit, len(train_set))
     n_test = len(test_set) if test_limit is None else min(test_limit, len(test_set))
     if n_train == 0 or n_test == 0:

@@ -166,10 +166,10 @@ def train_feature_net(
                            "is a classifier and needs a labelled dataset")
     classes = int(train_set.labels.max()) + 1
     recipe = recipe or FeatureRecipe()
-    if recipe.image_shape != train_set.image_shape or recipe.classes != classes:
+    if recipe.image_shape != train_set.data_shape or recipe.classes != classes:
         from dataclasses import replace
 
-        recipe = replace(recipe, image_shape=train_set.image_shape, classes=classes)
+        recipe = replace(recipe, image_shape=train_set.data_shape, classes=classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         net = FeatureNet(recipe).to(device)
@@ -237,7 +237,7 @@ def load_feature_net(
     from dataclasses import replace
 
     classes = int(train_set.labels.max()) + 1 if train_set.labels is not None else recipe.classes
-    recipe = replace(recipe, image_shape=train_set.image_shape, classes=classes)
+    recipe = replace(recipe, image_shape=train_set.data_shape, classes=classes)
     directory = features_dir(dataset, data_dir)
     if not retrain and (directory / META_FILE).exists():
         try:
