@@ -107,7 +107,7 @@ def read_file(model, data: bytes, prior=None) -> VqdFile:
     return read_vqd(
         data,
         expected_fingerprint=model.fingerprint(),
-        image_shape=tuple(model.config.data_shape),
+        data_shape=tuple(model.config.data_shape),
         K=int(model.options),
         max_stages=int(model.stages),
         modality=modality_of(model.config),
@@ -133,7 +133,7 @@ def decompress(
         raise InputError(f"the file stores {vqd.stages} stages per image; cannot decode {stages}")
     codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
     if vqd.count == 0:
-        return torch.zeros((0, *vqd.image_shape)), vqd
+        return torch.zeros((0, *vqd.data_shape)), vqd
     step = vqd.count if batch_size is None else int(batch_size)
     parts = [model.decode(codes[i : i + step]).cpu() for i in range(0, vqd.count, step)]
     return (parts[0] if len(parts) == 1 else torch.cat(parts)), vqd

@@ -119,7 +119,7 @@ class ImageModality(Modality):
         width = max(6, len(str(max(vqd.count - 1, 0))))
         names = [f"{i:0{width}d}.png" for i in range(vqd.count)]
         write_files_atomically(images, names, out, save_image)
-        c, h, w = vqd.image_shape
+        c, h, w = vqd.data_shape
         n = stages or vqd.stages
         return (f"{out}: {vqd.count} PNG image{'s' if vqd.count != 1 else ''} ({w}x{h}, {c} channel"
                 f"{'s' if c != 1 else ''}) decoded from {source} ({n} of {vqd.stages} stages, K={vqd.K})")
