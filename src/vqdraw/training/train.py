@@ -36,7 +36,7 @@ from ..core.losses import code_usage
 from ..evaluate.metrics.distortion import psnr_from_mse
 from ..core.model import VQDraw
 from .schedule import TimeBudget, learning_rate
-from ..core.validate import check_size
+from ..core.sizing import check_size
 
 METRICS_FILE = runs.METRICS_FILE
 PICTURES = ("samples.png", "reconstructions.png", "stages.png", "curves.png")
@@ -257,7 +257,7 @@ def fit(
         raise ConfigError("time_budget is for one process: a data-parallel run would need its ranks "
                           "to agree on the clock; give --steps instead")
     _check_data(model, train_set, test_set)
-    check_size(model.config, cfg.micro)  # arithmetic: an absurd batch or model is refused first
+    check_size(model.config, cfg.micro)  # one stage on the meta device: an absurd batch is refused first
     if cfg.binarize != "none":
         test_set = BinarizedSet(test_set, cfg.binarize, cfg.seed)  # one fixed draw
     created = not run_dir.exists()
