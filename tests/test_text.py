@@ -106,7 +106,7 @@ def tiny_author_text_model(dilations=(1, 2, 4), length: int = 32, stages: int = 
 
 def test_text_preset_is_the_authors_dilated_refiner():
     from vqdraw.core.config import get_preset
-    from vqdraw.core.validate import estimate_size
+    from vqdraw.core.sizing import estimate_size
 
     cfg = get_preset("text").model
     assert cfg.refiner.dilations == (1, 2, 4, 8, 16, 32) * 2 and cfg.refiner.softmax_input

@@ -27,9 +27,9 @@ from ..errors import ConfigError, InputError
 from .inputs import check_beam, check_codes, check_count, check_data, check_stages
 from .likelihood import make_likelihood
 from .losses import objective
-from .refiner import SegmentedRefiner
+from .refiner import make_refiner
 from .search import beam_search
-from .validate import check_size
+from .sizing import check_size
 from .stageloop import EncodeResult, Exploration, LoopOptions, run, run_checkpointed, run_inference
 
 STORED = runs.Format("vqdraw-model", 1)  # config.json + model.safetensors (see vqdraw.runs)
@@ -53,12 +53,10 @@ class VQDraw(nn.Module):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise ConfigError(f"VQDraw takes a ModelConfig, got {type(config).__name__}")
-        check_size(config, 1)  # arithmetic first: an absurd config is refused before allocating
+        check_size(config)  # measured on the meta device: an absurd config is refused before allocating
         self.config = config
         likelihood = make_likelihood(config)
-        c = config.data_shape[0]
-        read = likelihood.softmax_input if config.refiner.softmax_input else None
-        self.refiner = SegmentedRefiner(config, likelihood.canvas_channels(c), read, c * config.categories)
+        self.refiner = make_refiner(config, likelihood)
         self.likelihood = likelihood
         self.loop = loop
 

@@ -36,7 +36,7 @@ from ..core.losses import code_usage
 from ..evaluate.metrics.distortion import psnr_from_mse
 from ..core.model import VQDraw
 from .schedule import TimeBudget, learning_rate
-from ..core.validate import check_size
+from ..core.sizing import check_size
 
 METRICS_FILE = runs.METRICS_FILE
 PICTURES = ("samples.png", "reconstructions.png", "stages.png", "curves.png")
@@ -67,9 +67,8 @@ def native_bf16(device: torch.device | str, cpu_flags: set[str] | None = None) -
 
 def resolve_precision(precision: str, device: torch.device | str, cpu_flags: set[str] | None = None) -> str:
     """``"fp32"`` or ``"bf16"``: the name itself, or for ``"auto"`` bf16 exactly where
-    :func:`native_bf16` holds. CPUs with AVX-512 BF16 but no AMX stay fp32 under "auto" (on an
-    AMD EPYC with avx512_bf16, bf16 took 0.37-0.44 CPU-s per mnist step against fp32's 0.55: a
-    smaller gain than AMX's 2x, left as an explicit ``"bf16"`` choice)."""
+    :func:`native_bf16` holds. CPUs with AVX-512 BF16 but no AMX stay fp32 under "auto": their bf16 gain is small
+    (benchmarks/README.md), so it is left as an explicit ``"bf16"`` choice."""
     if precision not in PRECISION_CHOICES:
         raise ConfigError(f"precision must be one of {', '.join(PRECISION_CHOICES)}; got {precision!r}")
     if precision != "auto":
@@ -257,7 +256,7 @@ def fit(
         raise ConfigError("time_budget is for one process: a data-parallel run would need its ranks "
                           "to agree on the clock; give --steps instead")
     _check_data(model, train_set, test_set)
-    check_size(model.config, cfg.micro)  # arithmetic: an absurd batch or model is refused first
+    check_size(model.config, cfg.micro)  # one stage on the meta device: an absurd batch is refused first
     if cfg.binarize != "none":
         test_set = BinarizedSet(test_set, cfg.binarize, cfg.seed)  # one fixed draw
     created = not run_dir.exists()
