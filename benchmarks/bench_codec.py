@@ -90,11 +90,11 @@ def main(argv=None) -> None:
 
         def encode(images):
             with torch.inference_mode():
-                return reference_run(model, model.normalize(images))[0]
+                return reference_run(model, model.target(images))[0]
 
         def decode(codes):
             with torch.inference_mode():
-                return model.denormalize(reference_run(model, None, codes)[1])
+                return model.to_data(reference_run(model, None, codes)[1])
 
     with ctx:
         codes = encode(x)

@@ -16,6 +16,7 @@ volumes (C, D, H, W).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -85,13 +86,24 @@ class VQDraw(nn.Module):
     def device(self) -> torch.device:
         return self.refiner.first_bias.device
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Data in [0, 1] -> the target the canvas is compared with (mse: normalised values)."""
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """Data in [0, 1] -> what the canvas is compared with: normalised values (mse, gaussian,
+        logistic), the data itself (bernoulli) or class indices (categorical)."""
         return self.likelihood.target(x)
 
-    def denormalize(self, canvas: torch.Tensor) -> torch.Tensor:
+    def to_data(self, canvas: torch.Tensor) -> torch.Tensor:
         """A canvas -> data in [0, 1] (mse: de-normalised and clamped; bernoulli: sigmoid)."""
         return self.likelihood.to_data(canvas)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Deprecated name of :meth:`target` (which is not a normalisation for every likelihood)."""
+        warnings.warn("VQDraw.normalize is now VQDraw.target", DeprecationWarning, stacklevel=2)
+        return self.target(x)
+
+    def denormalize(self, canvas: torch.Tensor) -> torch.Tensor:
+        """Deprecated name of :meth:`to_data`."""
+        warnings.warn("VQDraw.denormalize is now VQDraw.to_data", DeprecationWarning, stacklevel=2)
+        return self.to_data(canvas)
 
     def propose(self, canvas: torch.Tensor, stage: int) -> torch.Tensor:
         """Stage `stage` (0-based): canvas (B, C, *S) -> proposals (B, K, C, *S)."""

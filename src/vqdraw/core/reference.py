@@ -67,7 +67,7 @@ def reference_run(model, target: torch.Tensor | None, codes: torch.Tensor | None
 
 def reference_loss(model, x: torch.Tensor, alpha: float) -> dict:
     """Eq. 3 for images `x` in [0, 1] through :func:`reference_run` (same terms as ``model.loss``)."""
-    codes, _, losses = reference_run(model, model.normalize(x))
+    codes, _, losses = reference_run(model, model.target(x))
     terms = objective(losses, codes, alpha)
     terms["codes"] = codes
     return terms
