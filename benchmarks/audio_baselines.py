@@ -136,7 +136,7 @@ def main() -> int:
         decoded, nbytes = [], 0
         for x, data in zip(originals, full):
             vqd = read_vqd(data)
-            part = write_vqd(vqd.codes[:, :s], vqd.K, vqd.image_shape, vqd.fingerprint, modality="audio",
+            part = write_vqd(vqd.codes[:, :s], vqd.K, vqd.data_shape, vqd.fingerprint, modality="audio",
                              length=vqd.length, sample_rate=vqd.sample_rate) if s < vqd.stages else data
             nbytes += len(part)
             y, _ = decompress_audio(model, part)

@@ -62,7 +62,7 @@ def main(argv=None) -> None:
     model.eval()
     if args.compile:
         model.refiner.set_speed(compile=True)
-    shape = model.config.image_shape
+    shape = model.config.data_shape
     if shape == (1, 28, 28):
         from vqdraw.data import load_dataset
 
@@ -90,11 +90,11 @@ def main(argv=None) -> None:
 
         def encode(images):
             with torch.inference_mode():
-                return reference_run(model, model.normalize(images))[0]
+                return reference_run(model, model.target(images))[0]
 
         def decode(codes):
             with torch.inference_mode():
-                return model.denormalize(reference_run(model, None, codes)[1])
+                return model.to_data(reference_run(model, None, codes)[1])
 
     with ctx:
         codes = encode(x)

@@ -221,7 +221,7 @@ def prefix_pixel_mse(model, images, codes, chunk: int) -> list[float]:
             rows = torch.arange(x.shape[0])
             for stage in range(n):
                 canvas = model.propose(canvas, stage)[rows, c[:, stage]]
-                sums[stage] += (model.denormalize(canvas) - x).pow(2).flatten(1).mean(1).sum().double()
+                sums[stage] += (model.to_data(canvas) - x).pow(2).flatten(1).mean(1).sum().double()
     return (sums / images.shape[0]).tolist()
 
 

@@ -105,7 +105,7 @@ def main(argv=None) -> None:
     elif args.precision != "fp32":
         raise SystemExit("this vqdraw has no precision option")
 
-    shape = mcfg.image_shape
+    shape = mcfg.data_shape
     if args.preset == "mnist" or args.real_data:
         from vqdraw.data import load_dataset
         from vqdraw.training.train import batch_indices

@@ -43,10 +43,10 @@ def main(argv=None) -> None:
         a = model.encode(chunk, return_reconstruction=True)
         with autocast("bf16", device):
             b = model.encode(chunk)
-        target = model.normalize(chunk)
+        target = model.target(chunk)
         rb = model.decode(b)  # float32 decode of the bf16 codes
-        m32 += (model.normalize(a.reconstruction) - target).pow(2).flatten(1).mean(1).sum().item()
-        m16 += (model.normalize(rb) - target).pow(2).flatten(1).mean(1).sum().item()
+        m32 += (model.target(a.reconstruction) - target).pow(2).flatten(1).mean(1).sum().item()
+        m16 += (model.target(rb) - target).pow(2).flatten(1).mean(1).sum().item()
         c32.append(a.codes.cpu())
         c16.append(b.cpu())
     c32, c16 = torch.cat(c32), torch.cat(c16)

@@ -64,7 +64,7 @@ def test_epsilon_loss_terms_use_the_best_option(digits):
     torch.manual_seed(2)
     terms = model.loss(digits, alpha=0.0, epsilon=0.5)
     torch.manual_seed(2)
-    trace = run(model.refiner, model.likelihood, range(3), target=model.normalize(digits),
+    trace = run(model.refiner, model.likelihood, range(3), target=model.target(digits),
                 explore=Exploration(epsilon=0.5))
     assert torch.equal(trace.codes, terms["codes"])
     torch.testing.assert_close(terms["loss"], trace.losses.min(2).values.mean())
@@ -86,7 +86,7 @@ def test_final_only_and_final_coeff(digits):
 
 def test_no_residual_proposals_do_not_add_the_canvas(digits):
     model = small(residual=False).eval()
-    canvas = model.normalize(digits[:4])
+    canvas = model.target(digits[:4])
     with torch.no_grad():
         for stage in (0, 1):
             p = model.propose(canvas, stage)
@@ -96,7 +96,7 @@ def test_no_residual_proposals_do_not_add_the_canvas(digits):
         shifted = model.propose(canvas + 5.0, 1)
         assert (shifted - p).abs().mean() < 1.0
     res = model.encode(digits, return_reconstruction=True)
-    codes, canvas, losses = reference_run(model, model.normalize(digits))
+    codes, canvas, losses = reference_run(model, model.target(digits))
     assert torch.equal(res.codes, codes)
     torch.testing.assert_close(res.losses, losses, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(model.decode(res.codes), res.reconstruction)
@@ -109,7 +109,7 @@ def test_no_stage_conditioning_shares_masks_and_heads(digits):
     model = small(stages=4, segment=4, stage_conditioning=False).eval()
     seg = model.refiner.segments[0]
     assert seg.units[0].mask.masks.shape[0] == 1
-    canvas = model.normalize(digits[:4])
+    canvas = model.target(digits[:4])
     with torch.no_grad():
         assert torch.equal(model.propose(canvas, 1), model.propose(canvas, 3))
         torch.testing.assert_close(model.propose(canvas, 2), reference_proposals(model, canvas, 2))

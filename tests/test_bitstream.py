@@ -166,7 +166,7 @@ def test_file_round_trip_and_size(K, n, count, shape, seed):
     assert isinstance(f, VqdFile)
     np.testing.assert_array_equal(f.codes, codes)
     assert f.codes.dtype == np.int64 and f.codes.shape == (count, n)
-    assert (f.K, f.image_shape, f.fingerprint, f.stages, f.count) == (K, shape, FP, n, count)
+    assert (f.K, f.data_shape, f.fingerprint, f.stages, f.count) == (K, shape, FP, n, count)
     assert f.header_bytes == header_size() and f.header_bytes + f.payload_bytes == len(data)
 
 

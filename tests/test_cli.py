@@ -110,7 +110,7 @@ def test_train_compile_flag_reaches_fit(flag, mode, tmp_path, monkeypatch):
     seen = {}
 
     def fake_fit(model, train_set, test_set, cfg, run_dir, **kw):
-        seen["compile"] = kw["compile"]
+        seen["compile"] = kw["runtime"].compile
         raise SystemExit(0)
 
     monkeypatch.setattr(vqdraw.training.train, "fit", fake_fit)

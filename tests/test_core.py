@@ -53,7 +53,7 @@ def test_every_rank_and_likelihood_trains_and_round_trips(kind, likelihood):
     assert torch.equal(model.decode(res.codes), res.reconstruction)  # bit for bit
     # the codes are the arg-min of the definition, stage by stage
     with torch.no_grad():
-        codes, canvas, ref_losses = reference_run(model, model.normalize(x))
+        codes, canvas, ref_losses = reference_run(model, model.target(x))
     assert torch.equal(res.codes, codes)
     assert torch.allclose(res.losses, ref_losses, rtol=1e-4, atol=1e-5)
 

@@ -54,9 +54,9 @@ def test_mnist_reads_both_splits_exactly(tmp_path, gz):
     ref = write_idx_set(tmp_path / "mnist", gz=gz)
     for split, prefix in (("train", "train"), ("test", "t10k")):
         ds = load_dataset("mnist", split, tmp_path)
-        assert ds.images.shape == (len(ref[prefix][0]), 28, 28, 1)
-        assert ds.images.dtype == np.uint8 and ds.labels.dtype == np.int64
-        np.testing.assert_array_equal(ds.images[..., 0], ref[prefix][0])
+        assert ds.data.shape == (len(ref[prefix][0]), 28, 28, 1)
+        assert ds.data.dtype == np.uint8 and ds.labels.dtype == np.int64
+        np.testing.assert_array_equal(ds.data[..., 0], ref[prefix][0])
         np.testing.assert_array_equal(ds.labels, ref[prefix][1])
 
 
@@ -162,14 +162,14 @@ def write_cifar(folder: Path, as_tar: bool) -> dict:
 def test_cifar10_planes_labels_and_splits(tmp_path, as_tar):
     ref = write_cifar(tmp_path / "cifar10", as_tar)
     train = load_cifar10("train", tmp_path)
-    assert train.images.shape == (15, 32, 32, 3) and train.images.dtype == np.uint8
+    assert train.data.shape == (15, 32, 32, 3) and train.data.dtype == np.uint8
     want = np.concatenate([ref[f"data_batch_{i}"][0] for i in range(1, 6)])
-    np.testing.assert_array_equal(train.images, want)
+    np.testing.assert_array_equal(train.data, want)
     np.testing.assert_array_equal(train.labels, np.concatenate(
         [ref[f"data_batch_{i}"][1] for i in range(1, 6)]))
-    assert train.images.flags.c_contiguous
+    assert train.data.flags.c_contiguous
     test = load_dataset("cifar10", "test", tmp_path)
-    np.testing.assert_array_equal(test.images, ref["test_batch"][0])
+    np.testing.assert_array_equal(test.data, ref["test_batch"][0])
     assert test.labels.dtype == np.int64 and len(test) == 4
 
 
@@ -233,8 +233,8 @@ def test_svhn_layout_and_label_ten_is_zero(tmp_path):
     images, y = write_svhn(tmp_path / "svhn", "train", 6)
     write_svhn(tmp_path / "svhn", "test", 2)
     ds = load_svhn("train", tmp_path)
-    assert ds.images.shape == (6, 32, 32, 3) and ds.images.dtype == np.uint8
-    np.testing.assert_array_equal(ds.images, images)
+    assert ds.data.shape == (6, 32, 32, 3) and ds.data.dtype == np.uint8
+    np.testing.assert_array_equal(ds.data, images)
     assert ds.labels.tolist() == [0, 1, 5, 0, 9, 2] and ds.labels.dtype == np.int64
     assert len(load_dataset("svhn", "test", tmp_path)) == 2
 
@@ -287,16 +287,16 @@ def test_celeba_crop_split_and_cache(tmp_path):
     folder = tmp_path / "celeba"
     write_celeba(folder)
     train = load_celeba("train", tmp_path, progress=False)
-    assert train.images.shape == (4, 64, 64, 3) and train.images.dtype == np.uint8
+    assert train.data.shape == (4, 64, 64, 3) and train.data.dtype == np.uint8
     assert train.labels is None
     # the author's crop keeps the whole width: the red side borders (19 of 178 columns) show
-    px = train.images.astype(int)
+    px = train.data.astype(int)
     assert px[:, 32, :4, 0].min() > 180 and px[:, 32, -4:, 0].min() > 180
     assert np.abs(px[:, 24:40, 24:40] - np.array(BLUE)).max() < 24
     assert (folder / "celeba_64_author_train.npy").is_file()
     # the tight crop (dataset celeba-tight) keeps only the blue centre: the red border is gone
     # (JPEG smears a little colour across the box edge, hence the tolerance)
-    tight = load_dataset("celeba-tight", "train", tmp_path).images.astype(int)
+    tight = load_dataset("celeba-tight", "train", tmp_path).data.astype(int)
     assert np.abs(tight[:, 2:-2, 2:-2] - np.array(BLUE)).max() < 24
     assert tight[..., 0].mean() < 40 and tight[..., 2].mean() > 180
     assert (folder / "celeba_64_train.npy").is_file()  # the name its cache always had
@@ -307,8 +307,8 @@ def test_celeba_crop_split_and_cache(tmp_path):
     for p in (folder / "img_align_celeba").iterdir():
         p.unlink()
     again = load_celeba("train", tmp_path, progress=False)
-    assert isinstance(again.images, np.memmap)
-    np.testing.assert_array_equal(again.images, train.images)
+    assert isinstance(again.data, np.memmap)
+    np.testing.assert_array_equal(again.data, train.data)
     with pytest.raises(DatasetError, match="crop"):
         load_celeba("train", tmp_path, progress=False, crop="wide")
 
@@ -342,7 +342,7 @@ def test_celeba_reads_the_zip_and_rebuilds_a_stale_cache(tmp_path):
     write_celeba(folder, zipped=True)
     np.save(folder / "celeba_64_author_test.npy", np.zeros((5, 64, 64, 3), np.uint8))  # wrong count
     test = load_celeba("test", tmp_path, progress=False)
-    assert test.images.shape == (2, 64, 64, 3) and test.images.min() < 60
+    assert test.data.shape == (2, 64, 64, 3) and test.data.min() < 60
 
 
 def test_celeba_bad_partition_and_missing_image(tmp_path):
@@ -379,10 +379,10 @@ def test_folder_split_is_every_tenth_sorted_file(tmp_path):
     order = [i for _, i in files]
     train = load_image_folder(tmp_path / "imgs", split="train", progress=False)
     test = load_dataset(f"folder:{tmp_path / 'imgs'}", "test")
-    assert train.images.shape == (11, 12, 10, 3) and train.labels is None
-    assert test.images.shape == (1, 12, 10, 3)
-    np.testing.assert_array_equal(test.images[0], arrays[order[9]])
-    np.testing.assert_array_equal(train.images, np.stack([arrays[i] for i in order[:9] + order[10:]]))
+    assert train.data.shape == (11, 12, 10, 3) and train.labels is None
+    assert test.data.shape == (1, 12, 10, 3)
+    np.testing.assert_array_equal(test.data[0], arrays[order[9]])
+    np.testing.assert_array_equal(train.data, np.stack([arrays[i] for i in order[:9] + order[10:]]))
 
 
 def test_folder_sizes_and_channels(tmp_path):
@@ -393,9 +393,9 @@ def test_folder_sizes_and_channels(tmp_path):
     with pytest.raises(DatasetError, match=r"zzz.png: 30x16 pixels .* expected 10x12"):
         load_image_folder(root, resize=False, progress=False)
     ds = load_image_folder(root, size=(8, 8), channels=1, progress=False)
-    assert ds.images.shape == (10, 8, 8, 1)
+    assert ds.data.shape == (10, 8, 8, 1)
     gray = load_image_folder(root, size=(12, 10), channels=3, split="test", progress=False)
-    assert gray.images.shape == (1, 12, 10, 3)
+    assert gray.data.shape == (1, 12, 10, 3)
 
 
 def test_folder_without_images_or_missing(tmp_path):

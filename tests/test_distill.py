@@ -85,7 +85,11 @@ def test_encoder_shapes():
 
 def test_config_round_trip():
     cfg = DistilledConfig((1, 28, 28), 4, 8, (0.1,), (0.3,), channels=(8, 16), hidden=32, dropout=0.0)
+    assert cfg.to_dict()["data_shape"] == (1, 28, 28) and "image_shape" not in cfg.to_dict()
     assert DistilledConfig.from_dict(cfg.to_dict()) == cfg
+    old = json.loads(json.dumps(cfg.to_dict()))  # as format versions 1 and 2 wrote it
+    old["image_shape"] = old.pop("data_shape")
+    assert DistilledConfig.from_dict(old) == cfg
 
 
 def test_distillation_beats_chance_by_far(folder, data):
@@ -286,7 +290,8 @@ def test_reconstruction_is_decode_above_the_cpu_chunk(ar_folder, data):
 def test_autoregressive_save_load_round_trip(ar_folder, data):
     path, model, result = ar_folder
     meta = json.loads((path / CONFIG_FILE).read_text())
-    assert meta["version"] == 2 and meta["encoder"]["kind"] == "autoregressive"
+    assert meta["version"] == 3 and meta["encoder"]["kind"] == "autoregressive"
+    assert meta["encoder"]["data_shape"] == [1, 28, 28] and "image_shape" not in meta["encoder"]
     enc = load_distilled(path, VQDraw.load(path))
     assert isinstance(enc, AutoregressiveEncoder) and enc.config == result.encoder.config
     x = data[1].batch(range(20))
@@ -304,9 +309,26 @@ def test_a_version_1_folder_still_loads(folder, tmp_path, data):
     meta = json.loads((path / CONFIG_FILE).read_text())
     meta["version"] = 1
     del meta["encoder"]["kind"], meta["encoder"]["layers"], meta["encoder"]["heads"]
+    meta["encoder"]["image_shape"] = meta["encoder"].pop("data_shape")  # the name versions 1 and 2 wrote
     (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
     enc = load_distilled(tmp_path, VQDraw.load(tmp_path))
     assert isinstance(enc, DistilledEncoder) and enc.config.kind == "independent"
+    x = data[1].batch(range(10))
+    assert torch.equal(enc.predict(x), result.encoder.predict(x))
+
+
+def test_a_version_2_folder_with_image_shape_still_loads(ar_folder, tmp_path, data):
+    """Folders written before the shape was called data_shape (format 2: ``image_shape``) load unchanged."""
+    path, model, result = ar_folder
+    for name in (WEIGHTS_FILE, "config.json", "model.safetensors"):
+        shutil.copy(path / name, tmp_path / name)
+    meta = json.loads((path / CONFIG_FILE).read_text())
+    meta["version"] = 2
+    meta["encoder"]["image_shape"] = meta["encoder"].pop("data_shape")
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(meta))
+    enc = load_distilled(tmp_path, VQDraw.load(tmp_path))
+    assert isinstance(enc, AutoregressiveEncoder) and enc.config == result.encoder.config
+    assert enc.config.data_shape == (1, 28, 28)
     x = data[1].batch(range(10))
     assert torch.equal(enc.predict(x), result.encoder.predict(x))
 

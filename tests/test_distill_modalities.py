@@ -11,7 +11,7 @@ import torch
 
 from vqdraw.core.config import ModelConfig, RefinerConfig
 from vqdraw.data import load_dataset
-from vqdraw.data.base import ImageSet
+from vqdraw.data.base import Dataset
 from vqdraw.training.distill import distill, load_distilled, relaxed_reconstruction_loss
 from vqdraw.core.model import VQDraw
 
@@ -29,9 +29,9 @@ def solids(n: int, size: int = 8, seed: int = 0) -> np.ndarray:
     return out
 
 
-def binary_digits(split: str, n: int) -> ImageSet:
-    images = load_dataset("mnist-embedded", split).images[:n]
-    return ImageSet(((images >= 128) * 255).astype(np.uint8), None, "binary-digits")
+def binary_digits(split: str, n: int) -> Dataset:
+    images = load_dataset("mnist-embedded", split).data[:n]
+    return Dataset(((images >= 128) * 255).astype(np.uint8), None, "binary-digits")
 
 
 def _case(name: str):
@@ -48,7 +48,7 @@ def _case(name: str):
         return cfg, train.subset(range(min(4000, len(train)))), test.subset(range(min(200, len(test)))), 100
     cfg = ModelConfig((1, 8, 8, 8), options=8, stages=4, segment=2, likelihood="bernoulli", mean=(0.5,),
                       std=(0.5,), refiner=RefinerConfig(down=(8,), body=(16,), up=(8,)))
-    return cfg, ImageSet(solids(1000), None, "solids"), ImageSet(solids(200, seed=1), None, "solids"), 60
+    return cfg, Dataset(solids(1000), None, "solids"), Dataset(solids(200, seed=1), None, "solids"), 60
 
 
 @pytest.fixture(scope="module", autouse=True)

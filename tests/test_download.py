@@ -154,7 +154,7 @@ def test_ensure_downloaded_then_load(server, tmp_path, monkeypatch):
     folder = dl.ensure_downloaded("mnist", tmp_path, progress=False)
     assert folder == tmp_path / "mnist" and dl.status("mnist", tmp_path).complete
     ds = load_dataset("mnist", "train", tmp_path)
-    assert ds.images.shape == (6, 28, 28, 1) and ds.labels.tolist() == list(range(6))
+    assert ds.data.shape == (6, 28, 28, 1) and ds.labels.tolist() == list(range(6))
     n = len(server.requests)
     dl.ensure_downloaded("mnist", tmp_path, progress=False)  # nothing missing: no request
     assert len(server.requests) == n

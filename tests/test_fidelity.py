@@ -209,7 +209,7 @@ def _compare(preset: str, tmp_path: Path, stages: int, exact: bool, refiner=None
     x = torch.rand(1, *HIS_SETUP[preset][3], generator=torch.Generator().manual_seed(1))
     ours = model.encode(x, return_reconstruction=True)
     with torch.no_grad():
-        codes, losses = his_encode(refiners, state["bias"], HIS_SETUP[preset][2], model.normalize(x),
+        codes, losses = his_encode(refiners, state["bias"], HIS_SETUP[preset][2], model.target(x),
                                    model.stages, **variant)
     torch.testing.assert_close(ours.losses, losses, rtol=1e-4, atol=1e-5)
     assert torch.equal(ours.codes, codes)
@@ -323,7 +323,7 @@ def test_cli_writes_a_model_folder(tmp_path, capsys):
     model = VQDraw.load(tmp_path / "m")
     x = torch.rand(2, 1, 28, 28)
     with torch.no_grad():
-        codes, _ = his_encode(refiners, state["bias"], 10, model.normalize(x), 10)
+        codes, _ = his_encode(refiners, state["bias"], 10, model.target(x), 10)
     assert torch.equal(model.encode(x), codes)
     assert cli_main(["import-reference", str(tmp_path / "absent.pt"), "--preset", "mnist"]) == 2
     err = capsys.readouterr().err.strip()
@@ -395,7 +395,7 @@ def test_cli_flags_for_his_recipe_and_the_papers_switches():
 
     p = argparse.ArgumentParser()
     add_dataclass_flags(p, TrainConfig)
-    add_dataclass_flags(p, ModelConfig, skip={"image_shape", "mean", "std", "refiner"})
+    add_dataclass_flags(p, ModelConfig, skip={"mean", "std", "refiner"})
     args = p.parse_args(["--adam-betas", "0.5", "0.9", "--adam-eps", "1e-8", "--paper-lr", "--epsilon", "0.1",
                          "--grad-decay", "1", "--final-only", "--active-stages", "3", "--no-residual",
                          "--no-stage-conditioning"])

@@ -13,14 +13,11 @@ import pytest
 from vqdraw import VQDraw
 from vqdraw.core.config import PRESETS, ModelConfig, RefinerConfig, TrainConfig
 from vqdraw.errors import CheckpointError, ConfigError
+from vqdraw.core.sizing import MAX_ACTIVATION_BYTES, MAX_PARAMETERS, check_size, estimate_size
 from vqdraw.core.validate import (
-    MAX_ACTIVATION_BYTES,
     MAX_JSON_BYTES,
-    MAX_PARAMETERS,
     check_envelope,
     check_model_dict,
-    check_size,
-    estimate_size,
     parse_json,
     read_json,
     read_model_config,
@@ -89,8 +86,8 @@ BAD_MODELS = {
 def test_bad_model_config_is_one_line_config_error(case):
     d, match = BAD_MODELS[case]
     start = time.perf_counter()
-    with pytest.raises(ConfigError) as info:
-        ModelConfig.from_dict(d)
+    with pytest.raises(ConfigError) as info:  # as VQDraw.load does: the dict's fields, then its size
+        VQDraw(ModelConfig.from_dict(d))
     assert time.perf_counter() - start < 1.0
     assert_one_line(info.value, match)
 
@@ -141,9 +138,10 @@ def test_lr_final_none_is_accepted():
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_estimate_counts_the_presets_parameters_exactly(name):
     cfg = PRESETS[name].model
-    est = estimate_size(cfg)
+    est = estimate_size(cfg, 1)
     assert est["parameters"] == sum(p.numel() for p in VQDraw(cfg).parameters())
     assert est["bytes"] == 4 * (est["parameters"] + est["activations"])
+    assert est["activations"] > 3 * cfg.options * math.prod(cfg.data_shape)  # at least the K proposals
 
 
 def test_estimate_counts_an_odd_architecture_exactly():
@@ -159,7 +157,7 @@ def test_estimate_counts_an_odd_architecture_exactly():
 def test_activation_limit_depends_on_the_batch():
     cfg = model_dict(image_shape=[3, 1024, 1024], mean=[0.5] * 3, std=[0.5] * 3, options=4)
     ModelConfig.from_dict(cfg)  # one image fits
-    per_image = estimate_size(ModelConfig.from_dict(cfg))["activations"] * 4
+    per_image = estimate_size(ModelConfig.from_dict(cfg), 1)["activations"] * 4
     batch = MAX_ACTIVATION_BYTES // per_image + 1
     with pytest.raises(ConfigError, match="GiB of activations per stage for a batch of"):
         check_size(ModelConfig.from_dict(cfg), batch)
@@ -292,8 +290,13 @@ def test_fuzz_model_and_train_configs():
             continue
         accepted += 1
         if is_model:
+            try:
+                check_size(cfg)
+            except ConfigError as exc:
+                assert_one_line(exc, "parameters")
+                continue
             est = estimate_size(cfg)
-            assert est["parameters"] <= MAX_PARAMETERS and 4 * est["activations"] <= MAX_ACTIVATION_BYTES
+            assert est["parameters"] <= MAX_PARAMETERS
             if est["parameters"] < 2_000_000 and built < 20:
                 model = VQDraw(cfg)
                 assert sum(p.numel() for p in model.parameters()) == est["parameters"]
@@ -306,7 +309,7 @@ def test_fuzz_model_and_train_configs():
 @pytest.mark.parametrize("likelihood", ["gaussian", "categorical", "discretized-logistic", "bernoulli"])
 def test_estimate_counts_other_likelihoods_parameters_exactly(likelihood):
     from vqdraw import VQDraw
-    from vqdraw.core.validate import estimate_size
+    from vqdraw.core.sizing import estimate_size
 
     model = VQDraw.from_preset("mnist", likelihood=likelihood, options=8, stages=3, segment=2)
     assert estimate_size(model.config)["parameters"] == sum(p.numel() for p in model.parameters())
@@ -315,8 +318,20 @@ def test_estimate_counts_other_likelihoods_parameters_exactly(likelihood):
 def test_estimate_counts_a_progressive_refiners_parameters_exactly():
     from vqdraw import VQDraw
     from vqdraw.core.config import RefinerConfig
-    from vqdraw.core.validate import estimate_size
+    from vqdraw.core.sizing import estimate_size
 
     model = VQDraw.from_preset("mnist", options=8, stages=4, segment=2,
                                refiner=RefinerConfig(down=(8, 16), body=(16,), up=(16, 8), progressive=1))
     assert estimate_size(model.config)["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_building_a_model_sizes_it_without_pytorchs_compiler_stack():
+    """Sizing on the meta device must not cost every command a second: building (and so loading)
+    a model imports no torch._dynamo; only measuring activations for a batch may."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from vqdraw import VQDraw; VQDraw.from_preset('mnist'); VQDraw.from_preset('text'); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

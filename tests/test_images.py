@@ -97,7 +97,7 @@ def test_cli_fit_and_folder_datasets_see_the_same_pixels(tmp_path):
     via_cli = load_image(root / "09.png", (1, 28, 28), fit=True)
     assert torch.equal(test.batch([0])[0], via_cli)
     with Image.open(root / "09.png") as im:
-        assert np.array_equal(fit_image(im, (1, 28, 28)), test.images[0])
+        assert np.array_equal(fit_image(im, (1, 28, 28)), test.data[0])
         assert torch.equal(to_tensor(im, (1, 28, 28)), via_cli)
     with pytest.raises(InputError, match="--fit"):
         load_image(root / "09.png", (1, 28, 28))
@@ -138,7 +138,7 @@ def test_cli_count_takes_a_balanced_subset():
     test = load_dataset("mnist-embedded", "test")
     assert set(test.labels[:100].tolist()) == {0, 1}  # why "the first --count" was biased
     args = argparse.Namespace(images=[], dataset="mnist-embedded", data_dir=None, count=20, model="unused")
-    model = types.SimpleNamespace(config=types.SimpleNamespace(image_shape=(1, 28, 28), mean=MNIST_MEAN),
+    model = types.SimpleNamespace(config=types.SimpleNamespace(data_shape=(1, 28, 28), mean=MNIST_MEAN),
                                   device="cpu")
     images = load_inputs(args, model)
     idx = balanced_subset(test.labels, 20)

@@ -9,7 +9,7 @@ import torch
 from vqdraw import VQDraw
 from vqdraw.cli import main
 from vqdraw.core.config import LIKELIHOODS, ModelConfig, RefinerConfig
-from vqdraw.data.base import ImageSet
+from vqdraw.data.base import Dataset
 from vqdraw.data.binarize import BinarizedSet, batch_epochs, binarize
 from vqdraw.errors import ConfigError, InputError
 from vqdraw.core.likelihood import Categorical, DiscretizedLogistic, Gaussian, make_likelihood
@@ -221,7 +221,7 @@ def test_binarized_set_matches_batch_binarisation():
     import numpy as np
 
     images = np.random.default_rng(0).integers(0, 256, (7, 4, 4, 1), dtype=np.uint8)
-    base = ImageSet(images, np.arange(7))
+    base = Dataset(images, np.arange(7))
     for how in ("threshold", "stochastic"):
         fixed = BinarizedSet(base, how, seed=2).batch(range(7))
         drawn = binarize(base.batch(range(7)), how, seed=2, index=torch.arange(7), epoch=torch.zeros(7).long())

@@ -19,7 +19,7 @@ def test_codes_shape_range_and_argmin(tiny_model, digits):
 def test_losses_are_those_of_the_replayed_proposals(tiny_model, digits):
     """Recompute stage by stage by hand: the reported losses are L(R_ij, X) of Algorithm 1."""
     codes = tiny_model.encode(digits)
-    target = tiny_model.normalize(digits)
+    target = tiny_model.target(digits)
     canvas = torch.zeros_like(target)
     with torch.no_grad():
         for i in range(tiny_model.stages):
@@ -43,7 +43,7 @@ def test_decode_prefix_matches_encoding_fewer_stages(tiny_model, digits):
         assert torch.equal(tiny_model.decode(codes, stages=n), short.reconstruction)
     # Zero stages decode to the starting canvas, zeros in normalised space.
     zero = tiny_model.decode(codes, stages=0)
-    assert torch.allclose(zero, tiny_model.denormalize(torch.zeros_like(digits)))
+    assert torch.allclose(zero, tiny_model.to_data(torch.zeros_like(digits)))
 
 
 def test_empty_batches_give_empty_results(tiny_model):
@@ -140,7 +140,7 @@ def test_segments_have_distinct_parameters(tiny_model, digits):
     ptrs0 = {p.data_ptr() for p in segs[0].parameters()}
     ptrs1 = {p.data_ptr() for p in segs[1].parameters()}
     assert not ptrs0 & ptrs1
-    canvas = tiny_model.normalize(digits[:2])
+    canvas = tiny_model.target(digits[:2])
     with torch.no_grad():
         before = [tiny_model.propose(canvas, s) for s in range(4)]
         for p in segs[1].parameters():
@@ -152,7 +152,7 @@ def test_segments_have_distinct_parameters(tiny_model, digits):
 
 def test_stage_masks_condition_the_refiner(digits):
     model = VQDraw.from_preset("mnist", options=8, stages=3, segment=3).eval()
-    canvas = model.normalize(digits[:2])
+    canvas = model.target(digits[:2])
     with torch.no_grad():
         p1, p2 = model.propose(canvas, 1), model.propose(canvas, 2)
         assert not torch.allclose(p1, p2)
@@ -164,7 +164,7 @@ def test_stage_masks_condition_the_refiner(digits):
 
 
 def test_residual_outputs_add_deltas_to_the_canvas(tiny_model, digits):
-    canvas = tiny_model.normalize(digits[:2])
+    canvas = tiny_model.target(digits[:2])
     with torch.no_grad():
         proposals = tiny_model.propose(canvas, 1)
         deltas = tiny_model.refiner.segments[0](canvas, 1)
@@ -175,7 +175,7 @@ def test_residual_outputs_add_deltas_to_the_canvas(tiny_model, digits):
                                              ("cifar10", (3, 32, 32), 600), ("celeba", (3, 64, 64), 600)])
 def test_every_preset_builds_and_proposes(name, shape, bits):
     model = VQDraw.from_preset(name, stages=2, segment=1)
-    assert model.config.image_shape == shape
+    assert model.config.data_shape == shape
     assert VQDraw.from_preset(name).config.code_bits == bits
     with torch.no_grad():
         out = model.propose(torch.zeros(1, *shape), 1)
@@ -197,3 +197,11 @@ def test_bad_inputs_are_clear_errors(tiny_model):
         VQDraw.from_preset("imagenet")
     with pytest.raises(ConfigError, match="unknown"):
         VQDraw.from_preset("mnist", colours=3)
+
+
+def test_old_names_of_target_and_to_data_still_work_with_a_warning(tiny_model, digits):
+    with pytest.warns(DeprecationWarning, match="VQDraw.target"):
+        assert torch.equal(tiny_model.normalize(digits), tiny_model.target(digits))
+    canvas = tiny_model.target(digits)
+    with pytest.warns(DeprecationWarning, match="VQDraw.to_data"):
+        assert torch.equal(tiny_model.denormalize(canvas), tiny_model.to_data(canvas))

@@ -63,7 +63,7 @@ def test_single_bound_by_hand():
         logp = model.likelihood.discrete_log_prob(trace.canvas, x, sigma=sigmas[n - 1])
         expect = (n * math.log(4) - logp).mean().item()
         assert rows[n - 1]["nats_single"] == pytest.approx(expect, rel=1e-6)
-        err = (model.denormalize(trace.canvas) - x).pow(2).mean().sqrt().item()
+        err = (model.to_data(trace.canvas) - x).pow(2).mean().sqrt().item()
         assert sigmas[n - 1] == pytest.approx(max(err, 1 / (255 * math.sqrt(12))), rel=1e-5)
 
 

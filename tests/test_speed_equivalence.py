@@ -184,24 +184,24 @@ def test_encode_decode_equal_the_stage_by_stage_definition(digits, batch, channe
     model.refiner.set_speed(channels_last=channels_last)
     x = torch.cat([digits, digits.flip(3), digits.flip(2)])[:batch]
     with torch.no_grad():
-        codes, canvas, losses = reference_run(model, model.normalize(x))
+        codes, canvas, losses = reference_run(model, model.target(x))
     res = model.encode(x, return_reconstruction=True)
     assert torch.equal(res.codes, codes)
     assert close(res.losses, losses, rtol=1e-5, atol=1e-6)
-    assert close(res.reconstruction, model.denormalize(canvas))
+    assert close(res.reconstruction, model.to_data(canvas))
     assert torch.equal(model.decode(res.codes), res.reconstruction)  # bit for bit
     # decode of arbitrary codes, too (every path: shared, grouped, per image)
     other = torch.randint(0, 8, codes.shape, generator=torch.Generator().manual_seed(5))
     with torch.no_grad():
         _, ref_canvas, _ = reference_run(model, None, codes=other)
-    assert close(model.decode(other), model.denormalize(ref_canvas))
+    assert close(model.decode(other), model.to_data(ref_canvas))
 
 
 def test_rgb_model_encode_equals_definition():
     model = small("svhn", stages=3).eval()
     x = torch.rand(12, 3, 32, 32, generator=torch.Generator().manual_seed(6))
     with torch.no_grad():
-        codes, canvas, losses = reference_run(model, model.normalize(x))
+        codes, canvas, losses = reference_run(model, model.target(x))
     res = model.encode(x, return_reconstruction=True)
     assert torch.equal(res.codes, codes)
     assert close(res.losses, losses, rtol=1e-5, atol=1e-6)

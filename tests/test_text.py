@@ -38,7 +38,7 @@ def test_vocabulary_round_trip_and_unknowns():
 
 def test_embedded_text_is_real_prose():
     train = load_dataset("text-embedded", "train")
-    assert train.images.shape[1:] == (128, 1)
+    assert train.data.shape[1:] == (128, 1)
     line = sequences_to_text(train.batch([0]))[0]
     assert sum(ch.isalpha() for ch in line) > 40
     assert dataset_modality("text-embedded") == "text" and dataset_modality("text:/x") == "text"
@@ -106,7 +106,7 @@ def tiny_author_text_model(dilations=(1, 2, 4), length: int = 32, stages: int = 
 
 def test_text_preset_is_the_authors_dilated_refiner():
     from vqdraw.core.config import get_preset
-    from vqdraw.core.validate import estimate_size
+    from vqdraw.core.sizing import estimate_size
 
     cfg = get_preset("text").model
     assert cfg.refiner.dilations == (1, 2, 4, 8, 16, 32) * 2 and cfg.refiner.softmax_input

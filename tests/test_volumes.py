@@ -78,9 +78,9 @@ def test_voxel_folder_reader_split_dtypes_and_sizes(tmp_path):
     train = load_voxel_folder(tmp_path, "train")
     test = load_voxel_folder(tmp_path, "test")
     assert len(train) == 23 and len(test) == 2  # items 9 and 19 are the test split
-    assert train.image_shape == (1, 16, 16, 16) and set(np.unique(train.images)) <= {0, 255}
-    np.testing.assert_array_equal(test.images[..., 0] == 255, grids[[9, 19]])
-    np.testing.assert_array_equal(train.images[-1, ..., 0] == 255, grids[24])  # the binvox file
+    assert train.data_shape == (1, 16, 16, 16) and set(np.unique(train.data)) <= {0, 255}
+    np.testing.assert_array_equal(test.data[..., 0] == 255, grids[[9, 19]])
+    np.testing.assert_array_equal(train.data[-1, ..., 0] == 255, grids[24])  # the binvox file
     batch = train.batch([0, 1])
     assert batch.shape == (2, 1, 16, 16, 16) and batch.dtype == torch.float32
     np.testing.assert_array_equal(batch[:, 0].numpy() == 1.0, grids[:2])
@@ -88,7 +88,7 @@ def test_voxel_folder_reader_split_dtypes_and_sizes(tmp_path):
     assert len(load_dataset(f"voxels:{tmp_path}", "test")) == 2
     small = load_voxel_folder(tmp_path, "train", size=(8, 8, 8))
     expect = grids[0].reshape(8, 2, 8, 2, 8, 2).any(axis=(1, 3, 5))
-    np.testing.assert_array_equal(small.images[0, ..., 0] == 255, expect)
+    np.testing.assert_array_equal(small.data[0, ..., 0] == 255, expect)
     with pytest.raises(DatasetError, match="whole-multiple"):
         load_voxel_folder(tmp_path, "train", size=(6, 6, 6))
 

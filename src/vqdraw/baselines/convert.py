@@ -183,10 +183,10 @@ def import_reference(path: str | Path, preset: str, refiner: RefinerConfig | Non
     if "bias" not in state:
         raise CheckpointError(f"{path}: no first-stage 'bias' tensor: not one of the author's VQ-DRAW models")
     bias = state["bias"]
-    image_shape = tuple(get_preset(preset).model.image_shape)
-    if bias.dim() != 4 or tuple(bias.shape[1:]) != image_shape:
+    shape = tuple(get_preset(preset).model.data_shape)
+    if bias.dim() != 4 or tuple(bias.shape[1:]) != shape:
         raise CheckpointError(f"{path}: tensor 'bias' has shape {tuple(bias.shape)}; preset {preset} "
-                              f"needs (K, {', '.join(map(str, image_shape))})")
+                              f"needs (K, {', '.join(map(str, shape))})")
     overrides = {"options": int(bias.shape[0]), "refiner": refiner}
     if "_stages" in state:
         stages = state["_stages"]

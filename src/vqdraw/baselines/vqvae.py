@@ -18,7 +18,7 @@ code would halve the bit budget).
 
 To share tools with VQ-DRAW, the model exposes the same surface: ``encode(x) -> codes (B, N)``
 with N = gh*gw latent positions in raster order, ``decode``, ``reconstruct``,
-``sample(n, generator=)``, ``options`` (= C), ``stages`` (= N), ``config.image_shape``,
+``sample(n, generator=)``, ``options`` (= C), ``stages`` (= N), ``config.data_shape``,
 ``config.code_bits``. Loss and reconstruction MSE are measured in the normalised space, like
 VQ-DRAW's.
 """
@@ -72,6 +72,13 @@ class VQVAEConfig:
             raise ConfigError(f"mean and std need {c} values (one per channel)")
         if len(self.channels) != 2:
             raise ConfigError("channels: give the two encoder widths")
+
+    @property
+    def data_shape(self) -> tuple[int, int, int]:
+        """:attr:`image_shape`, under the name the tools shared with VQ-DRAW read (its model
+        config's ``data_shape``); this network takes images only, and its config.json keeps
+        ``image_shape``."""
+        return tuple(self.image_shape)
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -286,8 +293,8 @@ def train_vqvae(
     is refused unless ``overwrite``), writes metrics.jsonl as it goes, then config.json +
     model.safetensors (a loadable model folder), train.json (same layout as a VQ-DRAW run, so
     tools find the dataset) and samples/reconstructions PNGs. Returns {"losses", "final"}."""
-    if train_set.image_shape != tuple(model.config.image_shape):
-        raise ConfigError(f"dataset {train_set.name!r} has images of shape {train_set.image_shape}, "
+    if train_set.data_shape != tuple(model.config.image_shape):
+        raise ConfigError(f"dataset {train_set.name!r} has images of shape {train_set.data_shape}, "
                           f"the model takes {tuple(model.config.image_shape)}")
     with contextlib.ExitStack() as stack:
         if run_dir is not None:
@@ -356,5 +363,5 @@ def data_statistics(train_set, limit: int = 5000) -> tuple[tuple[float, ...], tu
 def build_vqvae(train_set, codebook: int = 2, **overrides) -> VQVAE:
     """A fresh VQ-VAE sized for `train_set`, normalised with its statistics."""
     mean, std = data_statistics(train_set)
-    cfg = VQVAEConfig(image_shape=train_set.image_shape, codebook=codebook, mean=mean, std=std)
+    cfg = VQVAEConfig(image_shape=train_set.data_shape, codebook=codebook, mean=mean, std=std)
     return VQVAE(replace(cfg, **overrides))

@@ -137,7 +137,7 @@ def _bar_open() -> bool:
 def _tune_allocator() -> None:
     """glibc malloc: serve large tensors from the heap instead of fresh mmaps that the kernel must
     zero on first touch (mmap threshold 32 MB, its maximum; trim threshold 1 GB). Encoding and
-    decoding on the CPU run ~11% faster (benchmarks/README.md); results are unchanged. Best effort:
+    decoding on the CPU run faster (benchmarks/README.md); results are unchanged. Best effort:
     nothing happens off Linux/glibc."""
     if not sys.platform.startswith("linux"):
         return

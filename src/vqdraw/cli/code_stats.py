@@ -32,9 +32,9 @@ def run(args) -> int:
 
     model, path, dataset = load(args)
     images = load_dataset(dataset, args.split, args.data_dir)
-    if images.image_shape != tuple(model.config.image_shape):
-        raise InputError(f"dataset {dataset} has images of shape {images.image_shape}, the model takes "
-                         f"{tuple(model.config.image_shape)}")
+    if images.data_shape != tuple(model.config.data_shape):
+        raise InputError(f"dataset {dataset} has images of shape {images.data_shape}, the model takes "
+                         f"{tuple(model.config.data_shape)}")
     codes = encode_images(model, images)
     stats = code_statistics(codes, model.options)
     result = {"model": str(path), "dataset": dataset, "split": args.split, **stats.to_dict(),

@@ -45,8 +45,8 @@ def run(args) -> int:
         raise InputError(f"{path} does not say which dataset it was trained on; pass --dataset")
     how = args.binarize or _run_binarize(path) or "none"
     test = load_dataset(name, "test", args.data_dir)
-    if test.image_shape != tuple(model.config.data_shape):
-        raise InputError(f"dataset {name} has items of shape {test.image_shape}, the model takes "
+    if test.data_shape != tuple(model.config.data_shape):
+        raise InputError(f"dataset {name} has items of shape {test.data_shape}, the model takes "
                          f"{tuple(model.config.data_shape)}")
     test = BinarizedSet(test, how)
     x = test.batch(balanced_subset(test.labels, args.count, size=len(test)), model.device)

@@ -28,7 +28,7 @@ def run(args) -> int:
         ("Batch size", *(p.train.batch for p in PRESETS.values())),
         ("Micro-batch", *(p.train.micro for p in PRESETS.values())),
         ("Steps", *(f"{p.train.steps:,}" for p in PRESETS.values())),
-        ("Image size", *("x".join(map(str, (*p.model.image_shape[1:], p.model.image_shape[0])))
+        ("Image size", *("x".join(map(str, (*p.model.data_shape[1:], p.model.data_shape[0])))
                          for p in PRESETS.values())),
         ("Code size (bits)", *(f"{p.model.code_bits:g}" for p in PRESETS.values())),
         ("Grad checkpointing", *("yes" if p.train.grad_checkpoint else "no" for p in PRESETS.values())),

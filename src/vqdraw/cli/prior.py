@@ -67,8 +67,8 @@ def run(args) -> int:
     train_set = load_dataset(name, "train", args.data_dir, size=size)
     test_set = load_dataset(name, "test", args.data_dir, size=size)
     for split in (train_set, test_set):
-        if tuple(split.image_shape) != tuple(model.config.data_shape):
-            raise InputError(f"dataset {name} has items of shape {tuple(split.image_shape)}, the model takes "
+        if tuple(split.data_shape) != tuple(model.config.data_shape):
+            raise InputError(f"dataset {name} has items of shape {tuple(split.data_shape)}, the model takes "
                              f"{tuple(model.config.data_shape)}")
     from ..pretrained import is_pretrained
 

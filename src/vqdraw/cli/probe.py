@@ -36,9 +36,9 @@ def run(args) -> int:
     model, path, dataset = load(args)
     train = load_dataset(dataset, "train", args.data_dir)
     test = load_dataset(dataset, "test", args.data_dir)
-    if test.image_shape != tuple(model.config.image_shape):
-        raise InputError(f"dataset {dataset} has images of shape {test.image_shape}, the model takes "
-                         f"{tuple(model.config.image_shape)}")
+    if test.data_shape != tuple(model.config.data_shape):
+        raise InputError(f"dataset {dataset} has images of shape {test.data_shape}, the model takes "
+                         f"{tuple(model.config.data_shape)}")
     result = probe_model(model, train, test, args.prefixes,
                          recipe=ProbeRecipe(epochs=args.epochs, seed=args.seed), train_limit=args.train_count)
     result.update({"model": str(path), "dataset": dataset})

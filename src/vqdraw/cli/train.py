@@ -12,7 +12,7 @@ from ..core.config import PRESETS, ModelConfig, RefinerConfig, TrainConfig
 from ..core.fields import field_range
 from .common import HelpFormatter, add_dataclass_flags, add_device_arg, dataclass_overrides, output_dir, ranged_type
 
-MODEL_SKIP = {"image_shape", "mean", "std", "refiner", "modality"}
+MODEL_SKIP = {"mean", "std", "refiner", "modality"}
 TRAIN_SKIP = {"dataset"}
 
 def preset_values(section: str, cls) -> dict[str, str]:
@@ -83,7 +83,8 @@ def run(args) -> int:
     from ..core.config import get_preset, override
     from ..core.model import VQDraw
     from ..runs import read_train_json
-    from ..training.train import fit, pick_device, resolve_precision
+    from ..training.runtime import Runtime
+    from ..training.train import fit
 
     run_dir = Path(args.run or f"runs/{args.preset}")
     train_over = dataclass_overrides(args, TrainConfig, TRAIN_SKIP)
@@ -117,10 +118,9 @@ def run(args) -> int:
     model = VQDraw(model_cfg)
     from ..training import distributed
 
-    dist_info = distributed.init_from_env(args.device)  # no-op outside torchrun
-    device = distributed.device_for(dist_info, args.device) if dist_info.enabled else pick_device(args.device)
-    say = print if dist_info.is_main else (lambda *a, **k: None)
-    precision = resolve_precision(args.precision, device)
+    distributed.init_from_env(args.device)  # no-op outside torchrun
+    runtime = Runtime.resolve(args.device, args.precision, args.compile or False)
+    say = print if runtime.main else (lambda *a, **k: None)
     length = f"{train_cfg.steps} steps"
     if train_cfg.time_budget is not None:
         length = f"{train_cfg.time_budget:g} minutes (at most {train_cfg.steps} steps)"
@@ -128,20 +128,18 @@ def run(args) -> int:
         f"vqdraw train: preset {args.preset}, dataset {train_cfg.dataset} ({len(train_set)} train / "
         f"{len(test_set)} test), K={model_cfg.options} N={model_cfg.stages} "
         f"({model_cfg.code_bits:g}-bit codes), batch {train_cfg.batch}, {length}, "
-        f"device {device} ({precision}), run folder {run_dir}"
-        + (f", {dist_info.world_size} processes ({dist_info.backend})" if dist_info.enabled else ""),
+        f"device {runtime.describe()}, run folder {run_dir}",
         file=sys.stderr,
     )
     log = None
-    if args.tensorboard is not None and dist_info.is_main:
+    if args.tensorboard is not None and runtime.main:
         from ..training.tensorboard import TensorBoardLog
 
         log = TensorBoardLog(args.tensorboard or Path(run_dir) / "tensorboard")
     t0 = time.perf_counter()
     try:
         result = fit(model, train_set, test_set, train_cfg, run_dir, resume=args.resume, overwrite=args.overwrite,
-                     device=device, progress=not args.no_progress, precision=precision,
-                     compile=args.compile or False, on_log=log)
+                     runtime=runtime, progress=not args.no_progress, on_log=log)
         distributed.shutdown(sync=True)  # every rank done: tear the group down together
     finally:
         distributed.shutdown()
@@ -167,7 +165,7 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
     if name.startswith(FOLDER_PREFIX):
         from ..data.folder import load_image_folder
 
-        c, h, w = model_cfg.image_shape
+        c, h, w = model_cfg.data_shape
         path = name[len(FOLDER_PREFIX):]
         return tuple(load_image_folder(path, size=(h, w), channels=c, resize=True, split=s)
                      for s in ("train", "test"))
@@ -175,7 +173,7 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
         ensure_downloaded(name, args.data_dir)
     elif name in CATALOGUE and not CATALOGUE[name].manual and not (st := status(name, args.data_dir)).complete:
         offline = (", or train offline on the 5,000 MNIST digits shipped with vqdraw: --dataset mnist-embedded"
-                   if tuple(model_cfg.image_shape) == (1, 28, 28) else "")
+                   if tuple(model_cfg.data_shape) == (1, 28, 28) else "")
         raise DatasetError(f"the {name} dataset is not in {st.folder} (missing {', '.join(st.missing)}): "
                            f"add --download to fetch it{offline}")
     # voxel grids of a whole multiple of the model's size are reduced, text cut to its length

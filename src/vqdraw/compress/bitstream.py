@@ -435,10 +435,10 @@ class VqdFile:
 
     codes: np.ndarray  # int64, (count, stages)
     K: int
-    image_shape: tuple[int, ...]  # the data shape: (C, H, W) for images, (C, D, H, W) for volumes
+    data_shape: tuple[int, ...]  # channels first: (C, H, W) images, (C, D, H, W) volumes, (C, L) sequences
     fingerprint: bytes  # 16 bytes
     stages: int
-    header_bytes: int  # fixed overhead: header + CRC, == header_size(image_shape, modality)
+    header_bytes: int  # fixed overhead: header + CRC, == header_size(data_shape, modality)
     payload_bytes: int
     modality: str = "image"  # "image", "volume", "sequence" or "text" (version 1 files: "image")
     version: int = 1
@@ -451,21 +451,16 @@ class VqdFile:
         """Number of images (items) in the file."""
         return int(self.codes.shape[0])
 
-    @property
-    def data_shape(self) -> tuple[int, ...]:
-        """Another name for :attr:`image_shape`, for data of any rank."""
-        return self.image_shape
 
-
-def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, ...], fingerprint: bytes, *,
+def write_vqd(codes: np.ndarray, K: int, data_shape: tuple[int, ...], fingerprint: bytes, *,
               modality: str | None = None, length: int | None = None, sample_rate: int | None = None,
               coder=None, block: int | None = None) -> bytes:
-    """Serialise ``codes`` (``(B, n)`` in ``[0, K)``) for data of ``image_shape`` as ``.vqd`` bytes.
+    """Serialise ``codes`` (``(B, n)`` in ``[0, K)``) for data of ``data_shape`` as ``.vqd`` bytes.
 
-    ``image_shape`` is (C, H, W) for images, (C, D, H, W) for volumes, (C, L) for sequences;
+    ``data_shape`` is (C, H, W) for images, (C, D, H, W) for volumes, (C, L) for sequences;
     ``modality`` defaults to the one its rank implies. Images are written as version 1 (the same
     bytes as before version 2 existed), other data as version 2. ``length`` (text only, required
-    there): the text's length in characters, ``count`` chunks of ``image_shape[-1]`` holding it.
+    there): the text's length in characters, ``count`` chunks of ``data_shape[-1]`` holding it.
     Audio records its length in samples the same way, and its ``sample_rate`` (Hz, required there).
     ``coder`` (a :class:`vqdraw.prior.Prior`): write version 3, the codes range-coded with it in
     blocks of ``block`` items (default: 1024, fewer when ``block * K`` would pass
@@ -473,10 +468,10 @@ def write_vqd(codes: np.ndarray, K: int, image_shape: tuple[int, ...], fingerpri
     """
     if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 2 <= K <= _U16_MAX:
         raise InputError(f"K must be an integer in 2..{_U16_MAX} for a .vqd file, got {K!r}")
-    shape = tuple(image_shape)
+    shape = tuple(data_shape)
     if not 2 <= len(shape) <= 4 or not all(isinstance(d, (int, np.integer)) and 1 <= d <= _U16_MAX for d in shape):
         raise InputError(f"image shape must be (C, H, W) (volumes (C, D, H, W), sequences (C, L)) with each "
-                         f"in 1..{_U16_MAX}, got {image_shape!r}")
+                         f"in 1..{_U16_MAX}, got {data_shape!r}")
     modality = _modality_for(shape, modality)
     if not isinstance(fingerprint, (bytes, bytearray)) or len(fingerprint) != FINGERPRINT_SIZE:
         raise InputError(f"model fingerprint must be {FINGERPRINT_SIZE} bytes, got {fingerprint!r}")
@@ -563,7 +558,7 @@ class VqdHeader:
     """What a ``.vqd`` header declares, checked for consistency with the file's length."""
 
     fingerprint: bytes  # 16 bytes
-    image_shape: tuple[int, ...]  # the data shape, channels first
+    data_shape: tuple[int, ...]  # the data shape, channels first
     K: int
     stages: int
     count: int
@@ -575,10 +570,6 @@ class VqdHeader:
     sample_rate: int | None = None  # audio only: Hz
     prior_fingerprint: bytes | None = None  # version 3 only
     block: int | None = None  # version 3 only: items per block of the range-coded stream
-
-    @property
-    def data_shape(self) -> tuple[int, ...]:
-        return self.image_shape
 
 
 def read_header(data: bytes) -> VqdHeader:
@@ -703,7 +694,7 @@ def check_header(
     header: VqdHeader,
     expected_fingerprint: bytes | None = None,
     *,
-    image_shape: tuple[int, ...] | None = None,
+    data_shape: tuple[int, ...] | None = None,
     K: int | None = None,
     max_stages: int | None = None,
     modality: str | None = None,
@@ -712,7 +703,7 @@ def check_header(
     another modality (checked first: the clearest message), fingerprint, data shape or ``K``, or
     more than ``max_stages`` stages."""
     if modality is not None and header.modality != modality:
-        shape = "x".join(map(str, header.image_shape))
+        shape = "x".join(map(str, header.data_shape))
         raise VqdFormatError(
             f".vqd file holds {header.modality} codes ({shape}); this model is {_a(modality)} {modality} model"
         )
@@ -726,9 +717,9 @@ def check_header(
                 f".vqd file was made by a different model (file fingerprint {theirs[:shown]}, "
                 f"this model {ours[:shown]})"
             )
-    if image_shape is not None and tuple(header.image_shape) != tuple(image_shape):
+    if data_shape is not None and tuple(header.data_shape) != tuple(data_shape):
         raise VqdFormatError(
-            f".vqd file holds images of shape {header.image_shape}; this model makes {tuple(image_shape)}"
+            f".vqd file holds images of shape {header.data_shape}; this model makes {tuple(data_shape)}"
         )
     if K is not None and header.K != K:
         raise VqdFormatError(f".vqd file has K={header.K} options per stage; this model has K={K}")
@@ -767,7 +758,7 @@ def read_vqd(
     data: bytes,
     expected_fingerprint: bytes | None = None,
     *,
-    image_shape: tuple[int, ...] | None = None,
+    data_shape: tuple[int, ...] | None = None,
     K: int | None = None,
     max_stages: int | None = None,
     modality: str | None = None,
@@ -776,14 +767,14 @@ def read_vqd(
     """Parse ``.vqd`` bytes; raises :class:`VqdFormatError` (and nothing else) for any invalid input.
 
     Order: the header (:func:`read_header`), then the reading model's expectations
-    (:func:`check_header`: ``expected_fingerprint``, ``modality``, ``image_shape``, ``K``,
+    (:func:`check_header`: ``expected_fingerprint``, ``modality``, ``data_shape``, ``K``,
     ``max_stages``, each only when given), then (version 3) the prior: ``coder`` must be given and
     have the fingerprint the file records; then the size limit and the CRC, and only then the
     payload is unpacked (or range-decoded with ``coder``), once. So a file that does not fit the
     model or the prior costs nothing beyond its header.
     """
     header = read_header(data)
-    check_header(header, expected_fingerprint, image_shape=image_shape, K=K, max_stages=max_stages,
+    check_header(header, expected_fingerprint, data_shape=data_shape, K=K, max_stages=max_stages,
                  modality=modality)
     if header.version == 3:
         check_prior(header, coder)
@@ -798,7 +789,7 @@ def read_vqd(
     return VqdFile(
         codes=codes,
         K=header.K,
-        image_shape=header.image_shape,
+        data_shape=header.data_shape,
         fingerprint=header.fingerprint,
         stages=header.stages,
         header_bytes=header.header_bytes,

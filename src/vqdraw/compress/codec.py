@@ -108,7 +108,7 @@ def read_file(model, data: bytes, prior=None) -> VqdFile:
     return read_vqd(
         data,
         expected_fingerprint=model.fingerprint(),
-        image_shape=tuple(model.config.data_shape),
+        data_shape=tuple(model.config.data_shape),
         K=int(model.options),
         max_stages=int(model.stages),
         modality=modality_of(model.config),
@@ -130,7 +130,7 @@ def decompress(
     vqd, chunks = decompress_chunks(model, data, stages=stages, batch_size=batch_size, prior=prior)
     parts = list(chunks)
     if not parts:
-        return torch.zeros((0, *vqd.image_shape)), vqd
+        return torch.zeros((0, *vqd.data_shape)), vqd
     return (parts[0] if len(parts) == 1 else torch.cat(parts)), vqd
 
 

@@ -139,7 +139,7 @@ def vqdraw_curves(
     count = images.shape[0]
     if count == 0:
         raise InputError("no images to evaluate")
-    c, h, w = model.config.image_shape
+    c, h, w = model.config.data_shape
     K, N = model.options, model.stages
     exact = _exact(images)
 
@@ -290,7 +290,7 @@ def evaluate(
     settings and definitions and ``curves`` (a list of CompressAI-style curves), plus the
     VQ-DRAW full-code reconstructions (B, C, H, W) on the CPU."""
     images = images.detach().cpu().float()
-    c, h, w = model.config.image_shape
+    c, h, w = model.config.data_shape
     vq, recon = vqdraw_curves(model, images, batch_size=batch_size, beam=beam, prior=prior)
     curves = vq + codec_curves(images, jpeg_qualities, webp_qualities, webp_lossless)
     report = {

@@ -184,11 +184,6 @@ class ModelConfig:
             )
 
     @property
-    def image_shape(self) -> tuple[int, ...]:
-        """The data shape (C, H, W) of an image model; another name for :attr:`data_shape`."""
-        return tuple(self.data_shape)
-
-    @property
     def rank(self) -> int:
         """Spatial dimensions of the data: 1 (sequences), 2 (images) or 3 (volumes)."""
         return len(self.data_shape) - 1
@@ -491,8 +486,6 @@ def get_preset(name: str) -> Preset:
 def override(cfg, **changes):
     """`dataclasses.replace` that ignores None values and reports unknown fields clearly."""
     changes = {k: v for k, v in changes.items() if v is not None}
-    if isinstance(cfg, ModelConfig) and "image_shape" in changes:  # the older name of data_shape
-        changes["data_shape"] = changes.pop("image_shape")
     known = {f.name for f in fields(cfg)}
     unknown = set(changes) - known
     if unknown:

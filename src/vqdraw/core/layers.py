@@ -11,10 +11,10 @@ rounding, a result:
   convolution's weights and bias: ``conv(x; W, b) * m == conv(x; W * m, b * m)``
   (:func:`masked_conv`). The multiply touches the small weight tensor instead of the large
   activation, and its gradient reaches the mask through the folded weights.
-* Activations may be kept channels-last (``memory_format``): oneDNN's CPU convolutions run two to
-  three times faster on that layout. On the CPU a transposed convolution's weight gradient is
+* Activations may be kept channels-last (``memory_format``): oneDNN's CPU convolutions are faster on that
+  layout (benchmarks/README.md). On the CPU a transposed convolution's weight gradient is
   computed as the weight gradient of its adjoint, a strided convolution
-  (:class:`_ConvTransposeCPU`): oneDNN's own is about three times slower, for the same numbers.
+  (:class:`_ConvTransposeCPU`): oneDNN's own is slower, for the same numbers.
 """
 
 from __future__ import annotations

@@ -49,7 +49,7 @@ import torch.nn.functional as F
 from .config import ModelConfig
 from ..errors import ConfigError, InputError
 from .losses import option_losses as squared_error_losses
-from .losses import select_option, widen
+from .losses import full_precision, select_option, widen
 
 
 class Likelihood(nn.Module):
@@ -102,7 +102,7 @@ class Likelihood(nn.Module):
         follow, or None for the arg-min (Algorithm 1). The generic path forms the proposals.
         """
         d = widen(deltas)
-        with torch.autocast(device_type=d.device.type, enabled=False):
+        with full_precision(d.device):
             losses = self.option_losses(widen(canvas).unsqueeze(1) + d, widen(target))
         choice = losses.argmin(dim=1) if codes is None else codes
         chosen = d[torch.arange(d.shape[0], device=d.device), choice]
@@ -214,7 +214,7 @@ class _LocationScale(Likelihood):
 
     def discrete_log_prob(self, canvas, x, **options):
         self.check_levels(x)
-        with torch.autocast(device_type=canvas.device.type, enabled=False):
+        with full_precision(canvas.device):
             xn = self.target(x.double())
             loc, log_s = self.split(canvas.double())
             half, low, high = self.half_bin.double(), self.low.double(), self.high.double()
@@ -326,7 +326,7 @@ class Categorical(Likelihood):
         self.check_levels(x)
         classes = self.target(x)
         rows, step = self._chunks(canvas)
-        with torch.no_grad(), torch.autocast(device_type=canvas.device.type, enabled=False):
+        with torch.no_grad(), full_precision(canvas.device):
             out = [-self._nll(canvas[i: i + step].double(), classes[i: i + step]).flatten(1).sum(1) for i in rows]
         return torch.cat(out) if out else canvas.new_zeros(0, dtype=torch.float64)
 

@@ -20,6 +20,8 @@ when the deltas come from a bf16 autocast region.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 GROUPED_MAX_ROWS = 16  # grouped losses while groups x largest group <= this x the batch
@@ -128,6 +130,14 @@ def group_slots(group: torch.Tensor, groups: int, exact_size: bool = True) -> tu
     return slot, int(sizes.max()) if exact_size else b
 
 
+def full_precision(device: torch.device):
+    """A region where autocast is off (losses and choices stay float32); nothing to turn off on
+    the meta device, where models are sized (:mod:`vqdraw.core.sizing`)."""
+    if device.type == "meta":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, enabled=False)
+
+
 def widen(t: torch.Tensor) -> torch.Tensor:
     """float16/bfloat16 -> float32; other dtypes unchanged."""
     return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
@@ -174,7 +184,7 @@ def select_option(
             # very unequal groups: gathering each image's deltas is cheaper than padding the
             # residuals to the largest group (autograd sums the gathered gradients back)
             d, group, slot = d[group], None, None
-    with torch.autocast(device_type=d.device.type, enabled=False):
+    with full_precision(d.device):
         losses, choice, picked = _SelectOption.apply(d, r, group, slot, size, codes, bool(reuse_deltas))
     return losses, choice, picked.view(residual.shape)
 

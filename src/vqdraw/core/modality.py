@@ -39,17 +39,11 @@ def modality_of_shape(data_shape) -> str:
     return _BY_RANK[rank]
 
 
-def data_shape_of(config) -> tuple[int, ...]:
-    """A config's data shape: ``data_shape``, or an image config's older name ``image_shape``."""
-    shape = getattr(config, "data_shape", None)
-    return tuple(config.image_shape if shape is None else shape)
-
-
 def modality_of(config) -> str:
     """The modality of a model config (anything with a ``data_shape``; ``likelihood`` optional)."""
     if getattr(config, "modality", "") == "audio":
         return "audio"
-    modality = modality_of_shape(data_shape_of(config))
+    modality = modality_of_shape(config.data_shape)
     if modality == "sequence" and getattr(config, "likelihood", None) == "categorical":
         return "text"
     return modality

@@ -16,6 +16,7 @@ volumes (C, D, H, W).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -27,9 +28,9 @@ from ..errors import ConfigError, InputError
 from .inputs import check_beam, check_codes, check_count, check_data, check_stages
 from .likelihood import make_likelihood
 from .losses import objective
-from .refiner import SegmentedRefiner
+from .refiner import make_refiner
 from .search import beam_search
-from .validate import check_size
+from .sizing import check_size
 from .stageloop import EncodeResult, Exploration, LoopOptions, run, run_checkpointed, run_inference
 
 STORED = runs.Format("vqdraw-model", 1)  # config.json + model.safetensors (see vqdraw.runs)
@@ -53,12 +54,10 @@ class VQDraw(nn.Module):
         super().__init__()
         if not isinstance(config, ModelConfig):
             raise ConfigError(f"VQDraw takes a ModelConfig, got {type(config).__name__}")
-        check_size(config, 1)  # arithmetic first: an absurd config is refused before allocating
+        check_size(config)  # measured on the meta device: an absurd config is refused before allocating
         self.config = config
         likelihood = make_likelihood(config)
-        c = config.data_shape[0]
-        read = likelihood.softmax_input if config.refiner.softmax_input else None
-        self.refiner = SegmentedRefiner(config, likelihood.canvas_channels(c), read, c * config.categories)
+        self.refiner = make_refiner(config, likelihood)
         self.likelihood = likelihood
         self.loop = loop
 
@@ -87,13 +86,24 @@ class VQDraw(nn.Module):
     def device(self) -> torch.device:
         return self.refiner.first_bias.device
 
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Data in [0, 1] -> the target the canvas is compared with (mse: normalised values)."""
+    def target(self, x: torch.Tensor) -> torch.Tensor:
+        """Data in [0, 1] -> what the canvas is compared with: normalised values (mse, gaussian,
+        logistic), the data itself (bernoulli) or class indices (categorical)."""
         return self.likelihood.target(x)
 
-    def denormalize(self, canvas: torch.Tensor) -> torch.Tensor:
+    def to_data(self, canvas: torch.Tensor) -> torch.Tensor:
         """A canvas -> data in [0, 1] (mse: de-normalised and clamped; bernoulli: sigmoid)."""
         return self.likelihood.to_data(canvas)
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Deprecated name of :meth:`target` (which is not a normalisation for every likelihood)."""
+        warnings.warn("VQDraw.normalize is now VQDraw.target", DeprecationWarning, stacklevel=2)
+        return self.target(x)
+
+    def denormalize(self, canvas: torch.Tensor) -> torch.Tensor:
+        """Deprecated name of :meth:`to_data`."""
+        warnings.warn("VQDraw.denormalize is now VQDraw.to_data", DeprecationWarning, stacklevel=2)
+        return self.to_data(canvas)
 
     def propose(self, canvas: torch.Tensor, stage: int) -> torch.Tensor:
         """Stage `stage` (0-based): canvas (B, C, *S) -> proposals (B, K, C, *S)."""

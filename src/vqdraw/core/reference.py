@@ -3,7 +3,7 @@
 Written the obvious way, as a reader of the paper would: the refiner module by module (conv ->
 stage mask -> ReLU [-> GroupNorm], head * output_scale), every stage forming the (B, K, C, H, W)
 proposals, their per-option losses and the arg-min, with autograd doing the rest. The library's
-own path (:meth:`vqdraw.VQDraw._run`) computes the same numbers faster; the tests check the two
+own path (:func:`vqdraw.core.stageloop.run`) computes the same numbers faster; the tests check the two
 agree (tests/test_speed_equivalence.py) and ``benchmarks/bench_train.py --reference`` times this
 one as the "before" figure on the same machine, in the same hour.
 """
@@ -67,7 +67,7 @@ def reference_run(model, target: torch.Tensor | None, codes: torch.Tensor | None
 
 def reference_loss(model, x: torch.Tensor, alpha: float) -> dict:
     """Eq. 3 for images `x` in [0, 1] through :func:`reference_run` (same terms as ``model.loss``)."""
-    codes, _, losses = reference_run(model, model.normalize(x))
+    codes, _, losses = reference_run(model, model.target(x))
     terms = objective(losses, codes, alpha)
     terms["codes"] = codes
     return terms

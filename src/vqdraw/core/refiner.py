@@ -220,6 +220,14 @@ class SegmentedRefiner(nn.Module):
         return canvas.unsqueeze(1) + self.deltas(canvas, stage)  # residual outputs
 
 
+def make_refiner(config: ModelConfig, likelihood) -> SegmentedRefiner:
+    """The refiner of a model with this config and likelihood: the likelihood says how many
+    channels the canvas holds and whether the refiner reads it through a softmax first."""
+    c = config.data_shape[0]
+    read = likelihood.softmax_input if config.refiner.softmax_input else None
+    return SegmentedRefiner(config, likelihood.canvas_channels(c), read, c * config.categories)
+
+
 def _allow_recompiles(n: int) -> None:
     """Each stage index (and batch size) is its own compiled graph: allow that many."""
     import torch._dynamo.config as dynamo_config

@@ -71,8 +71,8 @@ def beam_search(model, x: torch.Tensor, beam: int, stages: int | None = None,
         if n == 0:
             return greedy
     with torch.inference_mode():
-        codes, canvas, losses = _search(model, model.normalize(x), beam, n)
-        result = EncodeResult(codes, model.denormalize(canvas), losses)
+        codes, canvas, losses = _search(model, model.target(x), beam, n)
+        result = EncodeResult(codes, model.to_data(canvas), losses)
         if greedy is not None:
             result = _keep_better(result, greedy)
     return result
@@ -118,7 +118,7 @@ def search_stages(model, x: torch.Tensor, beam: int, stages: int | None = None):
     n = check_stages(model.config, stages)
     x = check_data(model.config, x, model.device)
     with torch.inference_mode():
-        steps = beam_stages(model.refiner, model.likelihood, model.normalize(x), beam, n)
+        steps = beam_stages(model.refiner, model.likelihood, model.target(x), beam, n)
     while True:
         with torch.inference_mode():  # per stage: the caller's code between stages runs outside it
             step = next(steps, None)

@@ -1,4 +1,4 @@
-"""Untrusted configuration: check a config dict's types, ranges and total size before anything is built.
+"""Untrusted configuration: check a config dict's types and ranges before anything is built.
 
 A ``config.json`` may come from anywhere (a downloaded run folder, a hand edit, a fuzzer). Every
 check here is arithmetic on the parsed JSON; nothing is allocated in proportion to the sizes the
@@ -8,12 +8,11 @@ file declares, so a hostile file costs milliseconds and fails with one line.
                                             (CheckpointError on anything that is not sane JSON)
     read_model_config(path, ModelConfig, format, version)
                                          -> a ModelConfig from a model folder's config.json
-    check_model_dict(d, ModelConfig)     -> None or ConfigError: field types and ranges, then
-                                            estimate_size(d) against MAX_PARAMETERS and
-                                            MAX_ACTIVATION_BYTES
+    check_model_dict(d, ModelConfig)     -> None or ConfigError: field types and ranges
     check_train_dict(d, TrainConfig)     -> None or ConfigError: field types and ranges
-    check_size(model, batch)             -> None or ConfigError: the size limits for a batch size
-    estimate_size(model, batch)          -> {"parameters", "activations", "bytes"}
+
+The total size of a model a config describes is checked where the model is built
+(:mod:`vqdraw.core.sizing`).
 
 Types come from the dataclasses' own annotations (``int``, ``float``, ``bool``, ``str``,
 ``X | None``, ``tuple[int, ...]``, fixed-length tuples, nested config dataclasses, ``Literal``)
@@ -23,10 +22,6 @@ checked without an edit here. This module imports no other vqdraw module but
 
 Limits (see docs/robustness.md):
 
-* ``MAX_PARAMETERS`` = 2**28 parameters (1 GiB of float32 weights).
-* ``MAX_ACTIVATION_BYTES`` = 2**32 bytes (4 GiB): the float32 outputs of every layer of one
-  stage's refiner, plus the K proposals, for one batch (one image when only loading a model,
-  the micro-batch when training).
 * ``MAX_JSON_BYTES`` = 1 MiB and ``MAX_JSON_DEPTH`` = 32 for a JSON file.
 """
 
@@ -42,8 +37,6 @@ from pathlib import Path
 from ..errors import CheckpointError, ConfigError
 from .fields import Range, range_of
 
-MAX_PARAMETERS = 2**28
-MAX_ACTIVATION_BYTES = 2**32
 MAX_JSON_BYTES = 1 << 20
 MAX_JSON_DEPTH = 32
 MAX_TUPLE_LENGTH = 64
@@ -145,8 +138,8 @@ def _depth_exceeds(obj, limit: int) -> bool:
 
 def check_model_dict(d, model_cls) -> None:
     """Check a model config dict (as stored in config.json) against ``model_cls`` (ModelConfig):
-    required keys, no unknown keys, every field's type and range, then the size limits with one
-    image per batch. One-line :class:`ConfigError`; nothing is built."""
+    required keys, no unknown keys, every field's type and range. One-line :class:`ConfigError`;
+    nothing is built."""
     if not isinstance(d, dict):
         raise ConfigError(f"model config must be a JSON object, got {_kind(d)}")
     shape_keys = [k for k in SHAPE_KEYS if k in d]
@@ -165,28 +158,6 @@ def check_model_dict(d, model_cls) -> None:
         check_fields(d, model_cls, "model")
     except ConfigError as exc:
         raise ConfigError(str(exc).replace(f"model.{field}", f"model.{written}")) from None
-    check_size(with_defaults(d, model_cls), 1)
-
-
-def with_defaults(d: dict, cls) -> dict:
-    """``d`` with the missing fields of dataclass ``cls`` (and of nested config dataclasses) filled
-    in from the class's defaults, as the constructor would; for sizing a checked dict."""
-    hints = _hints(cls)
-    out = {}
-    for f in dataclasses.fields(cls):
-        if f.name in d:
-            value = d[f.name]
-        elif f.default is not dataclasses.MISSING:
-            value = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            value = f.default_factory()
-        else:
-            continue
-        tp = hints.get(f.name)
-        if dataclasses.is_dataclass(tp):
-            value = with_defaults(value if isinstance(value, dict) else dataclasses.asdict(value), tp)
-        out[f.name] = value
-    return out
 
 
 def check_train_dict(d, train_cls) -> None:
@@ -300,135 +271,3 @@ def _kind(value) -> str:
 def _short(value) -> str:
     text = repr(value) if not isinstance(value, (dict, list)) else _kind(value)
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-# ---------------------------------------------------------------------------------------------
-# Size
-
-
-def _get(cfg, name: str, default=None):
-    if isinstance(cfg, dict):
-        return cfg.get(name, default)
-    return getattr(cfg, name, default)
-
-
-def estimate_size(cfg, batch: int = 1) -> dict:
-    """Parameter count and one stage's activations for ``batch`` inputs, computed arithmetically.
-
-    ``cfg`` is a ModelConfig or a complete model config dict whose types :func:`check_fields`
-    accepted (see :func:`with_defaults`).
-    Returns ``{"parameters": P, "activations": A, "bytes": 4 * (P + A)}``, where ``A`` counts
-    the float32 outputs of every layer of one stage's refiner plus the ``(K, C, ...)`` deltas and
-    proposals, for ``batch`` inputs. Mirrors :class:`vqdraw.core.refiner.Refiner`: a stride-2 conv per
-    ``down`` entry, 3-wide convs for ``body`` and ``pre_head``, bottleneck residual blocks, a
-    4-wide stride-2 transposed conv per ``up`` entry, one head (or one per stage), a stage mask
-    per conv, GroupNorm affines when ``group_norm``, and the first stage's (K, C, ...) bias.
-    """
-    shape = None
-    for key in SHAPE_KEYS:
-        shape = _get(cfg, key)
-        if shape is not None:
-            break
-    data_channels, *spatial = (int(s) for s in shape)
-    # the canvas may hold more channels than the data (vqdraw.core.likelihood: canvas_channels)
-    likelihood = _get(cfg, "likelihood", "mse")
-    categories = int(_get(cfg, "categories", 256) or 256)
-    channels = {"gaussian": 2, "discretized-logistic": 2,
-                "categorical": min(categories, 16)}.get(likelihood, 1) * data_channels
-    dims = len(spatial)
-    pixels = math.prod(spatial)
-    K = int(_get(cfg, "options"))
-    stages = int(_get(cfg, "stages"))
-    segment = int(_get(cfg, "segment"))
-    per_segment = min(segment, stages)
-    segments = -(-stages // segment)
-    r = _get(cfg, "refiner")
-    down, body, up, pre_head = ([int(c) for c in _get(r, name)] for name in ("down", "body", "up", "pre_head"))
-    down_k, head_k = int(_get(r, "down_kernel")), int(_get(r, "head_kernel"))
-    res_blocks, expand = int(_get(r, "res_blocks")), int(_get(r, "res_expand"))
-    norm = bool(_get(r, "group_norm"))
-    mask_down = bool(_get(r, "mask_down", True))
-    raw_body = bool(_get(r, "raw_body", False))
-    if not bool(_get(cfg, "stage_conditioning", True)):
-        per_segment = 1  # one mask row and one head serve every stage
-    heads = per_segment if _get(r, "head_per_stage") else 1
-
-    dilations = [int(d) for d in _get(r, "dilations", ()) or ()]
-    read = categories * data_channels if bool(_get(r, "softmax_input", False)) else channels
-    if dilations:  # the author's text refiner (refiner.TextRefiner)
-        width, length = body[0], pixels
-        hidden = pre_head[0] if pre_head else width
-        ln = 2 * length  # LayerNorm's affine per channel: weight and bias over (channels, length)
-        block = (width * width * 3 + width + per_segment * width + ln * width
-                 + width * width * expand + width * expand + per_segment * width * expand + ln * width
-                 + width * expand * width + width + per_segment * width + ln * width * expand)
-        params = (read * width + width + width * length + len(dilations) * block + ln * width
-                  + width * hidden + hidden + hidden * K * channels * head_k + K * channels + 1)
-        factorised = categories * min(categories, 16) if likelihood == "categorical" else 0  # the class map
-        params = params * segments + K * channels * pixels + factorised
-        acts = (read + width * (2 + len(dilations) * (3 + expand) + 1) + hidden + 3 * K * channels) * length
-        acts *= int(batch)
-        return {"parameters": params, "activations": acts, "bytes": 4 * (params + acts)}
-
-    params = 0
-    acts = channels * pixels  # the canvas
-    grid = list(spatial)  # the current resolution
-    size = pixels
-
-    def conv(c_in: int, c_out: int, kernel: int, normed: bool, masked: bool = True) -> int:
-        return c_in * c_out * kernel**dims + c_out + (per_segment * c_out if masked else 0) + (2 * c_out if normed else 0)
-
-    c = read
-    for out in down:
-        params += conv(c, out, down_k, norm, masked=mask_down)
-        grid = [-(-s // 2) for s in grid]
-        size = math.prod(grid)
-        acts += out * size
-        c = out
-    for out in body:
-        params += conv(c, out, 3, norm and not raw_body)
-        acts += out * size
-        c = out
-    hidden = c * expand
-    block = conv(c, c, 3, norm) + conv(c, hidden, 1, norm) + conv(hidden, c, 1, norm)
-    params += res_blocks * block
-    acts += res_blocks * (3 * c + hidden) * size
-    level_channels = [c]  # a progressive refiner's coarse heads read these (refiner.py)
-    for out in up:
-        level_channels.append(out)
-        params += conv(c, out, 4, norm)
-        grid = [2 * s for s in grid]
-        size = math.prod(grid)
-        acts += out * size
-        c = out
-    for out in pre_head:
-        params += conv(c, out, 3, False)
-        acts += out * size
-        c = out
-    params += heads * (c * K * channels * head_k**dims + K * channels)
-    if int(_get(r, "progressive", 0) or 0):
-        params += sum(ch * K * channels * 3**dims + K * channels for ch in level_channels[:-1])
-    params += 1  # output_scale
-    params *= segments
-    params += K * channels * pixels  # the first stage's candidates
-    if likelihood == "categorical":
-        params += categories * min(categories, 16)  # the factorised head's class embedding
-    acts += 3 * K * channels * pixels  # head output, deltas, proposals
-    acts *= int(batch)
-    return {"parameters": params, "activations": acts, "bytes": 4 * (params + acts)}
-
-
-def check_size(cfg, batch: int = 1) -> None:
-    """Refuse a config whose :func:`estimate_size` exceeds ``MAX_PARAMETERS`` or whose one-stage
-    activations for ``batch`` inputs exceed ``MAX_ACTIVATION_BYTES``."""
-    est = estimate_size(cfg, batch)
-    if est["parameters"] > MAX_PARAMETERS:
-        raise ConfigError(
-            f"model config describes {est['parameters']:,} parameters ({4 * est['parameters'] / 2**30:.1f} GiB); "
-            f"the limit is {MAX_PARAMETERS:,}"
-        )
-    if 4 * est["activations"] > MAX_ACTIVATION_BYTES:
-        raise ConfigError(
-            f"model config needs {4 * est['activations'] / 2**30:.1f} GiB of activations per stage for a batch "
-            f"of {batch}; the limit is {MAX_ACTIVATION_BYTES / 2**30:g} GiB"
-        )

@@ -1,6 +1,6 @@
-"""Datasets: readers of the official on-disk formats, all returning an :class:`ImageSet`.
+"""Datasets: readers of the official on-disk formats, all returning a :class:`Dataset`.
 
-    load_dataset("mnist-embedded", "train")  ->  ImageSet(images uint8 (N, H, W, C), labels)
+    load_dataset("mnist-embedded", "train")  ->  Dataset(data uint8 (N, H, W, C) for images, labels)
     load_dataset("mnist", "test", data_dir)  ->  reads <data_dir>/mnist/t10k-*-ubyte[.gz]
     load_dataset("folder:/path/to/images")   ->  any folder of PNG/JPEG images, no labels
     load_dataset("text-embedded")         ->  CPython's documentation prose as (N, 128, 1) characters
@@ -20,7 +20,7 @@ import importlib
 from pathlib import Path
 from typing import Callable
 
-from .base import DatasetError, ImageSet
+from .base import DatasetError, Dataset
 from .download import default_data_dir, ensure_downloaded
 from .embedded import load_embedded_mnist
 from .subset import balanced_subset
@@ -33,10 +33,10 @@ AUDIO_PREFIX = "audio:"
 AUDIO_DATASETS = ("asterisk-en",)
 
 
-def _lazy(module: str, function: str) -> Callable[[str, Path | None], ImageSet]:
+def _lazy(module: str, function: str) -> Callable[[str, Path | None], Dataset]:
     """A loader that imports its reader module only when called (keeps imports light)."""
 
-    def load(split: str, data_dir: Path | None = None) -> ImageSet:
+    def load(split: str, data_dir: Path | None = None) -> Dataset:
         return getattr(importlib.import_module(f"{__name__}.{module}"), function)(split, data_dir)
 
     load.__name__ = function
@@ -44,7 +44,7 @@ def _lazy(module: str, function: str) -> Callable[[str, Path | None], ImageSet]:
 
 
 # name -> loader(split, data_dir) ; other readers register themselves here.
-LOADERS: dict[str, Callable[[str, Path | None], ImageSet]] = {
+LOADERS: dict[str, Callable[[str, Path | None], Dataset]] = {
     "mnist-embedded": lambda split, data_dir=None: load_embedded_mnist(split),
     "mnist": _lazy("idx", "load_mnist"),
     "fashion-mnist": _lazy("idx", "load_fashion_mnist"),
@@ -62,7 +62,7 @@ def dataset_names() -> list[str]:
 
 
 def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = None,
-                 size: tuple[int, ...] | None = None, sample_rate: int | None = None) -> ImageSet:
+                 size: tuple[int, ...] | None = None, sample_rate: int | None = None) -> Dataset:
     """Load split 'train' or 'test' of dataset `name`, raising DatasetError with a clear message.
 
     ``folder:PATH`` loads the PNG/JPEG images under PATH (every tenth file is the test split);
@@ -83,7 +83,7 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
     return data
 
 
-def _load_audio(name: str, split: str, size, sample_rate) -> ImageSet:
+def _load_audio(name: str, split: str, size, sample_rate) -> Dataset:
     from . import audio
 
     rate = sample_rate or audio.DEFAULT_RATE
@@ -96,7 +96,7 @@ def _load_audio(name: str, split: str, size, sample_rate) -> ImageSet:
     return audio.load_audio_path(path, split, rate, clip)
 
 
-def _load(name: str, split: str, data_dir, size) -> ImageSet:
+def _load(name: str, split: str, data_dir, size) -> Dataset:
     if name.startswith(TEXT_PREFIX):
         from .text import load_text_path
 
@@ -136,5 +136,5 @@ def dataset_modality(name: str) -> str:
     return "volume" if name.startswith(VOXELS_PREFIX) else "image"
 
 
-__all__ = ["DatasetError", "ImageSet", "LOADERS", "balanced_subset", "dataset_modality", "dataset_names", "default_data_dir",
+__all__ = ["DatasetError", "Dataset", "LOADERS", "balanced_subset", "dataset_modality", "dataset_names", "default_data_dir",
            "ensure_downloaded", "load_dataset"]

@@ -2,12 +2,12 @@
 
     read_audio("a.wav")                      -> (float32 samples in [-1, 1], sample rate); mono only
     mu_law_encode(x) / mu_law_decode(k)      -> the 256 levels of G.711's mu-law (mu = 255)
-    load_audio_path("speech/", "test", 8000, 2048)  -> ImageSet of clips, resampled to 8000 Hz
+    load_audio_path("speech/", "test", 8000, 2048)  -> Dataset of clips, resampled to 8000 Hz
     load_asterisk_en("train", rate, clip)    -> Debian's recorded English prompts (asterisk-en)
 
 Representation: a sample x in [-1, 1] is companded by mu-law, sign(x) ln(1 + 255|x|) / ln 256, and
 quantised to one of 256 levels k; the model sees k / 255 (the uint8 value through
-:meth:`ImageSet.batch`), as text models see characters, so the categorical likelihood (256 classes),
+:meth:`Dataset.batch`), as text models see characters, so the categorical likelihood (256 classes),
 the discretised logistic (256 bins) and MSE all apply unchanged. Decoding maps k back to the centre
 of its mu-law bin.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, ImageSet
+from .base import DatasetError, Dataset
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 MU = 255
@@ -180,7 +180,7 @@ def split_files(files: list[Path], root: Path, split: str) -> list[Path]:
 
 
 def load_audio_path(path, split: str = "train", rate: int = DEFAULT_RATE, clip: int = DEFAULT_CLIP,
-                    name: str | None = None) -> ImageSet:
+                    name: str | None = None) -> Dataset:
     """Clips (N, clip, 1) of mu-law levels from a folder of WAV/FLAC files or one file, resampled to
     ``rate``; the split is by file (one file: by its clips)."""
     root = Path(path)
@@ -202,7 +202,7 @@ def load_audio_path(path, split: str = "train", rate: int = DEFAULT_RATE, clip: 
         clips = np.concatenate(parts) if parts else np.zeros((0, clip, 1), np.uint8)
     if not len(clips):
         raise DatasetError(f"{name}: the {split} split has no clip of {clip} samples ({clip / rate:.3f} s)")
-    return ImageSet(np.ascontiguousarray(clips), None, name)
+    return Dataset(np.ascontiguousarray(clips), None, name)
 
 
 def asterisk_dir() -> Path | None:
@@ -219,7 +219,7 @@ def asterisk_missing() -> str:
 
 
 def load_asterisk_en(split: str = "train", data_dir=None, rate: int = DEFAULT_RATE,
-                     clip: int = DEFAULT_CLIP) -> ImageSet:
+                     clip: int = DEFAULT_CLIP) -> Dataset:
     """Debian's asterisk-core-sounds-en-wav prompts (8 kHz mono WAV) as clips, split by file."""
     folder = asterisk_dir()
     if folder is None:

@@ -1,4 +1,4 @@
-"""The one shape every dataset reader returns: uint8 items (images, or voxel grids) plus optional labels."""
+"""The one shape every dataset reader returns: uint8 items (images, sequences, voxel grids, clips) plus optional labels."""
 
 from __future__ import annotations
 
@@ -18,43 +18,38 @@ class DatasetError(VQDrawError):
 
 
 @dataclass
-class ImageSet:
+class Dataset:
     """A split of a dataset held as uint8 in memory (or memory-mapped).
 
-    images: (N, H, W, C) uint8, channels last as files store them. Other data keep the same
-        layout with 1 or 3 spatial sizes: (N, L, C) sequences, (N, D, H, W, C) volumes (voxel
-        occupancy stored as 0 / 255, so :meth:`batch` gives 0.0 / 1.0).
+    data: (N, *S, C) uint8, channels last as files store them: (N, H, W, C) images, (N, L, C)
+        sequences (text, audio), (N, D, H, W, C) volumes (voxel occupancy stored as 0 / 255, so
+        :meth:`batch` gives 0.0 / 1.0).
     labels: (N,) int64, or None where the format has no labels.
     """
 
-    images: np.ndarray
+    data: np.ndarray
     labels: np.ndarray | None = None
     name: str = ""
 
     def __post_init__(self) -> None:
-        if not 3 <= self.images.ndim <= 5 or self.images.dtype != np.uint8:
+        if not 3 <= self.data.ndim <= 5 or self.data.dtype != np.uint8:
             raise DatasetError(
                 f"{self.name or 'dataset'}: expected uint8 items of shape (N, H, W, C) (images), "
                 f"(N, L, C) or (N, D, H, W, C), "
-                f"got {self.images.dtype} {tuple(self.images.shape)}"
+                f"got {self.data.dtype} {tuple(self.data.shape)}"
             )
-        if self.labels is not None and len(self.labels) != len(self.images):
+        if self.labels is not None and len(self.labels) != len(self.data):
             raise DatasetError(
-                f"{self.name or 'dataset'}: {len(self.images)} images but {len(self.labels)} labels"
+                f"{self.name or 'dataset'}: {len(self.data)} items but {len(self.labels)} labels"
             )
 
     def __len__(self) -> int:
-        return len(self.images)
-
-    @property
-    def image_shape(self) -> tuple[int, ...]:
-        """(C, H, W) for images, (C, *S) in general: the shape a model sees (channels first)."""
-        return (self.images.shape[-1], *self.images.shape[1:-1])
+        return len(self.data)
 
     @property
     def data_shape(self) -> tuple[int, ...]:
-        """Another name for :attr:`image_shape`, for data of any rank."""
-        return self.image_shape
+        """(C, *S), e.g. (C, H, W) for images: the shape a model sees (channels first)."""
+        return (self.data.shape[-1], *self.data.shape[1:-1])
 
     def batch(self, index, device: torch.device | str = "cpu") -> torch.Tensor:
         """Items at `index` as float (B, C, *S) in [0, 1] on `device` (NCHW for images).
@@ -62,13 +57,13 @@ class ImageSet:
         The uint8 → float conversion happens on the device, so only bytes cross the bus.
         """
         idx = np.asarray(index.cpu() if isinstance(index, torch.Tensor) else index)
-        raw = torch.from_numpy(np.ascontiguousarray(self.images[idx])).to(device)
+        raw = torch.from_numpy(np.ascontiguousarray(self.data[idx])).to(device)
         # standard NCHW strides (a permuted view with C=1 would look channels-last to the kernels)
         order = (0, raw.dim() - 1, *range(1, raw.dim() - 1))  # channels last -> channels first
         return raw.permute(*order).float().div_(255.0).clone(memory_format=torch.contiguous_format)
 
-    def subset(self, index) -> "ImageSet":
+    def subset(self, index) -> "Dataset":
         idx = np.asarray(index)
-        return ImageSet(
-            self.images[idx], None if self.labels is None else self.labels[idx], self.name
+        return Dataset(
+            self.data[idx], None if self.labels is None else self.labels[idx], self.name
         )

@@ -6,7 +6,7 @@
 The stochastic draw of item i in epoch e is a pure function of (seed, e, i, element), a counter-
 based hash (SplitMix64), like the data order (:func:`vqdraw.training.train.batch_indices`): resuming a run
 draws the same bits, and so does any number of processes. :class:`BinarizedSet` wraps an
-:class:`ImageSet` with one fixed draw (epoch 0), for test sets.
+:class:`Dataset` with one fixed draw (epoch 0), for test sets.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..errors import ConfigError
-from .base import ImageSet
+from .base import Dataset
 
 BINARIZE = ("none", "threshold", "stochastic")
 
@@ -55,21 +55,21 @@ def batch_epochs(step: int, batch: int, n: int) -> torch.Tensor:
     return torch.div(step * batch + torch.arange(batch), n, rounding_mode="floor")
 
 
-class BinarizedSet(ImageSet):
-    """An ImageSet binarised once (threshold, or the stochastic draw of epoch 0): uint8 0/255."""
+class BinarizedSet(Dataset):
+    """A Dataset binarised once (threshold, or the stochastic draw of epoch 0): uint8 0/255."""
 
-    def __init__(self, base: ImageSet, how: str, seed: int = 0):
+    def __init__(self, base: Dataset, how: str, seed: int = 0):
         check_binarize(how)
-        images = base.images
+        items = base.data
         if how != "none":
             n = len(base)
-            flat = np.asarray(images).reshape(n, -1)
+            flat = np.asarray(items).reshape(n, -1)
             if how == "threshold":
                 bits = flat >= 128
             else:
                 bits = uniforms(seed, np.arange(n), np.zeros(n, dtype=np.int64), flat.shape[1]) < flat / 255.0
-            images = (bits.astype(np.uint8) * 255).reshape(images.shape)
-        super().__init__(images, base.labels, f"{base.name} ({how} binarised)" if how != "none" else base.name)
+            items = (bits.astype(np.uint8) * 255).reshape(items.shape)
+        super().__init__(items, base.labels, f"{base.name} ({how} binarised)" if how != "none" else base.name)
 
 
 def _cpu(t):

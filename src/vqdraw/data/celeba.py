@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, ImageSet
+from .base import DatasetError, Dataset
 from .capped import MAX_MEMBER_BYTES, MAX_TEXT_BYTES, read_capped, read_zip_member
 from .download import check_split, dataset_dir, missing_error
 from .folder import decode_all, open_image
@@ -137,7 +137,7 @@ def _cached(path: Path, count: int) -> np.ndarray | None:
 
 
 def load_celeba(split: str = "train", data_dir: Path | None = None,
-                progress: bool = True, crop: str = "author") -> ImageSet:
+                progress: bool = True, crop: str = "author") -> Dataset:
     """CelebA from ``<data dir>/celeba/``, decoded once into a memory-mapped ``.npy`` cache.
     ``crop``: ``author`` (his Resize(64) + CenterCrop(64)) or ``tight`` (see the module docstring)."""
     check_split(split, "celeba")
@@ -155,7 +155,7 @@ def load_celeba(split: str = "train", data_dir: Path | None = None,
     cache = folder / (f"celeba_{SIZE}_{split}.npy" if crop == "tight" else f"celeba_{SIZE}_{crop}_{split}.npy")
     arr = _cached(cache, len(names))
     if arr is not None:
-        return ImageSet(arr, None, name="celeba")
+        return Dataset(arr, None, name="celeba")
     shape = (len(names), SIZE, SIZE, 3)
     desc = f"decoding CelebA {split}"
     tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
@@ -166,7 +166,7 @@ def load_celeba(split: str = "train", data_dir: Path | None = None,
             warnings.warn(f"cannot write the CelebA cache {cache} ({exc}); decoding into memory",
                           stacklevel=2)
             out = decode_all(names, decode, np.empty(shape, np.uint8), desc, progress)
-            return ImageSet(out, None, name="celeba")
+            return Dataset(out, None, name="celeba")
         try:
             decode_all(names, decode, out, desc, progress)
             out.flush()
@@ -174,9 +174,9 @@ def load_celeba(split: str = "train", data_dir: Path | None = None,
             os.replace(tmp, cache)
         finally:
             tmp.unlink(missing_ok=True)
-    return ImageSet(np.load(cache, mmap_mode="r"), None, name="celeba")
+    return Dataset(np.load(cache, mmap_mode="r"), None, name="celeba")
 
 
-def load_celeba_tight(split: str = "train", data_dir: Path | None = None, progress: bool = True) -> ImageSet:
+def load_celeba_tight(split: str = "train", data_dir: Path | None = None, progress: bool = True) -> Dataset:
     """CelebA with the tight 140x140 crop (vqdraw's earlier default)."""
     return load_celeba(split, data_dir, progress, crop="tight")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, ImageSet
+from .base import DatasetError, Dataset
 from .capped import MAX_MEMBER_BYTES, MAX_TAR_BYTES, CappedReader, read_capped
 from .download import check_split, dataset_dir, missing_error
 
@@ -126,7 +126,7 @@ def _read_members(folder: Path, names: tuple[str, ...]) -> list[tuple[bytes, str
     return [(found[n], f"{archive}:{FOLDER}/{n}") for n in names]
 
 
-def load_cifar10(split: str = "train", data_dir: Path | None = None) -> ImageSet:
+def load_cifar10(split: str = "train", data_dir: Path | None = None) -> Dataset:
     """CIFAR-10 from ``<data dir>/cifar10/`` (archive or extracted folder)."""
     check_split(split, "cifar10")
     folder = dataset_dir("cifar10", data_dir)
@@ -134,4 +134,4 @@ def load_cifar10(split: str = "train", data_dir: Path | None = None) -> ImageSet
     batches = [read_batch(raw, where) for raw, where in _read_members(folder, names)]
     images = np.ascontiguousarray(np.concatenate([b[0] for b in batches]))
     labels = np.concatenate([b[1] for b in batches])
-    return ImageSet(images, labels, name="cifar10")
+    return Dataset(images, labels, name="cifar10")

@@ -17,12 +17,12 @@ from importlib import resources
 
 import numpy as np
 
-from .base import DatasetError, ImageSet
+from .base import DatasetError, Dataset
 
 PACKAGE_FILE = "mnist_5k.npz"
 
 
-def load_embedded_mnist(split: str = "train") -> ImageSet:
+def load_embedded_mnist(split: str = "train") -> Dataset:
     """Load the train (4,500) or test (500) split of the 5,000 embedded MNIST digits."""
     images, labels = _all_digits()
     is_test = np.arange(len(images)) % 10 == 9
@@ -32,7 +32,7 @@ def load_embedded_mnist(split: str = "train") -> ImageSet:
         keep = is_test
     else:
         raise DatasetError(f"unknown split {split!r}: use 'train' or 'test'")
-    return ImageSet(images[keep], labels[keep], name="mnist-embedded")
+    return Dataset(images[keep], labels[keep], name="mnist-embedded")
 
 
 @functools.lru_cache(maxsize=1)

@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .images import fit_image
-from .base import DatasetError, ImageSet
+from .base import DatasetError, Dataset
 from .download import check_split
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -66,8 +66,8 @@ def decode_all(items: Sequence, decode: Callable[[object], np.ndarray], out: np.
 
 def load_image_folder(path: str | Path, size: tuple[int, int] | None = None,
                       channels: int | None = None, resize: bool = True,
-                      split: str = "train", progress: bool = True) -> ImageSet:
-    """Split 'train' or 'test' of the images under `path` as an unlabelled ImageSet.
+                      split: str = "train", progress: bool = True) -> Dataset:
+    """Split 'train' or 'test' of the images under `path` as an unlabelled Dataset.
 
     size: (height, width); None takes the size of the first image in sorted order.
     channels: 1 or 3; None takes 1 if the first image is grayscale, else 3.
@@ -103,4 +103,4 @@ def load_image_folder(path: str | Path, size: tuple[int, int] | None = None,
 
     out = np.empty((len(keep), height, width, channels), dtype=np.uint8)
     decode_all(keep, decode, out, desc=f"decoding {root.name}", progress=progress)
-    return ImageSet(out, None, name=name)
+    return Dataset(out, None, name=name)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, ImageSet
+from .base import DatasetError, Dataset
 from .capped import MAX_IDX_BYTES, open_capped
 from .download import check_split, dataset_dir, missing_error
 
@@ -74,7 +74,7 @@ def _find(folder: Path, name: str) -> Path | None:
     return None
 
 
-def load_idx_folder(folder: Path, split: str, name: str) -> ImageSet:
+def load_idx_folder(folder: Path, split: str, name: str) -> Dataset:
     """Split 'train' or 'test' of an IDX dataset whose four files are in `folder`."""
     check_split(split, name)
     prefix = "train" if split == "train" else "t10k"
@@ -91,14 +91,14 @@ def load_idx_folder(folder: Path, split: str, name: str) -> ImageSet:
     if len(images) != len(labels):
         raise DatasetError(f"{found[0].name} holds {len(images)} images but {found[1].name} "
                            f"holds {len(labels)} labels (in {folder})")
-    return ImageSet(images[..., None], labels.astype(np.int64), name=name)
+    return Dataset(images[..., None], labels.astype(np.int64), name=name)
 
 
-def load_mnist(split: str = "train", data_dir: Path | None = None) -> ImageSet:
+def load_mnist(split: str = "train", data_dir: Path | None = None) -> Dataset:
     """MNIST from ``<data dir>/mnist/``."""
     return load_idx_folder(dataset_dir("mnist", data_dir), split, "mnist")
 
 
-def load_fashion_mnist(split: str = "train", data_dir: Path | None = None) -> ImageSet:
+def load_fashion_mnist(split: str = "train", data_dir: Path | None = None) -> Dataset:
     """Fashion-MNIST from ``<data dir>/fashion-mnist/``."""
     return load_idx_folder(dataset_dir("fashion-mnist", data_dir), split, "fashion-mnist")

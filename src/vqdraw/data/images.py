@@ -197,7 +197,7 @@ def to_tensor(source, shape: tuple[int, int, int] | None = None, background="whi
     alpha), 3 or 4 (RGB + alpha), of dtype uint8 (0..255), uint16 (0..65535), bool, or float with
     values in [0, 1] (others are refused).
 
-    ``shape`` = (C, H, W), e.g. ``model.config.image_shape``: the picture is fitted to it
+    ``shape`` = (C, H, W), e.g. ``model.config.data_shape``: the picture is fitted to it
     (:func:`fit_image`: 16-bit scaled, transparency composited onto ``background``, channels
     converted, centre-cropped and resized bicubically). ``None`` keeps the picture's size, with
     1 channel for a grey picture and 3 otherwise. Values pass through 8 bits either way.

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, ImageSet
+from .base import DatasetError, Dataset
 from .download import check_split, dataset_dir, missing_error
 
 
@@ -99,7 +99,7 @@ def read_svhn_mat(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def load_svhn(split: str = "train", data_dir: Path | None = None) -> ImageSet:
+def load_svhn(split: str = "train", data_dir: Path | None = None) -> Dataset:
     """SVHN from ``<data dir>/svhn/``."""
     check_split(split, "svhn")
     folder = dataset_dir("svhn", data_dir)
@@ -107,4 +107,4 @@ def load_svhn(split: str = "train", data_dir: Path | None = None) -> ImageSet:
     if not path.is_file():
         raise missing_error("svhn", folder, [path.name])
     images, labels = read_svhn_mat(path)
-    return ImageSet(images, labels, name="svhn")
+    return Dataset(images, labels, name="svhn")

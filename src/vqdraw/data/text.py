@@ -2,12 +2,12 @@
 
     encode_characters("héllo")            -> uint8 class indices, one per character
     decode_characters(classes)            -> the text (unknown characters as U+FFFD)
-    load_text_embedded("train")           -> ImageSet (N, 128, 1): CPython's documentation prose
+    load_text_embedded("train")           -> Dataset (N, 128, 1): CPython's documentation prose
     load_text_path("notes/", "test")      -> any UTF-8 file or folder of files
     load_wikitext2("train", data_dir)     -> <data_dir>/wikitext2/wiki.{train,valid,test}.raw
 
 Representation: a text model's data are (B, 1, L) class indices k stored as k / 255 (the uint8
-value k through :meth:`ImageSet.batch`), read back by the categorical likelihood with
+value k through :meth:`Dataset.batch`), read back by the categorical likelihood with
 ``categories = 256`` as round(x * 255) = k. So text needs nothing from the core beyond rank-1 data.
 
 Vocabulary (fixed, so a model folder and a ``.vqd`` file need no stored vocabulary): 256 classes,
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, ImageSet
+from .base import DatasetError, Dataset
 
 SEQUENCE_LENGTH = 128
 """Characters per sequence (the ``text`` preset's data length)."""
@@ -157,7 +157,7 @@ def read_text_paths(paths) -> str:
     return "\n".join(read_text_file(f) for f in files)
 
 
-def _split(text: str, split: str, name: str) -> ImageSet:
+def _split(text: str, split: str, name: str) -> Dataset:
     """The first 90% of a text's characters are 'train', the last 10% 'test'."""
     if split not in ("train", "test"):
         raise DatasetError(f"{name}: unknown split {split!r} (train or test)")
@@ -166,20 +166,20 @@ def _split(text: str, split: str, name: str) -> ImageSet:
     seqs = to_sequences(part)
     if not len(seqs):
         raise DatasetError(f"{name}: the {split} split has fewer than {SEQUENCE_LENGTH} characters")
-    return ImageSet(seqs, None, name)
+    return Dataset(seqs, None, name)
 
 
-def rechunk(data: ImageSet, length: int) -> ImageSet:
+def rechunk(dataset: Dataset, length: int) -> Dataset:
     """A text dataset's sequences cut into consecutive chunks of ``length`` characters (a model of
     another sequence length than the datasets' 128): ``length`` must divide the datasets' length."""
-    have = data.images.shape[1]
+    have = dataset.data.shape[1]
     if length == have:
-        return data
+        return dataset
     if length < 1 or have % length:
-        raise DatasetError(f"{data.name}: its sequences are {have} characters; a text model of length "
+        raise DatasetError(f"{dataset.name}: its sequences are {have} characters; a text model of length "
                            f"{length} needs a length that divides {have}")
-    images = np.ascontiguousarray(data.images.reshape(-1, length, data.images.shape[2]))
-    return ImageSet(images, None, data.name)
+    seqs = np.ascontiguousarray(dataset.data.reshape(-1, length, dataset.data.shape[2]))
+    return Dataset(seqs, None, dataset.name)
 
 
 def embedded_text() -> str:
@@ -192,11 +192,11 @@ def embedded_text() -> str:
     return "\n".join(topics[k] for k in sorted(topics))
 
 
-def load_text_embedded(split: str = "train", data_dir=None) -> ImageSet:
+def load_text_embedded(split: str = "train", data_dir=None) -> Dataset:
     return _split(embedded_text(), split, "text-embedded")
 
 
-def load_text_path(path: str | Path, split: str = "train") -> ImageSet:
+def load_text_path(path: str | Path, split: str = "train") -> Dataset:
     return _split(read_text_path(path), split, f"text:{path}")
 
 
@@ -204,7 +204,7 @@ WIKITEXT2_FILES = {"train": "wiki.train.raw", "valid": "wiki.valid.raw", "test":
 WIKITEXT2_ZIP, WIKITEXT2_DIR = "wikitext-2-raw-v1.zip", "wikitext-2-raw"
 
 
-def load_wikitext2(split: str = "train", data_dir: str | Path | None = None) -> ImageSet:
+def load_wikitext2(split: str = "train", data_dir: str | Path | None = None) -> Dataset:
     """WikiText-2 (raw, character level) from ``<data_dir>/wikitext2/``: the three unpacked files
     ``wiki.<split>.raw``, or ``wikitext-2-raw-v1.zip`` itself (``vqdraw datasets --download
     wikitext2`` fetches it and checks its SHA-256), read in place."""
@@ -238,4 +238,4 @@ def load_wikitext2(split: str = "train", data_dir: str | Path | None = None) -> 
     seqs = to_sequences(text)
     if not len(seqs):
         raise DatasetError(f"wikitext2: {where} has fewer than {SEQUENCE_LENGTH} characters")
-    return ImageSet(seqs, None, f"wikitext2-{split}")
+    return Dataset(seqs, None, f"wikitext2-{split}")

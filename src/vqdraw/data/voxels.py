@@ -1,6 +1,6 @@
 """3-D occupancy grids as a dataset: a folder of ``.npy`` / ``.npz`` / ``.binvox`` files.
 
-    load_voxel_folder("grids/", "train")   ->  ImageSet, items (N, D, H, W, 1) uint8 0 / 255
+    load_voxel_folder("grids/", "train")   ->  Dataset, items (N, D, H, W, 1) uint8 0 / 255
     read_grids("chair.binvox")             ->  (1, D, H, W) bool
     read_binvox(data) / binvox_bytes(grid) ->  the binvox format, both ways
 
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import DatasetError, ImageSet
+from .base import DatasetError, Dataset
 from .download import check_split
 
 VOXEL_SUFFIXES = (".npy", ".npz", ".binvox")
@@ -264,9 +264,9 @@ def load_voxel_files(paths, size: tuple[int, int, int] | None = None) -> np.ndar
 
 
 def load_voxel_folder(path: str | Path, split: str = "train",
-                      size: tuple[int, int, int] | None = None) -> ImageSet:
+                      size: tuple[int, int, int] | None = None) -> Dataset:
     """Split 'train' or 'test' of the grids in the voxel files under `path` (or in the one file
-    `path`) as an unlabelled ImageSet of (N, D, H, W, 1) uint8 items, 0 or 255."""
+    `path`) as an unlabelled Dataset of (N, D, H, W, 1) uint8 items, 0 or 255."""
     root = Path(path).expanduser()
     name = f"voxels:{root}"
     check_split(split, name)
@@ -293,4 +293,4 @@ def load_voxel_folder(path: str | Path, split: str = "train",
         raise DatasetError(f"{root}: only {index} grid(s), so the {split} split (every tenth grid) is "
                            "empty; add at least 10 grids")
     items = np.concatenate(picked).astype(np.uint8) * np.uint8(255)
-    return ImageSet(items[..., None], None, name=name)
+    return Dataset(items[..., None], None, name=name)

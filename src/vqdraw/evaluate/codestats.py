@@ -114,7 +114,7 @@ def distinct_codes(codes) -> int:
 
 @torch.no_grad()
 def encode_images(model, image_set, batch: int = 250, limit: int | None = None) -> torch.Tensor:
-    """Codes (M, N) int64 on the CPU of the first `limit` (default all) images of an ImageSet."""
+    """Codes (M, N) int64 on the CPU of the first `limit` (default all) images of a Dataset."""
     n = len(image_set) if limit is None else min(limit, len(image_set))
     out = []
     for start in range(0, n, batch):

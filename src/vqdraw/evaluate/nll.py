@@ -64,7 +64,7 @@ def mse_sigmas(model, x: torch.Tensor) -> list[float]:
     for i in range(0, x.shape[0], step):
         chunk = x[i: i + step]
         for beams in search_stages(model, chunk, 1):
-            recon = model.denormalize(beams.canvas[:, 0]).double()
+            recon = model.to_data(beams.canvas[:, 0]).double()
             sq[beams.stage - 1] += (recon - chunk.double()).pow(2).sum().item()
     floor = 1.0 / (255 * math.sqrt(12))
     return [max(math.sqrt(s / x[0].numel() / x.shape[0]), floor) for s in sq]

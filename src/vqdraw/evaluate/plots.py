@@ -304,7 +304,7 @@ def save_curves(metrics: list[dict], path: str | Path, title: str = "") -> Path:
 
 def _scale(model) -> int:
     """Upscale small images so a grid is readable."""
-    return 2 if model.config.image_shape[1] <= 32 else 1
+    return 2 if model.config.data_shape[1] <= 32 else 1
 
 
 # ------------------------------------------------------------------------------------- volumes

@@ -36,9 +36,8 @@ class ImageModality(Modality):
         """--count test images, class-balanced (seeded random without labels)."""
         from ..data import balanced_subset, load_dataset
         from ..errors import InputError
-        from ..core.modality import data_shape_of
 
-        shape = data_shape_of(model.config)
+        shape = tuple(model.config.data_shape)
         if inputs.dataset is None:
             raise InputError("no images given and the model folder does not say its dataset; pass --dataset")
         test = load_dataset(inputs.dataset, "test", inputs.data_dir)
@@ -122,7 +121,7 @@ class ImageModality(Modality):
 
         vqd = decode_to_folder(self, model, data, out, suffix=".png", save=save_image, stages=stages, batch=batch,
                                prior=prior, progress=progress)
-        c, h, w = vqd.image_shape
+        c, h, w = vqd.data_shape
         n = stages or vqd.stages
         return (f"{out}: {vqd.count} PNG image{'s' if vqd.count != 1 else ''} ({w}x{h}, {c} channel"
                 f"{'s' if c != 1 else ''}) decoded from {source} ({n} of {vqd.stages} stages, K={vqd.K})")

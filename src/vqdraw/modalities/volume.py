@@ -112,7 +112,7 @@ class VolumeModality(Modality):
                                batch=batch, prior=prior, progress=progress)
         n = stages or vqd.stages
         return (f"{out}: {vqd.count} .npy grid{'s' if vqd.count != 1 else ''} "
-                f"({'x'.join(map(str, vqd.image_shape[1:]))}, bool) decoded from {source} "
+                f"({'x'.join(map(str, vqd.data_shape[1:]))}, bool) decoded from {source} "
                 f"({n} of {vqd.stages} stages, K={vqd.K})")
 
     # -------------------------------------------------------------- training

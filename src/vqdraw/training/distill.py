@@ -48,8 +48,9 @@ Sequences, images and volumes (convolutions of the data's rank) and every likeli
 Files, written next to the model (or into a given folder), by :func:`vqdraw.runs.save`:
 
     distilled.safetensors   the encoder's weights
-    distilled.json          format (version 2: the config holds ``kind``; version 1 folders,
-                            which have none, load as ``independent``), encoder config,
+    distilled.json          format (version 3: the config's shape is ``data_shape``; versions 1
+                            and 2 wrote ``image_shape``, still read; version 1 folders hold no
+                            ``kind`` and load as ``independent``), encoder config,
                             fingerprint of the VQ-DRAW model it serves, how it was trained and
                             its test metrics
 
@@ -74,7 +75,7 @@ from ..core.layers import conv_classes
 from .loop import DataOrder, Progress, adam, run_steps
 from ..evaluate.metrics.distortion import psnr_from_mse
 
-STORED = runs.Format("vqdraw-distilled", 2, key="encoder", config_file="distilled.json",
+STORED = runs.Format("vqdraw-distilled", 3, key="encoder", config_file="distilled.json",
                      weights_file="distilled.safetensors")
 WEIGHTS_FILE = STORED.weights_file
 CONFIG_FILE = STORED.config_file
@@ -86,7 +87,7 @@ KINDS = ("independent", "autoregressive")
 class DistilledConfig:
     """Architecture of a distilled encoder; stored in distilled.json."""
 
-    image_shape: tuple[int, ...]
+    data_shape: tuple[int, ...]
     """The model's data shape: (C, L) sequences, (C, H, W) images or (C, D, H, W) volumes."""
     stages: int
     """N: codes predicted per image."""
@@ -115,9 +116,9 @@ class DistilledConfig:
     """V > 0: the data are classes k / (V - 1) (a categorical model), read one-hot."""
 
     def __post_init__(self) -> None:
-        if not 2 <= len(self.image_shape) <= 4 or any(int(n) < 1 for n in self.image_shape):
-            raise ConfigError(f"distilled encoder: image_shape must be (C, L), (C, H, W) or (C, D, H, W), "
-                              f"got {tuple(self.image_shape)}")
+        if not 2 <= len(self.data_shape) <= 4 or any(int(n) < 1 for n in self.data_shape):
+            raise ConfigError(f"distilled encoder: data_shape must be (C, L), (C, H, W) or (C, D, H, W), "
+                              f"got {tuple(self.data_shape)}")
         if isinstance(self.categories, bool) or not isinstance(self.categories, int) or self.categories < 0:
             raise ConfigError(f"distilled encoder: categories must be a non-negative integer, got {self.categories!r}")
         if self.kind not in KINDS:
@@ -136,6 +137,8 @@ class DistilledConfig:
     def from_dict(cls, d: dict) -> "DistilledConfig":
         try:
             d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+            if "image_shape" in d and "data_shape" not in d:  # the name format versions 1 and 2 wrote
+                d["data_shape"] = d.pop("image_shape")
             return cls(**d)
         except TypeError as exc:
             raise ConfigError(f"invalid distilled encoder config: {exc}") from exc
@@ -153,7 +156,7 @@ class DistilledConfig:
     @property
     def rank(self) -> int:
         """Spatial dimensions of the data: 1, 2 or 3."""
-        return len(self.image_shape) - 1
+        return len(self.data_shape) - 1
 
 
 class _Encoder(nn.Module):
@@ -191,7 +194,7 @@ class _Encoder(nn.Module):
             self.train(was_training)
 
     def _check_images(self, x) -> torch.Tensor:
-        shape = tuple(self.config.image_shape)
+        shape = tuple(self.config.data_shape)
         if not isinstance(x, torch.Tensor):
             raise InputError(f"images must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
@@ -225,7 +228,7 @@ class _Encoder(nn.Module):
 def _conv_stack(config: DistilledConfig) -> tuple[nn.Sequential, int]:
     """Stride-2 convolutions of the data's rank, then an adaptive pool: (features, channels)."""
     conv = conv_classes(config.rank)[0]
-    c = config.image_shape[0] * (config.categories or 1)
+    c = config.data_shape[0] * (config.categories or 1)
     layers: list[nn.Module] = []
     for out in config.channels:
         layers += [conv(c, out, 3, stride=2, padding=1), nn.ReLU()]
@@ -378,10 +381,10 @@ def load_distilled(path: str | Path, model=None, map_location: str | torch.devic
 def check_fits(model, encoder: _Encoder, what: str = "the encoder") -> None:
     """Refuse an encoder whose codes do not fit `model` (image shape, N, K)."""
     cfg, c = encoder.config, model.config
-    if (tuple(cfg.image_shape), cfg.stages, cfg.options) != (tuple(c.image_shape), c.stages, c.options):
+    if (tuple(cfg.data_shape), cfg.stages, cfg.options) != (tuple(c.data_shape), c.stages, c.options):
         raise InputError(
-            f"{what} predicts {cfg.stages} codes in [0, {cfg.options}) for {tuple(cfg.image_shape)} images; "
-            f"the model has N={c.stages}, K={c.options}, images {tuple(c.image_shape)}"
+            f"{what} predicts {cfg.stages} codes in [0, {cfg.options}) for {tuple(cfg.data_shape)} images; "
+            f"the model has N={c.stages}, K={c.options}, images {tuple(c.data_shape)}"
         )
 
 
@@ -444,7 +447,7 @@ def prior_samples(model, count: int, seed: int, batch: int = 250) -> tuple[torch
     gen = torch.Generator().manual_seed(seed)
     codes = torch.randint(0, model.options, (count, model.stages), generator=gen)
     images = [model.decode(c).cpu() for c in codes.split(batch)]
-    return (torch.cat(images) if images else torch.zeros((0, *model.config.image_shape))), codes
+    return (torch.cat(images) if images else torch.zeros((0, *model.config.data_shape))), codes
 
 
 def code_metrics(model, images: torch.Tensor, encoder=None, batch: int = 250,
@@ -520,9 +523,9 @@ def distill(
     if save and out_dir is None:
         raise InputError("distill: give out_dir (the model folder), or save=False")
     for s in (train_set, test_set):
-        if s.image_shape != tuple(model.config.image_shape):
-            raise InputError(f"dataset {s.name!r} has images of shape {s.image_shape}; the model takes "
-                             f"{tuple(model.config.image_shape)}")
+        if s.data_shape != tuple(model.config.data_shape):
+            raise InputError(f"dataset {s.name!r} has images of shape {s.data_shape}; the model takes "
+                             f"{tuple(model.config.data_shape)}")
     n_train = len(train_set) if train_limit is None else min(train_limit, len(train_set))
     n_test = len(test_set) if test_limit is None else min(test_limit, len(test_set))
     if n_train == 0 or n_test == 0:

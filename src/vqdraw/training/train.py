@@ -27,7 +27,7 @@ import torch.nn as nn
 from . import distributed as dist_util
 from .. import runs
 from ..core.config import TrainConfig
-from ..data import ImageSet
+from ..data import Dataset
 from ..data.binarize import BinarizedSet, batch_epochs, binarize
 from .ema import WeightAverage
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
@@ -35,57 +35,16 @@ from .loop import DataOrder, Progress, adam, batch_indices, micro_batches, run_s
 from ..core.losses import code_usage
 from ..evaluate.metrics.distortion import psnr_from_mse
 from ..core.model import VQDraw
+from .runtime import Runtime, autocast, native_bf16, pick_device, resolve_precision
 from .schedule import TimeBudget, learning_rate
-from ..core.validate import check_size
+from ..core.sizing import check_size
 
 METRICS_FILE = runs.METRICS_FILE
 PICTURES = ("samples.png", "reconstructions.png", "stages.png", "curves.png")
-PRECISIONS = ("fp32", "bf16")
-PRECISION_CHOICES = (*PRECISIONS, "auto")
 _TERMS = ("loss", "chosen", "all", "final")
 
 __all__ = ["batch_indices", "train_step", "evaluate", "fit", "learning_rate", "pick_device", "RunResult",
-           "resolve_precision", "native_bf16"]
-
-
-def pick_device(name: str | None = None) -> torch.device:
-    """`name` if given, else CUDA when available, else CPU."""
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def native_bf16(device: torch.device | str, cpu_flags: set[str] | None = None) -> bool:
-    """Whether `device` has native bfloat16 matrix units: a CPU with AMX (``amx_bf16`` among the
-    flags of /proc/cpuinfo, or `cpu_flags` when given). GPUs answer False: ``"auto"`` keeps them
-    in float32, as before (pass ``precision="bf16"`` to choose it there)."""
-    if torch.device(device).type != "cpu":
-        return False
-    flags = _cpu_flags() if cpu_flags is None else cpu_flags
-    return "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device | str, cpu_flags: set[str] | None = None) -> str:
-    """``"fp32"`` or ``"bf16"``: the name itself, or for ``"auto"`` bf16 exactly where
-    :func:`native_bf16` holds. CPUs with AVX-512 BF16 but no AMX stay fp32 under "auto" (on an
-    AMD EPYC with avx512_bf16, bf16 took 0.37-0.44 CPU-s per mnist step against fp32's 0.55: a
-    smaller gain than AMX's 2x, left as an explicit ``"bf16"`` choice)."""
-    if precision not in PRECISION_CHOICES:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISION_CHOICES)}; got {precision!r}")
-    if precision != "auto":
-        return precision
-    return "bf16" if native_bf16(device, cpu_flags) else "fp32"
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
+           "resolve_precision", "native_bf16", "Runtime"]
 
 
 class LossModule(nn.Module):
@@ -101,16 +60,6 @@ class LossModule(nn.Module):
 
     def forward(self, images: torch.Tensor) -> dict:
         return self.model.loss(images, alpha=self.alpha, grad_checkpoint=self.grad_checkpoint, **self.options)
-
-
-def autocast(precision: str, device: torch.device | str):
-    """The autocast region of a precision: none for fp32, bfloat16 autocast for bf16. Per-option
-    losses, the arg-min and the canvas stay float32 (see :func:`vqdraw.core.losses.select_option`)."""
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
 
 
 def train_step(
@@ -197,8 +146,8 @@ class RunResult:
 
 def fit(
     model: VQDraw,
-    train_set: ImageSet,
-    test_set: ImageSet,
+    train_set: Dataset,
+    test_set: Dataset,
     cfg: TrainConfig,
     run_dir: str | Path,
     *,
@@ -213,6 +162,7 @@ def fit(
     distributed: bool | None = None,
     overwrite: bool = False,
     clock: Callable[[], float] = time.monotonic,
+    runtime: Runtime | None = None,
 ) -> RunResult:
     """Train `model` for `cfg.steps` steps, writing everything into `run_dir`.
 
@@ -231,7 +181,8 @@ def fit(
     :mod:`vqdraw.training.distributed`) trains data-parallel, each rank on its slice of the global batch,
     with rank 0 alone evaluating and writing (and locking) the run folder.
     ``precision="auto"`` is bf16 where the CPU has AMX and fp32 elsewhere
-    (:func:`resolve_precision`); the library's default stays fp32.
+    (:func:`resolve_precision`); the library's default stays fp32. The four may instead come
+    resolved as one ``runtime=`` (:class:`vqdraw.training.runtime.Runtime`), as the CLI does.
 
     Quality per minute (fields of `cfg`, see :mod:`vqdraw.training.schedule` and :mod:`vqdraw.training.ema`):
     ``warmup``/``lr_final``/``anneal`` shape the step size; ``ema`` evaluates, draws and saves
@@ -241,23 +192,17 @@ def fit(
     steps it allows. The final evaluation and checkpoint come after the budget.
     """
     run_dir = Path(run_dir)
-    dinfo = dist_util.info() if distributed is not False else dist_util.DistInfo()
-    if distributed and not dinfo.enabled and dist_util.env_world_size() > 1:
-        raise ConfigError("distributed=True but no process group is initialised "
-                          "(call vqdraw.training.distributed.init_from_env() first)")
-    if dinfo.enabled:
-        device = dist_util.device_for(dinfo, device)
-        local = dist_util.local_slice(cfg.batch, dinfo)  # cfg.micro_batch is per rank
-    else:
-        device = pick_device(str(device) if device is not None else None)
-        local = slice(0, cfg.batch)
-    main = dinfo.is_main
-    precision = resolve_precision(precision, device)
-    if cfg.time_budget is not None and dinfo.enabled:
+    if runtime is None:
+        runtime = Runtime.resolve(device, precision, compile, distributed)
+    elif (device, precision, compile, distributed) != (None, "fp32", False, None):
+        raise ConfigError("give the runtime either as runtime=Runtime(...) or as device/precision/compile/"
+                          "distributed, not both")
+    main = runtime.main
+    if cfg.time_budget is not None and runtime.dist.enabled:
         raise ConfigError("time_budget is for one process: a data-parallel run would need its ranks "
                           "to agree on the clock; give --steps instead")
     _check_data(model, train_set, test_set)
-    check_size(model.config, cfg.micro)  # arithmetic: an absurd batch or model is refused first
+    check_size(model.config, cfg.micro)  # one stage on the meta device: an absurd batch is refused first
     if cfg.binarize != "none":
         test_set = BinarizedSet(test_set, cfg.binarize, cfg.seed)  # one fixed draw
     created = not run_dir.exists()
@@ -267,11 +212,11 @@ def fit(
             if created:  # runs after the lock is released: a failed first start leaves no folder
                 stack.callback(_remove_if_empty, run_dir)
             _start_run(run_dir, resume, overwrite)
-        dist_util.barrier(dinfo)  # the other ranks resume from the checkpoint rank 0 settled on
+        dist_util.barrier(runtime.dist)  # the other ranks resume from the checkpoint rank 0 settled on
         try:
-            return _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, resume=resume,
+            return _fit_locked(model, train_set, test_set, cfg, run_dir, runtime, resume=resume,
                                progress=progress and main, pictures=pictures, stop_after=stop_after,
-                               on_log=on_log, precision=precision, compile=compile, clock=clock)
+                               on_log=on_log, clock=clock)
         except BaseException:
             if main and not resume and runs.read_latest(run_dir) is None:
                 runs.clear_run(run_dir, extra=PICTURES)  # no checkpoint yet: nothing to resume, retry freely
@@ -301,9 +246,10 @@ def _start_run(run_dir: Path, resume: bool, overwrite: bool) -> None:
         runs.clear_run(run_dir, extra=_run_outputs())
 
 
-def _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, *, resume, progress,
-                pictures, stop_after, on_log, precision, compile, clock) -> RunResult:
-    main = dinfo.is_main
+def _fit_locked(model, train_set, test_set, cfg, run_dir, runtime: Runtime, *, resume, progress,
+                pictures, stop_after, on_log, clock) -> RunResult:
+    main, device, dinfo, compile = runtime.main, runtime.device, runtime.dist, runtime.compile
+    local = runtime.local_slice(cfg.batch)  # cfg.micro_batch is per rank
     model.to(device)
     if compile:
         model.refiner.set_speed(compile=True, compile_mode=None if compile is True else str(compile))
@@ -345,7 +291,7 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, dinfo, device, local, 
             images = binarize(images, cfg.binarize, seed=cfg.seed, index=index,
                               epoch=batch_epochs(step, cfg.batch, len(train_set))[local])
         model.train()
-        terms = train_step(model, optimizer, images, cfg, precision=precision,
+        terms = train_step(model, optimizer, images, cfg, precision=runtime.precision,
                            ddp=ddp, dist_info=dinfo)
         if not math.isfinite(terms["loss"]):
             raise_diverged(run_dir, step + 1, terms["loss"])
@@ -393,7 +339,7 @@ def _has_unused_parameters(model: VQDraw) -> bool:
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_data(model: VQDraw, *sets: ImageSet) -> None:
+def _check_data(model: VQDraw, *sets: Dataset) -> None:
     for s in sets:
         if s.data_shape != tuple(model.config.data_shape):
             raise ConfigError(

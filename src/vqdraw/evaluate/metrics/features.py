@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ... import runs
-from ...data import DatasetError, ImageSet, load_dataset
+from ...data import DatasetError, Dataset, load_dataset
 from ...data.download import default_data_dir
 from ...errors import VQDrawError
 from ...training.loop import Progress, adam
@@ -153,8 +153,8 @@ def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tenso
 
 
 def train_feature_net(
-    train_set: ImageSet,
-    test_set: ImageSet,
+    train_set: Dataset,
+    test_set: Dataset,
     recipe: FeatureRecipe | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
@@ -166,10 +166,10 @@ def train_feature_net(
                            "is a classifier and needs a labelled dataset")
     classes = int(train_set.labels.max()) + 1
     recipe = recipe or FeatureRecipe()
-    if recipe.image_shape != train_set.image_shape or recipe.classes != classes:
+    if recipe.image_shape != train_set.data_shape or recipe.classes != classes:
         from dataclasses import replace
 
-        recipe = replace(recipe, image_shape=train_set.image_shape, classes=classes)
+        recipe = replace(recipe, image_shape=train_set.data_shape, classes=classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         net = FeatureNet(recipe).to(device)
@@ -226,8 +226,8 @@ def load_feature_net(
     device: torch.device | str = "cpu",
     retrain: bool = False,
     progress: bool = False,
-    train_set: ImageSet | None = None,
-    test_set: ImageSet | None = None,
+    train_set: Dataset | None = None,
+    test_set: Dataset | None = None,
 ) -> tuple[FeatureNet, dict]:
     """The feature net of `dataset`: from the cache when its recipe matches, else trained on the
     dataset's training split (and cached). Returns (net, metadata incl. ``test_accuracy``).
@@ -237,7 +237,7 @@ def load_feature_net(
     from dataclasses import replace
 
     classes = int(train_set.labels.max()) + 1 if train_set.labels is not None else recipe.classes
-    recipe = replace(recipe, image_shape=train_set.image_shape, classes=classes)
+    recipe = replace(recipe, image_shape=train_set.data_shape, classes=classes)
     directory = features_dir(dataset, data_dir)
     if not retrain and (directory / META_FILE).exists():
         try:

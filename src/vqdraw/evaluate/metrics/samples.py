@@ -93,9 +93,9 @@ def evaluate_samples(
         raise InputError("--count must be at least 4 (k-NN precision/recall uses k = 3)")
     test = load_dataset(dataset, "test", data_dir)
     train = load_dataset(dataset, "train", data_dir)
-    if test.image_shape != tuple(model.config.image_shape):
-        raise InputError(f"dataset {dataset} has images of shape {test.image_shape}, the model "
-                         f"makes {tuple(model.config.image_shape)}")
+    if test.data_shape != tuple(model.config.data_shape):
+        raise InputError(f"dataset {dataset} has images of shape {test.data_shape}, the model "
+                         f"makes {tuple(model.config.data_shape)}")
     if feature_net is None:
         feature_net, feature_meta = load_feature_net(dataset, data_dir, recipe=feature_recipe,
                                                      progress=progress, train_set=train, test_set=test)
