@@ -422,9 +422,11 @@ def inputs_of(args):
 
 def load_inputs(args, model):
     """(B, *data_shape) data for the model: the files given, else --count test items of the
-    dataset (--dataset, or the one the run was trained on), as its modality reads them."""
-    from ..modalities import modality_for
+    dataset (--dataset, or the one the run was trained on), as its modality reads them (files or
+    a dataset of the wrong kind for the model: one line)."""
+    from ..modalities import check_inputs, modality_for
 
+    check_inputs(model.config, getattr(args, "images", None), getattr(args, "dataset", None))
     return modality_for(model.config).load(model, inputs_of(args))
 
 
