@@ -73,3 +73,24 @@ def test_model_card_states_the_measured_psnr():
     recon = model.decode(model.encode(x))
     measured = psnr_from_mse(float(torch.mean((recon - x) ** 2)))
     assert abs(measured - stated) < 0.01, (measured, stated)
+
+
+def test_shipped_prior_belongs_to_the_model_and_states_its_measured_bits(tmp_path, monkeypatch):
+    """The prior in the package is the model's (fingerprint), its card figure (cross-entropy over the
+    codes of the 500 test digits) is what it measures, and --prior works with no training."""
+    import math
+
+    from vqdraw.prior import load_prior
+
+    model = VQDraw.from_pretrained("mnist")
+    prior = load_prior("pretrained:mnist", model)
+    stated = float(re.search(r"its cross-entropy is \*\*([\d.]+) bits per digit\*\*", CARD.read_text()).group(1))
+    test = load_dataset("mnist-embedded", "test")
+    codes = model.encode(test.batch(range(len(test))))  # (500, N) greedy codes
+    measured = float(-prior.stage_log_probs(codes).sum(1).mean()) / math.log(2)
+    assert abs(measured - stated) < 0.01, (measured, stated)
+    assert measured < 0.97 * model.stages * math.log2(model.options)
+    monkeypatch.chdir(tmp_path)
+    before = _package_files()
+    assert main(["sample", "pretrained:mnist", "--prior", "-n", "4", "-o", "s.png"]) == 0
+    assert Path("s.png").is_file() and _package_files() == before

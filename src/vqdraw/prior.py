@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from . import runs
+from . import pretrained, runs
 from .errors import CheckpointError, ConfigError, InputError
 
 STORED = runs.Format("vqdraw-prior", 1, key="prior", config_file="prior.json", weights_file="prior.safetensors")
@@ -243,9 +243,9 @@ def default_block(options: int) -> int:
 def prior_folder(path: str | Path) -> Path:
     """The folder a prior lives in: ``path`` itself if it holds prior.json or config.json, else
     the newest checkpoint of the run folder ``path``."""
-    path = Path(path)
-    if (path / STORED.config_file).exists():
-        return path
+    folder = pretrained.resolve(path)  # pretrained:NAME -> its package folder
+    if (folder / STORED.config_file).exists():
+        return folder
     return runs.resolve_model_dir(path)
 
 

@@ -422,7 +422,29 @@ def inputs_of(args):
 
 def load_inputs(args, model):
     """(B, *data_shape) data for the model: the files given, else --count test items of the
-    dataset (--dataset, or the one the run was trained on), as its modality reads them."""
-    from ..modalities import modality_for
+    dataset (--dataset, or the one the run was trained on), as its modality reads them (files or
+    a dataset of the wrong kind for the model: one line)."""
+    from ..modalities import check_inputs, modality_for
 
+    check_inputs(model.config, getattr(args, "images", None), getattr(args, "dataset", None))
     return modality_for(model.config).load(model, inputs_of(args))
+
+
+def train_test_splits(args, model, default: str | None = None):
+    """(dataset name, train split, test split) for a verb that learns from a model's data
+    (distill, prior): --dataset, else the one the model was trained on, else `default`; items
+    fitted to the model's size (voxel grids reduced, text cut to its length) and checked."""
+    from ..baselines import run_dataset
+    from ..data import load_dataset
+    from ..errors import InputError
+
+    name = args.dataset or run_dataset(args.model) or default
+    if name is None:
+        raise InputError(f"{args.model} does not say which dataset it was trained on; pass --dataset")
+    size = tuple(model.config.data_shape[1:])
+    splits = [load_dataset(name, split, args.data_dir, size=size) for split in ("train", "test")]
+    for split in splits:
+        if tuple(split.data_shape) != tuple(model.config.data_shape):
+            raise InputError(f"dataset {name} has items of shape {tuple(split.data_shape)}, the model takes "
+                             f"{tuple(model.config.data_shape)}")
+    return name, splits[0], splits[1]

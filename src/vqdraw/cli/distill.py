@@ -55,21 +55,17 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..data import load_dataset
     from ..training.distill import distill
     from ..errors import ConfigError
     from ..pretrained import is_pretrained, output_home
-    from ..runs import resolve_model_dir, run_dataset
-    from .common import load_model
+    from ..runs import resolve_model_dir
+    from .common import load_model, train_test_splits
 
     model = load_model(args)
     if args.segments is not None and args.segments > model.stages:
         raise ConfigError(f"--segments {args.segments}: the model has only {model.stages} stages")
     out_dir = args.output or (output_home(args.model) if is_pretrained(args.model) else resolve_model_dir(args.model))
-    name = args.dataset or run_dataset(args.model) or "mnist-embedded"
-    size = tuple(model.config.data_shape[1:])  # voxel grids reduced, text cut to the model's length
-    train_set = load_dataset(name, "train", args.data_dir, size=size)
-    test_set = load_dataset(name, "test", args.data_dir, size=size)
+    name, train_set, test_set = train_test_splits(args, model, default="mnist-embedded")
     print(f"vqdraw distill: {args.model} (K={model.options} N={model.stages}), dataset {name} "
           f"({len(train_set)} train / {len(test_set)} test), {args.kind} encoder, {args.steps} steps of batch {args.batch}",
           file=sys.stderr)

@@ -53,25 +53,14 @@ def run(args) -> int:
     import math
     from pathlib import Path
 
-    from ..data import load_dataset
     from ..errors import InputError
+    from ..pretrained import is_pretrained
     from ..prior import PriorConfig, train_prior
-    from ..runs import resolve_model_dir, run_dataset
-    from .common import load_model
+    from ..runs import resolve_model_dir
+    from .common import load_model, train_test_splits
 
     model = load_model(args)
-    name = args.dataset or run_dataset(args.model)
-    if name is None:
-        raise InputError(f"{args.model} does not say which dataset it was trained on; pass --dataset")
-    size = tuple(model.config.data_shape[1:])
-    train_set = load_dataset(name, "train", args.data_dir, size=size)
-    test_set = load_dataset(name, "test", args.data_dir, size=size)
-    for split in (train_set, test_set):
-        if tuple(split.data_shape) != tuple(model.config.data_shape):
-            raise InputError(f"dataset {name} has items of shape {tuple(split.data_shape)}, the model takes "
-                             f"{tuple(model.config.data_shape)}")
-    from ..pretrained import is_pretrained
-
+    name, train_set, test_set = train_test_splits(args, model)
     if is_pretrained(args.model) and not args.output:
         raise InputError(f"{args.model} is read-only package data; pass -o DIR for the prior's files")
     out_dir = Path(args.output) if args.output else resolve_model_dir(args.model)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..pretrained import output_home
-from .common import (MAX_BEAM, MAX_STAGES, add_input_args, add_model_arg, inputs_of, load_model, output_file,
+from .common import (MAX_BEAM, MAX_STAGES, add_input_args, add_model_arg, load_inputs, load_model, output_file,
                      output_path, positive_int)
 
 
@@ -23,12 +23,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..evaluate import plots
-    from ..modalities import check_inputs, modality_for
+    from ..modalities import modality_for
 
     model = load_model(args)
     modality = modality_for(model.config)
-    check_inputs(model.config, args.images, args.dataset)
-    data = modality.load(model, inputs_of(args))
+    data = load_inputs(args, model)
     recon = model.reconstruct(data, stages=args.stages, beam=args.beam)
     n = args.stages if args.stages is not None else model.stages
     out = output_path(args.output, output_home(args.model) / f"reconstructions-cli{modality.pair_suffix}")

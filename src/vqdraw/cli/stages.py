@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..pretrained import output_home
-from .common import (MAX_STAGES, add_input_args, add_model_arg, inputs_of, load_model, output_file, output_path,
+from .common import (MAX_STAGES, add_input_args, add_model_arg, load_inputs, load_model, output_file, output_path,
                      positive_int)
 from .reconstruct import _dataset
 
@@ -25,12 +25,11 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..evaluate import plots
-    from ..modalities import check_inputs, modality_for
+    from ..modalities import modality_for
 
     model = load_model(args)
     modality = modality_for(model.config)
-    check_inputs(model.config, args.images, args.dataset)
-    data = modality.load(model, inputs_of(args))
+    data = load_inputs(args, model)
     out = output_path(args.output, output_home(args.model) / "stages-cli.png")
     print(modality.write_stages(model, data, out, max_stages=args.max_stages,
                                 title=plots.describe_model(model.config, _dataset(args))))
