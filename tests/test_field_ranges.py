@@ -130,3 +130,37 @@ def _construct(cls, name, value):
     if cls is ModelConfig:
         return dataclasses.replace(get_preset("mnist").model, **{name: value})
     return TrainConfig(**{name: value})
+
+
+def _distill_cases():
+    from vqdraw.training.distill import DistillConfig
+
+    hints = typing.get_type_hints(DistillConfig)
+    for f in dataclasses.fields(DistillConfig):
+        rng = range_of(f)
+        assert rng is not None, f"DistillConfig.{f.name} declares no range"
+        base = next((t for t in typing.get_args(hints[f.name]) if t is not type(None)), hints[f.name])
+        for text in _texts(base, rng):
+            yield pytest.param(f.name, base, text, id=f"{f.name}={text}")
+
+
+@pytest.mark.parametrize("name, base, text", list(_distill_cases()))
+def test_distill_flags_and_its_config_agree(name, base, text, capsys):
+    """`vqdraw distill --flag` and DistillConfig(field=...) accept and refuse the same values."""
+    from vqdraw.training.distill import DistillConfig
+
+    try:
+        build_parser("distill").parse_args(["distill", "m", "--" + name.replace("_", "-"), text])
+        cli_ok = True
+    except SystemExit as exc:
+        assert exc.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "error" in err[0], err
+        cli_ok = False
+    try:
+        DistillConfig(**{name: _value(base, text)})
+        api_ok = True
+    except ConfigError as exc:
+        assert "\n" not in str(exc) and name in str(exc)
+        api_ok = False
+    assert cli_ok == api_ok, (name, text)

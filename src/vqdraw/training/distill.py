@@ -70,6 +70,8 @@ import torch.nn.functional as F
 
 from .. import runs
 from ..core import stageloop
+from ..core.config import MAX_BATCH, MAX_CODE, MAX_COUNT, MAX_SEED, MAX_STEPS, override
+from ..core.fields import check_ranges, ranged
 from ..errors import CheckpointError, ConfigError, InputError
 from ..core.layers import conv_classes
 from .loop import DataOrder, Progress, adam, run_steps
@@ -81,6 +83,45 @@ WEIGHTS_FILE = STORED.weights_file
 CONFIG_FILE = STORED.config_file
 FORMAT, FORMAT_VERSION = STORED.name, STORED.version
 KINDS = ("independent", "autoregressive")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How a distilled encoder is trained (:func:`distill`); ranges declared once, shared with the
+    ``vqdraw distill`` flags."""
+
+    steps: int = ranged(2000, low=0, high=MAX_STEPS)
+    """Training steps: cross-entropy on the greedy codes."""
+    batch: int = ranged(64, low=1, high=MAX_BATCH)
+    """Images per step."""
+    lr: float = ranged(1e-3, above=0, high=1e3)
+    """Adam step size."""
+    seed: int = ranged(0, low=0, high=MAX_SEED)
+    """Initialisation, data order and the random codes."""
+    kind: str = ranged("autoregressive", choices=KINDS)
+    """autoregressive: code i from the image and the codes < i (a GRU over stages); independent:
+    all codes at once from the image."""
+    prior_fraction: float = ranged(0.5, low=0, high=0.95)
+    """Share of every batch that is decoded uniformly random codes labelled with those codes
+    (0: train images only)."""
+    prior_images: int | None = ranged(None, low=1, high=MAX_COUNT)
+    """Random codes decoded once for that pool (default: as many as train images)."""
+    segments: int | None = ranged(None, low=1, high=MAX_CODE)
+    """Distil segment by segment, this many stages each: before each segment the train images are
+    labelled again with the encoder's own codes up to it and the greedy continuation from there;
+    the steps are split over the segments (default: one round)."""
+    finetune_steps: int = ranged(0, low=0, high=MAX_STEPS)
+    """Extra steps on the reconstruction error through the frozen decoder (straight-through
+    argmax; 0: none)."""
+    finetune_lr: float | None = ranged(None, above=0, high=1e3)
+    """Step size of those steps (default: lr / 10)."""
+    train_images: int | None = ranged(None, low=1, high=MAX_COUNT)
+    """Use only the first n training images."""
+    test_images: int | None = ranged(None, low=1, high=MAX_COUNT)
+    """Evaluate on only the first n test images."""
+
+    def __post_init__(self):
+        check_ranges(self, "distill: ")
 
 
 @dataclass(frozen=True)
@@ -475,26 +516,19 @@ def distill(
     model,
     train_set,
     test_set,
-    steps: int = 2000,
-    batch: int = 64,
-    lr: float = 1e-3,
+    config: DistillConfig | None = None,
     out_dir: str | Path | None = None,
     progress: bool = True,
     *,
-    seed: int = 0,
-    kind: str = "autoregressive",
-    prior_fraction: float = 0.5,
-    prior_images: int | None = None,
-    segments: int | None = None,
-    finetune_steps: int = 0,
-    finetune_lr: float | None = None,
     encoder_config: dict | None = None,
-    train_limit: int | None = None,
-    test_limit: int | None = None,
     save: bool = True,
     meta: dict | None = None,
+    **settings,
 ) -> DistillResult:
-    """Train a distilled encoder of `kind` to predict `model`'s greedy codes; save it into `out_dir`.
+    """Train a distilled encoder of `config.kind` to predict `model`'s greedy codes; save it into `out_dir`.
+
+    ``config`` (:class:`DistillConfig`) holds the training settings; keyword ``settings`` change
+    its fields (``distill(model, train, test, steps=300, kind="independent")``).
 
     1. Greedy-encode the train split once (targets) and the test split (for evaluation); decode
        `prior_images` uniformly random codes (default: as many as train images) when
@@ -512,13 +546,9 @@ def distill(
        CLI passes the model folder), holding the folder's lock (:class:`vqdraw.runs.RunLock`)
        for the whole call.
     """
-    if steps < 0 or finetune_steps < 0 or batch < 1 or lr <= 0:
-        raise ConfigError("distill: steps must be >= 0, batch >= 1 and lr > 0")
-    if kind not in KINDS:
-        raise ConfigError(f"distill: kind must be one of {', '.join(KINDS)}, got {kind!r}")
-    if not 0 <= prior_fraction < 1 or (prior_images is not None and prior_images < 1):
-        raise ConfigError("distill: prior_fraction must be in [0, 1) and prior_images >= 1")
-    if segments is not None and not 1 <= segments <= model.stages:
+    renamed = {"train_limit": "train_images", "test_limit": "test_images"}  # the keywords' old names
+    cfg = override(config or DistillConfig(), **{renamed.get(k, k): v for k, v in settings.items()})
+    if cfg.segments is not None and cfg.segments > model.stages:
         raise ConfigError(f"distill: segments (stages per segment) must be in [1, {model.stages}]")
     if save and out_dir is None:
         raise InputError("distill: give out_dir (the model folder), or save=False")
@@ -526,24 +556,23 @@ def distill(
         if s.data_shape != tuple(model.config.data_shape):
             raise InputError(f"dataset {s.name!r} has images of shape {s.data_shape}; the model takes "
                              f"{tuple(model.config.data_shape)}")
-    n_train = len(train_set) if train_limit is None else min(train_limit, len(train_set))
-    n_test = len(test_set) if test_limit is None else min(test_limit, len(test_set))
+    n_train = len(train_set) if cfg.train_images is None else min(cfg.train_images, len(train_set))
+    n_test = len(test_set) if cfg.test_images is None else min(cfg.test_images, len(test_set))
     if n_train == 0 or n_test == 0:
         raise InputError("distill: the train and test splits must not be empty")
-    settings = {"steps": steps, "batch": batch, "lr": lr, "seed": seed, "kind": kind,
-                "prior_fraction": prior_fraction, "prior_images": prior_images or n_train, "segments": segments,
-                "finetune_steps": finetune_steps, "finetune_lr": finetune_lr,
-                "encoder_config": encoder_config or {}, "n_train": n_train, "n_test": n_test}
     if not save:
-        return _distill(model, train_set, test_set, None, progress, meta, **settings)
+        return _distill(model, train_set, test_set, None, progress, meta, cfg, encoder_config or {}, n_train, n_test)
     out_dir = Path(out_dir)
     with runs.RunLock(runs.owner_folder(out_dir)):
-        return _distill(model, train_set, test_set, out_dir, progress, meta, **settings)
+        return _distill(model, train_set, test_set, out_dir, progress, meta, cfg, encoder_config or {}, n_train, n_test)
 
 
-def _distill(model, train_set, test_set, out_dir, progress, meta, *, steps, batch, lr, seed, kind,
-             prior_fraction, prior_images, segments, finetune_steps, finetune_lr, encoder_config,
-             n_train, n_test) -> DistillResult:
+def _distill(model, train_set, test_set, out_dir, progress, meta, cfg: DistillConfig, encoder_config: dict,
+             n_train: int, n_test: int) -> DistillResult:
+    steps, batch, lr, seed, kind = cfg.steps, cfg.batch, cfg.lr, cfg.seed, cfg.kind
+    prior_fraction, segments = cfg.prior_fraction, cfg.segments
+    finetune_steps, finetune_lr = cfg.finetune_steps, cfg.finetune_lr
+    prior_images = cfg.prior_images or n_train
     device = model.device
     model.eval()
     t0 = time.perf_counter()
