@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .base import Modality, decode_to_folder, plural, progress_bar, write_vqd_file
+from .base import Modality, decode_to_folder, plural, progress_bar, save_run_pictures, write_vqd_file
 
 
 class ImageModality(Modality):
@@ -128,16 +128,7 @@ class ImageModality(Modality):
 
     # -------------------------------------------------------------- training
     def write_run_outputs(self, model, run_dir, test_data, title=""):
-        import torch
-
-        from ..evaluate import plots
-
-        def spread(k):
-            return test_data[torch.linspace(0, len(test_data) - 1, min(k, len(test_data))).long()]
-
-        plots.save_samples(model, run_dir / "samples.png", n=100)
-        plots.save_reconstructions(model, spread(50), run_dir / "reconstructions.png", title=title)
-        plots.save_stages(model, spread(8), run_dir / "stages.png", title=title)
+        save_run_pictures(model, run_dir, test_data, title)
 
 
 def grid_chunk(count: int, ncol: int | None = None) -> int:

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .base import Modality, decode_to_folder, plural, write_vqd_file
+from .base import Modality, decode_to_folder, plural, save_run_pictures, write_vqd_file
 
 
 class VolumeModality(Modality):
@@ -117,16 +117,7 @@ class VolumeModality(Modality):
 
     # -------------------------------------------------------------- training
     def write_run_outputs(self, model, run_dir, test_data, title=""):
-        import torch
-
-        from ..evaluate import plots
-
-        def spread(k):
-            return test_data[torch.linspace(0, len(test_data) - 1, min(k, len(test_data))).long()]
-
-        plots.save_samples(model, run_dir / "samples.png", n=100)
-        plots.save_reconstructions(model, spread(50), run_dir / "reconstructions.png", title=title)
-        plots.save_stages(model, spread(8), run_dir / "stages.png", title=title)
+        save_run_pictures(model, run_dir, test_data, title)
 
 
 def save_grids_npy(volume, path) -> None:
