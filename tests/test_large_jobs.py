@@ -271,3 +271,25 @@ def test_all_the_text_one_command_reads_is_capped_before_reading(tmp_path, monke
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "1,200 bytes of text in 2 files, more than the 1,000" in err[0]
     assert read == [] and not (tmp_path / "t.vqd").exists()
+
+
+def test_a_wide_beam_reconstructs_a_chunk_at_a_time_with_progress(tmp_path, capsys, monkeypatch):
+    """`reconstruct --beam 64` works 4 items at a time: progress on stderr, the same reconstructions
+    as one call, none of it with --no-progress."""
+    calls = []
+    real = VQDraw.reconstruct
+
+    def spy(self, x, **kw):
+        out = real(self, x, **kw)
+        calls.append((x, out))
+        return out
+
+    monkeypatch.setattr(VQDraw, "reconstruct", spy)
+    assert main(["reconstruct", "pretrained:mnist", "--count", "6", "--beam", "64", "-o", str(tmp_path / "a.png")]) == 0
+    err = capsys.readouterr().err
+    assert [len(x) for x, _ in calls] == [4, 2] and "reconstruct: 4/6" in err
+    whole = real(VQDraw.from_pretrained("mnist"), torch.cat([x for x, _ in calls]), beam=64)
+    assert torch.allclose(torch.cat([out for _, out in calls]), whole)
+    assert main(["reconstruct", "pretrained:mnist", "--count", "6", "--beam", "64", "--no-progress",
+                 "-o", str(tmp_path / "b.png")]) == 0
+    assert "reconstruct:" not in capsys.readouterr().err

@@ -18,6 +18,7 @@ def register(sub) -> None:
     p.add_argument("--stages", type=positive_int(max=MAX_STAGES), default=None, help="use only the first n stages of each code")
     p.add_argument("--beam", type=positive_int(max=MAX_BEAM), default=1, help="beam width for encoding (1 = greedy, the paper)")
     p.add_argument("-o", "--output", type=output_file, default=None, help="PNG to write (default: MODEL/reconstructions-cli.png)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (a long job shows one on stderr)")
     p.set_defaults(func=run)
 
 
@@ -28,7 +29,7 @@ def run(args) -> int:
     model = load_model(args)
     modality = modality_for(model.config)
     data = load_inputs(args, model)
-    recon = model.reconstruct(data, stages=args.stages, beam=args.beam)
+    recon = _reconstruct(model, data, args, modality.noun)
     n = args.stages if args.stages is not None else model.stages
     out = output_path(args.output, output_home(args.model) / f"reconstructions-cli{modality.pair_suffix}")
     print(modality.write_pairs(model, data, recon, out, stages=n,
@@ -43,3 +44,22 @@ def _dataset(args) -> str | None:
     if args.images:
         return None
     return args.dataset or run_dataset(args.model)
+
+
+def _reconstruct(model, data, args, unit: str):
+    """``model.reconstruct`` a chunk at a time (items are encoded independently, so the result is
+    the same), with progress: a wide beam costs seconds per item."""
+    import torch
+
+    from ..modalities.base import progress_bar
+
+    chunk = max(1, 256 // args.beam)
+    bar = progress_bar(len(data), chunk=chunk, desc="reconstruct", unit=unit, enabled=not args.no_progress)
+    parts = []
+    try:
+        for i in range(0, len(data), chunk):
+            parts.append(model.reconstruct(data[i: i + chunk], stages=args.stages, beam=args.beam))
+            bar.update(len(parts[-1]))
+    finally:
+        bar.close()
+    return torch.cat(parts) if parts else model.reconstruct(data, stages=args.stages, beam=args.beam)
