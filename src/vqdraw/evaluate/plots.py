@@ -455,3 +455,14 @@ def save_text_stages(rows: list[tuple[int, str]], original: str, path: str | Pat
         fig.suptitle(title, fontsize=8)
     return save_figure(fig, path)
 
+
+def save_run_pictures(model, run_dir: Path, test_data, title: str = "") -> None:
+    """A run folder's pictures of an image or volume model: 100 samples, 50 test items spread over
+    the split beside their reconstructions, and 8 of them stage by stage."""
+
+    def spread(k):
+        return test_data[torch.linspace(0, len(test_data) - 1, min(k, len(test_data))).long()]
+
+    save_samples(model, run_dir / "samples.png", n=100)
+    save_reconstructions(model, spread(50), run_dir / "reconstructions.png", title=title)
+    save_stages(model, spread(8), run_dir / "stages.png", title=title)

@@ -130,21 +130,6 @@ class Modality:
                 f"(pixels in [0, 1]), PSNR {metrics['test_psnr']:.2f} dB")
 
 
-def save_run_pictures(model, run_dir: Path, test_data, title: str = "") -> None:
-    """A run folder's pictures of an image or volume model: 100 samples, 50 test items spread over
-    the split beside their reconstructions, and 8 of them stage by stage."""
-    import torch
-
-    from ..evaluate import plots
-
-    def spread(k):
-        return test_data[torch.linspace(0, len(test_data) - 1, min(k, len(test_data))).long()]
-
-    plots.save_samples(model, run_dir / "samples.png", n=100)
-    plots.save_reconstructions(model, spread(50), run_dir / "reconstructions.png", title=title)
-    plots.save_stages(model, spread(8), run_dir / "stages.png", title=title)
-
-
 def _suffixes(path) -> set[str]:
     """The suffix of a file, or the suffixes of a folder's files (recursively)."""
     p = Path(path)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .base import Modality, decode_to_folder, plural, progress_bar, save_run_pictures, write_vqd_file
+from .base import Modality, decode_to_folder, plural, progress_bar, write_vqd_file
 
 
 class ImageModality(Modality):
@@ -128,6 +128,8 @@ class ImageModality(Modality):
 
     # -------------------------------------------------------------- training
     def write_run_outputs(self, model, run_dir, test_data, title=""):
+        from ..evaluate.plots import save_run_pictures
+
         save_run_pictures(model, run_dir, test_data, title)
 
 

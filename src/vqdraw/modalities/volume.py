@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .base import Modality, decode_to_folder, plural, save_run_pictures, write_vqd_file
+from .base import Modality, decode_to_folder, plural, write_vqd_file
 
 
 class VolumeModality(Modality):
@@ -117,6 +117,8 @@ class VolumeModality(Modality):
 
     # -------------------------------------------------------------- training
     def write_run_outputs(self, model, run_dir, test_data, title=""):
+        from ..evaluate.plots import save_run_pictures
+
         save_run_pictures(model, run_dir, test_data, title)
 
 

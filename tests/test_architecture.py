@@ -1,0 +1,72 @@
+"""The layout shows the architecture: modules import each other without cycles (function-level
+imports included), few modules sit at the top level, and no verb or the training loop branches on
+the kind of data (the modality registry answers)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import vqdraw
+
+SRC = Path(vqdraw.__file__).parent
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(SRC.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """vqdraw module -> the vqdraw modules it imports anywhere in its body."""
+    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                    base = ".".join(anchor + ([base] if base else []))
+                targets = [base] + [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            found |= {t for t in targets if t in modules and t != name}
+        graph[name] = found
+    return graph
+
+
+def test_no_import_cycles():
+    graph = _imports()
+    assert len(graph) > 50
+    done: set[str] = set()
+
+    def visit(node: str, stack: list[str]) -> None:
+        if node in stack:
+            raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(node):] + [node]))
+        if node in done:
+            return
+        for nxt in sorted(graph[node]):
+            if not nxt.startswith(node + "."):  # a package importing its own submodules is not a cycle
+                visit(nxt, stack + [node])
+        done.add(node)
+
+    for module in sorted(graph):
+        visit(module, [])
+
+
+def test_at_most_twelve_top_level_modules():
+    top = sorted(p.name for p in SRC.glob("*.py"))
+    assert len(top) <= 12, top
+
+
+def test_no_modality_branches_in_the_verbs_or_the_training_loop():
+    places = [*(SRC / "cli").glob("*.py"), SRC / "training" / "train.py", SRC / "training" / "loop.py"]
+    for path in places:
+        text = path.read_text()
+        for word in ("is_text", "is_volume", "is_audio"):
+            assert word not in text, f"{path.name} branches on {word}"
