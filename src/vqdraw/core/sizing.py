@@ -137,13 +137,8 @@ class _ShapesOnly(TorchFunctionMode):
             return args[0]
         if func in self.ELEMENTWISE:
             tensors = [a for a in args if isinstance(a, torch.Tensor)]
-            dtype = torch.result_type(*args[:2]) if len(args) >= 2 else args[0].dtype
-            if not dtype.is_floating_point and func not in (torch.Tensor.__mul__, torch.Tensor.__rmul__,
-                                                            torch.Tensor.__add__, torch.Tensor.__radd__,
-                                                            torch.Tensor.__sub__, torch.Tensor.__rsub__,
-                                                            torch.Tensor.mul, torch.mul):
-                dtype = torch.get_default_dtype()  # division, log, exp, sqrt of integers
-            return torch.empty(_broadcast([t.shape for t in tensors]), dtype=dtype)
+            dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())
+            return torch.empty(_broadcast([t.shape for t in tensors]), dtype=dtype)  # initialisers' floats
         return func(*args, **kwargs)
 
 
