@@ -179,6 +179,14 @@ def test_help_and_version_import_neither_torch_nor_verbs():
     assert out.split() == ["False", "[]", "True", "True"]
 
 
+def test_every_verbs_help_imports_no_torch():
+    """Building every verb's parser (what `vqdraw VERB --help` needs) stays light: flags built from
+    config dataclasses read configs that import no torch."""
+    out = run_python("import sys\nfrom vqdraw.cli import build_parser\nbuild_parser('*')\n"
+                     "print('torch' in sys.modules)\n")
+    assert out.split() == ["False"]
+
+
 def test_python_m_vqdraw_and_lazy_package():
     out = subprocess.run([sys.executable, "-m", "vqdraw", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("vqdraw ")

@@ -133,7 +133,7 @@ def _construct(cls, name, value):
 
 
 def _distill_cases():
-    from vqdraw.training.distill import DistillConfig
+    from vqdraw.core.config import DistillConfig
 
     hints = typing.get_type_hints(DistillConfig)
     for f in dataclasses.fields(DistillConfig):
@@ -147,7 +147,7 @@ def _distill_cases():
 @pytest.mark.parametrize("name, base, text", list(_distill_cases()))
 def test_distill_flags_and_its_config_agree(name, base, text, capsys):
     """`vqdraw distill --flag` and DistillConfig(field=...) accept and refuse the same values."""
-    from vqdraw.training.distill import DistillConfig
+    from vqdraw.core.config import DistillConfig
 
     try:
         build_parser("distill").parse_args(["distill", "m", "--" + name.replace("_", "-"), text])

@@ -26,7 +26,7 @@ def load(args):
     """(model in eval mode, model path, dataset name) from the parsed arguments."""
     from ..baselines import load_any_model, run_dataset
     from ..errors import InputError
-    from ..training.train import pick_device
+    from ..training.runtime import pick_device
 
     path = args.model  # set by common.resolve_model
     model = load_any_model(path, map_location=pick_device(args.device))

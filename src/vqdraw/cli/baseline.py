@@ -51,7 +51,7 @@ def run_vqvae(args) -> int:
     from ..data import load_dataset
     from ..errors import CheckpointError, ConfigError
     from ..runs import holds_run
-    from ..training.train import pick_device
+    from ..training.runtime import pick_device
 
     for name in ("steps", "batch"):
         if getattr(args, name) < 1:

@@ -254,7 +254,7 @@ def _is_model_folder(path: str) -> bool:
 
 def load_model(args):
     from ..core.model import VQDraw
-    from ..training.train import pick_device
+    from ..training.runtime import pick_device
 
     device = pick_device(args.device)
     model = VQDraw.load(args.model, map_location=device)

@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", default=None,
                    help="dataset to distil on (default: the one the run was trained on, else mnist-embedded)")
     p.add_argument("--data-dir", default=None, help="where datasets live")
-    from ..training.distill import DistillConfig  # its fields are the flags: one declaration of each range
+    from ..core.config import DistillConfig  # its fields are the flags: one declaration of each range
 
     add_dataclass_flags(p, DistillConfig, title="distillation",
                         defaults={f.name: str(f.default) for f in fields(DistillConfig) if f.default is not None})
@@ -39,7 +39,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..training.distill import DistillConfig, distill
+    from ..core.config import DistillConfig
+    from ..training.distill import distill
     from ..errors import ConfigError
     from ..pretrained import is_pretrained, output_home
     from ..runs import resolve_model_dir

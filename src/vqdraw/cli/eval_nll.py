@@ -36,7 +36,7 @@ def run(args) -> int:
     from ..data.binarize import BinarizedSet
     from ..errors import InputError
     from ..core.model import VQDraw
-    from ..training.train import pick_device
+    from ..training.runtime import pick_device
 
     path = args.model  # set by common.resolve_model
     model = VQDraw.load(path, map_location=pick_device(args.device)).eval()

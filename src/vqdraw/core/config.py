@@ -483,6 +483,49 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+DISTILLED_KINDS = ("independent", "autoregressive")
+"""The distilled encoders :mod:`vqdraw.training.distill` builds."""
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """How a distilled encoder is trained (:func:`vqdraw.training.distill.distill`); ranges declared
+    once, shared with the ``vqdraw distill`` flags."""
+
+    steps: int = ranged(2000, low=0, high=MAX_STEPS)
+    """Training steps: cross-entropy on the greedy codes."""
+    batch: int = ranged(64, low=1, high=MAX_BATCH)
+    """Images per step."""
+    lr: float = ranged(1e-3, above=0, high=1e3)
+    """Adam step size."""
+    seed: int = ranged(0, low=0, high=MAX_SEED)
+    """Initialisation, data order and the random codes."""
+    kind: str = ranged("autoregressive", choices=DISTILLED_KINDS)
+    """autoregressive: code i from the image and the codes < i (a GRU over stages); independent:
+    all codes at once from the image."""
+    prior_fraction: float = ranged(0.5, low=0, high=0.95)
+    """Share of every batch that is decoded uniformly random codes labelled with those codes
+    (0: train images only)."""
+    prior_images: int | None = ranged(None, low=1, high=MAX_COUNT)
+    """Random codes decoded once for that pool (default: as many as train images)."""
+    segments: int | None = ranged(None, low=1, high=MAX_CODE)
+    """Distil segment by segment, this many stages each: before each segment the train images are
+    labelled again with the encoder's own codes up to it and the greedy continuation from there;
+    the steps are split over the segments (default: one round)."""
+    finetune_steps: int = ranged(0, low=0, high=MAX_STEPS)
+    """Extra steps on the reconstruction error through the frozen decoder (straight-through
+    argmax; 0: none)."""
+    finetune_lr: float | None = ranged(None, above=0, high=1e3)
+    """Step size of those steps (default: lr / 10)."""
+    train_images: int | None = ranged(None, low=1, high=MAX_COUNT)
+    """Use only the first n training images."""
+    test_images: int | None = ranged(None, low=1, high=MAX_COUNT)
+    """Evaluate on only the first n test images."""
+
+    def __post_init__(self):
+        check_ranges(self, "distill: ")
+
+
 def override(cfg, **changes):
     """`dataclasses.replace` that ignores None values and reports unknown fields clearly."""
     changes = {k: v for k, v in changes.items() if v is not None}
