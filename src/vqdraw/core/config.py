@@ -405,6 +405,11 @@ _AUDIO_REFINER = RefinerConfig(
     down=(), body=(16,), res_blocks=0, res_expand=2, up=(), pre_head=(16,), head_kernel=1,
     output_scale=0.1, dilations=(1, 2, 4, 8, 16, 32, 64),
 )
+# text-cpu: the same refiner at a size a CPU trains in minutes to hours. A step's time is dominated by
+# the categorical option losses (B x K x L x 256 logits per stage), not the refiner, so the refiner
+# is shrunk (64 channels, five residual blocks with dilations 1..16, expansion 2: 0.37 M parameters)
+# and the sequence is 32 characters with 10 stages (60-bit codes, 1.875 bits per character).
+_TEXT_CPU_REFINER = replace(_TEXT_REFINER, body=(64,), pre_head=(64,), res_expand=2, dilations=(1, 2, 4, 8, 16))
 _OCCUPANCY = dict(mean=(0.5,), std=(0.5,), likelihood="bernoulli")  # mean/std unused by bernoulli
 
 PRESETS: dict[str, Preset] = {
@@ -463,6 +468,15 @@ PRESETS: dict[str, Preset] = {
                         likelihood="categorical", categories=256),
             TrainConfig(steps=20_000, batch=32, alpha=0.01, eval_size=200, dataset="text-embedded"),
             "characters: 128 per sequence, 256-character vocabulary, categorical, 300-bit codes (docs/text.md)",
+        ),
+        Preset(
+            "text-cpu",
+            ModelConfig((1, 32), 64, 10, 10, mean=(0.5,), std=(0.5,), refiner=_TEXT_CPU_REFINER,
+                        likelihood="categorical", categories=256),
+            TrainConfig(steps=200_000, batch=16, alpha=0.01, lr=2e-3, lr_final=0.0, anneal="cosine", warmup=200,
+                        ema=0.995, eval_size=500, time_budget=10.0, dataset="text-embedded"),
+            "characters for a CPU: 32 per sequence, a small refiner, 60-bit codes = 1.875 bits per "
+            "character; ten CPU minutes (docs/text.md)",
         ),
         Preset(
             "audio",
