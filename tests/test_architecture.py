@@ -59,6 +59,37 @@ def test_no_import_cycles():
         visit(module, [])
 
 
+def _package_of(module: str) -> str:
+    """``vqdraw.core.model`` -> ``vqdraw.core``; a top-level module is its own node."""
+    parts = module.split(".")
+    is_package = (SRC.parent.joinpath(*parts) / "__init__.py").is_file()
+    return ".".join(parts[:2]) if len(parts) > 2 or is_package else module
+
+
+def test_packages_form_layers_without_cycles():
+    """One node per subpackage (and per top-level module): the graph of imports between them,
+    function-level imports included, has no cycle, so the packages form layers."""
+    graph: dict[str, set[str]] = {}
+    for module, targets in _imports().items():
+        src = _package_of(module)
+        graph.setdefault(src, set()).update(t for t in map(_package_of, targets) if t != src)
+    assert "vqdraw.core" in graph and "vqdraw.modalities" in graph
+    done: set[str] = set()
+
+    def visit(node: str, stack: list[str]) -> None:
+        if node in stack:
+            raise AssertionError("package cycle: " + " -> ".join(stack[stack.index(node):] + [node]))
+        if node in done:
+            return
+        for nxt in sorted(graph.get(node, ())):
+            if node != "vqdraw" and nxt != "vqdraw":  # the package root re-exports the public API
+                visit(nxt, stack + [node])
+        done.add(node)
+
+    for package in sorted(graph):
+        visit(package, [])
+
+
 def test_at_most_twelve_top_level_modules():
     top = sorted(p.name for p in SRC.glob("*.py"))
     assert len(top) <= 12, top

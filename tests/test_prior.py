@@ -327,7 +327,7 @@ def test_a_flat_prior_is_exactly_uniform_and_leaves_the_likelihood_bounds_unchan
 
 
 def test_rate_distortion_report_gets_the_entropy_coded_curve():
-    from vqdraw.compress.ratedistortion import vqdraw_curves
+    from vqdraw.evaluate.ratedistortion import vqdraw_curves
 
     model = tiny_model()
     prior = prior_for(model)

@@ -1,4 +1,4 @@
-"""Tests for the rate–distortion evaluation (vqdraw.compress.ratedistortion) and `vqdraw eval`."""
+"""Tests for the rate–distortion evaluation (vqdraw.evaluate.ratedistortion) and `vqdraw eval`."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from vqdraw import RefinerConfig, VQDraw
-from vqdraw.compress import ratedistortion as rd
-from vqdraw.compress import rdplots
+from vqdraw.evaluate import ratedistortion as rd
+from vqdraw.evaluate import rdplots
 from vqdraw.compress.codecs_classical import JPEG_QUALITIES, jpeg_payload_size, webp_payload_size
 from vqdraw.evaluate.metrics.distortion import ssim
 from vqdraw.compress.bitstream import bits_per_image, header_size

@@ -159,11 +159,14 @@ def test_without_ema_no_raw_weights_file(digits, tmp_path):
 
 
 # ---------------------------------------------------------------------- precision
-def test_auto_precision_is_bf16_only_with_amx():
+def test_auto_precision_is_bf16_only_with_native_bf16():
     assert resolve_precision("auto", "cpu", cpu_flags={"avx512f", "amx_bf16", "amx_tile"}) == "bf16"
-    assert resolve_precision("auto", "cpu", cpu_flags={"avx512f", "avx512_bf16"}) == "fp32"
+    assert resolve_precision("auto", "cpu", cpu_flags={"avx512f", "avx512_bf16"}) == "bf16"
+    assert resolve_precision("auto", "cpu", cpu_flags={"avx512f", "avx2"}) == "fp32"
     assert resolve_precision("auto", "cpu", cpu_flags=set()) == "fp32"
-    assert resolve_precision("auto", "cuda", cpu_flags={"amx_bf16"}) == "fp32"
+    # a GPU: bf16 exactly where torch says it is supported (never on a machine without CUDA)
+    cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    assert resolve_precision("auto", "cuda", cpu_flags={"amx_bf16"}) == ("bf16" if cuda_bf16 else "fp32")
     assert resolve_precision("fp32", "cpu", cpu_flags={"amx_bf16"}) == "fp32"
     assert resolve_precision("bf16", "cpu", cpu_flags=set()) == "bf16"
     with pytest.raises(ConfigError):

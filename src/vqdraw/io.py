@@ -18,7 +18,10 @@ import stat
 import tempfile
 from pathlib import Path
 
-from .errors import PathError
+from .errors import CheckpointError, PathError
+
+MAX_JSON_BYTES = 1 << 20
+MAX_JSON_DEPTH = 32
 
 
 def describe_os_error(exc: OSError, path: str | Path | None = None) -> str:
@@ -205,3 +208,62 @@ def same_file(a: str | Path, b: str | Path) -> bool:
             return Path(a).resolve() == Path(b).resolve()
         except (OSError, RuntimeError):
             return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Untrusted JSON: bounded size and nesting depth
+
+
+def read_json(path: str | Path, what: str = "config", max_bytes: int = MAX_JSON_BYTES,
+              max_depth: int = MAX_JSON_DEPTH):
+    """The JSON object in file ``path``, refusing with one-line :class:`CheckpointError` a file
+    that is missing, not a regular file, over ``max_bytes``, not UTF-8, not JSON, nested deeper
+    than ``max_depth``, or holding NaN/Infinity."""
+    p = Path(path)
+    try:
+        if not p.is_file():
+            raise CheckpointError(f"{p}: {what} file is missing or not a regular file")
+        with open(p, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise CheckpointError(f"{p}: cannot read the {what} file ({exc.strerror or exc})") from None
+    return parse_json(data, f"{p}", what, max_bytes=max_bytes, max_depth=max_depth)
+
+
+def parse_json(data: bytes | str, where: str = "JSON", what: str = "config",
+               max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH):
+    """:func:`json.loads` for untrusted bytes, with the bounds and errors of :func:`read_json`."""
+    if isinstance(data, str):
+        data = data.encode("utf-8", "surrogatepass")
+    if len(data) > max_bytes:
+        raise CheckpointError(f"{where}: {what} file is larger than {max_bytes} bytes; not a vqdraw {what}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(f"{where}: {what} file is not UTF-8 text (byte {exc.start})") from None
+
+    def refuse_constant(name: str):
+        raise ValueError(f"non-finite number {name}")
+
+    try:
+        obj = json.loads(text, parse_constant=refuse_constant)
+    except RecursionError:
+        raise CheckpointError(f"{where}: {what} file is nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, huge integers, NaN/Infinity
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{where}: {what} file is not valid JSON ({first})") from None
+    if _depth_exceeds(obj, max_depth):
+        raise CheckpointError(f"{where}: {what} file is nested deeper than {max_depth} levels")
+    return obj
+
+
+def _depth_exceeds(obj, limit: int) -> bool:
+    stack = [(obj, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, depth + 1) for c in children)
+    return False

@@ -44,7 +44,7 @@ import torch
 
 from .errors import CheckpointError, PathError, VQDrawError
 from . import pretrained
-from .core import validate
+from . import io
 from .io import atomic_write_bytes, atomic_write_json, read_file_capped
 
 CONFIG_FILE = "config.json"
@@ -177,9 +177,9 @@ def fingerprint(config: dict, state: dict[str, torch.Tensor]) -> bytes:
 
 def read_json(path: Path, problem: str, limit: int = 1 << 20):
     """Parse a small JSON file; any failure (missing, huge, too deeply nested, not UTF-8,
-    malformed) is one line (:func:`vqdraw.core.validate.read_json` with this module's wording)."""
+    malformed) is one line (:func:`vqdraw.io.read_json` with this module's wording)."""
     try:
-        return validate.read_json(path, "JSON", max_bytes=limit)
+        return io.read_json(path, "JSON", max_bytes=limit)
     except CheckpointError as exc:
         raise CheckpointError(f"{path}: {problem} ({str(exc).removeprefix(f'{path}: ')})") from None
 

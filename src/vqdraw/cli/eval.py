@@ -44,8 +44,8 @@ def _source(args) -> str:
 def run(args) -> int:
     from pathlib import Path
 
-    from ..compress import ratedistortion as rd
-    from ..compress import rdplots
+    from ..evaluate import ratedistortion as rd
+    from ..evaluate import rdplots
     from ..errors import InputError
     from ..modalities import check_inputs, modality_for
     from .common import load_inputs, load_model

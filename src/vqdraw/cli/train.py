@@ -145,12 +145,13 @@ def run(args) -> int:
         distributed.shutdown()
         if log is not None:
             log.close()
-    last = next((m for m in reversed(result.metrics) if "test_mse" in m), None)
+    from ..modalities import modality_for
+    from ..modalities.base import test_loss
+
+    last = next((m for m in reversed(result.metrics) if test_loss(m) is not None), None)
     summary = f"done: step {result.step} in {time.perf_counter() - t0:.0f} s"
     if last:
-        from ..modalities import modality_for
-
-        summary += "; " + modality_for(model.config).summary(last)
+        summary += "; " + modality_for(model.config).summary(last, model.config)
     say(f"vqdraw train: {summary}. Pictures and checkpoints in {run_dir}/", file=sys.stderr)
     return 0
 

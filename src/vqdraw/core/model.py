@@ -228,3 +228,31 @@ class VQDraw(nn.Module):
     def fingerprint(self) -> bytes:
         """16 bytes identifying this exact model: SHA-256 of its config and weights."""
         return runs.fingerprint(self.config.to_dict(), self.state_dict())
+
+
+SAMPLE_CHUNK = 256
+"""``vqdraw sample`` makes and writes at most this many samples at a time (a picture's grid: whole
+rows of it), so its memory does not grow with ``-n``."""
+
+
+def sample_chunks(model, count: int, *, stages: int | None = None, seed: int = 0, codes=None,
+                  chunk: int = SAMPLE_CHUNK):
+    """Decodings of ``count`` uniformly random codes, ``chunk`` at a time (the last one shorter):
+    together exactly the codes of ``model.sample(count, stages=stages, generator=g)`` with ``g``
+    seeded with ``seed`` (torch draws them one after the other), or, given ``codes`` (count, n),
+    of those. Checked before this returns; each chunk is decoded only when asked for."""
+    if codes is not None:
+        count = int(codes.shape[0])
+    else:
+        k = check_stages(model.config, stages)
+        count = check_count(count, "the number of samples")
+    chunk = max(1, int(chunk))
+
+    def chunks():
+        g = torch.Generator().manual_seed(seed)
+        for start in range(0, count, chunk):
+            m = min(chunk, count - start)
+            part = torch.randint(0, model.options, (m, k), generator=g) if codes is None else codes[start: start + m]
+            yield model.decode(part)
+
+    return chunks()

@@ -274,20 +274,24 @@ def save_stages(model, images: torch.Tensor, path: str | Path, max_stages: int =
     return save_figure(fig, path)
 
 
-def save_curves(metrics: list[dict], path: str | Path, title: str = "") -> Path:
-    """Paper Figure 4: test (and train) MSE on a log axis, code entropy (bits) on a twin axis."""
+def save_curves(metrics: list[dict], path: str | Path, title: str = "", loss_name: str = "loss") -> Path:
+    """Paper Figure 4: test (and train) loss on a log axis, code entropy (bits) on a twin axis.
+    ``loss_name`` says what the likelihood's loss is (the modality's
+    :meth:`~vqdraw.modalities.base.Modality.loss_name`, e.g. "MSE (normalised)"); the test loss is
+    ``test_loss``, or ``test_mse`` in metrics files written before it had that name."""
     fig = figure(6.4, 4.0)
     ax = fig.add_subplot()
     train = [(m["step"], m["final"]) for m in metrics if "final" in m]
-    test = [(m["step"], m["test_mse"]) for m in metrics if "test_mse" in m]
+    test = [(m["step"], m.get("test_loss", m.get("test_mse"))) for m in metrics
+            if "test_loss" in m or "test_mse" in m]
     ent = [(m["step"], m["entropy"] / math.log(2)) for m in metrics if "entropy" in m]  # logged in nats
     if train:
-        ax.plot(*zip(*train), color="tab:blue", alpha=0.5, lw=1, label="train MSE (final stage)")
+        ax.plot(*zip(*train), color="tab:blue", alpha=0.5, lw=1, label="train (final stage)")
     if test:
-        ax.plot(*zip(*test), color="tab:blue", lw=2, marker="o", ms=3, label="test MSE")
+        ax.plot(*zip(*test), color="tab:blue", lw=2, marker="o", ms=3, label="test")
     ax.set_yscale("log")
     ax.set_xlabel("step")
-    ax.set_ylabel("reconstruction MSE (normalised)")
+    ax.set_ylabel(loss_name)
     ax2 = ax.twinx()
     if ent:
         ax2.plot(*zip(*ent), color="tab:orange", lw=1, label="code entropy (bits, per mini-batch)")
@@ -356,7 +360,7 @@ def save_volume_samples(model, path: str | Path, n: int = VOLUME_SAMPLES, seed: 
     """`n` volumes decoded from uniformly random codes (or from ``codes``, e.g. drawn from a
     learned prior), each as its three views (4 per row); made and written a few rows at a time
     (:func:`save_grid_png`), so memory does not grow with `n`."""
-    from ..modalities.base import sample_chunks
+    from ..core.model import sample_chunks
 
     if codes is not None:
         n = codes.shape[0]

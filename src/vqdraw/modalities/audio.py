@@ -26,6 +26,8 @@ class AudioModality(Modality):
     noun = "clip"
     pair_suffix = ""  # a folder: NNN-original.wav, NNN-reconstructed.wav, pairs.png
     run_outputs = ("samples", "reconstructions", "samples.png", "reconstructions.png", "stages.png")
+    element = "sample"
+    headline = ("test_snr_db", "snr", ".2f")
 
     @property
     def file_suffixes(self):
@@ -151,9 +153,15 @@ class AudioModality(Modality):
         shutil.copyfile(run_dir / "reconstructions" / "pairs.png", run_dir / "reconstructions.png")
         save_audio_stages(model, x, run_dir / "stages.png", title=title)
 
-    def summary(self, metrics):
-        return (f"test loss {metrics['test_mse']:.4f} per sample, mu-law level MSE {metrics['test_mse_pixels']:.5f} "
-                f"(PSNR {metrics['test_psnr']:.2f} dB of the levels)")
+    def test_metrics(self, model, data, recon):
+        """Signal-to-noise ratio of the decoded waveforms (dB, over all test samples)."""
+        from ..data.audio import data_to_samples
+
+        return {"test_snr_db": snr_db(data_to_samples(data), data_to_samples(recon))}
+
+    def summary(self, metrics, config=None):
+        out = super().summary(metrics, config)
+        return out + (f", SNR {metrics['test_snr_db']:.2f} dB" if "test_snr_db" in metrics else "")
 
 
 class _WavNames:

@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.model import SAMPLE_CHUNK, sample_chunks  # noqa: F401 (their home is vqdraw.core.model)
+
 
 @dataclass(frozen=True)
 class Inputs:
@@ -124,10 +126,49 @@ class Modality:
         """Samples, reconstructions and stages in a run folder (training's checkpoints)."""
         raise NotImplementedError
 
-    def summary(self, metrics: dict) -> str:
+    # -------------------------------------------------------------- metrics (decided here, nowhere else)
+    element = "element"
+    """One element of an item, in metric names ("pixel", "character", "voxel", "sample")."""
+    headline: tuple[str, str, str] | None = None
+    """The metric the progress line shows: (metrics.jsonl key, short name, format), or None for
+    the likelihood's loss."""
+
+    def loss_name(self, config) -> str:
+        """What the likelihood's loss is, for labels: "MSE (normalised)" for the paper's likelihood,
+        "cross-entropy (nats per character)" for text, "BCE (nats per voxel)" for volumes..."""
+        likelihood = getattr(config, "likelihood", "mse")
+        if likelihood == "mse":
+            return "MSE (normalised)"
+        return f"{_LOSS_NAMES.get(likelihood, 'loss')} (nats per {self.element})"
+
+    def test_metrics(self, model, data, recon) -> dict[str, float]:
+        """Metrics of reconstructions ``recon`` of test ``data`` (both (B, C, *S) in [0, 1]) beyond
+        the likelihood's loss, under their metrics.jsonl keys (``test_...``)."""
+        return {}
+
+    def progress_fields(self, record: dict) -> dict[str, str]:
+        """The last evaluation's figure for the progress line: the headline metric, else the loss."""
+        if self.headline and self.headline[0] in record:
+            key, short, fmt = self.headline
+            return {short: format(record[key], fmt)}
+        loss = test_loss(record)
+        return {} if loss is None else {"test_loss": f"{loss:.4f}"}
+
+    def summary(self, metrics: dict, config=None) -> str:
         """The end-of-training summary of the last evaluation's metrics."""
-        return (f"test MSE {metrics['test_mse']:.4f} (normalised), {metrics['test_mse_pixels']:.5f} "
-                f"(pixels in [0, 1]), PSNR {metrics['test_psnr']:.2f} dB")
+        loss = test_loss(metrics)
+        return f"test {self.loss_name(config)} {loss:.4f}"
+
+
+_LOSS_NAMES = {"bernoulli": "BCE", "gaussian": "NLL", "categorical": "cross-entropy",
+               "discretized-logistic": "NLL"}
+
+
+def test_loss(record: dict) -> float | None:
+    """The likelihood's test loss of an evaluation record: ``test_loss``, or ``test_mse`` in
+    metrics files written before the loss had its own name (None: not an evaluation record)."""
+    value = record.get("test_loss", record.get("test_mse"))
+    return None if value is None else float(value)
 
 
 def _suffixes(path) -> set[str]:
@@ -235,7 +276,7 @@ def write_files_atomically(items, names, out, save, progress=None) -> None:
     """Write items[i] as ``out/names[i]`` with ``save(item, path)`` so that on any error ``out`` is
     left as it was (:class:`AtomicFolder`). ``items`` may be any iterable (a generator decoding
     them chunk by chunk: each item is written, and can be freed, before the next is made);
-    ``progress`` (a :class:`vqdraw.training.loop.Progress`) advances by one per file."""
+    ``progress`` (a :class:`vqdraw.progress.Progress`) advances by one per file."""
     from ..errors import InputError
 
     with AtomicFolder(out) as folder:
@@ -254,43 +295,11 @@ def write_files_atomically(items, names, out, save, progress=None) -> None:
 
 def progress_bar(total: int, *, chunk: int, desc: str, unit: str, enabled: bool = True):
     """The progress shown by a verb that works through ``total`` items ``chunk`` at a time: the
-    trainer's :class:`~vqdraw.training.loop.Progress` (a bar on a terminal, else a line on stderr
+    trainer's :class:`~vqdraw.progress.Progress` (a bar on a terminal, else a line on stderr
     every tenth of the job), only when there is more than one chunk, and not with --no-progress."""
-    from ..training.loop import Progress
+    from ..progress import Progress
 
     return Progress(total, desc=desc, unit=unit, enabled=enabled and total > chunk)
-
-
-SAMPLE_CHUNK = 256
-"""``vqdraw sample`` makes and writes at most this many samples at a time (a picture's grid: whole
-rows of it), so its memory does not grow with ``-n``."""
-
-
-def sample_chunks(model, count: int, *, stages: int | None = None, seed: int = 0, codes=None,
-                  chunk: int = SAMPLE_CHUNK):
-    """Decodings of ``count`` uniformly random codes, ``chunk`` at a time (the last one shorter):
-    together exactly the codes of ``model.sample(count, stages=stages, generator=g)`` with ``g``
-    seeded with ``seed`` (torch draws them one after the other), or, given ``codes`` (count, n),
-    of those. Checked before this returns; each chunk is decoded only when asked for."""
-    import torch
-
-    from ..core.inputs import check_count, check_stages
-
-    if codes is not None:
-        count = int(codes.shape[0])
-    else:
-        k = check_stages(model.config, stages)
-        count = check_count(count, "the number of samples")
-    chunk = max(1, int(chunk))
-
-    def chunks():
-        g = torch.Generator().manual_seed(seed)
-        for start in range(0, count, chunk):
-            m = min(chunk, count - start)
-            part = torch.randint(0, model.options, (m, k), generator=g) if codes is None else codes[start: start + m]
-            yield model.decode(part)
-
-    return chunks()
 
 
 def items_of(chunks):

@@ -12,6 +12,21 @@ class ImageModality(Modality):
     noun = "image"
     run_outputs = ("samples.png", "reconstructions.png", "stages.png")
     supports_eval = True
+    element = "pixel"
+    headline = ("test_psnr", "psnr", ".2f")
+
+    def test_metrics(self, model, data, recon):
+        """Pixel MSE (pixels in [0, 1]) and the PSNR of that mean MSE (peak 1)."""
+        from ..evaluate.metrics import mse, psnr_from_mse
+
+        err = mse(data, recon).mean().item()
+        return {"test_mse_pixels": err, "test_psnr": psnr_from_mse(err)}
+
+    def summary(self, metrics, config=None):
+        out = super().summary(metrics, config)
+        if "test_psnr" in metrics:
+            out += f", {metrics['test_mse_pixels']:.5f} (pixels in [0, 1]), PSNR {metrics['test_psnr']:.2f} dB"
+        return out
 
     @property
     def file_suffixes(self):  # noqa: D401 - the reader's list

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Modality
+from .base import Modality, test_loss
 
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst", ".raw")
 
@@ -16,6 +16,16 @@ class TextModality(Modality):
     file_suffixes = TEXT_SUFFIXES
     pair_suffix = ".txt"
     run_outputs = ("samples.txt", "reconstructions.txt", "stages.txt", "stages.png")
+    element = "character"
+    headline = ("test_accuracy", "acc", ".3f")
+
+    def test_metrics(self, model, data, recon):
+        """The fraction of characters reconstructed exactly."""
+        import torch
+
+        levels = model.config.categories - 1
+        same = torch.round(recon * levels) == torch.round(data * levels)
+        return {"test_accuracy": same.float().mean().item()}
 
 
     def holds_path(self, path) -> bool:
@@ -125,11 +135,11 @@ class TextModality(Modality):
     def write_run_outputs(self, model, run_dir, test_data, title=""):
         write_text_outputs(model, run_dir, test_data)
 
-    def summary(self, metrics):
-        if "test_accuracy" not in metrics:
-            return super().summary(metrics)
-        return (f"test loss {metrics['test_mse']:.3f} nats per character, character accuracy "
-                f"{metrics['test_accuracy']:.3f}")
+    def summary(self, metrics, config=None):
+        import math
+
+        out = f"test cross-entropy {test_loss(metrics) / math.log(2):.3f} bits per character"
+        return out + (f", character accuracy {metrics['test_accuracy']:.3f}" if "test_accuracy" in metrics else "")
 
 
 def read_texts(paths) -> str:

@@ -10,6 +10,18 @@ class VolumeModality(Modality):
     name = "volume"
     noun = "volume"
     run_outputs = ("samples.png", "reconstructions.png", "stages.png")
+    element = "voxel"
+    headline = ("test_iou", "iou", ".3f")
+
+    def test_metrics(self, model, data, recon):
+        """Mean intersection over union of the occupied voxels (threshold 0.5)."""
+        from ..evaluate.plots import volume_iou
+
+        return {"test_iou": volume_iou(data, recon).mean().item()}
+
+    def summary(self, metrics, config=None):
+        out = super().summary(metrics, config)
+        return out + (f", mean IoU {metrics['test_iou']:.3f}" if "test_iou" in metrics else "")
 
     @property
     def file_suffixes(self):

@@ -69,20 +69,26 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+"""CPU flags (/proc/cpuinfo) of native bfloat16 arithmetic: AMX tiles, or AVX-512 BF16 dot products."""
+
+
 def native_bf16(device: torch.device | str, cpu_flags: set[str] | None = None) -> bool:
-    """Whether `device` has native bfloat16 matrix units: a CPU with AMX (``amx_bf16`` among the
-    flags of /proc/cpuinfo, or `cpu_flags` when given). GPUs answer False: ``"auto"`` keeps them
-    in float32, as before (pass ``precision="bf16"`` to choose it there)."""
-    if torch.device(device).type != "cpu":
+    """Whether `device` computes bfloat16 natively: a CPU with AMX or AVX-512 BF16
+    (:data:`BF16_CPU_FLAGS` among the flags of /proc/cpuinfo, or `cpu_flags` when given), or a CUDA
+    GPU that supports bf16 (Ampere and later)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    if device.type != "cpu":
         return False
     flags = _cpu_flags() if cpu_flags is None else cpu_flags
-    return "amx_bf16" in flags
+    return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
 def resolve_precision(precision: str, device: torch.device | str, cpu_flags: set[str] | None = None) -> str:
     """``"fp32"`` or ``"bf16"``: the name itself, or for ``"auto"`` bf16 exactly where
-    :func:`native_bf16` holds. CPUs with AVX-512 BF16 but no AMX stay fp32 under "auto": their bf16 gain is small
-    (benchmarks/README.md), so it is left as an explicit ``"bf16"`` choice."""
+    :func:`native_bf16` holds (measured: docs/scaling.md, "Precision")."""
     if precision not in PRECISION_CHOICES:
         raise ConfigError(f"precision must be one of {', '.join(PRECISION_CHOICES)}; got {precision!r}")
     if precision != "auto":

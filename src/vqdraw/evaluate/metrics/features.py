@@ -41,7 +41,7 @@ from ... import runs
 from ...data import DatasetError, Dataset, load_dataset
 from ...data.download import default_data_dir
 from ...errors import VQDrawError
-from ...training.loop import Progress, adam
+from ...progress import Progress
 
 STORED = runs.Format("vqdraw-features", 2, key="recipe", config_file="features.json",
                      weights_file="features.safetensors", min_version=2)
@@ -175,7 +175,7 @@ def train_feature_net(
         net = FeatureNet(recipe).to(device)
     gen = torch.Generator().manual_seed(recipe.seed + 1)
     labels = torch.from_numpy(train_set.labels)
-    opt = adam(net.parameters(), recipe.lr)
+    opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
     bar = Progress(recipe.steps, desc="feature net", enabled=progress)
     net.train()
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: keep it seeded

@@ -7,7 +7,7 @@
     per setting: bits per image (several definitions, below), MSE, PSNR, SSIM, times  ->  curves
 
 The codecs live in :mod:`vqdraw.compress.codecs_classical`, the distortion measures in
-:mod:`vqdraw.evaluate.metrics.distortion`, the figures in :mod:`vqdraw.compress.rdplots`. Every curve uses
+:mod:`vqdraw.evaluate.metrics.distortion`, the figures in :mod:`vqdraw.evaluate.rdplots`. Every curve uses
 CompressAI's JSON layout, ``{"name", "description", "results": {"bpp": [...], "psnr-rgb": [...],
 ...}}``, one entry per setting. Definitions (docs/compression.md has them too):
 
@@ -49,11 +49,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .bitstream import bits_per_image, header_size
-from .codec import compress_codes, decompress, encode_images, read_file
-from .codecs_classical import JPEG, JPEG_QUALITIES, WEBP_QUALITIES, WebP
+from ..compress.bitstream import bits_per_image, header_size
+from ..compress.codec import compress_codes, decompress, encode_images, read_file
+from ..compress.codecs_classical import JPEG, JPEG_QUALITIES, WEBP_QUALITIES, WebP
 from ..errors import InputError
-from ..evaluate.metrics import distortion as dm
+from .metrics import distortion as dm
 
 __all__ = ["as_uint8", "codec_curves", "distortion", "evaluate", "from_uint8", "sweep", "vqdraw_curves",
            "write_report"]

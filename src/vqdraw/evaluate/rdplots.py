@@ -1,4 +1,4 @@
-"""The rate–distortion figures of a :func:`vqdraw.compress.ratedistortion.evaluate` report.
+"""The rate–distortion figures of a :func:`vqdraw.evaluate.ratedistortion.evaluate` report.
 
     save_rd_plot   rd.png: PSNR against bits per image (log axis), VQ-DRAW against JPEG and WebP
     save_compare   compare.png: the same images through VQ-DRAW and through JPEG/WebP at a similar size
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..evaluate import plots
-from .codecs_classical import JPEG, WebP
+from . import plots
+from ..compress.codecs_classical import JPEG, WebP
 from .ratedistortion import as_uint8, from_uint8
 
 __all__ = ["save_compare", "save_rd_plot"]
