@@ -159,7 +159,7 @@ def test_train_help_shows_the_presets_values(capsys):
     assert main(["train", "--help"]) == 0
     out = capsys.readouterr().out
     assert "(default: None)" not in out
-    assert "mnist 10, mnist-10min 10, svhn 20, cifar10 100, celeba 100" in " ".join(out.split())
+    assert "mnist 10, mnist-10min 10, fashion 10, svhn 20, cifar10 100, celeba 100" in " ".join(out.split())
 
 
 def run_python(code: str) -> str:

@@ -16,7 +16,6 @@ import torch
 from vqdraw import runs
 from vqdraw.core.config import ModelConfig, RefinerConfig, TrainConfig
 from vqdraw.errors import CheckpointError, ConfigError, VQDrawError
-from vqdraw.training.loop import Progress
 from vqdraw.core.model import VQDraw
 from vqdraw.training.train import fit
 
@@ -333,8 +332,10 @@ def test_feature_net_round_trip(tmp_path, digits):
 
 # ---------------------------------------------------------------------- progress output
 def test_progress_off_a_terminal_is_plain_lines():
+    from vqdraw.cli.progress import TerminalProgress
+
     out = io.StringIO()
-    bar = Progress(100, desc="train", stream=out, every=25)
+    bar = TerminalProgress(total=100, desc="train", stream=out, every=25)
     for i in range(100):
         bar.update(1, {"loss": f"{1 / (i + 1):.3f}"})
     bar.close()
@@ -343,7 +344,48 @@ def test_progress_off_a_terminal_is_plain_lines():
     assert lines[-1].startswith("train: 100/100 steps, loss 0.010")
 
 
-def test_fit_with_progress_into_a_pipe_writes_no_carriage_returns(tmp_path, data, capsys):
+@pytest.fixture
+def reporter():
+    """The command's progress display installed for one test (the library itself is silent)."""
+    from vqdraw import progress
+    from vqdraw.cli.progress import TerminalProgress
+
+    previous = progress.set_reporter(TerminalProgress)
+    yield
+    progress.set_reporter(previous)
+
+
+def test_fit_with_progress_into_a_pipe_writes_no_carriage_returns(tmp_path, data, capsys, reporter):
     train(data, tmp_path / "run", progress=True)
     err = capsys.readouterr().err
     assert "train: 2/2 steps" in err and "\r" not in err
+
+
+def test_the_library_reports_progress_to_a_callback_and_prints_nothing(tmp_path, data, capsys):
+    from vqdraw import progress
+
+    events = []
+
+    class Record:
+        def __init__(self, **job):
+            events.append(("start", job["desc"], job["total"]))
+
+        def set_total(self, total):
+            events.append(("total", total))
+
+        def update(self, n, postfix):
+            events.append(("update", n))
+
+        def close(self):
+            events.append(("close",))
+
+    previous = progress.set_reporter(None)
+    try:
+        train(data, tmp_path / "silent", progress=True)
+        assert capsys.readouterr() == ("", "")
+        progress.set_reporter(Record)
+        train(data, tmp_path / "reported", progress=True)
+        assert capsys.readouterr() == ("", "")
+    finally:
+        progress.set_reporter(previous)
+    assert events[0] == ("start", "train", 2) and events.count(("update", 1)) == 2 and events[-1] == ("close",)

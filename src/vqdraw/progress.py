@@ -1,42 +1,55 @@
-"""Progress of a long job on stderr: a tqdm bar on a terminal, else one plain line every tenth of
-the job (a log file or a pipe gets no carriage returns). Every trainer, encoder and decoder that
-reports progress uses :class:`Progress`; ``enabled=False`` (``--no-progress``) silences it.
+"""Progress of long jobs, reported through a callback: the library never prints.
+
+Every trainer, encoder and decoder that reports progress makes a :class:`Progress` and calls
+``update``; what a person sees is up to the *reporter* installed with :func:`set_reporter`. The
+``vqdraw`` command installs its own (:mod:`vqdraw.cli.progress`: a tqdm bar on a terminal, one plain
+line every tenth of the job in a log file or a pipe). With no reporter installed, progress is
+silent. A Python program that wants the command's display calls
+``vqdraw.cli.progress.install()``; any other reporter is a callable
+
+    reporter(total=, initial=, desc=, unit=, every=) -> an object with
+        set_total(total), update(n, postfix), close()
 """
 
 from __future__ import annotations
 
-import sys
-import time
+from typing import Callable
+
+_reporter: Callable | None = None
+
+
+def set_reporter(reporter: Callable | None) -> Callable | None:
+    """Install ``reporter`` (None: silence); returns the one installed before."""
+    global _reporter
+    previous, _reporter = _reporter, reporter
+    return previous
+
+
+def reporter() -> Callable | None:
+    """The reporter installed now (None: progress is silent)."""
+    return _reporter
 
 
 class Progress:
-    """A tqdm bar when stderr is a terminal; otherwise (a log file, a pipe) one plain line every
-    `every` units (default: about 10 lines per run), so that logs hold no carriage returns."""
+    """A long job's progress: ``total`` units from ``initial``, named ``desc`` (``unit`` per
+    step); ``enabled=False`` (``--no-progress``) makes it silent whatever the reporter."""
 
     def __init__(self, total: int, *, initial: int = 0, desc: str = "train", unit: str = "step",
-                 enabled: bool = True, every: int | None = None, stream=None):
+                 enabled: bool = True, every: int | None = None):
         self.total, self.n, self.desc, self.unit = total, initial, desc, unit
-        self.stream = stream if stream is not None else sys.stderr
         self.every = every or max(1, (total - initial) // 10)
         self.enabled = enabled and total > initial
-        self.bar = None
         self.postfix: dict = {}
-        self._t0 = time.perf_counter()
-        self._next = initial + self.every
-        if self.enabled and _is_terminal(self.stream):
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, dynamic_ncols=True,
-                            file=self.stream)
+        self.sink = None
+        if self.enabled and _reporter is not None:
+            self.sink = _reporter(total=total, initial=initial, desc=desc, unit=unit, every=self.every)
 
     def set_total(self, total: int) -> None:
         """A new projected total (a run fitted to a time budget learns it as it goes)."""
-        if total == self.total:
-            return
-        self.total = total
-        if self.bar is not None:
-            self.bar.total = total
-            self.bar.refresh()
+        if total != self.total:
+            self.total = total
+            if self.sink is not None:
+                self.sink.set_total(total)
 
     def update(self, n: int = 1, postfix: dict | None = None) -> None:
         if not self.enabled:
@@ -44,25 +57,11 @@ class Progress:
         self.n += n
         if postfix is not None:
             self.postfix = postfix
-        if self.bar is not None:
-            self.bar.update(n)
-            if postfix is not None:
-                self.bar.set_postfix(postfix, refresh=False)
-        elif self.n >= self._next or self.n >= self.total:
-            self._next = (self.n // self.every + 1) * self.every
-            extra = "".join(f", {k} {v}" for k, v in self.postfix.items())
-            print(f"{self.desc}: {self.n}/{self.total} {self.unit}s{extra}, "
-                  f"{time.perf_counter() - self._t0:.0f} s", file=self.stream, flush=True)
+        if self.sink is not None:
+            self.sink.update(n, postfix)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        if self.sink is not None:
+            self.sink.close()
+            self.sink = None
         self.enabled = False
-
-
-def _is_terminal(stream) -> bool:
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False

@@ -84,6 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a one-line usage error (already printed)
         return exc.code if isinstance(exc.code, int) else 2
     _tune_allocator()
+    from .. import progress
+    from .progress import TerminalProgress
+
+    previous = progress.set_reporter(TerminalProgress)  # the library reports progress; the command shows it
+    try:
+        return _run(args)
+    finally:
+        progress.set_reporter(previous)
+
+
+def _run(args) -> int:
     try:
         if hasattr(args, "model_rest"):  # the verb takes a MODEL (common.add_model_arg)
             from .common import resolve_model

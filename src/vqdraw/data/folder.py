@@ -49,18 +49,21 @@ def open_image(source, where: str):
 
 def decode_all(items: Sequence, decode: Callable[[object], np.ndarray], out: np.ndarray,
                desc: str, progress: bool = True) -> np.ndarray:
-    """Fill ``out[i] = decode(items[i])`` using a few threads, with a tqdm progress bar."""
-    from tqdm import tqdm
+    """Fill ``out[i] = decode(items[i])`` using a few threads, reporting progress
+    (:class:`vqdraw.progress.Progress`)."""
+    from ..progress import Progress
 
     workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool, tqdm(
-        total=len(items), desc=desc, unit="img", disable=not progress, leave=False
-    ) as bar:
-        for start in range(0, len(items), _BLOCK):
-            block = items[start:start + _BLOCK]
-            for i, arr in enumerate(pool.map(decode, block)):
-                out[start + i] = arr
-            bar.update(len(block))
+    bar = Progress(len(items), desc=desc, unit="img", enabled=progress)
+    try:
+        with ThreadPoolExecutor(workers) as pool:
+            for start in range(0, len(items), _BLOCK):
+                block = items[start:start + _BLOCK]
+                for i, arr in enumerate(pool.map(decode, block)):
+                    out[start + i] = arr
+                bar.update(len(block))
+    finally:
+        bar.close()
     return out
 
 
