@@ -25,8 +25,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "sample": ("sample", "draw samples from a trained model (uniform prior, or the learned one: --prior)"),
     "reconstruct": ("reconstruct", "encode and decode images; save originals beside reconstructions"),
     "stages": ("stages", "draw the reconstruction after each stage (paper Figure 6)"),
-    "encode": ("encode", "compress images into a .vqd file"),
-    "decode": ("decode", "decompress a .vqd file into PNG images"),
+    "encode": ("encode", "compress images, text, volumes or audio into a .vqd file"),
+    "decode": ("decode", "decompress a .vqd file into images (PNG), text, volumes (NPY) or audio (WAV)"),
     "prior": ("prior", "train a learned prior over a model's codes (entropy-coded .vqd files, prior samples)"),
     "eval": ("eval", "rate–distortion curves: VQ-DRAW against JPEG and WebP"),
     "presets": ("presets", "print the Table 1 presets"),
@@ -60,7 +60,8 @@ def build_parser(verb: str | None = None) -> ArgumentParser:
     """The parser; only `verb`'s module is imported and registered (all of them for verb "*")."""
     parser = ArgumentParser(
         prog="vqdraw",
-        description="VQ-DRAW: train discrete auto-encoders, compress images to a few dozen bits, sample.",
+        description="VQ-DRAW: train discrete auto-encoders, compress images, text, volumes and audio "
+        "to a few dozen bits per item, sample.",
         epilog="MODEL (a run or model folder) is the first argument of every verb that takes one, "
         "or -m MODEL. `vqdraw VERB --help` for a verb's options.",
     )
@@ -79,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(verb)
+    if not argv:  # `vqdraw` alone: the help, not a usage error
+        parser.print_help()
+        return 0
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a one-line usage error (already printed)

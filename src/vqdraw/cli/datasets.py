@@ -13,8 +13,12 @@ else ~/.cache/vqdraw. --verify checks present files against the official md5s (a
 stand-in with no published md5 is reported "unverified"; --strict makes that a failure); --download NAME
 fetches a dataset's missing files (CelebA has no direct link: you are told where to get it).
 Any folder of PNG/JPEG images can also be used as a dataset, named folder:/path/to/images; any
-folder of WAV/FLAC files as audio:/path/to/sounds. asterisk-en is installed by the system's
-package manager (apt-get install asterisk-core-sounds-en-wav)."""
+UTF-8 text file or folder as text:/path/to/file.txt; any folder of .npy/.npz/.binvox occupancy
+grids as voxels:/path/to/grids; any folder of WAV/FLAC files as audio:/path/to/sounds.
+asterisk-en is installed by the system's package manager (apt-get install
+asterisk-core-sounds-en-wav). So can Fashion-MNIST be, on Debian: apt install dataset-fashion-mnist
+puts its files in /usr/share/datasets/fashion-mnist, which vqdraw reads when the data dir has no
+fashion-mnist/ of its own (or pass --data-dir /usr/share/datasets)."""
 
 
 def register(subparsers) -> None:
@@ -78,8 +82,17 @@ def run(args: argparse.Namespace) -> int:
     statuses = [dl.status(n, data_dir) for n in dl.CATALOGUE]
     for st in statuses:
         s = dl.CATALOGUE[st.name]
-        rows.append((st.name, _state(st), f"{s.title}; {st.folder}"))
+        where = f"{s.title}; {st.folder}"
+        if st.name in dl.SYSTEM_DIRS and st.folder != dl.dataset_dir(st.name, data_dir):
+            where += " (the system package)"
+        elif st.name in dl.SYSTEM_DIRS and not st.complete:
+            folder, package = dl.SYSTEM_DIRS[st.name]
+            where += f"; or apt install {package} (read from {folder})"
+        rows.append((st.name, _state(st), where))
+    rows.append(("text-embedded", "built in", "CPython's documentation prose, shipped with Python (pydoc_data)"))
     rows.append(("folder:PATH", "-", "your own PNG/JPEG images (every tenth file is test)"))
+    rows.append(("text:PATH", "-", "your own UTF-8 text file or folder of them"))
+    rows.append(("voxels:PATH", "-", "your own .npy/.npz/.binvox occupancy grids (every tenth grid is test)"))
     rows.append(_asterisk_row())
     rows.append(("audio:PATH", "-", "your own WAV/FLAC files, resampled, cut into clips (docs/audio.md)"))
     widths = [max(len(r[i]) for r in rows) for i in range(2)]

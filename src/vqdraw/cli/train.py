@@ -43,8 +43,9 @@ def register(sub) -> None:
         "(data-parallel; see docs/scaling.md)",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--preset", default="mnist", help="mnist, svhn, cifar10, celeba (Table 1), mnist-10min, "
-                   "voxels32, voxels64, text (see `vqdraw presets`)")
+    p.add_argument("--preset", default="mnist",
+                   help=f"one of {', '.join(PRESETS)} (mnist, svhn, cifar10, celeba: Table 1; "
+                   "see `vqdraw presets`)")
     p.add_argument("--dataset", default=None,
                    help="dataset name (default: the preset's); mnist-embedded needs no download")
     p.add_argument("--data-dir", default=None, help="where datasets live (default: $VQDRAW_DATA or ~/.cache/vqdraw)")
