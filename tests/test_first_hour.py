@@ -57,3 +57,56 @@ def test_preset_help_lists_every_preset(capsys):
     preset_help = out.split("--preset PRESET", 2)[-1].split("--dataset DATASET")[0]
     for name in PRESETS:
         assert f" {name}," in preset_help or f" {name} " in preset_help
+
+
+def test_datasets_export_writes_files_the_verbs_read(tmp_path, capsys):
+    from PIL import Image
+
+    assert main(["datasets", "export", "mnist-embedded", "--split", "test", "--count", "16",
+                 "-o", str(tmp_path / "digits")]) == 0
+    files = sorted((tmp_path / "digits").glob("*.png"))
+    assert len(files) == 16 and Image.open(files[0]).size == (28, 28)
+    assert main(["datasets", "export", "text-embedded", "--count", "3", "-o", str(tmp_path / "text")]) == 0
+    texts = sorted((tmp_path / "text").glob("*.txt"))
+    assert len(texts) == 3 and len(texts[0].read_text(encoding="utf-8")) == 128
+    capsys.readouterr()
+    assert main(["datasets", "export", "mnist-embedded"]) == 2
+    assert "-o DIR" in capsys.readouterr().err
+
+
+def test_datasets_export_volumes_and_audio(tmp_path):
+    import numpy as np
+
+    from vqdraw.data.base import Dataset
+    from vqdraw.data.export import export_items
+    from vqdraw.data.voxels import read_grids
+
+    grids = np.zeros((3, 4, 4, 4, 1), np.uint8)
+    grids[1, 1:3, 1:3, 1:3] = 255
+    done = export_items(Dataset(grids, name="voxels:x"), tmp_path / "v", 3)
+    assert [f.suffix for f in done.files] == [".npy"] * 3
+    assert read_grids(done.files[1]).sum() == 8
+    pytest.importorskip("soundfile")
+    from vqdraw.data.audio import read_audio
+
+    clips = np.full((2, 64, 1), 128, np.uint8)
+    done = export_items(Dataset(clips, name="audio:x"), tmp_path / "a", 2)
+    samples, rate = read_audio(done.files[0])
+    assert rate == 8000 and len(samples) == 64
+
+
+def test_readme_first_block_runs(tmp_path, monkeypatch, capsys):
+    """The README's "Use it before training anything" block, as written: export digits, then the
+    pretrained model encodes, decodes and samples them."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"## Use it before training anything.*?```bash\n(.*?)```", readme, flags=re.S).group(1)
+    lines = [line.split("  #")[0].split(" # ")[0] for line in block.splitlines() if line.startswith("vqdraw ")]
+    assert lines[0].startswith("vqdraw datasets export")
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        assert main(shlex.split(line)[1:]) == 0, line
+    assert len(list(Path("out").glob("*.png"))) == 16
