@@ -110,3 +110,20 @@ def test_readme_first_block_runs(tmp_path, monkeypatch, capsys):
     for line in lines:
         assert main(shlex.split(line)[1:]) == 0, line
     assert len(list(Path("out").glob("*.png"))) == 16
+
+
+def test_resume_after_a_time_budget_trains_to_the_steps_asked(tmp_path):
+    """`train --time-budget` then `train --resume --steps N`: the resumed run reaches step N (the
+    budget is each invocation's, and --steps without --time-budget on --resume drops it)."""
+    from vqdraw.runs import read_latest
+
+    run = tmp_path / "run"
+    tiny = ["--options", "4", "--stages", "2", "--segment", "2", "--batch", "4", "--eval-size", "8",
+            "--eval-every", "1000", "--save-every", "1000", "--no-progress"]
+    assert main(["train", "--preset", "mnist-10min", "--dataset", "mnist-embedded", "--run", str(run),
+                 "--time-budget", "0.005", *tiny]) == 0
+    done = int(read_latest(run).name.split("-")[1])
+    assert 0 < done < 5000  # ended by the budget, not by the preset's steps
+    target = done + 3
+    assert main(["train", "--run", str(run), "--resume", "--steps", str(target), "--no-progress"]) == 0
+    assert read_latest(run).name == f"ckpt-{target:08d}"
