@@ -127,3 +127,38 @@ def test_resume_after_a_time_budget_trains_to_the_steps_asked(tmp_path):
     target = done + 3
     assert main(["train", "--run", str(run), "--resume", "--steps", str(target), "--no-progress"]) == 0
     assert read_latest(run).name == f"ckpt-{target:08d}"
+
+
+def test_prior_encode_never_makes_a_larger_file(tmp_path, capsys):
+    """17 digits with pretrained:mnist: the entropy-coded file (its header is larger) is no larger
+    than the fixed-length one; when it would be, encode writes fixed length and says so on stderr."""
+    from vqdraw.compress.bitstream import read_header
+
+    digits = tmp_path / "digits"
+    assert main(["datasets", "export", "mnist-embedded", "--count", "17", "-o", str(digits)]) == 0
+    assert main(["encode", "pretrained:mnist", str(digits), "-o", str(tmp_path / "f.vqd")]) == 0
+    capsys.readouterr()
+    assert main(["encode", "pretrained:mnist", str(digits), "-o", str(tmp_path / "p.vqd"), "--prior"]) == 0
+    err = capsys.readouterr().err
+    fixed, coded = (tmp_path / "f.vqd").read_bytes(), (tmp_path / "p.vqd").read_bytes()
+    assert len(coded) <= len(fixed)
+    if read_header(coded).version != 3:
+        assert coded == fixed and "fixed length" in err
+    else:
+        assert "fixed length" not in err
+    assert main(["decode", "pretrained:mnist", str(tmp_path / "p.vqd"), "-o", str(tmp_path / "out")]) == 0
+    assert len(list((tmp_path / "out").glob("*.png"))) == 17
+
+
+def test_smaller_file_falls_back_when_the_prior_does_not_pay(tmp_path, capsys):
+    """One digit: the version-3 header alone outweighs any saving, so the file is fixed length."""
+    from vqdraw.compress.bitstream import read_header
+
+    digits = tmp_path / "digits"
+    assert main(["datasets", "export", "mnist-embedded", "--count", "1", "-o", str(digits)]) == 0
+    capsys.readouterr()
+    assert main(["encode", "pretrained:mnist", str(digits), "-o", str(tmp_path / "p.vqd"), "--prior"]) == 0
+    captured = capsys.readouterr()
+    assert read_header((tmp_path / "p.vqd").read_bytes()).version != 3
+    assert "fixed length" in captured.err and captured.err.count("\n") == 1
+    assert "entropy-coded" not in captured.out

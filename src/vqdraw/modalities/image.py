@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .base import Modality, decode_to_folder, plural, progress_bar, write_vqd_file
+from .base import Modality, decode_to_folder, is_entropy_coded, plural, progress_bar, write_vqd_file
 
 
 class ImageModality(Modality):
@@ -83,7 +83,7 @@ class ImageModality(Modality):
         import torch
 
         from ..compress.bitstream import bits_per_image, header_size
-        from ..compress.codec import compress_codes, encode_images
+        from ..compress.codec import compress_codes, encode_images, smaller_file
         from ..data.images import expand_image_paths, load_images
 
         paths = expand_image_paths(list(files))
@@ -102,11 +102,15 @@ class ImageModality(Modality):
                 bar.update(len(images))
         finally:
             bar.close()
-        data = write_vqd_file(out, compress_codes(model, torch.cat(codes), prior=prior))
+        codes = torch.cat(codes)
+        blob = compress_codes(model, codes)
+        if prior is not None:  # entropy-coded unless that file would be the larger
+            blob = smaller_file(compress_codes(model, codes, prior=prior), blob)
+        data = write_vqd_file(out, blob)
         n = stages or model.stages
         count = len(paths)
         bits = bits_per_image(model.options, n)
-        if prior is not None:
+        if is_entropy_coded(data):
             head = header_size(shape, self.name, coded=True)
             return (f"{out}: {plural(count, 'image')}, {n} stages of K={model.options}, entropy-coded with the "
                     f"prior: {8 * (len(data) - head) / count:.2f} bits per image payload (fixed length: {bits}), "

@@ -81,7 +81,8 @@ class TextModality(Modality):
 
     def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
         """The text files (joined) -> one .vqd file recording the text's length."""
-        from ..compress.text import compress_text
+        from ..compress.codec import smaller_file
+        from ..compress.text import encode_text, write_text_codes
         from .base import progress_bar, write_vqd_file
 
         text = read_texts(files)
@@ -89,10 +90,12 @@ class TextModality(Modality):
         chunks = -(-len(text) // length)
         bar = progress_bar(chunks, chunk=batch, desc="encode", unit=self.noun, enabled=progress)
         try:
-            data = compress_text(model, text, stages=stages, beam=beam, batch=batch, prior=prior,
-                                 progress=bar.update)
+            codes = encode_text(model, text, stages=stages, beam=beam, batch=batch, progress=bar.update)
         finally:
             bar.close()
+        data = write_text_codes(model, codes, len(text))
+        if prior is not None:  # entropy-coded unless that file would be the larger
+            data = smaller_file(write_text_codes(model, codes, len(text), prior=prior), data)
         write_vqd_file(out, data)
         return (f"{out}: {len(text)} characters in {chunks} chunk{'s' if chunks != 1 else ''} of {length}, "
                 f"{stages or model.stages} stages of K={model.options}, {len(data)} bytes "
