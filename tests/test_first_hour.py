@@ -162,3 +162,26 @@ def test_smaller_file_falls_back_when_the_prior_does_not_pay(tmp_path, capsys):
     assert read_header((tmp_path / "p.vqd").read_bytes()).version != 3
     assert "fixed length" in captured.err and captured.err.count("\n") == 1
     assert "entropy-coded" not in captured.out
+
+
+def test_default_outputs_get_new_numbered_names(tmp_path, monkeypatch, capsys):
+    """A second `reconstruct`/`stages`/`sample` without -o writes beside the first, not over it, and
+    says where; the title of pretrained:mnist names it, not the preset its config equals."""
+    from vqdraw.evaluate import plots
+
+    titles = []
+    real = plots.describe_model
+    monkeypatch.setattr(plots, "describe_model", lambda *a, **k: titles.append(real(*a, **k)) or titles[-1])
+    monkeypatch.chdir(tmp_path)
+    home = tmp_path / "pretrained-mnist"
+    for argv, first, second in (
+            (["reconstruct", "pretrained:mnist", "--count", "2"], "reconstructions-cli.png", "reconstructions-cli-2.png"),
+            (["stages", "pretrained:mnist", "--count", "2"], "stages-cli.png", "stages-cli-2.png"),
+            (["sample", "pretrained:mnist", "-n", "4"], "samples-0.png", "samples-0-2.png")):
+        assert main(argv) == 0
+        before = (home / first).read_bytes()
+        capsys.readouterr()
+        assert main(argv) == 0
+        assert (home / second).is_file() and (home / first).read_bytes() == before
+        assert str(home.name + "/" + second) in capsys.readouterr().out
+    assert titles and all("pretrained:mnist" in t and "preset" not in t for t in titles)

@@ -29,7 +29,7 @@ class TextModality(Modality):
             not Path(path).is_dir() or not suffixes & (set(IMAGE_SUFFIXES) | set(VOXEL_SUFFIXES)))
 
     def sample_name(self, seed: int) -> str:
-        return "samples.txt"
+        return f"samples-{seed}.txt"  # not the run's own samples.txt
 
     # -------------------------------------------------------------- inputs
     def load_files(self, model, files, *, count=None, fit=False):
