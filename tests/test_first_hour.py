@@ -185,3 +185,35 @@ def test_default_outputs_get_new_numbered_names(tmp_path, monkeypatch, capsys):
         assert (home / second).is_file() and (home / first).read_bytes() == before
         assert str(home.name + "/" + second) in capsys.readouterr().out
     assert titles and all("pretrained:mnist" in t and "preset" not in t for t in titles)
+
+
+def test_brightness_warning_names_the_files_and_encode_reports_bits_per_pixel(tmp_path, capsys):
+    import numpy as np
+    from PIL import Image
+
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    for name, value in (("white.png", 255), ("black.png", 0)):
+        Image.fromarray(np.full((28, 28), value, np.uint8)).save(folder / name)
+    assert main(["encode", "pretrained:mnist", str(folder), "-o", str(tmp_path / "x.vqd")]) == 0
+    captured = capsys.readouterr()
+    warning = next(line for line in captured.err.splitlines() if line.startswith("warning:"))
+    assert "white.png" in warning and "black.png" not in warning
+    out = " ".join(captured.out.split())
+    assert "bits) per image" in out and "bits per pixel" in out
+
+
+def test_prior_progress_is_plain_lines_off_a_terminal(tmp_path, capsys):
+    """stderr is not a terminal under pytest: progress comes as whole lines, no carriage returns."""
+    from vqdraw import VQDraw
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    folder = tmp_path / "model"
+    VQDraw.from_preset("mnist", options=4, stages=2, segment=2).save(folder)
+    (folder / "train.json").write_text('{"train": {"dataset": "mnist-embedded"}, "model": {}}')
+    assert main(["prior", str(folder), "--train-items", "600", "--test-items", "50", "--steps", "20",
+                 "--hidden", "8", "--embed", "4"]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    assert "prior: 20/20 steps" in err and "train codes: 600/600 items" in err

@@ -99,7 +99,8 @@ class TextModality(Modality):
         write_vqd_file(out, data)
         return (f"{out}: {len(text)} characters in {chunks} chunk{'s' if chunks != 1 else ''} of {length}, "
                 f"{stages or model.stages} stages of K={model.options}, {len(data)} bytes "
-                f"= {8 * len(data) / max(len(text), 1):.3f} bits per character (lossy)")
+                f"= {8 * len(data) / max(chunks, 1):.1f} bits per chunk, "
+                f"{8 * len(data) / max(len(text), 1):.3f} bits per character (lossy)")
 
     def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
         """OUT is a .txt file, or a folder that gets decoded.txt; written ``batch`` chunks at a time."""

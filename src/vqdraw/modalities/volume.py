@@ -108,8 +108,11 @@ class VolumeModality(Modality):
         payload = (f"{8 * (len(data) - head) / max(count, 1):.2f} bits per volume payload, entropy-coded "
                    "with the prior" if coded
                    else f"{bits_per_image(model.options, n)} bits per volume payload")
+        voxels = shape[1] * shape[2] * shape[3]
+        per_item = 8 * len(data) / max(count, 1)
         return (f"{out}: {plural(count, 'volume')} ({'x'.join(map(str, shape[1:]))}), {n} stages of "
-                f"K={model.options}: {payload}, {head} header bytes, {len(data)} bytes in all")
+                f"K={model.options}: {payload}, {head} header bytes, {len(data)} bytes in all = "
+                f"{per_item:.1f} bits per volume, {per_item / voxels:.5f} bits per voxel")
 
     def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
         """One ``.npy`` occupancy grid per volume (probability > 0.5)."""
