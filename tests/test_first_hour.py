@@ -217,3 +217,25 @@ def test_prior_progress_is_plain_lines_off_a_terminal(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "\r" not in err
     assert "prior: 20/20 steps" in err and "train codes: 600/600 items" in err
+
+
+def test_every_output_help_says_missing_folders_are_created():
+    from vqdraw.cli import build_parser
+
+    parser = build_parser("*")
+    verbs = next(a for a in parser._actions if a.dest == "command").choices
+    outputs = [(name, a) for name, p in verbs.items() for a in p._actions
+               if getattr(a.type, "__name__", "") in ("output_file", "output_dir") or "-o" in a.option_strings]
+    assert len(outputs) >= 10
+    for name, action in outputs:
+        assert "created" in (action.help or ""), (name, action.option_strings)
+
+
+def test_pyproject_license_is_an_spdx_string():
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    setuptools = next(r for r in project["build-system"]["requires"] if r.startswith("setuptools"))
+    assert setuptools == "setuptools>=77"  # the first setuptools that reads an SPDX license string

@@ -42,7 +42,15 @@ VERBS: dict[str, tuple[str, str]] = {
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors: `vqdraw VERB: error: MESSAGE (see vqdraw VERB --help)`."""
+    """argparse with one-line errors: `vqdraw VERB: error: MESSAGE (see vqdraw VERB --help)`; the
+    help of every output (an argument of type common.output_file or output_dir) says that missing
+    folders are created, as every verb does."""
+
+    def add_argument(self, *args, **kwargs):
+        if getattr(kwargs.get("type"), "__name__", "") in ("output_file", "output_dir") and kwargs.get("help"):
+            if "created" not in kwargs["help"]:
+                kwargs["help"] += " (missing folders are created)"
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
