@@ -340,11 +340,9 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, steps
     best = heldout_bits()
     best_state = {k: v.clone() for k, v in net.state_dict().items()}
     best_step, bad, step, stopped = 0, 0, 0, False
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    from .training.loop import Progress  # a bar on a terminal, plain lines in a log
 
-        bar = tqdm(total=steps, desc="prior", unit="step", leave=False)
+    bar = Progress(steps, desc="prior", unit="step", enabled=progress)
     net.train()
     while step < steps:
         idx = torch.randint(0, train.shape[0], (min(batch, train.shape[0]),), generator=g)
@@ -359,13 +357,12 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, steps
             for p in net.parameters():
                 p.clamp_(-MAX_WEIGHT, MAX_WEIGHT)
         step += 1
-        if bar is not None:
-            bar.update(1)
         out_of_time = time_budget is not None and time.monotonic() - start > time_budget
-        if step % eval_every == 0 or step == steps or out_of_time:
+        if not (step % eval_every == 0 or step == steps or out_of_time):
+            bar.update(1)
+        else:
             bits = heldout_bits()
-            if bar is not None:
-                bar.set_postfix(heldout_bits=f"{float(bits.sum()):.2f}")
+            bar.update(1, postfix={"heldout_bits": f"{float(bits.sum()):.2f}"})
             if float(bits.sum()) < float(best.sum()) - 1e-4:
                 best, best_step, bad = bits, step, 0
                 best_state = {k: v.clone() for k, v in net.state_dict().items()}
@@ -376,8 +373,7 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, steps
                     break
         if out_of_time:
             break
-    if bar is not None:
-        bar.close()
+    bar.close()
     net.load_state_dict(best_state)
     report = PriorReport(step, time.monotonic() - start, int(train.shape[0]), int(held.shape[0]),
                          config.stages * math.log2(config.options), float(best.sum()),

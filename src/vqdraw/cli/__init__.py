@@ -25,8 +25,8 @@ VERBS: dict[str, tuple[str, str]] = {
     "sample": ("sample", "draw samples from a trained model (uniform prior, or the learned one: --prior)"),
     "reconstruct": ("reconstruct", "encode and decode images; save originals beside reconstructions"),
     "stages": ("stages", "draw the reconstruction after each stage (paper Figure 6)"),
-    "encode": ("encode", "compress images into a .vqd file"),
-    "decode": ("decode", "decompress a .vqd file into PNG images"),
+    "encode": ("encode", "compress images, text, volumes or audio into a .vqd file"),
+    "decode": ("decode", "decompress a .vqd file into images (PNG), text, volumes (NPY) or audio (WAV)"),
     "prior": ("prior", "train a learned prior over a model's codes (entropy-coded .vqd files, prior samples)"),
     "eval": ("eval", "rate–distortion curves: VQ-DRAW against JPEG and WebP"),
     "presets": ("presets", "print the Table 1 presets"),
@@ -42,7 +42,15 @@ VERBS: dict[str, tuple[str, str]] = {
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors: `vqdraw VERB: error: MESSAGE (see vqdraw VERB --help)`."""
+    """argparse with one-line errors: `vqdraw VERB: error: MESSAGE (see vqdraw VERB --help)`; the
+    help of every output (an argument of type common.output_file or output_dir) says that missing
+    folders are created, as every verb does."""
+
+    def add_argument(self, *args, **kwargs):
+        if getattr(kwargs.get("type"), "__name__", "") in ("output_file", "output_dir") and kwargs.get("help"):
+            if "created" not in kwargs["help"]:
+                kwargs["help"] += " (missing folders are created)"
+        return super().add_argument(*args, **kwargs)
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
@@ -60,7 +68,8 @@ def build_parser(verb: str | None = None) -> ArgumentParser:
     """The parser; only `verb`'s module is imported and registered (all of them for verb "*")."""
     parser = ArgumentParser(
         prog="vqdraw",
-        description="VQ-DRAW: train discrete auto-encoders, compress images to a few dozen bits, sample.",
+        description="VQ-DRAW: train discrete auto-encoders, compress images, text, volumes and audio "
+        "to a few dozen bits per item, sample.",
         epilog="MODEL (a run or model folder) is the first argument of every verb that takes one, "
         "or -m MODEL. `vqdraw VERB --help` for a verb's options.",
     )
@@ -79,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     verb = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(verb)
+    if not argv:  # `vqdraw` alone: the help, not a usage error
+        parser.print_help()
+        return 0
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a one-line usage error (already printed)

@@ -331,6 +331,30 @@ def output_path(path: str | None, default: Path, args=None, inputs=()) -> Path:
     return out
 
 
+def default_output(model, name: str) -> Path:
+    """Where a verb writes `name` when no -o is given: in the model's folder (``./pretrained-NAME/``
+    for a shipped model), under a new numbered name (``reconstructions-cli-2.png``, …) when an
+    earlier run of a verb already wrote `name` there, so a default output never replaces another."""
+    from ..pretrained import output_home
+
+    home = output_home(model)
+    path = home / name
+    stem, suffix = (path.stem, path.suffix) if path.suffix else (path.name, "")
+    number = 2
+    while path.exists():
+        path = home / f"{stem}-{number}{suffix}"
+        number += 1
+    return path
+
+
+def model_title_name(model) -> str | None:
+    """The name a figure title gives the model: ``pretrained:NAME`` for a shipped model (its config
+    may equal a preset's, but it is not that preset's training), else None (the title finds the preset)."""
+    from ..pretrained import is_pretrained
+
+    return str(model) if is_pretrained(model) else None
+
+
 PICTURE_VERBS = ("decode", "eval")
 """Verbs whose output folder gets pictures and reports, never a model's files: it must not lie
 inside a checkpoint (other verbs, such as prior and distill, write beside a model on purpose)."""

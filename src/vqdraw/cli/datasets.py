@@ -13,13 +13,36 @@ else ~/.cache/vqdraw. --verify checks present files against the official md5s (a
 stand-in with no published md5 is reported "unverified"; --strict makes that a failure); --download NAME
 fetches a dataset's missing files (CelebA has no direct link: you are told where to get it).
 Any folder of PNG/JPEG images can also be used as a dataset, named folder:/path/to/images; any
-folder of WAV/FLAC files as audio:/path/to/sounds. asterisk-en is installed by the system's
-package manager (apt-get install asterisk-core-sounds-en-wav)."""
+UTF-8 text file or folder as text:/path/to/file.txt; any folder of .npy/.npz/.binvox occupancy
+grids as voxels:/path/to/grids; any folder of WAV/FLAC files as audio:/path/to/sounds.
+asterisk-en is installed by the system's package manager (apt-get install
+asterisk-core-sounds-en-wav). So can Fashion-MNIST be, on Debian: apt install dataset-fashion-mnist
+puts its files in /usr/share/datasets/fashion-mnist, which vqdraw reads when the data dir has no
+fashion-mnist/ of its own (or pass --data-dir /usr/share/datasets).
+
+`vqdraw datasets export NAME -o DIR` writes --count items of a split of dataset NAME into DIR as
+ordinary files that encode, reconstruct and the other verbs read: PNG images, UTF-8 .txt text, .npy
+occupancy grids for volumes, 16-bit WAV for audio (8 kHz; needs the [audio] extra). The items are a
+class-balanced, seeded subset, each file named by the item's index in the split:
+
+    vqdraw datasets export mnist-embedded --split test --count 16 -o my-digits/"""
 
 
 def register(subparsers) -> None:
+    from .common import MAX_COUNT, output_dir, positive_int
+
     p = subparsers.add_parser("datasets", description=DESCRIPTION,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              usage="%(prog)s [--data-dir DIR] [--verify] [--strict] [--download NAME]\n"
+                                    "       %(prog)s export NAME [--split test] [--count 16] -o DIR")
+    p.add_argument("action", nargs="?", choices=["export"], metavar="export",
+                   help="export NAME: write items of dataset NAME as files into -o DIR")
+    p.add_argument("name", nargs="?", metavar="NAME", help="the dataset to export (any name the list shows)")
+    p.add_argument("--split", choices=["train", "test"], default="test", help="export: the split (default: test)")
+    p.add_argument("--count", type=positive_int(max=MAX_COUNT), default=16,
+                   help="export: how many items (default: 16; fewer if the split holds fewer)")
+    p.add_argument("-o", "--output", type=output_dir, default=None, metavar="DIR",
+                   help="export: the folder to write into (created if missing; files of the same names are replaced)")
     p.add_argument("--data-dir", metavar="DIR", default=None,
                    help="folder holding one sub-folder per dataset (default: $VQDRAW_DATA "
                         "or ~/.cache/vqdraw)")
@@ -53,6 +76,13 @@ def _asterisk_row() -> tuple[str, str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        return export(args)
+    if args.name is not None:
+        from ..errors import InputError
+
+        raise InputError(f"unexpected argument {args.name!r}; to write items as files: "
+                         f"vqdraw datasets export {args.name} -o DIR")
     from ..data import download as dl
     from ..data.base import DatasetError
 
@@ -78,8 +108,17 @@ def run(args: argparse.Namespace) -> int:
     statuses = [dl.status(n, data_dir) for n in dl.CATALOGUE]
     for st in statuses:
         s = dl.CATALOGUE[st.name]
-        rows.append((st.name, _state(st), f"{s.title}; {st.folder}"))
+        where = f"{s.title}; {st.folder}"
+        if st.name in dl.SYSTEM_DIRS and st.folder != dl.dataset_dir(st.name, data_dir):
+            where += " (the system package)"
+        elif st.name in dl.SYSTEM_DIRS and not st.complete:
+            folder, package = dl.SYSTEM_DIRS[st.name]
+            where += f"; or apt install {package} (read from {folder})"
+        rows.append((st.name, _state(st), where))
+    rows.append(("text-embedded", "built in", "CPython's documentation prose, shipped with Python (pydoc_data)"))
     rows.append(("folder:PATH", "-", "your own PNG/JPEG images (every tenth file is test)"))
+    rows.append(("text:PATH", "-", "your own UTF-8 text file or folder of them"))
+    rows.append(("voxels:PATH", "-", "your own .npy/.npz/.binvox occupancy grids (every tenth grid is test)"))
     rows.append(_asterisk_row())
     rows.append(("audio:PATH", "-", "your own WAV/FLAC files, resampled, cut into clips (docs/audio.md)"))
     widths = [max(len(r[i]) for r in rows) for i in range(2)]
@@ -108,3 +147,19 @@ def run(args: argparse.Namespace) -> int:
         if checked and not bad and not unverified:
             print("all files match")
     return 1 if bad or (args.strict and unverified) else 0
+
+
+def export(args: argparse.Namespace) -> int:
+    """`vqdraw datasets export NAME -o DIR`: items of a dataset as files."""
+    from ..data import load_dataset
+    from ..data.export import export_items
+    from ..errors import InputError
+
+    if args.name is None or args.output is None:
+        raise InputError("export needs a dataset and a folder: vqdraw datasets export NAME -o DIR")
+    dataset = load_dataset(args.name, args.split, args.data_dir)
+    done = export_items(dataset, args.output, args.count)
+    kind = {"image": "image", "text": "text", "volume": "volume", "audio": "audio clip"}[done.modality]
+    print(f"{args.output}: {len(done.files)} {kind}{'s' if len(done.files) != 1 else ''} of "
+          f"{args.name} ({args.split}) as {done.files[0].suffix[1:].upper() if done.files else 'files'}")
+    return 0

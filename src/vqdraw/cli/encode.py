@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from .common import MAX_BATCH, MAX_BEAM, MAX_STAGES, add_fit_arg, add_model_arg, output_file, positive_int
 
 
@@ -53,4 +55,15 @@ def run(args) -> int:
     print(modality_for(model.config).encode(model, args.images, out, stages=args.stages, beam=args.beam,
                                             batch=args.batch, fit=args.fit, prior=prior,
                                             progress=not args.no_progress))
+    if prior is not None and not _entropy_coded(out):
+        print(f"vqdraw encode: {out}: written at fixed length, not entropy-coded: with the prior the file "
+              "would have been larger (its header costs more than the prior saves on these items)",
+              file=sys.stderr)
     return 0
+
+
+def _entropy_coded(path) -> bool:
+    from ..compress.bitstream import read_header
+
+    with open(path, "rb") as fh:
+        return read_header(fh.read()).version == 3

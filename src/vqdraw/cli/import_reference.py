@@ -20,7 +20,7 @@ def register(subparsers) -> None:
     p.add_argument("--preset", required=True, choices=["mnist", "svhn", "cifar10", "celeba"],
                    help="which of his refiners the file holds")
     p.add_argument("-o", "--output", metavar="MODEL_DIR", default=None,
-                   help="model folder to write (default: reference-PRESET)")
+                   help="model folder to write (default: reference-PRESET; missing folders are created)")
     p.add_argument("--download", action="store_true",
                    help="fetch his published checkpoint for --preset (sha256-pinned) instead of FILE")
     p.add_argument("--data-dir", metavar="DIR", default=None,

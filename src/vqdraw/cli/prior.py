@@ -94,15 +94,20 @@ def run(args) -> int:
 def split_codes(model, items, limit, beam: int, progress: bool, desc: str):
     """Codes (M, N) on the CPU of the first ``limit`` items of a split (greedy or beam)."""
     import torch
-    from tqdm import tqdm
 
     from ..compress.codec import encode_images
+    from ..modalities.base import progress_bar  # a bar on a terminal, plain lines in a log
 
     n = len(items) if limit is None else min(limit, len(items))
     batch = 250 if beam == 1 else max(1, 2000 // beam)
     out = []
-    with torch.no_grad():
-        for start in tqdm(range(0, n, batch), desc=desc, unit="batch", disable=not progress, leave=False):
-            x = items.batch(range(start, min(n, start + batch)), model.device)
-            out.append(encode_images(model, x, beam=beam))
+    bar = progress_bar(n, chunk=batch, desc=desc, unit="item", enabled=progress)
+    try:
+        with torch.no_grad():
+            for start in range(0, n, batch):
+                x = items.batch(range(start, min(n, start + batch)), model.device)
+                out.append(encode_images(model, x, beam=beam))
+                bar.update(len(x))
+    finally:
+        bar.close()
     return torch.cat(out) if out else torch.zeros((0, model.stages), dtype=torch.long)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..pretrained import output_home
-from .common import (MAX_BEAM, MAX_STAGES, add_input_args, add_model_arg, load_inputs, load_model, output_file,
-                     output_path, positive_int)
+from .common import (MAX_BEAM, MAX_STAGES, add_input_args, add_model_arg, default_output, load_inputs, load_model,
+                     model_title_name, output_file, output_path, positive_int)
 
 
 def register(sub) -> None:
@@ -17,7 +14,8 @@ def register(sub) -> None:
     add_input_args(p, count=50)
     p.add_argument("--stages", type=positive_int(max=MAX_STAGES), default=None, help="use only the first n stages of each code")
     p.add_argument("--beam", type=positive_int(max=MAX_BEAM), default=1, help="beam width for encoding (1 = greedy, the paper)")
-    p.add_argument("-o", "--output", type=output_file, default=None, help="PNG to write (default: MODEL/reconstructions-cli.png)")
+    p.add_argument("-o", "--output", type=output_file, default=None, help="PNG to write (default: MODEL/reconstructions-cli.png, or "
+                   "reconstructions-cli-2.png, … when an earlier one is there)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (a long job shows one on stderr)")
     p.set_defaults(func=run)
 
@@ -31,9 +29,10 @@ def run(args) -> int:
     data = load_inputs(args, model)
     recon = _reconstruct(model, data, args, modality.noun)
     n = args.stages if args.stages is not None else model.stages
-    out = output_path(args.output, output_home(args.model) / f"reconstructions-cli{modality.pair_suffix}")
+    out = output_path(args.output, None if args.output else
+                      default_output(args.model, f"reconstructions-cli{modality.pair_suffix}"))
     print(modality.write_pairs(model, data, recon, out, stages=n,
-                               title=plots.describe_model(model.config, _dataset(args))))
+                               title=plots.describe_model(model.config, _dataset(args), model_title_name(args.model))))
     return 0
 
 

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..pretrained import output_home
-from .common import (MAX_SAMPLES, MAX_STAGES, add_model_arg, finite_float, load_model, output_file, output_path,
-                     positive_int)
+from .common import (MAX_SAMPLES, MAX_STAGES, add_model_arg, default_output, finite_float, load_model, output_file,
+                     output_path, positive_int)
 
 
 def register(sub) -> None:
@@ -19,7 +16,8 @@ def register(sub) -> None:
     p.add_argument("--stages", type=positive_int(max=MAX_STAGES), default=None, help="decode only this many stages (coarser)")
     p.add_argument("--seed", type=positive_int(min=0, max=2**63 - 1), default=0, help="seed for the random codes")
     p.add_argument("-o", "--output", type=output_file, default=None,
-                   help="PNG to write (default: MODEL/samples-<seed>.png, MODEL/prior-samples-<seed>.png with --prior)")
+                   help="PNG to write (default: MODEL/samples-<seed>.png, MODEL/prior-samples-<seed>.png with --prior; "
+                   "samples-<seed>-2.png, … when an earlier one is there)")
     p.add_argument("--prior", action="store_true", help="draw the codes from the learned prior instead of uniformly")
     p.add_argument("--temperature", type=finite_float(above=0, max=100), default=None,
                    help="with --prior: divide the prior's logits by this (below 1: more typical codes; default 1)")
@@ -40,7 +38,8 @@ def run(args) -> int:
     codes = prior_codes(args, model)
     modality = modality_for(model.config)
     name = modality.sample_name(args.seed)
-    out = output_path(args.output, output_home(args.model) / (name if codes is None else f"prior-{name}"))
+    out = output_path(args.output, None if args.output else
+                      default_output(args.model, name if codes is None else f"prior-{name}"))
     print(modality.write_samples(model, out, count=args.count, stages=args.stages, seed=args.seed, codes=codes,
                                  progress=not args.no_progress))
     return 0

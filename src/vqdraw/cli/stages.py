@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from ..pretrained import output_home
-from .common import (MAX_STAGES, add_input_args, add_model_arg, load_inputs, load_model, output_file, output_path,
-                     positive_int)
+from .common import (MAX_STAGES, add_input_args, add_model_arg, default_output, load_inputs, load_model,
+                     model_title_name, output_file, output_path, positive_int)
 from .reconstruct import _dataset
 
 
@@ -19,7 +16,8 @@ def register(sub) -> None:
     add_model_arg(p, rest="images")
     add_input_args(p, count=8)
     p.add_argument("--max-stages", type=positive_int(max=MAX_STAGES), default=20, help="show at most this many stages")
-    p.add_argument("-o", "--output", type=output_file, default=None, help="PNG to write (default: MODEL/stages-cli.png)")
+    p.add_argument("-o", "--output", type=output_file, default=None, help="PNG to write (default: MODEL/stages-cli.png, or stages-cli-2.png, … when "
+                   "an earlier one is there)")
     p.set_defaults(func=run)
 
 
@@ -30,7 +28,7 @@ def run(args) -> int:
     model = load_model(args)
     modality = modality_for(model.config)
     data = load_inputs(args, model)
-    out = output_path(args.output, output_home(args.model) / "stages-cli.png")
+    out = output_path(args.output, None if args.output else default_output(args.model, "stages-cli.png"))
     print(modality.write_stages(model, data, out, max_stages=args.max_stages,
-                                title=plots.describe_model(model.config, _dataset(args))))
+                                title=plots.describe_model(model.config, _dataset(args), model_title_name(args.model))))
     return 0

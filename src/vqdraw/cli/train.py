@@ -37,14 +37,16 @@ def register(sub) -> None:
         "train",
         description="Train a VQ-DRAW model. Writes checkpoints, metrics.jsonl, samples.png, "
         "reconstructions.png, stages.png and curves.png into the run folder, which every other "
-        "command accepts as MODEL.",
+        "command accepts as MODEL. A --time-budget is each invocation's: `--resume` gets the whole "
+        "budget again, and `--resume --steps N` without --time-budget trains to step N with no budget.",
         epilog="example: vqdraw train --preset mnist --dataset mnist-embedded --steps 1000 --run runs/mnist\n"
         "several processes: torchrun --standalone --nproc_per_node=N -m vqdraw.cli train ... "
         "(data-parallel; see docs/scaling.md)",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--preset", default="mnist", help="mnist, svhn, cifar10, celeba (Table 1), mnist-10min, "
-                   "voxels32, voxels64, text (see `vqdraw presets`)")
+    p.add_argument("--preset", default="mnist",
+                   help=f"one of {', '.join(PRESETS)} (mnist, svhn, cifar10, celeba: Table 1; "
+                   "see `vqdraw presets`)")
     p.add_argument("--dataset", default=None,
                    help="dataset name (default: the preset's); mnist-embedded needs no download")
     p.add_argument("--data-dir", default=None, help="where datasets live (default: $VQDRAW_DATA or ~/.cache/vqdraw)")
@@ -109,6 +111,8 @@ def run(args) -> int:
         if args.progressive is not None:
             model_cfg = override(model_cfg, refiner=override(model_cfg.refiner, progressive=args.progressive))
         train_cfg = preset.train
+    if args.resume and "steps" in train_over and "time_budget" not in train_over:
+        train_cfg = dataclasses.replace(train_cfg, time_budget=None)  # --resume --steps N: to step N
     train_cfg = override(train_cfg, dataset=args.dataset, **train_over)
 
     train_set, test_set = _load_data(train_cfg.dataset, args, model_cfg)

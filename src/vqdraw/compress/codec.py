@@ -37,6 +37,7 @@ __all__ = [
     "encode_images",
     "read_file",
     "read_input_bytes",
+    "smaller_file",
 ]
 
 
@@ -85,6 +86,14 @@ def compress_codes(model, codes, prior=None, block: int | None = None) -> bytes:
         prior.check_model(model)
     return write_vqd(arr, int(model.options), tuple(model.config.data_shape), model.fingerprint(),
                      modality=modality_of(model.config), coder=prior, block=block)
+
+
+def smaller_file(coded: bytes, fixed: bytes) -> bytes:
+    """The entropy-coded ``.vqd`` file unless the fixed-length one of the same codes is smaller (a few
+    items, whose larger version-3 header outweighs the saving, or a prior that predicts these codes
+    badly), so encoding with a prior never makes a file larger. Which one it is: its header's version
+    (3 for entropy-coded)."""
+    return coded if len(coded) <= len(fixed) else fixed
 
 
 def compress(model, images: torch.Tensor, stages: int | None = None, beam: int = 1, prior=None) -> bytes:

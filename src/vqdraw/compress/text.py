@@ -29,7 +29,8 @@ from ..errors import InputError
 from ..core.modality import modality_of
 from ..core.stageloop import run_inference
 
-__all__ = ["check_text_model", "compress_text", "decompress_text", "decompress_text_pieces", "lossless_bits_per_char",
+__all__ = ["check_text_model", "compress_text", "decompress_text", "decompress_text_pieces", "encode_text",
+           "write_text_codes", "lossless_bits_per_char",
            "reconstruct_lines", "sample_lines", "sequences_to_text", "stage_lines", "stage_report",
            "text_to_data", "text_data_for"]
 
@@ -58,6 +59,21 @@ def compress_text(model, text: str, *, stages: int | None = None, beam: int = 1,
     (entropy-coded with ``prior`` when given). The text is turned into the model's data ``batch``
     chunks at a time, so memory beyond the text and its codes does not grow with its length;
     ``progress(k)`` (optional) is called after each batch of ``k`` chunks."""
+    codes = encode_text(model, text, stages=stages, beam=beam, batch=batch, progress=progress)
+    return write_text_codes(model, codes, len(text), prior=prior)
+
+
+def write_text_codes(model, codes: torch.Tensor, length: int, *, prior=None) -> bytes:
+    """The ``.vqd`` bytes of a text's chunk codes (:func:`encode_text`) and its `length` in characters."""
+    if prior is not None:
+        prior.check_model(model)
+    return write_vqd(codes.numpy(), int(model.options), tuple(model.config.data_shape), model.fingerprint(),
+                     modality="text", length=length, coder=prior)
+
+
+def encode_text(model, text: str, *, stages: int | None = None, beam: int = 1, batch: int = 64,
+                progress=None) -> torch.Tensor:
+    """The codes (chunks, n) of ``text`` cut into chunks of the model's length (the last padded)."""
     check_text_model(model)
     length = model.config.data_shape[-1]
     step = batch * length  # characters per batch
@@ -67,11 +83,7 @@ def compress_text(model, text: str, *, stages: int | None = None, beam: int = 1,
         codes.append(encode_images(model, data, stages=stages, beam=beam))
         if progress is not None:
             progress(len(data))
-    codes = torch.cat(codes) if codes else torch.zeros((0, stages or model.stages), dtype=torch.int64)
-    if prior is not None:
-        prior.check_model(model)
-    return write_vqd(codes.numpy(), int(model.options), tuple(model.config.data_shape), model.fingerprint(),
-                     modality="text", length=len(text), coder=prior)
+    return torch.cat(codes) if codes else torch.zeros((0, stages or model.stages), dtype=torch.int64)
 
 
 def decompress_text(model, data: bytes, *, stages: int | None = None, prior=None) -> str:

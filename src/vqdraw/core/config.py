@@ -306,8 +306,11 @@ class TrainConfig:
     ema: float = ranged(0.0, low=0, below=1)
     """Decay of an average of the weights used for evaluation, pictures and the saved model (0: off)."""
     time_budget: float | None = ranged(None, above=0, high=1e7)
-    """Minutes of wall-clock time: the run ends when they are spent (at most `steps` steps) and
-    the anneal is fitted to the step count they allow."""
+    """Minutes of wall-clock time for each invocation (each `vqdraw train` or ``fit`` call; a resumed
+    run gets them all again): the
+    training steps with their periodic evaluations and checkpoints, not loading the data or the
+    final evaluation. The run ends when they are spent (at most `steps` steps) and the anneal is
+    fitted to the step count they allow."""
 
     def __post_init__(self) -> None:
         check_ranges(self)

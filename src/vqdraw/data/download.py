@@ -1,7 +1,9 @@
 """Where datasets live, what their official files are, and how to fetch and check them.
 
 Layout: ``<data dir>/<dataset name>/<official file name>``. The data dir is ``--data-dir``, else
-``$VQDRAW_DATA``, else ``$XDG_CACHE_HOME/vqdraw`` (normally ``~/.cache/vqdraw``).
+``$VQDRAW_DATA``, else ``$XDG_CACHE_HOME/vqdraw`` (normally ``~/.cache/vqdraw``). A dataset that a
+system package installs (Debian's ``dataset-fashion-mnist``: SYSTEM_DIRS) is read from the
+package's folder when the data dir lacks some of its files and the package's folder has them all.
 
 Downloads use urllib only. A download goes into ``<file>.part`` (resumed with an HTTP Range
 request when a ``.part`` is already there), is checked against the official md5, and only then
@@ -128,6 +130,26 @@ def dataset_dir(name: str, data_dir: str | Path | None = None) -> Path:
     return root / spec(name).name
 
 
+# Datasets that a system package installs: name -> (its folder, the Debian package).
+SYSTEM_DIRS: dict[str, tuple[Path, str]] = {
+    "fashion-mnist": (Path("/usr/share/datasets/fashion-mnist"), "dataset-fashion-mnist"),
+}
+
+
+def read_dir(name: str, data_dir: str | Path | None = None) -> Path:
+    """The folder dataset `name` is read from: ``<data dir>/<name>`` when it holds every file, else
+    the system package's folder (SYSTEM_DIRS) when that holds every file, else ``<data dir>/<name>``
+    (so that errors name the folder the user controls)."""
+    folder = dataset_dir(name, data_dir)
+    if name in SYSTEM_DIRS and not _complete(folder, name) and _complete(SYSTEM_DIRS[name][0], name):
+        return SYSTEM_DIRS[name][0]
+    return folder
+
+
+def _complete(folder: Path, name: str) -> bool:
+    return all(_present_as(folder, f) is not None for f in spec(name).files)
+
+
 def _present_as(folder: Path, f: RemoteFile) -> str | None:
     """The name under which `f` (or a stand-in for it) is present in `folder`, else None."""
     for candidate in (f.name, *f.also):
@@ -152,8 +174,9 @@ class DatasetStatus:
 
 
 def status(name: str, data_dir: str | Path | None = None) -> DatasetStatus:
-    """Which of dataset `name`'s files are present (a ``.part`` never counts)."""
-    folder = dataset_dir(name, data_dir)
+    """Which of dataset `name`'s files are present (a ``.part`` never counts), in the folder it is
+    read from (:func:`read_dir`)."""
+    folder = read_dir(name, data_dir)
     return DatasetStatus(name, folder, [(f.name, _present_as(folder, f)) for f in spec(name).files])
 
 
@@ -174,6 +197,8 @@ def missing_error(name: str, folder: Path, missing: list[str] | None = None,
     names = missing if missing is not None else [f.name for f in s.files]
     head = reason or f"{s.name}: missing {', '.join(names)} in {folder}"
     hint = "" if s.manual else f" (or run: vqdraw datasets --download {s.name})"
+    if s.name in SYSTEM_DIRS:
+        hint += f"; or install the system package: apt install {SYSTEM_DIRS[s.name][1]}"
     return DatasetError(f"{head}; {_where_to_get(s, names)} and put them in {folder}/{hint}")
 
 
@@ -195,7 +220,7 @@ def verify(name: str, data_dir: str | Path | None = None) -> list[tuple[str, boo
     ``ok`` is True (md5s match), False (missing or not matching) or None (unverified: an
     uncompressed or extracted stand-in for which no md5 is published).
     """
-    folder = dataset_dir(name, data_dir)
+    folder = read_dir(name, data_dir)
     out: list[tuple[str, bool | None, str]] = []
     for f in spec(name).files:
         have = _present_as(folder, f)

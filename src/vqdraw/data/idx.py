@@ -15,7 +15,7 @@ import numpy as np
 
 from .base import DatasetError, Dataset
 from .capped import MAX_IDX_BYTES, open_capped
-from .download import check_split, dataset_dir, missing_error
+from .download import check_split, dataset_dir, missing_error, read_dir
 
 IMAGES_MAGIC = 2051
 LABELS_MAGIC = 2049
@@ -100,5 +100,6 @@ def load_mnist(split: str = "train", data_dir: Path | None = None) -> Dataset:
 
 
 def load_fashion_mnist(split: str = "train", data_dir: Path | None = None) -> Dataset:
-    """Fashion-MNIST from ``<data dir>/fashion-mnist/``."""
-    return load_idx_folder(dataset_dir("fashion-mnist", data_dir), split, "fashion-mnist")
+    """Fashion-MNIST from ``<data dir>/fashion-mnist/``, else from Debian's package
+    (``apt install dataset-fashion-mnist``: /usr/share/datasets/fashion-mnist)."""
+    return load_idx_folder(read_dir("fashion-mnist", data_dir), split, "fashion-mnist")

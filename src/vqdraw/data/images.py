@@ -221,14 +221,15 @@ def to_tensor(source, shape: tuple[int, int, int] | None = None, background="whi
     return _tensor(fit_image(im, tuple(shape), background))
 
 
-def polarity_warning(images: torch.Tensor, mean, threshold: float = 0.4) -> str | None:
+def polarity_warning(images: torch.Tensor, mean, threshold: float = 0.4, names=None) -> str | None:
     """A sentence for a person when the images' brightness is far from the model's training data
     (``mean``: ``model.config.mean``, per channel in [0, 1]), else None.
 
     Each image's mean brightness (over its pixels and channels) is compared with the mean of
     ``mean``; an image is flagged when they differ by more than ``threshold``. The usual cause is
     inverted polarity: dark strokes on a light page given to a model trained on light strokes on
-    black (MNIST), or the reverse. The library only returns the text; the CLI prints it.
+    black (MNIST), or the reverse. ``names`` (one per image, e.g. the files' paths) names the
+    flagged images in the sentence (the first five). The library only returns the text; the CLI prints it.
     """
     if images.dim() != 4 or images.shape[0] == 0:
         return None
@@ -241,7 +242,12 @@ def polarity_warning(images: torch.Tensor, mean, threshold: float = 0.4) -> str 
     level = flagged.mean().item()
     hint = ("light pictures on a dark background" if target < 0.5 else "dark pictures on a light background")
     inverted = abs((1 - level) - target) < abs(level - target)
-    return (f"{int(far.sum())} of {len(seen)} image(s) have a mean brightness of {level:.2f} but the model's "
+    which = ""
+    if names is not None:
+        flagged_names = [str(names[i]) for i in far.nonzero().flatten().tolist()]
+        more = len(flagged_names) - 5
+        which = f" ({', '.join(flagged_names[:5])}{f' and {more} more' if more > 0 else ''})"
+    return (f"{int(far.sum())} of {len(seen)} image(s){which} have a mean brightness of {level:.2f} but the model's "
             f"training data average {target:.2f} ({hint}); results will be poor"
             + ("; the images may need inverting (1 - x)" if inverted else ""))
 

@@ -175,19 +175,20 @@ def save_figure(fig, path: str | Path) -> Path:
     return Path(path)
 
 
-def describe_model(config, dataset: str | None = None) -> str:
-    """A figure title: the Table 1 preset the model config is (or "custom"), the dataset, the code.
+def describe_model(config, dataset: str | None = None, name: str | None = None) -> str:
+    """A figure title: the model's `name` when given (``pretrained:mnist``), else the preset the
+    model config is (or "custom"), the dataset, the code.
 
     e.g. ``"VQ-DRAW, mnist preset, on mnist-embedded: 28x28x1, K=64, N=10 (60-bit codes)"``.
     """
     from ..compress.bitstream import bits_per_image
     from ..core.config import PRESETS
 
-    preset = next((name for name, p in PRESETS.items() if p.model == config), None)
+    preset = next((n for n, p in PRESETS.items() if p.model == config), None)
     c, *sizes = config.data_shape
     dims = f"{sizes[1]}x{sizes[0]}x{c}" if len(sizes) == 2 else "x".join(map(str, sizes)) + f"x{c}"
     where = f" on {dataset}" if dataset else ""
-    kind = f"{preset} preset" if preset else "custom model"
+    kind = name or (f"{preset} preset" if preset else "custom model")
     return (f"VQ-DRAW, {kind}{where}: {dims}, K={config.options}, N={config.stages} "
             f"({bits_per_image(config.options, config.stages)}-bit codes)")
 

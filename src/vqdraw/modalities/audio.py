@@ -107,7 +107,8 @@ class AudioModality(Modality):
         seconds = len(samples) / model.config.sample_rate
         return (f"{out}: {seconds:.2f} s of audio ({len(samples)} samples at {model.config.sample_rate} Hz) in "
                 f"{plural(-(-len(samples) // model.config.data_shape[-1]), 'clip')}, {stages or model.stages} stages "
-                f"of K={model.options}, {len(data)} bytes = {8 * len(data) / seconds:.0f} bits/s")
+                f"of K={model.options}, {len(data)} bytes = {8 * len(data) / max(clips, 1):.1f} bits per clip, "
+                f"{8 * len(data) / max(len(samples), 1):.3f} bits per sample, {8 * len(data) / seconds:.0f} bits/s")
 
     def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
         """OUT is a .wav file, or a folder that gets decoded.wav; decoded and written ``batch``

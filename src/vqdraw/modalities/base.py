@@ -322,6 +322,13 @@ def decode_to_folder(modality, model, data: bytes, out, *, suffix: str, save, st
     return vqd
 
 
+def is_entropy_coded(data: bytes) -> bool:
+    """Whether .vqd bytes are entropy-coded with a prior (version 3), not fixed length."""
+    from ..compress.bitstream import read_header
+
+    return read_header(data).version == 3
+
+
 def write_vqd_file(out, data: bytes) -> bytes:
     """Write the .vqd bytes atomically; a write error is one line. Returns the bytes."""
     from ..errors import InputError

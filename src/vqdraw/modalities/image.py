@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from .base import Modality, decode_to_folder, plural, progress_bar, write_vqd_file
+from .base import Modality, decode_to_folder, is_entropy_coded, plural, progress_bar, write_vqd_file
 
 
 class ImageModality(Modality):
@@ -44,7 +44,7 @@ class ImageModality(Modality):
         if count:
             paths = paths[:count]
         images = load_images(paths, model.config.data_shape, fit=fit)
-        warn_polarity(images, model)
+        warn_polarity(images, model, names=paths)
         return images.to(model.device)
 
     def load_test_items(self, model, inputs):
@@ -98,7 +98,7 @@ class ImageModality(Modality):
         import torch
 
         from ..compress.bitstream import bits_per_image, header_size
-        from ..compress.codec import compress_codes, encode_images
+        from ..compress.codec import compress_codes, encode_images, smaller_file
         from ..data.images import expand_image_paths, load_images
 
         paths = expand_image_paths(list(files))
@@ -112,24 +112,29 @@ class ImageModality(Modality):
             for i in range(0, len(paths), batch):
                 images = load_images(paths[i: i + batch], shape, fit=fit)
                 if not codes:
-                    warn_polarity(images, model)
+                    warn_polarity(images, model, names=paths[i: i + batch])
                 codes.append(encode_images(model, images.to(model.device), stages=stages, beam=beam))
                 bar.update(len(images))
         finally:
             bar.close()
-        data = write_vqd_file(out, compress_codes(model, torch.cat(codes), prior=prior))
+        codes = torch.cat(codes)
+        blob = compress_codes(model, codes)
+        if prior is not None:  # entropy-coded unless that file would be the larger
+            blob = smaller_file(compress_codes(model, codes, prior=prior), blob)
+        data = write_vqd_file(out, blob)
         n = stages or model.stages
         count = len(paths)
         bits = bits_per_image(model.options, n)
-        if prior is not None:
+        per_pixel = f", {8 * len(data) / count / (shape[1] * shape[2]):.4f} bits per pixel"
+        if is_entropy_coded(data):
             head = header_size(shape, self.name, coded=True)
             return (f"{out}: {plural(count, 'image')}, {n} stages of K={model.options}, entropy-coded with the "
                     f"prior: {8 * (len(data) - head) / count:.2f} bits per image payload (fixed length: {bits}), "
                     f"{head} header bytes, {len(data)} bytes in all = {len(data) / count:.2f} bytes "
-                    f"({8 * len(data) / count:.1f} bits) per image")
+                    f"({8 * len(data) / count:.1f} bits) per image{per_pixel}")
         return (f"{out}: {plural(count, 'image')}, {n} stages of K={model.options}: "
                 f"{bits} bits per image payload, {header_size()} header bytes, {len(data)} bytes in all "
-                f"= {len(data) / count:.2f} bytes ({8 * len(data) / count:.1f} bits) per image")
+                f"= {len(data) / count:.2f} bytes ({8 * len(data) / count:.1f} bits) per image{per_pixel}")
 
     def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
         from ..data.images import save_image
@@ -159,11 +164,12 @@ def grid_chunk(count: int, ncol: int | None = None) -> int:
     return ncol * max(1, SAMPLE_CHUNK // ncol)
 
 
-def warn_polarity(images, model) -> None:
-    """Print to stderr when the images look far darker or lighter than the model's training data."""
+def warn_polarity(images, model, names=None) -> None:
+    """Print to stderr when the images (files `names`) look far darker or lighter than the model's
+    training data."""
     from ..data.images import polarity_warning
 
-    message = polarity_warning(images, model.config.mean)
+    message = polarity_warning(images, model.config.mean, names=names)
     if message:
         print(f"warning: {message}", file=sys.stderr)
 

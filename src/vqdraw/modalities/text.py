@@ -39,7 +39,7 @@ class TextModality(Modality):
             not Path(path).is_dir() or not suffixes & (set(IMAGE_SUFFIXES) | set(VOXEL_SUFFIXES)))
 
     def sample_name(self, seed: int) -> str:
-        return "samples.txt"
+        return f"samples-{seed}.txt"  # not the run's own samples.txt
 
     # -------------------------------------------------------------- inputs
     def load_files(self, model, files, *, count=None, fit=False):
@@ -91,7 +91,8 @@ class TextModality(Modality):
 
     def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
         """The text files (joined) -> one .vqd file recording the text's length."""
-        from ..compress.text import compress_text
+        from ..compress.codec import smaller_file
+        from ..compress.text import encode_text, write_text_codes
         from .base import progress_bar, write_vqd_file
 
         text = read_texts(files)
@@ -99,14 +100,17 @@ class TextModality(Modality):
         chunks = -(-len(text) // length)
         bar = progress_bar(chunks, chunk=batch, desc="encode", unit=self.noun, enabled=progress)
         try:
-            data = compress_text(model, text, stages=stages, beam=beam, batch=batch, prior=prior,
-                                 progress=bar.update)
+            codes = encode_text(model, text, stages=stages, beam=beam, batch=batch, progress=bar.update)
         finally:
             bar.close()
+        data = write_text_codes(model, codes, len(text))
+        if prior is not None:  # entropy-coded unless that file would be the larger
+            data = smaller_file(write_text_codes(model, codes, len(text), prior=prior), data)
         write_vqd_file(out, data)
         return (f"{out}: {len(text)} characters in {chunks} chunk{'s' if chunks != 1 else ''} of {length}, "
                 f"{stages or model.stages} stages of K={model.options}, {len(data)} bytes "
-                f"= {8 * len(data) / max(len(text), 1):.3f} bits per character (lossy)")
+                f"= {8 * len(data) / max(chunks, 1):.1f} bits per chunk, "
+                f"{8 * len(data) / max(len(text), 1):.3f} bits per character (lossy)")
 
     def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
         """OUT is a .txt file, or a folder that gets decoded.txt; written ``batch`` chunks at a time."""

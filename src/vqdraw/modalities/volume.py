@@ -93,9 +93,9 @@ class VolumeModality(Modality):
         import torch
 
         from ..compress.bitstream import bits_per_image, header_size
-        from ..compress.codec import compress_codes, encode_images
+        from ..compress.codec import compress_codes, encode_images, smaller_file
         from ..data.voxels import load_voxel_files
-        from .base import progress_bar
+        from .base import is_entropy_coded, progress_bar
 
         grids = load_voxel_files(list(files), size=tuple(model.config.data_shape[1:]))
         count = len(grids)
@@ -108,15 +108,23 @@ class VolumeModality(Modality):
                 bar.update(len(part))
         finally:
             bar.close()
-        data = write_vqd_file(out, compress_codes(model, torch.cat(codes), prior=prior))
+        codes = torch.cat(codes)
+        blob = compress_codes(model, codes)
+        if prior is not None:  # entropy-coded unless that file would be the larger
+            blob = smaller_file(compress_codes(model, codes, prior=prior), blob)
+        data = write_vqd_file(out, blob)
         n = stages or model.stages
         shape = tuple(model.config.data_shape)
-        head = header_size(shape, self.name, coded=prior is not None)
+        coded = is_entropy_coded(data)
+        head = header_size(shape, self.name, coded=coded)
         payload = (f"{8 * (len(data) - head) / max(count, 1):.2f} bits per volume payload, entropy-coded "
-                   "with the prior" if prior is not None
+                   "with the prior" if coded
                    else f"{bits_per_image(model.options, n)} bits per volume payload")
+        voxels = shape[1] * shape[2] * shape[3]
+        per_item = 8 * len(data) / max(count, 1)
         return (f"{out}: {plural(count, 'volume')} ({'x'.join(map(str, shape[1:]))}), {n} stages of "
-                f"K={model.options}: {payload}, {head} header bytes, {len(data)} bytes in all")
+                f"K={model.options}: {payload}, {head} header bytes, {len(data)} bytes in all = "
+                f"{per_item:.1f} bits per volume, {per_item / voxels:.5f} bits per voxel")
 
     def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
         """One ``.npy`` occupancy grid per volume (probability > 0.5)."""

@@ -185,7 +185,9 @@ def fit(
     an average of the weights (the checkpoint's model is the average, its
     ``training.safetensors`` the raw weights training resumes from); ``time_budget`` (minutes,
     read from `clock`) ends the run within one step of the budget and fits the anneal to the
-    steps it allows. The final evaluation and checkpoint come after the budget.
+    steps it allows. The budget is this call's: it starts once the model and the optimizer are
+    ready (a resumed run gets all of it again) and covers the steps with their periodic evaluations
+    and checkpoints; the final evaluation and checkpoint come after it.
     """
     run_dir = Path(run_dir)
     if runtime is None:
@@ -250,13 +252,13 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, runtime: Runtime, *, r
     if compile:
         model.refiner.set_speed(compile=True, compile_mode=None if compile is True else str(compile))
     optimizer = adam(model.parameters(), cfg.lr, betas=tuple(cfg.adam_betas), eps=cfg.adam_eps)
-    step, saved_average, spent = _resume(model, optimizer, run_dir, device) if resume else (0, None, 0.0)
+    step, saved_average, _ = _resume(model, optimizer, run_dir, device) if resume else (0, None, 0.0)
     average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     if average is not None and saved_average is not None:
         average.load(saved_average)
     budget = None
-    if cfg.time_budget is not None:
-        budget = TimeBudget(cfg.time_budget * 60, cfg.steps, clock=clock, spent=spent)
+    if cfg.time_budget is not None:  # this call's: a resumed run gets the whole budget again
+        budget = TimeBudget(cfg.time_budget * 60, cfg.steps, clock=clock)
     ddp = None
     if dinfo.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -274,8 +276,6 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, runtime: Runtime, *, r
         runs.write_train_json(run_dir, cfg.to_dict(), model.config.to_dict())
         eval_images = test_set.batch(range(min(cfg.eval_size, len(test_set))), device)
     last = cfg.steps if stop_after is None else min(cfg.steps, step + stop_after)
-    if budget is not None and budget.elapsed >= budget.seconds:
-        last = step  # a resumed run whose budget was spent
     done = [step]
 
     def one_step(step: int, index: torch.Tensor) -> dict:
@@ -359,7 +359,8 @@ def _averaged(average: WeightAverage | None):
 
 def _resume(model: VQDraw, optimizer, run_dir: Path, device) -> tuple[int, dict | None, float]:
     """Load the newest checkpoint into `model` and `optimizer`: (step, the average of the weights
-    if the checkpoint's model is one, else None, seconds of a time budget spent)."""
+    if the checkpoint's model is one, else None, seconds the saving call spent of its time budget:
+    a record only, each call gets the whole budget)."""
     ckpt, state, tensors = runs.load_checkpoint_state(run_dir)
     loaded = VQDraw.load(ckpt, map_location=device)
     if loaded.config != model.config:
