@@ -101,3 +101,24 @@ def test_no_modality_branches_in_the_verbs_or_the_training_loop():
         text = path.read_text()
         for word in ("is_text", "is_volume", "is_audio"):
             assert word not in text, f"{path.name} branches on {word}"
+
+
+def test_only_the_cli_prints():
+    """The library reports progress through a callback (:mod:`vqdraw.progress`) and warnings through
+    :mod:`warnings`; only ``cli/`` writes to the terminal: no print(), tqdm or sys.stdout/stderr."""
+    offenders = []
+    for path in SRC.rglob("*.py"):
+        if path.relative_to(SRC).parts[0] == "cli":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            where = f"{path.relative_to(SRC)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                offenders.append(f"{where}: print()")
+            elif isinstance(node, (ast.Import, ast.ImportFrom)) and any(
+                    "tqdm" in (a.name or "") for a in node.names) or isinstance(node, ast.ImportFrom) and \
+                    (node.module or "").startswith("tqdm"):
+                offenders.append(f"{where}: tqdm")
+            elif isinstance(node, ast.Attribute) and node.attr in ("stdout", "stderr") and \
+                    isinstance(node.value, ast.Name) and node.value.id == "sys":
+                offenders.append(f"{where}: sys.{node.attr}")
+    assert not offenders, "\n".join(offenders)

@@ -25,3 +25,9 @@ class PathError(VQDrawError):
 
 class TrainingDiverged(VQDrawError):
     """The training loss became NaN or infinite; the run stopped without saving that step."""
+
+
+class InputWarning(UserWarning):
+    """Inputs that will work but probably not as meant (e.g. images that look inverted against
+    the model's training data). The library warns through :mod:`warnings`; the CLI prints each as
+    one ``warning:`` line."""

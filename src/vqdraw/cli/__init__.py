@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from .. import __version__
-from ..errors import VQDrawError
+from ..errors import InputWarning, VQDrawError
 
 VERBS: dict[str, tuple[str, str]] = {
     "train": ("train", "train a VQ-DRAW model (a Table 1 preset; every field can be overridden)"),
@@ -101,9 +102,24 @@ def main(argv: list[str] | None = None) -> int:
 
     previous = progress.set_reporter(TerminalProgress)  # the library reports progress; the command shows it
     try:
-        return _run(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", InputWarning)
+            warnings.showwarning = _one_line_warnings(warnings.showwarning)  # restored on leaving the block
+            return _run(args)
     finally:
         progress.set_reporter(previous)
+
+
+def _one_line_warnings(show):
+    """The library's input warnings as one ``warning:`` line each; other warnings as ``show`` shows them."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, InputWarning):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
 
 
 def _run(args) -> int:

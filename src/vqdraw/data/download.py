@@ -259,7 +259,7 @@ def download_file(url: str, dest: Path, md5: str, progress: bool = True,
     Raises DatasetError on a checksum mismatch (the ``.part`` is removed) and lets urllib's
     network errors (URLError, OSError) through for the caller to phrase.
     """
-    from tqdm import tqdm
+    from ..progress import Progress
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -279,13 +279,14 @@ def download_file(url: str, dest: Path, md5: str, progress: bool = True,
                 offset = 0  # the server ignored the Range header: start over
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else None
-            with open(part, "ab" if offset else "wb") as fh, tqdm(
-                total=total, initial=offset, unit="B", unit_scale=True, unit_divisor=1024,
-                desc=dest.name, disable=not progress, leave=False,
-            ) as bar:
-                while chunk := response.read(_CHUNK):
-                    fh.write(chunk)
-                    bar.update(len(chunk))
+            bar = Progress(total or 0, initial=offset, desc=dest.name, unit="byte", enabled=progress and bool(total))
+            try:
+                with open(part, "ab" if offset else "wb") as fh:
+                    while chunk := response.read(_CHUNK):
+                        fh.write(chunk)
+                        bar.update(len(chunk))
+            finally:
+                bar.close()
     algo, want = ("sha256", sha256) if sha256 else ("md5", md5)
     got = file_digest(part, algo)
     if got != want:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from .base import Modality, decode_to_folder, is_entropy_coded, plural, progress_bar, write_vqd_file
 
 
@@ -165,13 +163,16 @@ def grid_chunk(count: int, ncol: int | None = None) -> int:
 
 
 def warn_polarity(images, model, names=None) -> None:
-    """Print to stderr when the images (files `names`) look far darker or lighter than the model's
-    training data."""
+    """Warn (:class:`vqdraw.errors.InputWarning`) when the images (files `names`) look far darker
+    or lighter than the model's training data."""
+    import warnings
+
     from ..data.images import polarity_warning
+    from ..errors import InputWarning
 
     message = polarity_warning(images, model.config.mean, names=names)
     if message:
-        print(f"warning: {message}", file=sys.stderr)
+        warnings.warn(message, InputWarning, stacklevel=2)
 
 
 def check_channels(path, channels: int) -> None:
