@@ -36,9 +36,12 @@ MAX_WIDTH = 1024
 MAX_WEIGHT = 64.0
 """Largest weight magnitude a stored prior may have (keeps every integer sum inside int64)."""
 DEFAULT_BLOCK = 1024
+MAX_PARAMETERS = 2**26
+"""Most parameters a prior may have (256 MiB of float32; its exact integer twin takes twice that):
+checked before one is built (:func:`check_size`), whatever a prior.json declares."""
 """Items per block of an entropy-coded file (fewer for a large K: see :func:`default_block`)."""
 
-__all__ = ["Prior", "PriorConfig", "PriorNet", "find_prior", "load_prior", "train_prior"]
+__all__ = ["Prior", "PriorConfig", "PriorNet", "check_size", "find_prior", "load_prior", "train_prior"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,15 @@ class PriorConfig:
         if unknown:
             raise ConfigError(f"unknown prior config fields: {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+def check_size(config: PriorConfig) -> None:
+    """Refuse (one-line ConfigError) a prior of more than :data:`MAX_PARAMETERS` parameters, counted
+    on the meta device (:func:`vqdraw.core.sizing.count_parameters`) before anything is allocated."""
+    from .core.sizing import check_parameters, count_parameters
+
+    check_parameters(f"prior (K={config.options}, N={config.stages})",
+                     count_parameters(lambda: PriorNet(config)), MAX_PARAMETERS)
 
 
 class PriorNet(nn.Module):
@@ -263,7 +275,20 @@ def load_prior(path: str | Path, model=None) -> Prior:
     folder = prior_folder(path)
     if not (folder / STORED.config_file).exists():
         raise CheckpointError(f"{folder}: no prior here (prior.json); train one with: vqdraw prior {path}")
-    net, meta = runs.load(folder, STORED, lambda cfg: PriorNet(PriorConfig.from_dict(cfg)), "cpu", what="prior")
+    where = folder / STORED.config_file
+
+    def build(stored: dict) -> PriorNet:  # the declared sizes are checked before anything is built
+        try:
+            config = PriorConfig.from_dict(stored)
+            if model is not None and (config.options, config.stages) != (int(model.options), int(model.stages)):
+                raise ConfigError(f"this prior is for K={config.options}, N={config.stages}; the model has "
+                                  f"K={model.options}, N={model.stages}")
+            check_size(config)
+        except ConfigError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
+        return PriorNet(config)
+
+    net, meta = runs.load(folder, STORED, build, "cpu", what="prior")
     for name, t in net.state_dict().items():
         if t.numel() and float(t.abs().max()) > MAX_WEIGHT:
             raise CheckpointError(f"{folder / STORED.weights_file}: {name} holds values beyond ±{MAX_WEIGHT:g}")
@@ -320,6 +345,7 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, steps
         raise ConfigError("prior config K/N do not match the codes")
     if not 0 < holdout < 1:
         raise ConfigError(f"holdout must be in (0, 1), got {holdout}")
+    check_size(config)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     order = torch.randperm(codes.shape[0], generator=g)
