@@ -442,7 +442,47 @@ def _api_cases(m):
         "encode(float8)": lambda: m.encode(x.to(torch.float8_e4m3fn)),
         "decompress(batch_size=2.5)": lambda: codec.decompress(m, codec.compress(m, x), batch_size=2.5),
         "VQDraw(None)": lambda: VQDraw(None),
+        # issue 35: every bad argument typed, sizes bounded before anything is allocated
+        "from_pretrained(None)": lambda: VQDraw.from_pretrained(None),
+        "from_pretrained(5)": lambda: VQDraw.from_pretrained(5),
+        "encode(beam=10**9)": lambda: m.encode(x[:1], beam=10**9),
+        "encode(beam=2.0**70)": lambda: m.encode(x[:1], beam=2.0**70),
+        "reconstruct(beam=10**6)": lambda: m.reconstruct(x[:1], beam=10**6),
+        "beam_search(beam=10**9)": lambda: _search().beam_search(m, x[:1], 10**9),
+        "sample(10**9)": lambda: m.sample(10**9),
+        "load_prior(None)": lambda: _prior_module().load_prior(None),
+        "load_prior(5)": lambda: _prior_module().load_prior(5),
+        "find_prior(None)": lambda: _prior_module().find_prior(None),
+        "Prior.sample(-1)": lambda: _tiny_prior().sample(-1),
+        "Prior.sample(2.5)": lambda: _tiny_prior().sample(2.5),
+        "Prior.sample(10**9)": lambda: _tiny_prior().sample(10**9),
+        "Prior.sample(stages=True)": lambda: _tiny_prior().sample(2, stages=True),
+        "Prior.sample(temperature=True)": lambda: _tiny_prior().sample(2, temperature=True),
+        "load_distilled(None)": lambda: _distill().load_distilled(None),
     }
+
+
+def _prior_module():
+    import vqdraw.prior as prior
+
+    return prior
+
+
+def _tiny_prior():
+    prior = _prior_module()
+    return prior.Prior(prior.PriorNet(prior.PriorConfig(4, 2, embed=4, hidden=4)))
+
+
+def _search():
+    import vqdraw.core.search as search
+
+    return search
+
+
+def _distill():
+    import vqdraw.training.distill as distill
+
+    return distill
 
 
 @pytest.mark.parametrize("name", list(_api_cases(None)))

@@ -427,6 +427,8 @@ def load_distilled(path: str | Path, model=None, map_location: str | torch.devic
     With `model`, checks that the encoder was trained for exactly this model (shapes and the
     fingerprint of its weights) and puts it on the model's device.
     """
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise InputError(f"a distilled encoder is found by a model or run folder path, got {path!r:.60}")
     folder = Path(path)
     if not (folder / CONFIG_FILE).exists():
         folder = runs.resolve_model_dir(path)
