@@ -524,6 +524,59 @@ def test_npz_members_are_sized_before_inflating(tmp_path, monkeypatch):
         voxels.read_grids(tmp_path / "f.npy")
 
 
+def _npy_declaring(path, header_shape, payload: bytes = b"\0" * 512, dtype="|b1"):
+    header = {"descr": dtype, "fortran_order": False, "shape": header_shape}
+    text = repr(header).encode()
+    text += b" " * (63 - (len(text) + 10) % 64) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + payload)
+    return path
+
+
+NPY_HEADERS = {  # issue 35: the shape a .npy header declares, and what the one line says
+    "(-1, 8, 8, 8)": ((-1, 8, 8, 8), "negative"),
+    "(2**62, 8, 8, 8)": ((2**62, 8, 8, 8), "declares shape"),
+    "(2**40, 2**40, 8, 8)": ((2**40, 2**40, 8, 8), "declares shape"),
+    "(2, 8, 8, 8) with 512 bytes": ((2, 8, 8, 8), "declares shape"),
+}
+
+
+@pytest.mark.parametrize("name", list(NPY_HEADERS))
+def test_npy_headers_are_checked_before_mapping(name, tmp_path, capsys):
+    from vqdraw.data import voxels
+    from vqdraw.data.base import DatasetError
+
+    shape, needle = NPY_HEADERS[name]
+    path = _npy_declaring(tmp_path / "grids.npy", shape)
+    with _no_warnings():
+        with pytest.raises(DatasetError, match=needle):
+            voxels.read_grids(path)
+    torch.manual_seed(0)
+    model = VQDraw.from_preset("voxels32", data_shape=(1, 8, 8, 8), stages=1, segment=1, options=4)
+    model.save(tmp_path / "model")
+    with _no_warnings():
+        rc = main(["encode", str(tmp_path / "model"), str(path), "-o", str(tmp_path / "o.vqd")])
+    assert rc == 2 and needle in one_error_line(capsys)
+    assert not (tmp_path / "o.vqd").exists()
+
+
+def _no_warnings():
+    import warnings
+
+    class Catch(warnings.catch_warnings):
+        def __exit__(self, *exc):
+            caught = self.log if hasattr(self, "log") else []
+            out = super().__exit__(*exc)
+            assert not caught, [str(w.message) for w in caught]
+            return out
+
+        def __enter__(self):
+            self.log = super().__enter__()
+            warnings.simplefilter("always")
+            return self.log
+
+    return Catch(record=True)
+
+
 def test_nan_pixels_in_a_float_tiff_are_refused(w, capsys):
     from PIL import Image
 
