@@ -119,7 +119,7 @@ def test_audio_vqd_header_layout():
         write_vqd(codes, 4, (1, 100), b"\0" * 16, modality="audio", length=250)
 
 
-@pytest.mark.parametrize("case", ["rate", "stereo", "truncated", "empty", "garbage", "two"])
+@pytest.mark.parametrize("case", ["rate", "stereo", "truncated", "empty", "garbage", "two", "nan", "inf"])
 def test_bad_audio_is_one_line_exit_2(tmp_path, capsys, case):
     model = tiny_audio_model()
     model.save(tmp_path / "m")
@@ -137,6 +137,11 @@ def test_bad_audio_is_one_line_exit_2(tmp_path, capsys, case):
     elif case == "empty":
         bad.write_bytes(b"")
         expect = "empty file"
+    elif case in ("nan", "inf"):  # a float WAV (issue 35): accepted before, NaN became arbitrary levels
+        samples = tone(0.1, 200).astype(np.float32)
+        samples[[5, 50]] = np.nan if case == "nan" else np.inf
+        sf.write(str(bad), samples, RATE, subtype="FLOAT", format="WAV")
+        expect = "2 samples are NaN or infinite (the first at sample 5)"
     elif case == "garbage":
         bad.write_bytes(b"RIFF\x0c\x00\x00\x00WAVEjunkjunk")
         expect = "not readable audio"

@@ -102,3 +102,66 @@ def test_single_process_helpers(monkeypatch):
     assert local_slice(8, DistInfo(rank=1, world_size=2)) == slice(4, 8)
     with pytest.raises(ValueError, match="divisible"):
         local_slice(9, DistInfo(rank=0, world_size=2))
+
+
+# ---------------------------------------------------------------- hostile launch variables (issue 35)
+LAUNCH_ENVS = {  # variables -> the variable the one line names
+    "WORLD_SIZE=abc": ({"WORLD_SIZE": "abc"}, "WORLD_SIZE"),
+    "WORLD_SIZE=0": ({"WORLD_SIZE": "0"}, "WORLD_SIZE"),
+    "WORLD_SIZE=-2": ({"WORLD_SIZE": "-2"}, "WORLD_SIZE"),
+    "no RANK": ({"WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}, "RANK"),
+    "RANK=x": ({"WORLD_SIZE": "2", "RANK": "x"}, "RANK"),
+    "RANK=5 of 2": ({"WORLD_SIZE": "2", "RANK": "5", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}, "RANK=5"),
+    "RANK=-1": ({"WORLD_SIZE": "2", "RANK": "-1"}, "RANK"),
+    "LOCAL_RANK=y": ({"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "y"}, "LOCAL_RANK"),
+    "no MASTER_ADDR": ({"WORLD_SIZE": "2", "RANK": "0"}, "MASTER_ADDR"),
+    "no MASTER_PORT": ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "127.0.0.1"}, "MASTER_PORT"),
+    "MASTER_PORT=99999": ({"WORLD_SIZE": "2", "RANK": "0", "MASTER_ADDR": "h", "MASTER_PORT": "99999"},
+                          "MASTER_PORT"),
+}
+
+
+@pytest.mark.parametrize("name", list(LAUNCH_ENVS))
+def test_launch_variables_are_checked_in_one_place(name, monkeypatch, tmp_path, capsys):
+    from vqdraw.cli import main
+    from vqdraw.errors import ConfigError
+    from vqdraw.training.distributed import launch_env
+
+    env, variable = LAUNCH_ENVS[name]
+    with pytest.raises(ConfigError, match=variable) as info:
+        launch_env(env)
+    assert "\n" not in str(info.value)
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ConfigError, match=variable):
+        init_from_env("cpu")
+    rc = main(["train", *MODEL, *TRAIN, "--steps", "1", "--run", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "\n" not in err and variable in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_single_process_variables_need_nothing_else():
+    from vqdraw.training.distributed import LaunchEnv, launch_env
+
+    assert launch_env({}) == launch_env({"WORLD_SIZE": "1", "RANK": "junk"}) == LaunchEnv()
+    assert launch_env({"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1", "MASTER_ADDR": "h",
+                       "MASTER_PORT": "29500"}) == LaunchEnv(2, 1, 1, "h", 29500)
+
+
+def test_a_missing_peer_is_announced_then_times_out_in_one_line(tmp_path):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(_env(), WORLD_SIZE="2", RANK="0", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    cmd = [sys.executable, "-m", "vqdraw.cli", "train", *MODEL, *TRAIN, "--steps", "1",
+           "--run", str(tmp_path / "run"), "--dist-timeout", "3"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stderr
+    assert "waiting for the other ranks at 127.0.0.1" in proc.stderr and "3 s" in lines[0], proc.stderr
+    assert "error:" in lines[-1] and "MASTER_PORT" in lines[-1] and "Traceback" not in proc.stderr

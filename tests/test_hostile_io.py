@@ -442,7 +442,47 @@ def _api_cases(m):
         "encode(float8)": lambda: m.encode(x.to(torch.float8_e4m3fn)),
         "decompress(batch_size=2.5)": lambda: codec.decompress(m, codec.compress(m, x), batch_size=2.5),
         "VQDraw(None)": lambda: VQDraw(None),
+        # issue 35: every bad argument typed, sizes bounded before anything is allocated
+        "from_pretrained(None)": lambda: VQDraw.from_pretrained(None),
+        "from_pretrained(5)": lambda: VQDraw.from_pretrained(5),
+        "encode(beam=10**9)": lambda: m.encode(x[:1], beam=10**9),
+        "encode(beam=2.0**70)": lambda: m.encode(x[:1], beam=2.0**70),
+        "reconstruct(beam=10**6)": lambda: m.reconstruct(x[:1], beam=10**6),
+        "beam_search(beam=10**9)": lambda: _search().beam_search(m, x[:1], 10**9),
+        "sample(10**9)": lambda: m.sample(10**9),
+        "load_prior(None)": lambda: _prior_module().load_prior(None),
+        "load_prior(5)": lambda: _prior_module().load_prior(5),
+        "find_prior(None)": lambda: _prior_module().find_prior(None),
+        "Prior.sample(-1)": lambda: _tiny_prior().sample(-1),
+        "Prior.sample(2.5)": lambda: _tiny_prior().sample(2.5),
+        "Prior.sample(10**9)": lambda: _tiny_prior().sample(10**9),
+        "Prior.sample(stages=True)": lambda: _tiny_prior().sample(2, stages=True),
+        "Prior.sample(temperature=True)": lambda: _tiny_prior().sample(2, temperature=True),
+        "load_distilled(None)": lambda: _distill().load_distilled(None),
     }
+
+
+def _prior_module():
+    import vqdraw.prior as prior
+
+    return prior
+
+
+def _tiny_prior():
+    prior = _prior_module()
+    return prior.Prior(prior.PriorNet(prior.PriorConfig(4, 2, embed=4, hidden=4)))
+
+
+def _search():
+    import vqdraw.core.search as search
+
+    return search
+
+
+def _distill():
+    import vqdraw.training.distill as distill
+
+    return distill
 
 
 @pytest.mark.parametrize("name", list(_api_cases(None)))
@@ -482,6 +522,59 @@ def test_npz_members_are_sized_before_inflating(tmp_path, monkeypatch):
     os.mkfifo(tmp_path / "f.npy")
     with pytest.raises(DatasetError, match="not a regular file"):
         voxels.read_grids(tmp_path / "f.npy")
+
+
+def _npy_declaring(path, header_shape, payload: bytes = b"\0" * 512, dtype="|b1"):
+    header = {"descr": dtype, "fortran_order": False, "shape": header_shape}
+    text = repr(header).encode()
+    text += b" " * (63 - (len(text) + 10) % 64) + b"\n"
+    path.write_bytes(b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + payload)
+    return path
+
+
+NPY_HEADERS = {  # issue 35: the shape a .npy header declares, and what the one line says
+    "(-1, 8, 8, 8)": ((-1, 8, 8, 8), "negative"),
+    "(2**62, 8, 8, 8)": ((2**62, 8, 8, 8), "declares shape"),
+    "(2**40, 2**40, 8, 8)": ((2**40, 2**40, 8, 8), "declares shape"),
+    "(2, 8, 8, 8) with 512 bytes": ((2, 8, 8, 8), "declares shape"),
+}
+
+
+@pytest.mark.parametrize("name", list(NPY_HEADERS))
+def test_npy_headers_are_checked_before_mapping(name, tmp_path, capsys):
+    from vqdraw.data import voxels
+    from vqdraw.data.base import DatasetError
+
+    shape, needle = NPY_HEADERS[name]
+    path = _npy_declaring(tmp_path / "grids.npy", shape)
+    with _no_warnings():
+        with pytest.raises(DatasetError, match=needle):
+            voxels.read_grids(path)
+    torch.manual_seed(0)
+    model = VQDraw.from_preset("voxels32", data_shape=(1, 8, 8, 8), stages=1, segment=1, options=4)
+    model.save(tmp_path / "model")
+    with _no_warnings():
+        rc = main(["encode", str(tmp_path / "model"), str(path), "-o", str(tmp_path / "o.vqd")])
+    assert rc == 2 and needle in one_error_line(capsys)
+    assert not (tmp_path / "o.vqd").exists()
+
+
+def _no_warnings():
+    import warnings
+
+    class Catch(warnings.catch_warnings):
+        def __exit__(self, *exc):
+            caught = self.log if hasattr(self, "log") else []
+            out = super().__exit__(*exc)
+            assert not caught, [str(w.message) for w in caught]
+            return out
+
+        def __enter__(self):
+            self.log = super().__enter__()
+            warnings.simplefilter("always")
+            return self.log
+
+    return Catch(record=True)
 
 
 def test_nan_pixels_in_a_float_tiff_are_refused(w, capsys):

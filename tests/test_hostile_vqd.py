@@ -188,3 +188,113 @@ def test_out_of_range_codes_are_reported_by_image():
     with pytest.raises(VqdFormatError, match="image 1 decodes to codes outside"):
         read_vqd(data)
     assert read_vqd(forged(3, 2, 1, payload=bytes([0b1000_0000]))).codes.tolist() == [[2, 2]]
+
+
+# --- version 3: the range decoder consumes exactly the payload -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def v3_prior():
+    """An untrained prior (near-uniform frequencies, K=16, N=5): the decoder's checks do not depend on
+    what it learnt."""
+    from vqdraw.prior import Prior, PriorConfig, PriorNet
+
+    torch.manual_seed(3)
+    return Prior(PriorNet(PriorConfig(16, 5, embed=8, hidden=16)))
+
+
+def v3(prior, count: int = 20, seed: int = 0, block: int = 7) -> bytes:
+    codes = np.random.default_rng(seed).integers(0, 16, (count, 5))
+    return write_vqd(codes, 16, (1, 4, 4), bytes(16), coder=prior, block=block)
+
+
+def reframed(data: bytes, payload: bytes | None = None, count: int | None = None) -> bytes:
+    """``data`` (a version 3 image file) with another payload and/or count, its CRC recomputed."""
+    header = read_header(data)
+    start = header.header_bytes - 4
+    body = bytearray(data[:start])
+    if count is not None:
+        struct.pack_into("<I", body, start - 6, count)  # count, then the u16 block, end the header
+    body += data[start:-4] if payload is None else payload
+    return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+
+
+def payload_of(data: bytes) -> bytes:
+    return data[read_header(data).header_bytes - 4 : -4]
+
+
+V3_CASES = {
+    # name: (make the file from a good one, what the one-line message says)
+    "an all-zero payload declaring items it cannot hold": (
+        lambda good: reframed(good, bytes(4096), count=9849), "ran past the end"),
+    "one word missing at the end": (lambda good: reframed(good, payload_of(good)[:-4]), "ran past the end|failed"),
+    "one more item declared": (lambda good: reframed(good, count=21), "ran past the end|failed"),
+    "one item fewer declared": (lambda good: reframed(good, count=19), "left over|not the ones"),
+    "a zero word appended": (lambda good: reframed(good, payload_of(good) + bytes(4)), "left over|not the ones"),
+    "a 0xff word appended": (lambda good: reframed(good, payload_of(good) + b"\xff" * 4), "left over|not the ones"),
+    "64 bytes appended": (lambda good: reframed(good, payload_of(good) + bytes(range(64))), "left over|not the ones"),
+    "count 0 with 64 bytes of payload": (lambda good: reframed(good, bytes(64), count=0), "for 0 items"),
+}
+
+
+@pytest.mark.parametrize("name", list(V3_CASES))
+def test_hostile_version_3_payloads_are_refused_in_one_line(v3_prior, name):
+    make, match = V3_CASES[name]
+    good = v3(v3_prior)
+    assert read_vqd(good, coder=v3_prior).codes.shape == (20, 5)
+    start = time.perf_counter()
+    with pytest.raises(VqdFormatError, match=match) as info:
+        read_vqd(make(good), coder=v3_prior)
+    one_line(info.value)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_v3_decoding_stops_at_the_payloads_end_whatever_count_declares(v3_prior, monkeypatch):
+    """The issue's file: 4 KiB of zero words declaring as many items as the header's bound allows.
+    The decoder must stop after about 4 KiB worth of codes, not decode the declared count."""
+    import vqdraw.compress.fixedpoint as fixedpoint
+
+    count = bitstream.SYMBOLS_PER_BIT * (8 * 4096 + bitstream.SLACK_BITS) // 5
+    data = reframed(v3(v3_prior), bytes(4096), count=count)
+    calls = []
+    real = fixedpoint.frequencies
+    monkeypatch.setattr(fixedpoint, "frequencies", lambda logits: calls.append(logits.shape[0]) or real(logits))
+    with pytest.raises(VqdFormatError, match="ran past the end"):
+        read_vqd(data, coder=v3_prior)
+    # a near-uniform prior spends 4 bits a code: 4096 bytes hold about 8192 codes, i.e. 1640 items
+    # (the decoder stops within one block of 1024 items after that)
+    assert sum(calls) < 5 * (1640 + 1024 + 10)
+
+
+def test_every_appended_or_altered_word_is_refused(v3_prior):
+    """Seeded: appending 1..3 random words to, or dropping the last word of, valid files is always
+    refused (the payload must be exactly the coder's words)."""
+    rng = np.random.default_rng(35)
+    for trial in range(60):
+        good = v3(v3_prior, count=int(rng.integers(1, 30)), seed=trial, block=int(rng.integers(1, 9)))
+        assert read_vqd(good, coder=v3_prior).codes.shape[1] == 5
+        extra = rng.integers(0, 2**32, int(rng.integers(1, 4)), dtype=np.uint64).astype("<u4").tobytes()
+        for bad in (reframed(good, payload_of(good) + extra), reframed(good, payload_of(good)[:-4])):
+            with pytest.raises(VqdFormatError):
+                read_vqd(bad, coder=v3_prior)
+
+
+def test_cli_decode_of_a_v3_file_with_appended_words_is_one_line(tmp_path, capsys):
+    from vqdraw.prior import Prior, PriorConfig, PriorNet
+
+    torch.manual_seed(0)
+    small = RefinerConfig(down=(8, 8), body=(16,), up=(8, 8))
+    m = VQDraw.from_preset("mnist", stages=3, options=16, refiner=small).eval()
+    m.save(tmp_path / "model")
+    prior = Prior(PriorNet(PriorConfig(16, 3, embed=8, hidden=16)), m.fingerprint())
+    prior.save(tmp_path / "model")
+    codes = np.random.default_rng(0).integers(0, 16, (4, 3))
+    good = write_vqd(codes, 16, (1, 28, 28), m.fingerprint(), coder=prior)
+    for name, data in (("zero", reframed(good, bytes(4096), count=2000)),
+                       ("appended", reframed(good, payload_of(good) + bytes(8)))):
+        src = tmp_path / f"{name}.vqd"
+        src.write_bytes(data)
+        rc = main(["decode", "--model", str(tmp_path / "model"), str(src), "-o", str(tmp_path / name)])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and "\n" not in err and "corrupt .vqd" in err, err
+        assert not (tmp_path / name).exists()

@@ -389,3 +389,35 @@ def test_the_library_reports_progress_to_a_callback_and_prints_nothing(tmp_path,
     finally:
         progress.set_reporter(previous)
     assert events[0] == ("start", "train", 2) and events.count(("update", 1)) == 2 and events[-1] == ("close",)
+
+
+# ---------------------------------------------------------------------- priors and rotation (issue 35)
+def test_rotation_keeps_a_checkpoint_holding_a_prior(tmp_path, data):
+    from vqdraw.prior import Prior, PriorConfig, PriorNet, load_prior
+
+    run = tmp_path / "run"
+    train(data, run)  # save_every 1, keep 2: ckpt 1 and 2
+    first = run / "ckpt-00000001"
+    model = VQDraw.load(first)
+    Prior(PriorNet(PriorConfig(4, 2, 4, 4)), model.fingerprint()).save(first)
+    assert runs.holds_keepsakes(first) and not runs.holds_keepsakes(run / "ckpt-00000002")
+    train(data, run, config=cfg(steps=5), resume=True)
+    names = [p.name for p in runs.checkpoints(run)]
+    assert names == ["ckpt-00000001", "ckpt-00000004", "ckpt-00000005"]  # the rest rotated as before
+    assert load_prior(first, VQDraw.load(first)).model_fingerprint == model.fingerprint()
+    train(data, run, config=cfg(steps=2), overwrite=True)  # --overwrite still clears everything
+    assert [p.name for p in runs.checkpoints(run)] == ["ckpt-00000001", "ckpt-00000002"]
+    assert not (run / "ckpt-00000001" / "prior.json").exists()
+
+
+def test_prior_refuses_a_run_that_is_training(tmp_path, data, capsys):
+    from vqdraw.cli import main
+
+    run = tmp_path / "run"
+    train(data, run)
+    with runs.RunLock(run):  # what a training process holds for as long as it runs
+        rc = main(["prior", str(run), "--steps", "1", "--train-items", "20", "--test-items", "10",
+                   "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and "in use by another vqdraw process" in err[-1] and "Traceback" not in "".join(err), err
+    assert not any((p / "prior.json").exists() for p in runs.checkpoints(run))

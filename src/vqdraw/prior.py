@@ -36,9 +36,14 @@ MAX_WIDTH = 1024
 MAX_WEIGHT = 64.0
 """Largest weight magnitude a stored prior may have (keeps every integer sum inside int64)."""
 DEFAULT_BLOCK = 1024
+MAX_SAMPLE_CELLS = 2**27
+""":meth:`Prior.sample` holds ``n * (K + stages)`` numbers (8 bytes each) at once: at most this many (1 GiB)."""
+MAX_PARAMETERS = 2**26
+"""Most parameters a prior may have (256 MiB of float32; its exact integer twin takes twice that):
+checked before one is built (:func:`check_size`), whatever a prior.json declares."""
 """Items per block of an entropy-coded file (fewer for a large K: see :func:`default_block`)."""
 
-__all__ = ["Prior", "PriorConfig", "PriorNet", "find_prior", "load_prior", "train_prior"]
+__all__ = ["Prior", "PriorConfig", "PriorNet", "check_size", "find_prior", "load_prior", "train_prior"]
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,15 @@ class PriorConfig:
         if unknown:
             raise ConfigError(f"unknown prior config fields: {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+def check_size(config: PriorConfig) -> None:
+    """Refuse (one-line ConfigError) a prior of more than :data:`MAX_PARAMETERS` parameters, counted
+    on the meta device (:func:`vqdraw.core.sizing.count_parameters`) before anything is allocated."""
+    from .core.sizing import check_parameters, count_parameters
+
+    check_parameters(f"prior (K={config.options}, N={config.stages})",
+                     count_parameters(lambda: PriorNet(config)), MAX_PARAMETERS)
 
 
 class PriorNet(nn.Module):
@@ -182,11 +196,20 @@ class Prior:
                stages: int | None = None) -> torch.Tensor:
         """``n`` codes (n, stages) int64 drawn stage by stage from the float network, its logits
         divided by ``temperature`` (1: the prior itself; lower: more typical codes)."""
-        if not isinstance(temperature, (int, float)) or not math.isfinite(temperature) or temperature <= 0:
+        from .core.inputs import check_count
+
+        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+                or not math.isfinite(temperature) or temperature <= 0:
             raise InputError(f"temperature must be a finite number > 0, got {temperature!r}")
-        k = self.stages if stages is None else int(stages)
-        if not 1 <= k <= self.stages:
-            raise InputError(f"stages must be in 1..{self.stages}, got {stages}")
+        n = check_count(n, "the number of samples")
+        k = self.stages if stages is None else stages
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= self.stages:
+            raise InputError(f"stages must be a whole number in 1..{self.stages}, got {stages!r:.40}")
+        k = int(k)
+        if n * (self.options + k) > MAX_SAMPLE_CELLS:  # the codes and one stage's probabilities (float64)
+            raise InputError(f"{n:,} samples of a prior with K={self.options} would take "
+                             f"{8 * n * (self.options + k) / 2**30:.1f} GiB at once; at most "
+                             f"{MAX_SAMPLE_CELLS // (self.options + k):,} (ask in parts)")
         net = self.net
         codes = torch.zeros((n, k), dtype=torch.long)
         previous = torch.full((n,), self.options, dtype=torch.long)
@@ -243,6 +266,8 @@ def default_block(options: int) -> int:
 def prior_folder(path: str | Path) -> Path:
     """The folder a prior lives in: ``path`` itself if it holds prior.json or config.json, else
     the newest checkpoint of the run folder ``path``."""
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise InputError(f"a prior is found by a model or run folder path, got {path!r:.60}")
     folder = pretrained.resolve(path)  # pretrained:NAME -> its package folder
     if (folder / STORED.config_file).exists():
         return folder
@@ -263,7 +288,20 @@ def load_prior(path: str | Path, model=None) -> Prior:
     folder = prior_folder(path)
     if not (folder / STORED.config_file).exists():
         raise CheckpointError(f"{folder}: no prior here (prior.json); train one with: vqdraw prior {path}")
-    net, meta = runs.load(folder, STORED, lambda cfg: PriorNet(PriorConfig.from_dict(cfg)), "cpu", what="prior")
+    where = folder / STORED.config_file
+
+    def build(stored: dict) -> PriorNet:  # the declared sizes are checked before anything is built
+        try:
+            config = PriorConfig.from_dict(stored)
+            if model is not None and (config.options, config.stages) != (int(model.options), int(model.stages)):
+                raise ConfigError(f"this prior is for K={config.options}, N={config.stages}; the model has "
+                                  f"K={model.options}, N={model.stages}")
+            check_size(config)
+        except ConfigError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
+        return PriorNet(config)
+
+    net, meta = runs.load(folder, STORED, build, "cpu", what="prior")
     for name, t in net.state_dict().items():
         if t.numel() and float(t.abs().max()) > MAX_WEIGHT:
             raise CheckpointError(f"{folder / STORED.weights_file}: {name} holds values beyond ±{MAX_WEIGHT:g}")
@@ -320,6 +358,7 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, steps
         raise ConfigError("prior config K/N do not match the codes")
     if not 0 < holdout < 1:
         raise ConfigError(f"holdout must be in (0, 1), got {holdout}")
+    check_size(config)
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     order = torch.randperm(codes.shape[0], generator=g)

@@ -401,8 +401,9 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict, meta: dic
 def save_checkpoint(run_dir: str | Path, model, optimizer, state: dict, keep: int = 2,
                     training_weights: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``ckpt-<step>/`` (``model.save`` + optimizer + `state`) atomically, point LATEST at
-    it, and keep the newest `keep` checkpoints. `training_weights` (the raw weights, when
-    `model` holds an average of them) go to ``training.safetensors``."""
+    it, and keep the newest `keep` checkpoints, and every older one that holds keepsakes (a prior
+    or a distilled encoder written beside its weights: :func:`holds_keepsakes`). `training_weights`
+    (the raw weights, when `model` holds an average of them) go to ``training.safetensors``."""
     from safetensors.torch import save_file
 
     run_dir = Path(run_dir)
@@ -425,10 +426,24 @@ def save_checkpoint(run_dir: str | Path, model, optimizer, state: dict, keep: in
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _point_latest(run_dir, name)
-    old = [p for p in checkpoints(run_dir) if p.name != name]
+    old = [p for p in checkpoints(run_dir) if p.name != name and not holds_keepsakes(p)]
     for p in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(p, ignore_errors=True)
     return final
+
+
+CHECKPOINT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, OPTIMIZER_FILE, TRAINING_WEIGHTS_FILE, STATE_FILE})
+"""What :func:`save_checkpoint` writes into a checkpoint folder."""
+
+
+def holds_keepsakes(ckpt: str | Path) -> bool:
+    """Whether a checkpoint folder holds files that training did not write there (a prior, a
+    distilled encoder: made for exactly these weights, and needed to decode what was coded with
+    them). Rotation keeps such a checkpoint; ``--overwrite`` still clears it."""
+    try:
+        return any(not p.name.startswith(".") and p.name not in CHECKPOINT_FILES for p in Path(ckpt).iterdir())
+    except OSError:
+        return False
 
 
 def load_checkpoint_state(run_dir: str | Path) -> tuple[Path, dict, dict]:
@@ -689,4 +704,5 @@ __all__ = [
     "read_train_json", "write_train_json", "run_dataset", "owner_folder", "read_metrics",
     "append_metrics", "save_checkpoint", "load_checkpoint_state", "clean_debris", "clear_run",
     "optimizer_tensors", "restore_optimizer", "writes_into", "check_state", "check_optimizer_tensors",
+    "holds_keepsakes", "CHECKPOINT_FILES",
 ]

@@ -19,14 +19,13 @@ import math
 import typing
 from pathlib import Path
 
-from ..core.config import MAX_BATCH, MAX_CODE, MAX_COUNT, MAX_STEPS, MAX_WIDTH  # noqa: F401 (the verbs import them here)
+from ..core.config import MAX_BATCH, MAX_BEAM, MAX_CODE, MAX_COUNT, MAX_STEPS, MAX_WIDTH  # noqa: F401 (the verbs import them here)
 from ..core.fields import Range, range_of
 
 # Upper bounds of the counts users pass: the config fields' own bounds (vqdraw.core.config), and two
 # that no config field holds. Sanity bounds (a typo, not a plan), well above any real use; what a
 # model or a dataset allows is checked later against the model or dataset.
 MAX_SAMPLES = 100_000       # images drawn at once by sample / eval-samples
-MAX_BEAM = 1024             # beam width of the encoder
 MAX_OPTIONS = MAX_STAGES = MAX_CODE  # K, N: the .vqd header stores them in 16 bits
 MAX_SIZE = MAX_WIDTH        # widths: channels, latent dimensions, kernel sizes
 

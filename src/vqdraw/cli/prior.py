@@ -50,20 +50,30 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import math
     from pathlib import Path
 
     from ..errors import InputError
     from ..pretrained import is_pretrained
-    from ..prior import PriorConfig, train_prior
-    from ..runs import resolve_model_dir
-    from .common import load_model, train_test_splits
+    from ..runs import RunLock, owner_folder, resolve_model_dir
+    from .common import load_model
 
     model = load_model(args)
-    name, train_set, test_set = train_test_splits(args, model)
     if is_pretrained(args.model) and not args.output:
         raise InputError(f"{args.model} is read-only package data; pass -o DIR for the prior's files")
     out_dir = Path(args.output) if args.output else resolve_model_dir(args.model)
+    # the run's lock, held until the prior is written: a run that is training is refused at once (its
+    # checkpoints come and go), and training cannot start on the run before the prior is written
+    with RunLock(owner_folder(out_dir)):
+        return _train_and_save(args, model, out_dir)
+
+
+def _train_and_save(args, model, out_dir) -> int:
+    import math
+
+    from ..prior import PriorConfig, train_prior
+    from .common import train_test_splits
+
+    name, train_set, test_set = train_test_splits(args, model)
     progress = not args.no_progress
     print(f"vqdraw prior: {args.model} (K={model.options} N={model.stages}), dataset {name}; encoding "
           f"{args.train_items or len(train_set)} train items ({'greedy' if args.beam == 1 else f'beam {args.beam}'})",

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..core.config import PRESETS, ModelConfig, RefinerConfig, TrainConfig
 from ..core.fields import field_range
-from .common import HelpFormatter, add_dataclass_flags, add_device_arg, dataclass_overrides, output_dir, ranged_type
+from .common import (HelpFormatter, add_dataclass_flags, add_device_arg, dataclass_overrides, finite_float, output_dir,
+                     ranged_type)
 
 MODEL_SKIP = {"mean", "std", "refiner", "modality"}
 TRAIN_SKIP = {"dataset"}
@@ -62,6 +63,9 @@ def register(sub) -> None:
     p.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
                    help="also log the metrics for TensorBoard, into DIR (default: RUN/tensorboard); "
                    'needs pip install "vqdraw[tensorboard]"')
+    p.add_argument("--dist-timeout", type=finite_float(min=1, max=86400), default=600.0, metavar="SECONDS",
+                   help="under torchrun: how long a rank waits for the others to join, and for each "
+                   "collective, before it stops with one line (default: 600)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="bf16: bfloat16 autocast for the refiner (losses and arg-min stay float32); "
                    "auto: bf16 on a CPU with AMX bf16 units, else fp32")
@@ -88,6 +92,9 @@ def run(args) -> int:
     from ..training.runtime import Runtime
     from ..training.train import fit
 
+    from ..training import distributed
+
+    launch = distributed.launch_env()  # torchrun's variables, checked before anything is loaded
     run_dir = Path(args.run or f"runs/{args.preset}")
     train_over = dataclass_overrides(args, TrainConfig, TRAIN_SKIP)
     if args.resume and args.overwrite:
@@ -120,9 +127,11 @@ def run(args) -> int:
 
     torch.manual_seed(train_cfg.seed)
     model = VQDraw(model_cfg)
-    from ..training import distributed
-
-    distributed.init_from_env(args.device)  # no-op outside torchrun
+    if launch.world_size > 1:
+        print(f"vqdraw train: rank {launch.rank} of {launch.world_size}: waiting for the other ranks at "
+              f"{launch.master_addr}:{launch.master_port} (at most {args.dist_timeout:g} s; --dist-timeout)",
+              file=sys.stderr, flush=True)
+    distributed.init_from_env(args.device, timeout_s=args.dist_timeout)  # no-op outside torchrun
     runtime = Runtime.resolve(args.device, args.precision, args.compile or False)
     say = print if runtime.main else (lambda *a, **k: None)
     length = f"{train_cfg.steps} steps"

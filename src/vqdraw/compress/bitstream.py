@@ -96,7 +96,10 @@ The payload's meaning (block by block, stage by stage, with the prior's integer 
 ``coder`` (an object with ``fingerprint()``, ``encode_codes`` and ``decode_codes``: a
 :class:`vqdraw.prior.Prior`). Since no code gets more than 3/4 of the probability, every code
 costs at least log2(4/3) bits, so a file holds at most ``SYMBOLS_PER_BIT * (8 * P + SLACK_BITS)``
-codes (``count * n``): the cost of reading a file stays linear in its size.
+codes (``count * n``): the cost of reading a file stays linear in its size. The payload must be
+exactly the words the coder writes for its codes: the decoder stops as soon as it would read past
+the payload's end, and refuses words left over after the last code; ``count = 0`` needs an empty
+payload.
 
 Errors
 ------
@@ -683,6 +686,9 @@ def _read_header3(data: memoryview) -> VqdHeader:
     if payload_len % 4:
         raise VqdFormatError(f"corrupt .vqd file: the range-coded payload of {payload_len} bytes is not a "
                              "whole number of 32-bit words (truncated or trailing garbage)")
+    if count == 0 and payload_len:
+        raise VqdFormatError(f"corrupt .vqd file: {payload_len} bytes of range-coded payload for 0 items "
+                             "(must be empty)")
     if not _coded_count_ok(count, n, payload_len):
         raise VqdFormatError(f"invalid .vqd header: {count} items of {n} codes cannot fit a range-coded "
                              f"payload of {payload_len} bytes (truncated?)")

@@ -28,6 +28,10 @@ MAX_BATCH = 65536
 """Items per step."""
 MAX_COUNT = 1_000_000
 """Items taken from a dataset."""
+MAX_BEAM = 1024
+"""Beam width of the encoder (one image's search holds that many canvases at once)."""
+MAX_OUTPUT_BYTES = 2**32
+"""Most bytes of data (float32) one call of the Python API makes at once, e.g. ``model.sample(n)``."""
 BINARIZE = ("none", "threshold", "stochastic")
 """Values of ``TrainConfig.binarize``."""
 

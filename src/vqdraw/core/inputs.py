@@ -4,9 +4,11 @@ distilled encoder) checks its inputs here, once."""
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from .config import ModelConfig
+from .config import MAX_BEAM, MAX_OUTPUT_BYTES, ModelConfig
 from ..errors import InputError
 
 _CODE_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8)
@@ -51,12 +53,23 @@ def check_count(n, what: str = "count") -> int:
 
 
 def check_beam(beam) -> int:
-    """A beam width: a whole number >= 1 (bool refused)."""
+    """A beam width: a whole number in 1..MAX_BEAM (bool refused), checked before any canvas is made."""
     import numbers
 
-    if isinstance(beam, bool) or not isinstance(beam, numbers.Integral) or beam < 1:
-        raise InputError(f"beam width must be a whole number >= 1, got {beam!r:.40}")
+    if isinstance(beam, bool) or not isinstance(beam, numbers.Integral) or not 1 <= beam <= MAX_BEAM:
+        raise InputError(f"beam width must be a whole number in 1..{MAX_BEAM}, got {beam!r:.40}")
     return int(beam)
+
+
+def check_output(config: ModelConfig, n: int, what: str = "items") -> int:
+    """``n`` items of ``config``'s data (float32) must fit :data:`MAX_OUTPUT_BYTES`: refused before
+    anything is allocated."""
+    per_item = 4 * math.prod(config.data_shape) + 8 * config.stages
+    if n * per_item > MAX_OUTPUT_BYTES:
+        raise InputError(f"{n:,} {what} of shape {tuple(config.data_shape)} would take "
+                         f"{n * per_item / 2**30:.1f} GiB; the limit is {MAX_OUTPUT_BYTES / 2**30:g} GiB at once "
+                         f"(at most {MAX_OUTPUT_BYTES // per_item:,}; ask in parts)")
+    return n
 
 
 def check_stages(config: ModelConfig, stages) -> int:

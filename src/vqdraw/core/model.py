@@ -25,7 +25,7 @@ import torch.nn as nn
 from .. import runs
 from .config import ModelConfig, get_preset, override
 from ..errors import ConfigError, InputError
-from .inputs import check_beam, check_codes, check_count, check_data, check_stages
+from .inputs import check_beam, check_codes, check_count, check_data, check_output, check_stages
 from .likelihood import make_likelihood
 from .losses import objective
 from .refiner import make_refiner
@@ -72,6 +72,8 @@ class VQDraw(nn.Module):
         (the same as ``VQDraw.load("pretrained:mnist")``; model cards in :mod:`vqdraw.pretrained`)."""
         from .. import pretrained
 
+        if not isinstance(name, str):
+            raise InputError(f"from_pretrained takes a name such as 'mnist', got {name!r:.60}")
         return cls.load(pretrained.folder(name), map_location)
 
     @property
@@ -180,7 +182,7 @@ class VQDraw(nn.Module):
     def sample(self, n: int, *, stages: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode `n` uniformly random codes (the model's prior is uniform)."""
         k = check_stages(self.config, stages)
-        n = check_count(n, "the number of samples")
+        n = check_output(self.config, check_count(n, "the number of samples"), "samples")
         return self.decode(torch.randint(0, self.options, (n, k), generator=generator))
 
     def loss(self, x: torch.Tensor, alpha: float = 0.01, grad_checkpoint: bool = False, *,

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import InputError
+from .config import MAX_BEAM
 from .inputs import check_data, check_stages
 from .stageloop import EncodeResult, beam_stages
 
@@ -85,11 +86,11 @@ def final_losses(codes: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
 
 def _check_beam(beam) -> int:
     try:
-        ok = not isinstance(beam, bool) and int(beam) == beam and int(beam) >= 1
-    except (TypeError, ValueError):
+        ok = not isinstance(beam, bool) and int(beam) == beam and 1 <= int(beam) <= MAX_BEAM
+    except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
-        raise InputError(f"beam must be a positive integer, got {beam!r}")
+        raise InputError(f"beam must be a whole number in 1..{MAX_BEAM}, got {beam!r:.40}")
     return int(beam)
 
 

@@ -5,6 +5,9 @@ so the figures follow the code that builds and runs the model instead of arithme
     estimate_size(cfg, batch)   -> also "activations" (float32 elements of one stage's step for
                                    `batch` inputs, from a meta forward) and "bytes"
     check_size(cfg[, batch])    -> None, or ConfigError past MAX_PARAMETERS / MAX_ACTIVATION_BYTES
+    count_parameters(build)     -> parameters of any module ``build()`` makes (a prior, a distilled
+                                   encoder), built on the meta device the same way
+    check_parameters(what, P)   -> None, or ConfigError past a limit (MAX_PARAMETERS by default)
 
 A model's parameters are affine in the number of stages per segment (a mask row and maybe a head
 per stage) and in the number of residual blocks, each term alike, and every segment is built
@@ -59,6 +62,21 @@ def check_size(cfg: ModelConfig, batch: int | None = None) -> None:
         if acts > MAX_ACTIVATION_BYTES:
             raise ConfigError(f"model config needs {acts / 2**30:.1f} GiB of activations per stage for a batch "
                               f"of {batch}; the limit is {MAX_ACTIVATION_BYTES / 2**30:g} GiB")
+
+
+def count_parameters(build) -> int:
+    """Parameters of the module ``build()`` returns, built on the meta device (shapes, no memory):
+    the way every other network (a prior, a distilled encoder) is measured before it is built."""
+    with torch.device("meta"), _ShapesOnly():
+        module = build()
+    return sum(p.numel() for p in module.parameters())
+
+
+def check_parameters(what: str, params: int, limit: int = MAX_PARAMETERS) -> None:
+    """Refuse (one-line ConfigError) ``params`` parameters of ``what`` past ``limit``."""
+    if params > limit:
+        raise ConfigError(f"{what} config describes {params:,} parameters ({4 * params / 2**30:.1f} GiB); "
+                          f"the limit is {limit:,}")
 
 
 def _one_segment(cfg: ModelConfig, stages: int, res_blocks: int) -> ModelConfig:
@@ -126,7 +144,7 @@ class _ShapesOnly(TorchFunctionMode):
                    torch.Tensor.__rmul__, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__sub__,
                    torch.Tensor.__rsub__, torch.Tensor.log, torch.Tensor.exp, torch.Tensor.sqrt,
                    torch.Tensor.div, torch.Tensor.mul, torch.log, torch.exp, torch.sqrt, torch.div, torch.mul}
-    IN_PLACE = {torch.Tensor.normal_}
+    IN_PLACE = {torch.Tensor.normal_, torch.nn.init.normal_, torch.nn.init.uniform_}  # init.* dispatch as themselves
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -134,7 +152,7 @@ class _ShapesOnly(TorchFunctionMode):
             kwargs.pop("generator", None)
             return torch.empty(*args, **kwargs)
         if func in self.IN_PLACE:
-            return args[0]
+            return args[0] if args else kwargs["tensor"]
         if func in self.ELEMENTWISE:
             tensors = [a for a in args if isinstance(a, torch.Tensor)]
             dtype = next((t.dtype for t in tensors if t.is_floating_point()), torch.get_default_dtype())

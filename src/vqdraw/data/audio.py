@@ -53,7 +53,8 @@ def _soundfile():
 
 def read_audio(path, *, channels: int = 1) -> tuple[np.ndarray, int]:
     """A WAV/FLAC file's samples as float32 in [-1, 1] and its sample rate. One DatasetError line for
-    a file that is missing, unreadable, truncated, empty or has another number of channels."""
+    a file that is missing, unreadable, truncated, empty, has another number of channels, or holds
+    NaN or infinite (float) samples."""
     sf = _soundfile()
     p = Path(path)
     if not p.is_file():
@@ -77,6 +78,10 @@ def read_audio(path, *, channels: int = 1) -> tuple[np.ndarray, int]:
         raise DatasetError(f"{p}: truncated audio file ({len(data)} of the {frames} samples its header declares)")
     if len(data) == 0:
         raise DatasetError(f"{p}: no samples (0-length audio)")
+    bad = ~np.isfinite(data[:, 0])
+    if bad.any():  # a float WAV may hold NaN or infinity: no mu-law level means anything for them
+        raise DatasetError(f"{p}: {int(bad.sum()):,} samples are NaN or infinite (the first at sample "
+                           f"{int(np.argmax(bad)):,}); float audio must be finite")
     return np.ascontiguousarray(data[:, 0]), int(rate)
 
 

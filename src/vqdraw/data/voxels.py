@@ -26,6 +26,7 @@ voxel of its block is), e.g. 64^3 ModelNet grids for a 32^3 model; any other siz
 
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 
@@ -142,6 +143,8 @@ def read_grids(path: str | Path) -> np.ndarray:
         if suffix == ".binvox":
             return read_binvox(path.read_bytes(), str(path))[None]
         if suffix == ".npy":
+            with open(path, "rb") as f:
+                _check_npy_header(f, path.stat().st_size, str(path))
             arr = np.load(path, allow_pickle=False, mmap_mode="r")
         elif suffix == ".npz":
             arr = _read_npz_member(path)
@@ -170,17 +173,25 @@ def _read_npz_member(path: Path) -> np.ndarray:
         member = z.namelist()[names.index(name)]
         raw = read_zip_member(z, member, MAX_NPZ_MEMBER_BYTES, where=f"{path}: {member}",
                               what="a voxel array", missing="missing")
-    buf = io.BytesIO(raw)
-    version = np.lib.format.read_magic(buf)
-    shape, _, dtype = (np.lib.format.read_array_header_1_0(buf) if version == (1, 0)
-                       else np.lib.format.read_array_header_2_0(buf))
-    if dtype.hasobject:
-        raise DatasetError(f"{path}: {member} holds Python objects, not an occupancy grid")
-    declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
-    if declared != len(raw) - buf.tell():
-        raise DatasetError(f"{path}: {member} declares shape {shape} ({declared:,} bytes) but holds "
-                           f"{len(raw) - buf.tell():,} bytes")
+    _check_npy_header(io.BytesIO(raw), len(raw), f"{path}: {member}")
     return np.load(io.BytesIO(raw), allow_pickle=False)
+
+
+def _check_npy_header(stream, size: int, where: str) -> None:
+    """Refuse an .npy header (read from ``stream``, of ``size`` bytes in all) that declares Python
+    objects, a negative dimension, or other than exactly the bytes that follow it: checked in exact
+    integers before numpy maps or reads anything (numpy would overflow, warn, or raise untyped)."""
+    version = np.lib.format.read_magic(stream)
+    shape, _, dtype = (np.lib.format.read_array_header_1_0(stream) if version == (1, 0)
+                       else np.lib.format.read_array_header_2_0(stream))
+    if dtype.hasobject:
+        raise DatasetError(f"{where}: cannot read the array (it holds Python objects, not an occupancy grid)")
+    if any(int(n) < 0 for n in shape):
+        raise DatasetError(f"{where} declares shape {shape}, with a negative dimension")
+    declared = math.prod(int(n) for n in shape) * dtype.itemsize
+    if declared != size - stream.tell():
+        raise DatasetError(f"{where} declares shape {shape} ({declared:,} bytes) but holds "
+                           f"{size - stream.tell():,} bytes")
 
 
 def _as_grids(arr: np.ndarray, where: str) -> np.ndarray:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 
 PREFIX = "pretrained:"
 NAMES = ("mnist",)
@@ -29,6 +29,8 @@ def is_pretrained(name: object) -> bool:
 
 def folder(name: str) -> Path:
     """The model folder of a shipped model, by bare name ("mnist") or full name ("pretrained:mnist")."""
+    if not isinstance(name, str):
+        raise InputError(f"a pretrained model is named by a string such as 'mnist', got {name!r:.60}")
     bare = name.removeprefix(PREFIX)
     if bare not in NAMES:
         raise CheckpointError(f"no pretrained model {bare!r} (available: {', '.join(PREFIX + n for n in NAMES)})")

@@ -60,8 +60,9 @@ The encoder is not part of the model: load it with :func:`load_distilled` and pa
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -82,6 +83,19 @@ STORED = runs.Format("vqdraw-distilled", 3, key="encoder", config_file="distille
 WEIGHTS_FILE = STORED.weights_file
 CONFIG_FILE = STORED.config_file
 FORMAT, FORMAT_VERSION = STORED.name, STORED.version
+MAX_PARAMETERS = 2**26
+"""Most parameters a distilled encoder may have (256 MiB of float32; the presets' need well under
+1%): checked before one is built (:func:`check_size`), whatever a distilled.json declares."""
+MAX_CONVOLUTIONS = 32
+"""Most stride-2 convolutions a distilled encoder may declare (16 already halve 65535 to 1)."""
+_INTEGER_FIELDS = (("stages", 1, 65535), ("options", 2, 65535), ("pool", 1, 256), ("hidden", 1, 2**20),
+                   ("layers", 1, 2**16), ("heads", 0, 2**20), ("categories", 0, 65535))
+
+
+def _whole(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
 @dataclass(frozen=True)
 class DistilledConfig:
     """Architecture of a distilled encoder; stored in distilled.json."""
@@ -115,19 +129,36 @@ class DistilledConfig:
     """V > 0: the data are classes k / (V - 1) (a categorical model), read one-hot."""
 
     def __post_init__(self) -> None:
-        if not 2 <= len(self.data_shape) <= 4 or any(int(n) < 1 for n in self.data_shape):
-            raise ConfigError(f"distilled encoder: data_shape must be (C, L), (C, H, W) or (C, D, H, W), "
-                              f"got {tuple(self.data_shape)}")
-        if isinstance(self.categories, bool) or not isinstance(self.categories, int) or self.categories < 0:
-            raise ConfigError(f"distilled encoder: categories must be a non-negative integer, got {self.categories!r}")
+        for name in ("data_shape", "mean", "std", "channels"):  # lists (JSON, callers) read as tuples
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not isinstance(self.data_shape, tuple) or not 2 <= len(self.data_shape) <= 4 \
+                or not all(_whole(n, 1, 65535) for n in self.data_shape):
+            raise ConfigError(f"distilled encoder: data_shape must be (C, L), (C, H, W) or (C, D, H, W) of "
+                              f"whole numbers in 1..65535, got {self.data_shape!r}")
+        for name, low, high in _INTEGER_FIELDS:
+            if not _whole(getattr(self, name), low, high):
+                raise ConfigError(f"distilled encoder: {name} must be a whole number in {low}..{high}, "
+                                  f"got {getattr(self, name)!r}")
+        c = self.data_shape[0]
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if not isinstance(values, tuple) or len(values) != c or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
+                raise ConfigError(f"distilled encoder: {name} needs {c} finite numbers (one per channel), "
+                                  f"got {values!r}")
+        if any(v <= 0 for v in self.std):
+            raise ConfigError(f"distilled encoder: std must be positive, got {self.std!r}")
+        if not isinstance(self.channels, tuple) or not 1 <= len(self.channels) <= MAX_CONVOLUTIONS \
+                or not all(_whole(n, 1, 65535) for n in self.channels):
+            raise ConfigError(f"distilled encoder: channels must be 1..{MAX_CONVOLUTIONS} whole numbers in "
+                              f"1..65535, got {self.channels!r}")
         if self.kind not in KINDS:
             raise ConfigError(f"distilled encoder: kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
-        if not self.channels or any(int(c) <= 0 for c in self.channels):
-            raise ConfigError("distilled encoder: channels must be a non-empty list of positive ints")
-        if self.pool < 1 or self.hidden < 1 or not 0 <= self.dropout < 1:
-            raise ConfigError("distilled encoder: pool and hidden must be positive, dropout in [0, 1)")
-        if self.layers < 1 or self.heads < 0 or (self.heads and self.hidden % self.heads):
-            raise ConfigError("distilled encoder: layers >= 1, heads >= 0 dividing hidden")
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"distilled encoder: dropout must be in [0, 1), got {self.dropout!r}")
+        if self.heads and self.hidden % self.heads:
+            raise ConfigError(f"distilled encoder: heads ({self.heads}) must divide hidden ({self.hidden})")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -212,11 +243,23 @@ class _Encoder(nn.Module):
         return runs.save(directory, STORED, self.config.to_dict(), self.state_dict(), extra)
 
     @classmethod
-    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "_Encoder":
+    def load(cls, directory: str | Path, map_location: str | torch.device = "cpu", model=None) -> "_Encoder":
         """Read an encoder written by :meth:`save`, of either kind (its distilled.json is in
-        ``encoder.meta``)."""
-        encoder, meta = runs.load(directory, STORED, lambda c: build_encoder(DistilledConfig.from_dict(c)),
-                                  map_location, what="distilled encoder")
+        ``encoder.meta``). With ``model``, a config that does not fit it is refused before the
+        encoder is built."""
+        where = Path(directory) / CONFIG_FILE
+
+        def build(stored: dict) -> _Encoder:  # checked against the model and sized before it is built
+            try:
+                config = DistilledConfig.from_dict(stored)
+                if model is not None:
+                    _check_config_fits(model, config, str(where))
+                check_size(config)
+            except ConfigError as exc:
+                raise CheckpointError(f"{where}: {exc}") from None
+            return build_encoder(config)
+
+        encoder, meta = runs.load(directory, STORED, build, map_location, what="distilled encoder")
         if not isinstance(encoder, cls):
             raise CheckpointError(f"{Path(directory) / CONFIG_FILE}: a {encoder.config.kind} encoder, "
                                   f"not a {cls.__name__}")
@@ -345,13 +388,37 @@ class AutoregressiveEncoder(_Encoder):
 
 
 def build_encoder(config: DistilledConfig) -> _Encoder:
-    """A fresh (untrained) encoder of ``config.kind``."""
+    """A fresh (untrained) encoder of ``config.kind``, its size checked first (:func:`check_size`)."""
+    check_size(config)
     return AutoregressiveEncoder(config) if config.kind == "autoregressive" else DistilledEncoder(config)
 
 
-def load_encoder(directory: str | Path, map_location: str | torch.device = "cpu") -> _Encoder:
-    """The encoder of either kind saved in `directory` (its distilled.json is in ``.meta``)."""
-    return _Encoder.load(directory, map_location)
+def encoder_parameters(config: DistilledConfig) -> int:
+    """Parameters of the encoder ``config`` describes, counted on the meta device before it is built
+    (:func:`vqdraw.core.sizing.count_parameters`). They are affine in the GRU's layers (each layer
+    alike, and the initial state's layer is one more row per layer), so thousands of layers are
+    measured on builds of one and two and extrapolated exactly."""
+    from ..core.sizing import count_parameters
+
+    kind = AutoregressiveEncoder if config.kind == "autoregressive" else DistilledEncoder
+    if kind is DistilledEncoder or config.layers <= 2:
+        return count_parameters(lambda: kind(config))
+    one, two = (count_parameters(lambda n=n: kind(replace(config, layers=n))) for n in (1, 2))
+    return one + (config.layers - 1) * (two - one)
+
+
+def check_size(config: DistilledConfig) -> None:
+    """Refuse (one-line ConfigError) an encoder of more than :data:`MAX_PARAMETERS` parameters,
+    before anything is allocated."""
+    from ..core.sizing import check_parameters
+
+    check_parameters("distilled encoder", encoder_parameters(config), MAX_PARAMETERS)
+
+
+def load_encoder(directory: str | Path, map_location: str | torch.device = "cpu", model=None) -> _Encoder:
+    """The encoder of either kind saved in `directory` (its distilled.json is in ``.meta``); with
+    ``model``, one that does not fit it is refused before it is built."""
+    return _Encoder.load(directory, map_location, model)
 
 
 def load_distilled(path: str | Path, model=None, map_location: str | torch.device | None = None) -> _Encoder:
@@ -360,6 +427,8 @@ def load_distilled(path: str | Path, model=None, map_location: str | torch.devic
     With `model`, checks that the encoder was trained for exactly this model (shapes and the
     fingerprint of its weights) and puts it on the model's device.
     """
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise InputError(f"a distilled encoder is found by a model or run folder path, got {path!r:.60}")
     folder = Path(path)
     if not (folder / CONFIG_FILE).exists():
         folder = runs.resolve_model_dir(path)
@@ -367,7 +436,7 @@ def load_distilled(path: str | Path, model=None, map_location: str | torch.devic
         raise InputError(f"no distilled encoder in {folder}: run `vqdraw distill --model {path}` first "
                          f"(it writes {WEIGHTS_FILE} into the model folder)")
     device = map_location if map_location is not None else (model.device if model is not None else "cpu")
-    encoder = load_encoder(folder, map_location=device)
+    encoder = load_encoder(folder, map_location=device, model=model)
     if model is not None:
         check_fits(model, encoder, str(folder / CONFIG_FILE))
         want = encoder.meta.get("model_fingerprint")
@@ -379,7 +448,11 @@ def load_distilled(path: str | Path, model=None, map_location: str | torch.devic
 
 def check_fits(model, encoder: _Encoder, what: str = "the encoder") -> None:
     """Refuse an encoder whose codes do not fit `model` (image shape, N, K)."""
-    cfg, c = encoder.config, model.config
+    _check_config_fits(model, encoder.config, what)
+
+
+def _check_config_fits(model, cfg: DistilledConfig, what: str) -> None:
+    c = model.config
     if (tuple(cfg.data_shape), cfg.stages, cfg.options) != (tuple(c.data_shape), c.stages, c.options):
         raise InputError(
             f"{what} predicts {cfg.stages} codes in [0, {cfg.options}) for {tuple(cfg.data_shape)} images; "

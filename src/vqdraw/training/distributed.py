@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -48,33 +50,99 @@ class DistInfo:
         return self.world_size > 1
 
 
+@dataclass(frozen=True)
+class LaunchEnv:
+    """torchrun's variables, checked (:func:`launch_env`). ``world_size`` 1: a single process."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+    master_addr: str | None = None
+    master_port: int | None = None
+
+
+MAX_WORLD_SIZE = 1 << 20
+"""A sanity bound on WORLD_SIZE (a typo, not a plan)."""
+
+
+def launch_env(environ=None) -> LaunchEnv:
+    """WORLD_SIZE, RANK, LOCAL_RANK, MASTER_ADDR and MASTER_PORT, validated in this one place:
+    each a one-line ConfigError naming the variable, before any process group is joined (which
+    would raise untyped, or wait for peers that cannot come). Without WORLD_SIZE, or with
+    WORLD_SIZE=1: a single process, whatever the others say."""
+    env = os.environ if environ is None else environ
+    world = _whole(env, "WORLD_SIZE", 1, 1, MAX_WORLD_SIZE)
+    if world == 1:
+        return LaunchEnv()
+    needed = f"WORLD_SIZE={world} needs it: launch with torchrun"
+    rank = _whole(env, "RANK", needed, 0, MAX_WORLD_SIZE)
+    if rank >= world:
+        raise ConfigError(f"RANK={rank} must be below WORLD_SIZE={world}")
+    local_rank = _whole(env, "LOCAL_RANK", 0, 0, MAX_WORLD_SIZE)
+    addr = env.get("MASTER_ADDR", "").strip()
+    if not addr:
+        raise ConfigError(f"MASTER_ADDR is not set ({needed})")
+    port = _whole(env, "MASTER_PORT", needed, 1, 65535)
+    return LaunchEnv(world, rank, local_rank, addr, port)
+
+
+def _whole(env, name: str, default: int | str, low: int, high: int) -> int:
+    """The whole number in ``env[name]``, in low..high; ``default`` when unset (a string: the
+    reason it must be set)."""
+    text = env.get(name)
+    if text is None or text.strip() == "":
+        if isinstance(default, str):
+            raise ConfigError(f"{name} is not set ({default})")
+        return default
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={text!r:.40} is not a whole number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={value} must be in {low}..{high}")
+    return value
+
+
 def env_world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    """WORLD_SIZE alone, checked (1 when unset)."""
+    return _whole(os.environ, "WORLD_SIZE", 1, 1, MAX_WORLD_SIZE)
 
 
-def init_from_env(device: str | torch.device | None = None, timeout_s: float = 1800.0) -> DistInfo:
+DEFAULT_TIMEOUT_S = 600.0
+"""How long a rank waits for the others to join (and for any collective) by default."""
+
+
+def init_from_env(device: str | torch.device | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> DistInfo:
     """Join the process group described by torchrun's environment variables (no-op without them).
 
     ``device``: the device type to use ("cuda" or "cpu"); default CUDA when available. The
-    backend is NCCL for CUDA, gloo for CPU. Returns the process's :class:`DistInfo`.
+    backend is NCCL for CUDA, gloo for CPU. Returns the process's :class:`DistInfo`. The
+    variables are checked first (:func:`launch_env`); a peer that does not join within
+    ``timeout_s`` seconds is a one-line ConfigError.
     """
     if dist.is_available() and dist.is_initialized():
         return info()
-    world = env_world_size()
-    if world <= 1:
+    launch = launch_env()
+    if launch.world_size <= 1:
         return DistInfo()
     if not dist.is_available():
-        raise RuntimeError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
+        raise ConfigError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
     dev_type = torch.device(device).type if device is not None else (
         "cuda" if torch.cuda.is_available() else "cpu")
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = launch.local_rank
     if dev_type == "cuda":
         torch.cuda.set_device(local_rank)
     backend = "nccl" if dev_type == "cuda" else "gloo"
     kwargs = {}
     if dev_type == "cuda":
         kwargs["device_id"] = torch.device("cuda", local_rank)
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    try:
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs)
+    except (RuntimeError, ValueError) as exc:  # DistStoreError (a peer never came) is a RuntimeError
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ConfigError(f"rank {launch.rank} of WORLD_SIZE={launch.world_size} could not join the process group "
+                          f"at MASTER_ADDR={launch.master_addr} MASTER_PORT={launch.master_port} within "
+                          f"{timeout_s:g} s ({first})") from None
     return info()
 
 
