@@ -118,11 +118,19 @@ def tiny_progressive_gaussian_model() -> VQDraw:
     return VQDraw(cfg).eval()
 
 
+def tiny_non_residual_model() -> VQDraw:
+    """The paper's "no residual outputs" ablation: each stage replaces the canvas."""
+    torch.manual_seed(0)
+    cfg = ModelConfig((1, 8, 8), 8, 4, 2, residual=False, refiner=RefinerConfig(down=(8,), body=(8,), up=(8,)))
+    return VQDraw(cfg).eval()
+
+
 @pytest.mark.parametrize("make, data", [
     (tiny_text_model, lambda g: torch.randint(0, 256, (40, 1, 32), generator=g).float() / 255),
     (tiny_volume_model, lambda g: (torch.rand(40, 1, 8, 8, 8, generator=g) > 0.5).float()),
     (tiny_progressive_gaussian_model, lambda g: torch.rand(40, 3, 16, 16, generator=g)),
-], ids=["text", "volume", "image-gaussian-progressive"])
+    (tiny_non_residual_model, lambda g: torch.rand(40, 1, 8, 8, generator=g)),
+], ids=["text", "volume", "image-gaussian-progressive", "image-non-residual"])
 def test_other_modalities_and_likelihoods_export(tmp_path, capsys, make, data):
     model = make()
     result = export(model, tmp_path)
@@ -146,4 +154,51 @@ def test_a_model_that_does_not_export_is_refused_in_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "audio"), "-o", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "does not export to ONNX" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def fake_ort_web(folder):
+    """A stand-in for onnxruntime-web's npm package: the files the page needs, in dist/."""
+    from vqdraw.compress.export import ORT_WEB_FILES
+
+    (folder / "dist").mkdir(parents=True)
+    for name in ORT_WEB_FILES:
+        (folder / "dist" / name).write_text(f"// {name}\n")
+    return folder
+
+
+def test_web_page_is_written_beside_the_graphs(tmp_path, capsys):
+    import re
+
+    from vqdraw.compress.export import ORT_WEB_FILES, WEB_FILES
+
+    torch.manual_seed(0)
+    VQDraw(ModelConfig((1, 8, 8), 4, 2, 2, refiner=RefinerConfig(down=(8,), body=(8,), up=(8,)))).save(
+        tmp_path / "model")
+    ort_web = fake_ort_web(tmp_path / "onnxruntime-web")
+    out = tmp_path / "page"
+    assert main(["export", str(tmp_path / "model"), "-o", str(out), "--web", "--ort-web", str(ort_web)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert names == {DECODER, ENCODER, DESCRIPTION, *WEB_FILES, *ORT_WEB_FILES}
+    for name in ORT_WEB_FILES:  # copied as they are
+        assert (out / name).read_bytes() == (ort_web / "dist" / name).read_bytes()
+    html = (out / "index.html").read_text()
+    assert set(re.findall(r'src="([^"]+)"', html)) <= names  # every script the page loads is there
+    app = (out / "app.js").read_text()
+    assert "model.json" in app and "meta.encoder.file" in app and "meta.decoder.file" in app
+    assert "http.server" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--web", "--ort-web", "{tmp}/nowhere"], "no onnxruntime-web"),
+    (["--ort-web", "{tmp}/nowhere"], "add --web"),
+    (["--web", "--ort-web", "{ort}"], "the web page draws grey or colour images; this is a text model"),
+])
+def test_web_page_refusals_in_one_line(tmp_path, capsys, argv, message):
+    tiny_text_model().save(tmp_path / "text")
+    ort_web = fake_ort_web(tmp_path / "onnxruntime-web")
+    argv = [a.format(tmp=tmp_path, ort=ort_web) for a in argv]
+    assert main(["export", str(tmp_path / "text"), "-o", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
     assert not (tmp_path / "out").exists()

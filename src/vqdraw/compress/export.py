@@ -216,6 +216,58 @@ def export(model, folder: str | Path) -> Exported:
     return Exported(folder, [decoder, encoder, meta], description)
 
 
+ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+"""What the page needs of onnxruntime-web's npm package (its ``dist/`` folder): the WebAssembly build."""
+
+WEB_FILES = ("index.html", "app.js")
+"""The page itself (package data beside this module, in ``web/``)."""
+
+
+def check_web(model) -> None:
+    """ConfigError in one line unless the web page can show this model's data (grey or colour images)."""
+    from ..core.modality import modality_of
+
+    kind = modality_of(model.config)
+    if kind != "image" or model.config.data_shape[0] not in (1, 3):
+        raise ConfigError(f"the web page draws grey or colour images; this is a {kind} model of data shape "
+                          f"{tuple(model.config.data_shape)} (export it without --web)")
+
+
+def find_ort_web(path: str | Path | None = None) -> Path:
+    """onnxruntime-web's ``dist`` folder: `path` (the package folder or its dist folder), else
+    ``node_modules/onnxruntime-web`` in the current folder. ConfigError in one line when missing."""
+    candidates = [Path(path)] if path is not None else [Path("node_modules") / "onnxruntime-web"]
+    for folder in candidates:
+        for dist in (folder / "dist", folder):
+            if all((dist / name).is_file() for name in ORT_WEB_FILES):
+                return dist
+    where = path if path is not None else "node_modules/onnxruntime-web"
+    raise ConfigError(f"no onnxruntime-web in {where} (it needs {', '.join(ORT_WEB_FILES)}): run "
+                      "`npm install onnxruntime-web` here, or pass the package's folder")
+
+
+def write_web_page(folder: str | Path, ort_web: str | Path) -> list[Path]:
+    """Write the static page (index.html, app.js) and onnxruntime-web's WebAssembly build, copied
+    from its npm package's dist folder `ort_web`, into `folder`, beside the exported graphs.
+    Returns the files written. The page must be served over HTTP (browsers fetch no WebAssembly
+    from file:// pages)."""
+    import shutil
+    from importlib import resources
+
+    folder, dist = Path(folder), Path(ort_web)
+    written = []
+    page = resources.files(__package__) / "web"
+    for name in WEB_FILES:
+        with atomic_writer(folder / name) as f:
+            f.write(page.joinpath(name).read_bytes())
+        written.append(folder / name)
+    for name in ORT_WEB_FILES:
+        with atomic_writer(folder / name) as f, open(dist / name, "rb") as src:
+            shutil.copyfileobj(src, f)
+        written.append(folder / name)
+    return written  # ort.wasm.min.js carries its MIT licence notice in its header
+
+
 def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
     """Trace `module` on `example` into the ONNX file `path` (written atomically), batch axis dynamic.
 
