@@ -6,7 +6,7 @@
 
 The graphs replay the stage loop (:mod:`vqdraw.core.stageloop`) with plain tensor ops: every stage
 is unrolled (the stage index picks a segment, a mask row, a head), the zero canvas's first stage is
-the same for every item (computed once, a constant of the graph), a stage's choice is a gather
+the same for every item (computed once, on a batch of one), a stage's choice is a gather
 from the K deltas, and greedy choices are the arg-min of the likelihood's per-option losses
 (squared errors as ``||d||^2 - 2 d.r + ||r||^2``, as the encoder's fast path scores them). The
 batch axis is dynamic. Exported with PyTorch's TorchScript-based exporter (``torch.onnx.export``,
