@@ -40,10 +40,13 @@ def check_graphs(folder, model, x, *, atol=1e-4):
     decoder = session(folder / DECODER)
     random = torch.randint(0, model.options, (7, model.stages))
     for c in (codes, random, codes[:1]):  # any batch size
-        out = decoder.run(None, {"codes": c.numpy()})[0]
+        out, stages = decoder.run(None, {"codes": c.numpy()})
         expected = model.decode(c).numpy()
         assert out.dtype == np.float32 and out.shape == expected.shape
         assert np.abs(out - expected).max() <= atol
+        assert stages.shape == (len(c), model.stages, *expected.shape[1:]) and np.array_equal(stages[:, -1], out)
+    for n in range(1, model.stages):  # the data after stage n: the decoding of the code's first n choices
+        assert np.abs(stages[:, n - 1] - model.decode(c, stages=n).numpy()).max() <= atol
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +75,14 @@ def test_cli_writes_both_graphs_and_model_json(mnist_export, mnist):
     assert meta["fingerprint"] == mnist.fingerprint().hex()
     assert meta["mean"] == list(cfg.mean) and meta["std"] == list(cfg.std)
     assert meta["decoder"]["input"] == {"name": "codes", "shape": ["B", 10], "dtype": "int64"}
+    assert meta["decoder"]["stages"] == {"name": "stages", "shape": ["B", 10, 1, 28, 28], "dtype": "float32"}
     assert meta["encoder"]["output"] == {"name": "codes", "shape": ["B", 10], "dtype": "int64"}
     for name, graph in ((DECODER, "decoder"), (ENCODER, "encoder")):
         proto = onnx.load(str(folder / name))
         onnx.checker.check_model(proto)
         assert proto.graph.input[0].name == meta[graph]["input"]["name"]
+        assert [o.name for o in proto.graph.output] == [meta[graph][k]["name"] for k in ("output", "stages")
+                                                        if k in meta[graph]]
         assert proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # the batch axis is dynamic
 
 

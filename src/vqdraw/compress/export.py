@@ -1,6 +1,7 @@
 """A model as two ONNX graphs, to decode (and encode) anywhere ONNX Runtime runs (docs/export.md).
 
     decoder.onnx   codes (B, N) int64           -> data (B, C, *S) float32 in [0, 1]   (VQDraw.decode)
+                                                   stages (B, N, C, *S): the data after each stage
     encoder.onnx   data (B, C, *S) float32      -> codes (B, N) int64                   (greedy VQDraw.encode)
     model.json     what the graphs are: data shape, K, N, modality, likelihood, fingerprint, mean/std, opset
 
@@ -96,20 +97,28 @@ class _StageLoop(nn.Module):
 
 
 class Decoder(nn.Module):
-    """codes (B, N) int64 -> data (B, C, *S): Algorithm 2 unrolled over the model's N stages."""
+    """codes (B, N) int64 -> data (B, C, *S): Algorithm 2 unrolled over the model's N stages; and
+    the data after each stage, (B, N, C, *S) (the last one is the data), when built with ``stages``."""
 
-    def __init__(self, model):
+    def __init__(self, model, stages: bool = True):
         super().__init__()
         self.loop = _StageLoop(model)
+        self.stages = stages
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+    def forward(self, codes: torch.Tensor):
         loop = self.loop
         first = loop.first_deltas()[0]  # (K, C, *S)
         canvas = first[codes[:, 0]]  # (B, C, *S): the zero canvas plus the chosen first delta
+        after = [loop.to_data(canvas)] if self.stages else []
         for stage in range(1, loop.stages):
             deltas = loop.refiner.deltas(canvas, stage)  # (B, K, C, *S)
             canvas = loop.advance(canvas, deltas, codes[:, stage])
-        return loop.to_data(canvas)
+            if self.stages and stage < loop.stages - 1:
+                after.append(loop.to_data(canvas))
+        data = loop.to_data(canvas)
+        if not self.stages:
+            return data
+        return data, torch.stack([*after, data], 1)
 
 
 class Encoder(nn.Module):
@@ -162,7 +171,8 @@ def describe(model) -> dict:
         "mean": list(cfg.mean),
         "std": list(cfg.std),
         "decoder": {"file": DECODER, "input": {"name": "codes", "shape": ["B", cfg.stages], "dtype": "int64"},
-                    "output": {"name": "data", "shape": ["B", *cfg.data_shape], "dtype": "float32"}},
+                    "output": {"name": "data", "shape": ["B", *cfg.data_shape], "dtype": "float32"},
+                    "stages": {"name": "stages", "shape": ["B", cfg.stages, *cfg.data_shape], "dtype": "float32"}},
         "encoder": {"file": ENCODER, "input": {"name": "data", "shape": ["B", *cfg.data_shape], "dtype": "float32"},
                     "output": {"name": "codes", "shape": ["B", cfg.stages], "dtype": "int64"}},
     }
@@ -206,8 +216,8 @@ def export(model, folder: str | Path) -> Exported:
         codes = torch.zeros((2, model.config.stages), dtype=torch.long, device=model.device)
         data = torch.full((2, *shape), 0.5, device=model.device)
         decoder, encoder = folder / DECODER, folder / ENCODER
-        _export(Decoder(model), codes, decoder, "codes", "data")
-        _export(Encoder(model), data, encoder, "data", "codes")
+        _export(Decoder(model), codes, decoder, "codes", ["data", "stages"])
+        _export(Encoder(model), data, encoder, "data", ["codes"])
     finally:
         model.refiner.set_speed(channels_last=was_channels_last)
     description = describe(model)
@@ -268,7 +278,7 @@ def write_web_page(folder: str | Path, ort_web: str | Path) -> list[Path]:
     return written  # ort.wasm.min.js carries its MIT licence notice in its header
 
 
-def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_name: str) -> None:
+def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, output_names: list[str]) -> None:
     """Trace `module` on `example` into the ONNX file `path` (written atomically), batch axis dynamic.
 
     No constant folding: it would fold each stage's mask into its own copy of a convolution's
@@ -278,8 +288,8 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: st
     try:
         with atomic_writer(path) as f, torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on unrolled loops, not for the user
-            torch.onnx.export(module, (example,), f, input_names=[input_name], output_names=[output_name],
-                              dynamic_axes={input_name: {0: "batch"}, output_name: {0: "batch"}},
+            torch.onnx.export(module, (example,), f, input_names=[input_name], output_names=output_names,
+                              dynamic_axes={name: {0: "batch"} for name in (input_name, *output_names)},
                               opset_version=OPSET, dynamo=False, do_constant_folding=False)
     except (OSError, MemoryError, KeyboardInterrupt):
         raise
