@@ -272,7 +272,7 @@ function readVqd(data, model) {
   if (len === 0) fail("empty .vqd file (0 bytes)");
   const magic = [0x56, 0x51, 0x44, 0x52];  // VQDR
   const head = Array.from(data.subarray(0, 4));
-  if (head.some((b, i) => b !== magic[i])) fail(`not a .vqd file (starts with ${hex(head)}, expected 56514452 = VQDR)`);
+  if (head.some((b, i) => b !== magic[i])) fail(`not a .vqd file (starts with ${hex(head)}, expected 56514452 = b'VQDR')`);
   if (len < 4) fail(`truncated .vqd file: expected at least 40 bytes, got ${len}`);
   // rule 2
   const version = len > 4 ? data[4] : 1;
@@ -346,7 +346,7 @@ function readVqd(data, model) {
   // rule 8: each item one b-bit big-endian field, the mixed-radix number of its n codes
   const body = data.subarray(header, header + payload);
   const used = count * bits;
-  if (used % 8 && (body[payload - 1] & ((1 << (8 - used % 8)) - 1))) fail("corrupt .vqd file: non-zero padding bits");
+  if (used % 8 && (body[payload - 1] & ((1 << (8 - used % 8)) - 1))) fail("corrupt .vqd payload: non-zero padding bits");
   const bigK = BigInt(K), limit = bigK ** BigInt(n);
   const codes = [];
   for (let item = 0; item < count; item++) {
@@ -354,7 +354,7 @@ function readVqd(data, model) {
     const lo = Math.floor(first / 8), hi = Math.floor(last / 8);
     let value = BigInt("0x" + hex(body.subarray(lo, hi + 1)));
     value = (value >> BigInt(7 - (last % 8))) & ((1n << BigInt(bits)) - 1n);
-    if (value >= limit) fail(`corrupt .vqd file: image ${item} holds a code out of range (value ≥ K^n)`);
+    if (value >= limit) fail(`corrupt .vqd payload: image ${item} decodes to codes outside [0, ${K})`);
     const code = new Array(n);
     for (let i = n - 1; i >= 0; i--) { code[i] = Number(value % bigK); value /= bigK; }
     codes.push(code);
@@ -362,7 +362,8 @@ function readVqd(data, model) {
   return { version, modality, fingerprint: fp, shape, K, stages: n, count, length, codes, bytes: len };
 }
 
-window.vqdrawPage = { readVqd, hexOf, VqdFormatError };  // for tests and the console
+// for tests and the console: idle() resolves when the actions started so far are done
+window.vqdrawPage = { readVqd, hexOf, VqdFormatError, idle: () => busy };
 
 if (document.getElementById("about")) {
   main().catch((err) => {
