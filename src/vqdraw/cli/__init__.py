@@ -28,6 +28,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "stages": ("stages", "draw the reconstruction after each stage (paper Figure 6)"),
     "encode": ("encode", "compress images, text, volumes or audio into a .vqd file"),
     "decode": ("decode", "decompress a .vqd file into images (PNG), text, volumes (NPY) or audio (WAV)"),
+    "export": ("export", "write a model as ONNX graphs (decoder, greedy encoder) that decode anywhere"),
     "prior": ("prior", "train a learned prior over a model's codes (entropy-coded .vqd files, prior samples)"),
     "eval": ("eval", "rate–distortion curves: VQ-DRAW against JPEG and WebP"),
     "presets": ("presets", "print the Table 1 presets"),

@@ -275,8 +275,9 @@ class Categorical(Likelihood):
     def logits(self, canvas: torch.Tensor) -> torch.Tensor:
         """Canvas (..., C*E, *S) -> logits (..., V, C, *S)."""
         c_dim = canvas.dim() - self.rank - 1
-        f = canvas.unflatten(c_dim, (-1, self.embed)).movedim(c_dim + 1, -1)  # (..., C, *S, E)
-        return (f @ self.proj.to(f.dtype).t()).movedim(-1, c_dim)  # (..., V, C, *S)
+        # positive dims throughout: an ONNX Transpose takes no negative axes (vqdraw.compress.export)
+        f = canvas.unflatten(c_dim, (-1, self.embed)).movedim(c_dim + 1, canvas.dim())  # (..., C, *S, E)
+        return (f @ self.proj.to(f.dtype).t()).movedim(canvas.dim(), c_dim)  # (..., V, C, *S)
 
     def _nll(self, canvas: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         """Cross-entropy per element: canvas (N, C*E, *S), classes (N, C, *S) -> (N, C, *S).
