@@ -52,7 +52,11 @@ def text_figures(model, test) -> dict:
     data = test.batch(range(len(test)))
     rows = stage_report(model, data, stages=sorted({1, 2, 5, model.stages // 2, model.stages}))
     text = "".join(sequences_to_text(data))
+    first = data[:500]
+    recon = model.decode(model.encode(first))
+    accuracy = float((torch.round(recon * 255) == torch.round(first * 255)).float().mean())
     return {"sequences": len(data), "characters": len(text), "by_stage": rows,
+            "first_500_accuracy": round(accuracy, 4),
             "lossless": {k: round(v, 3) for k, v in lossless_bits_per_char(text).items()}}
 
 

@@ -68,7 +68,8 @@ def register(sub) -> None:
                    "collective, before it stops with one line (default: 600)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
                    help="bf16: bfloat16 autocast for the refiner (losses and arg-min stay float32); "
-                   "auto: bf16 on a CPU with AMX bf16 units, else fp32")
+                   "auto: bf16 where the hardware computes it natively (a CPU with AMX or AVX-512 BF16, a "
+                   "CUDA GPU that supports it), else fp32 (docs/scaling.md)")
     p.add_argument("--compile", nargs="?", const="default", default=None,
                    choices=["default", "reduce-overhead", "max-autotune"],
                    help="torch.compile the per-stage network; optionally the mode (reduce-overhead: "

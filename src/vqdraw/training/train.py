@@ -176,7 +176,8 @@ def fit(
     ``distributed`` (default: whenever a process group of several ranks is initialised, see
     :mod:`vqdraw.training.distributed`) trains data-parallel, each rank on its slice of the global batch,
     with rank 0 alone evaluating and writing (and locking) the run folder.
-    ``precision="auto"`` is bf16 where the CPU has AMX and fp32 elsewhere
+    ``precision="auto"`` is bf16 where the hardware computes bfloat16 natively (a CPU with AMX or
+    AVX-512 BF16, a CUDA GPU that supports it) and fp32 elsewhere
     (:func:`resolve_precision`); the library's default stays fp32. The four may instead come
     resolved as one ``runtime=`` (:class:`vqdraw.training.runtime.Runtime`), as the CLI does.
 

@@ -1,0 +1,92 @@
+"""The shipped models beyond digits (pretrained:fashion, pretrained:text): they load by name, code
+files through the CLI with no training, and their model cards' headline figures are what they
+measure. Fashion-MNIST comes from Debian's dataset-fashion-mnist package (.ci/run installs it);
+without it the fashion figure's test skips and says so."""
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vqdraw import VQDraw
+from vqdraw.cli import main
+from vqdraw.data import load_dataset
+from vqdraw.evaluate.metrics.distortion import psnr_from_mse
+from vqdraw.pretrained import NAMES, folder
+
+FASHION_FILES = Path("/usr/share/datasets/fashion-mnist")
+
+
+def card(name: str) -> str:
+    return (Path(folder(name)).parent / f"{name}.md").read_text()
+
+
+def _package_files() -> dict[Path, float]:
+    return {p: p.stat().st_mtime for p in Path(folder("mnist")).parent.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def fashion_test(tmp_path):
+    if not (FASHION_FILES / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.skip("Fashion-MNIST is not installed (apt install dataset-fashion-mnist)")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "fashion-mnist").symlink_to(FASHION_FILES)
+    return load_dataset("fashion-mnist", "test", tmp_path / "data")
+
+
+def test_the_models_load_by_name():
+    assert {"fashion", "text"} <= set(NAMES)
+    fashion = VQDraw.from_pretrained("fashion")
+    assert (fashion.options, fashion.stages, fashion.config.data_shape) == (64, 10, (1, 28, 28))
+    text = VQDraw.from_pretrained("text")
+    assert text.config.likelihood == "categorical" and text.config.data_shape[0] == 1
+    assert VQDraw.load("pretrained:text").fingerprint() == text.fingerprint()
+
+
+def test_fashion_card_states_the_measured_psnr(fashion_test):
+    stated = float(re.search(r"first 1,000 test images[^*]*\*\*([\d.]+) dB\*\*", card("fashion")).group(1))
+    model = VQDraw.from_pretrained("fashion")
+    x = fashion_test.batch(range(1000))
+    recon = model.decode(model.encode(x))
+    measured = psnr_from_mse(float(torch.mean((recon - x) ** 2)))
+    assert abs(measured - stated) < 0.01, (measured, stated)
+
+
+def test_text_card_states_the_measured_accuracy():
+    stated = float(re.search(r"first 500 held-out test sequences[^*]*\*\*([\d.]+)%\*\*", card("text")).group(1))
+    model = VQDraw.from_pretrained("text")
+    test = load_dataset("text-embedded", "test", size=tuple(model.config.data_shape[1:]))
+    x = test.batch(range(500))
+    recon = model.decode(model.encode(x))
+    measured = 100 * float((torch.round(recon * 255) == torch.round(x * 255)).float().mean())
+    assert abs(measured - stated) < 0.01, (measured, stated)
+
+
+def test_text_files_round_trip_with_no_training(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    before = _package_files()
+    prose = ("The quick brown fox jumps over the lazy dog. " * 3).strip()
+    Path("notes.txt").write_text(prose)
+    assert main(["encode", "pretrained:text", "notes.txt", "-o", "n.vqd"]) == 0
+    assert main(["decode", "pretrained:text", "n.vqd", "-o", "back.txt"]) == 0
+    back = Path("back.txt").read_text()
+    assert len(back) == len(prose)
+    model = VQDraw.from_pretrained("text")
+    chunks = math.ceil(len(prose) / model.config.data_shape[-1])
+    assert Path("n.vqd").stat().st_size < 64 + chunks * math.ceil(model.stages * 6 / 8)
+    assert _package_files() == before
+
+
+def test_fashion_images_round_trip_with_no_training(tmp_path, monkeypatch, fashion_test):
+    monkeypatch.chdir(tmp_path)
+    x = fashion_test.batch(range(4))
+    Path("clothes").mkdir()
+    for i, item in enumerate(x):
+        Image.fromarray((item[0].numpy() * 255).round().astype(np.uint8)).save(f"clothes/c{i}.png")
+    assert main(["encode", "pretrained:fashion", "clothes", "-o", "c.vqd"]) == 0
+    assert main(["decode", "pretrained:fashion", "c.vqd", "-o", "out"]) == 0
+    assert len(list(Path("out").glob("*.png"))) == 4
