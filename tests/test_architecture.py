@@ -122,3 +122,18 @@ def test_only_the_cli_prints():
                     isinstance(node.value, ast.Name) and node.value.id == "sys":
                 offenders.append(f"{where}: sys.{node.attr}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_no_function_takes_more_than_ten_parameters():
+    """Settings travel as small dataclasses (TrainConfig, FitOptions, Runtime, Hooks, PriorTraining...),
+    not as long keyword lists threaded through layers (self/cls not counted; *args/**kw count one)."""
+    long = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                a = node.args
+                names = [x.arg for x in (*a.posonlyargs, *a.args, *a.kwonlyargs)]
+                count = len(names) + bool(a.vararg) + bool(a.kwarg) - (names[:1] in (["self"], ["cls"]))
+                if count > 10:
+                    long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}: {count}")
+    assert not long, "\n".join(long)

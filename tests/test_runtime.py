@@ -45,3 +45,21 @@ def test_fit_takes_a_runtime_and_refuses_it_twice(tmp_path):
     result = fit(model, train, test, cfg, tmp_path / "run", runtime=Runtime.resolve("cpu"),
                  progress=False, pictures=False)
     assert result.step == 2
+
+
+def test_fit_takes_options_or_their_keywords_and_warns_on_runtime_keywords(tmp_path):
+    from vqdraw import FitOptions
+
+    train, test = load_dataset("mnist-embedded", "train"), load_dataset("mnist-embedded", "test")
+    cfg = TrainConfig(steps=2, batch=4, eval_every=2, eval_size=8, dataset="mnist-embedded")
+    torch.manual_seed(0)
+    model = VQDraw.from_preset("mnist", options=8, stages=2, segment=2)
+    result = fit(model, train, test, cfg, tmp_path / "a", options=FitOptions(progress=False, pictures=False))
+    assert result.step == 2
+    with pytest.warns(DeprecationWarning, match="runtime=Runtime.resolve"):
+        result = fit(model, train, test, cfg, tmp_path / "b", precision="fp32", progress=False, pictures=False)
+    assert result.step == 2
+    with pytest.raises(ConfigError, match="not both"):
+        fit(model, train, test, cfg, tmp_path / "c", options=FitOptions(), progress=False)
+    with pytest.raises(TypeError, match="no_such_option"):
+        fit(model, train, test, cfg, tmp_path / "d", no_such_option=1)

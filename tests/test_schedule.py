@@ -174,6 +174,6 @@ def test_auto_precision_is_bf16_only_with_native_bf16():
 
 
 def test_library_default_stays_fp32():
-    import inspect
+    from vqdraw.training.runtime import Runtime
 
-    assert inspect.signature(fit).parameters["precision"].default == "fp32"
+    assert Runtime.resolve("cpu").precision == "fp32"  # fit's runtime when none is given

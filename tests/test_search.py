@@ -155,3 +155,37 @@ def test_one_pass_encoder_and_beam_cannot_be_combined(trained):
         model.encode(x[:2], encoder=Fixed(), beam=4)
     res = model.encode(x[:2], encoder=Fixed(), return_reconstruction=True)
     assert res.codes.eq(0).all() and torch.equal(res.reconstruction, model.decode(res.codes))
+
+
+# ---------------------------------------------------------------------- policies as objects
+def test_encode_takes_policy_objects_and_a_custom_policy(tiny_model, digits):
+    import warnings
+
+    from vqdraw import Beam, Follow, Greedy, Policy
+
+    greedy = tiny_model.encode(digits)
+    assert torch.equal(tiny_model.encode(digits, policy=Greedy()), greedy)
+    beam = tiny_model.encode(digits, policy=Beam(4), return_reconstruction=True)
+    with pytest.warns(DeprecationWarning, match="policy=Beam"):
+        old = tiny_model.encode(digits, beam=4, return_reconstruction=True)
+    assert torch.equal(beam.codes, old.codes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the policy spelling warns about nothing
+        tiny_model.encode(digits, policy=Beam(4))
+    forced = torch.zeros((digits.shape[0], 2), dtype=torch.long)
+    followed = tiny_model.encode(digits, policy=Follow(forced))
+    assert torch.equal(followed[:, :2], forced)
+    assert torch.equal(followed, tiny_model.encode(digits, prefix=forced))
+
+    class SecondBest(Policy):
+        """A policy defined outside the library: each stage keeps the second-lowest loss."""
+
+        def choose(self, losses, choice, j):
+            return None, losses.argsort(dim=1)[:, 1], None
+
+    res = tiny_model.encode(digits, policy=SecondBest(), return_reconstruction=True)
+    first = tiny_model.score(digits, res.codes[:, :1]).losses[:, 0]  # (B, K) losses at stage 1
+    assert torch.equal(res.codes[:, 0], first.argsort(dim=1)[:, 1])
+    assert torch.allclose(res.reconstruction, tiny_model.decode(res.codes), atol=1e-5)
+    with pytest.raises(InputError, match="policy must be"):
+        tiny_model.encode(digits, policy="beam")

@@ -32,12 +32,18 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "VQDraw": "core.model",
     "EncodeResult": "core.model",
+    "Policy": "core.stageloop",
+    "Greedy": "core.stageloop",
+    "Beam": "core.stageloop",
+    "Follow": "core.stageloop",
     "ModelConfig": "core.config",
     "RefinerConfig": "core.config",
     "TrainConfig": "core.config",
     "PRESETS": "core.config",
     "get_preset": "core.config",
     "fit": "training.train",
+    "FitOptions": "training.train",
+    "Runtime": "training.runtime",
     "VQDrawError": "errors",
     "ConfigError": "errors",
     "InputError": "errors",
@@ -63,4 +69,6 @@ if TYPE_CHECKING:  # for type checkers and IDEs; never executed
     from .core.config import PRESETS, ModelConfig, RefinerConfig, TrainConfig, get_preset
     from .errors import CheckpointError, ConfigError, InputError, VQDrawError
     from .core.model import EncodeResult, VQDraw
-    from .training.train import fit
+    from .core.stageloop import Beam, Follow, Greedy, Policy
+    from .training.runtime import Runtime
+    from .training.train import FitOptions, fit

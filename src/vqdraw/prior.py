@@ -340,14 +340,41 @@ class PriorReport:
     stopped_early: bool = False
 
 
-def train_prior(codes, options: int, *, config: PriorConfig | None = None, steps: int = 20000, batch: int = 256,
-                lr: float = 3e-3, weight_decay: float = 1e-4, time_budget: float | None = None,
-                holdout: float = 0.1, eval_every: int = 100, patience: int = 10, seed: int = 0,
-                model_fingerprint: bytes | None = None, progress: bool = False) -> tuple[Prior, PriorReport]:
-    """Fit a prior to ``codes`` (M, N) (cross-entropy, Adam), keeping the weights with the lowest
+@dataclass(frozen=True)
+class PriorTraining:
+    """How :func:`train_prior` trains (each field is also a keyword of ``train_prior``)."""
+
+    steps: int = 20000
+    batch: int = 256
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    time_budget: float | None = None
+    """Seconds."""
+    holdout: float = 0.1
+    """Share of the codes held out to pick the best weights and stop early."""
+    eval_every: int = 100
+    patience: int = 10
+    """Evaluations without improvement before stopping."""
+    seed: int = 0
+
+
+def train_prior(codes, options: int, *, config: PriorConfig | None = None, training: PriorTraining | None = None,
+                model_fingerprint: bytes | None = None, progress: bool = False,
+                **keywords) -> tuple[Prior, PriorReport]:
+    """Fit a prior to ``codes`` (M, N) (cross-entropy, AdamW), keeping the weights with the lowest
     cross-entropy on a held-out ``holdout`` share of the codes (a seeded random split), evaluated
     every ``eval_every`` steps; stops after ``steps``, ``time_budget`` seconds, or ``patience``
-    evaluations without improvement."""
+    evaluations without improvement (``training``: a :class:`PriorTraining`, or its fields as
+    keywords)."""
+    if training is not None and keywords:
+        raise ConfigError("give the prior's training either as training=PriorTraining(...) or as keywords, not both")
+    try:
+        training = training or PriorTraining(**keywords)
+    except TypeError as exc:
+        raise TypeError(f"train_prior(): {exc}") from None
+    steps, batch, lr, weight_decay = training.steps, training.batch, training.lr, training.weight_decay
+    time_budget, holdout, eval_every = training.time_budget, training.holdout, training.eval_every
+    patience, seed = training.patience, training.seed
     codes = torch.as_tensor(codes, dtype=torch.long).cpu()
     if codes.ndim != 2 or codes.shape[0] < 2:
         raise InputError(f"a prior needs codes of shape (items >= 2, stages), got {tuple(codes.shape)}")
@@ -379,7 +406,7 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, steps
     best = heldout_bits()
     best_state = {k: v.clone() for k, v in net.state_dict().items()}
     best_step, bad, step, stopped = 0, 0, 0, False
-    from .training.loop import Progress  # a bar on a terminal, plain lines in a log
+    from .progress import Progress  # reported through vqdraw.progress; the command shows it
 
     bar = Progress(steps, desc="prior", unit="step", enabled=progress)
     net.train()

@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .. import runs
 from ..errors import CheckpointError, ConfigError, InputError
-from ..training.loop import DataOrder, Progress, adam, run_steps
+from ..training.loop import Cadence, DataOrder, Hooks, Progress, adam, run_steps
 from ..evaluate.metrics.distortion import psnr_from_mse
 
 STORED = runs.Format("vqdraw-vqvae", 1)  # config.json + model.safetensors, like VQ-DRAW's
@@ -325,9 +325,9 @@ def _train(model, train_set, test_set, cfg, run_dir, device, progress, pictures)
                 "used": int(terms["codes"].unique().numel())}
 
     log = run_steps(one_step, DataOrder(len(train_set), cfg.batch, cfg.seed), stop=cfg.steps,
-                    log_every=cfg.log_every, metrics_dir=run_dir,
-                    progress=Progress(cfg.steps, desc="vq-vae", enabled=progress),
-                    postfix=lambda r, _: {"loss": f"{r['loss']:.4f}"})
+                    cadence=Cadence(log_every=cfg.log_every),
+                    hooks=Hooks(progress=Progress(cfg.steps, desc="vq-vae", enabled=progress),
+                                postfix=lambda r, _: {"loss": f"{r['loss']:.4f}"}, metrics_dir=run_dir))
     test_images = test_set.batch(range(len(test_set)), device)
     final = evaluate_vqvae(model, test_images)
     final["step"] = cfg.steps

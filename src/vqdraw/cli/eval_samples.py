@@ -54,7 +54,7 @@ def run(args) -> int:
         prior = load_prior(path, model)
     result, samples = evaluate_samples(model, dataset, count=args.count, seed=args.seed,
                                        data_dir=args.data_dir, kid_subsets=args.kid_subsets,
-                                       feature_recipe=FeatureRecipe(steps=args.feature_steps),
+                                       features=FeatureRecipe(steps=args.feature_steps),
                                        progress=not args.no_progress, prior=prior, temperature=args.temperature)
     result["model"] = str(path)
     out = output_dir(args, path)

@@ -25,6 +25,7 @@ import torch
 from .bitstream import VqdFile, read_vqd, write_vqd
 from ..errors import InputError
 from ..core.modality import modality_of
+from ..core.stageloop import Beam
 
 MAX_VQD_BYTES = 256 << 20
 """The largest .vqd file read (256 MiB: millions of images at a few dozen bits each)."""
@@ -66,7 +67,7 @@ def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: 
             raise InputError(f"image values must be in [0, 1], got range [{low:g}, {high:g}]")
     if images.shape[0] == 0:
         return torch.zeros((0, model.stages if stages is None else int(stages)), dtype=torch.int64)
-    codes = model.encode(images, stages=stages, beam=int(beam))
+    codes = model.encode(images, stages=stages, policy=Beam(int(beam)))
     if not isinstance(codes, torch.Tensor):  # an EncodeResult
         codes = codes.codes
     return codes.detach().to("cpu", torch.int64)

@@ -31,7 +31,8 @@ from .losses import objective
 from .refiner import make_refiner
 from .search import beam_search
 from .sizing import check_size
-from .stageloop import EncodeResult, Exploration, LoopOptions, run, run_checkpointed, run_inference
+from .stageloop import (Beam, EncodeResult, Exploration, Follow, Greedy, LoopOptions, Policy, run,
+                        run_checkpointed, run_inference, run_plain)
 
 STORED = runs.Format("vqdraw-model", 1)  # config.json + model.safetensors (see vqdraw.runs)
 FORMAT, FORMAT_VERSION = STORED.name, STORED.version
@@ -113,31 +114,56 @@ class VQDraw(nn.Module):
 
     # ------------------------------------------------------------------ Algorithms 1 and 2
     def encode(self, x: torch.Tensor, *, stages: int | None = None, return_reconstruction: bool = False,
-               beam: int = 1, encoder=None, prefix: torch.Tensor | None = None) -> torch.Tensor | EncodeResult:
+               policy: Policy | None = None, encoder=None, prefix: torch.Tensor | None = None,
+               beam: int | None = None) -> torch.Tensor | EncodeResult:
         """Algorithm 1 (greedy): data (B, C, *S) in [0, 1] -> codes (B, n) int64.
 
         ``return_reconstruction=True`` returns an :class:`EncodeResult`: the codes, the
         reconstruction (free: the encoder's final canvas) and every per-stage option loss.
-        ``beam > 1``: beam search (:func:`vqdraw.core.search.beam_search`, never worse than greedy).
+        ``policy`` says how each stage chooses (:mod:`vqdraw.core.stageloop`): ``Greedy()`` (the
+        default, Algorithm 1), ``Beam(width)`` (beam search, :func:`vqdraw.core.search.beam_search`,
+        never worse than greedy), ``Follow(codes)`` (these codes for the first stages, greedy
+        after them), or any :class:`~vqdraw.core.stageloop.Policy` with one choice per item (run
+        stage by stage through :func:`~vqdraw.core.stageloop.step`).
         ``encoder``: a one-pass encoder (e.g. :class:`vqdraw.training.distill.DistilledEncoder`) whose
         ``predict(x)`` gives the codes; the reconstruction then follows them.
-        ``prefix`` (B, s): take these codes for the first s stages, then choose greedily from the
-        canvas they drew (distillation's segment-wise labels).
+        ``prefix`` (B, s): the same as ``policy=Follow(prefix)`` (distillation's segment-wise labels).
+        ``beam=W`` is the deprecated spelling of ``policy=Beam(W)``.
         """
         n = check_stages(self.config, stages)
-        beam = check_beam(beam)
+        if beam is not None:
+            warnings.warn("encode(beam=W) is deprecated: pass policy=Beam(W)", DeprecationWarning, stacklevel=2)
+            if policy is not None:
+                raise InputError("give policy= or beam=, not both")
+            policy = Beam(check_beam(beam))
+        if isinstance(policy, Follow):
+            if prefix is not None:
+                raise InputError("give policy=Follow(codes) or prefix=, not both")
+            policy, prefix = None, policy.codes
+        width = check_beam(policy.width) if isinstance(policy, Beam) else 1
+        if type(policy) is Greedy or width == 1 and isinstance(policy, Beam):
+            policy = None
         x = check_data(self.config, x, self.device)
-        if encoder is not None and beam != 1:
-            raise InputError("a one-pass encoder and beam search cannot be combined")
+        if policy is not None and not isinstance(policy, Policy):
+            raise InputError(f"policy must be a vqdraw Policy (Greedy(), Beam(width), Follow(codes), ...), "
+                             f"got {type(policy).__name__}")
+        if encoder is not None and policy is not None:
+            raise InputError("a one-pass encoder chooses every code itself: no policy")
         if prefix is not None:
-            if encoder is not None or beam != 1:
-                raise InputError("a code prefix is continued greedily: no encoder, beam 1")
+            if encoder is not None or policy is not None:
+                raise InputError("a code prefix is continued greedily: no encoder, no other policy")
             prefix = check_codes(self.config, prefix).to(self.device)
             if prefix.shape[0] != x.shape[0] or prefix.shape[1] > n:
                 raise InputError(f"a prefix of shape {tuple(prefix.shape)} for {x.shape[0]} items of {n} stages")
-        if beam != 1:
-            res = beam_search(self, x, beam, n)
+        if width != 1:
+            res = beam_search(self, x, width, n)
             return res if return_reconstruction else res.codes
+        if policy is not None:
+            with torch.inference_mode():
+                trace = run_plain(self.refiner, self.likelihood, range(n), policy, target=self.likelihood.target(x))
+            if not return_reconstruction:
+                return trace.codes
+            return EncodeResult(trace.codes, self.likelihood.to_data(trace.canvas), trace.losses)
         if encoder is not None:
             codes = check_codes(self.config, encoder.predict(x))[:, :n]
             return self.score(x, codes) if return_reconstruction else codes.to(self.device)
@@ -177,7 +203,7 @@ class VQDraw(nn.Module):
 
     def reconstruct(self, x: torch.Tensor, stages: int | None = None, beam: int = 1) -> torch.Tensor:
         """Encode then decode, at the cost of one encode."""
-        return self.encode(x, stages=stages, return_reconstruction=True, beam=beam).reconstruction
+        return self.encode(x, stages=stages, return_reconstruction=True, policy=Beam(check_beam(beam))).reconstruction
 
     def sample(self, n: int, *, stages: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode `n` uniformly random codes (the model's prior is uniform)."""

@@ -240,10 +240,15 @@ class Explore(Policy):
 
 class Beam(Policy):
     """Beam search: of the M*K children of each item's M canvases (rows item-major, R = B*M),
-    keep the `width` with the lowest losses (a stable sort: ties to the lowest (beam, option))."""
+    keep the `width` with the lowest losses (a stable sort: ties to the lowest (beam, option)).
+    ``Beam(width)`` is what a user passes (``model.encode(x, policy=Beam(8))``); the search sets
+    ``items``, the batch it runs on."""
 
-    def __init__(self, width: int, items: int):
+    def __init__(self, width: int, items: int | None = None):
         self.width, self.items = width, items
+
+    def __repr__(self) -> str:
+        return f"Beam({self.width})"
 
     def choose(self, losses, choice, j):
         b, k = self.items, losses.shape[1]

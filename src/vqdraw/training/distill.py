@@ -75,7 +75,7 @@ from ..core.config import DISTILLED_KINDS as KINDS
 from ..core.config import DistillConfig, override
 from ..errors import CheckpointError, ConfigError, InputError
 from ..core.layers import conv_classes
-from .loop import DataOrder, Progress, adam, run_steps
+from .loop import DataOrder, Hooks, Progress, adam, run_steps
 from ..evaluate.metrics.distortion import psnr_from_mse
 
 STORED = runs.Format("vqdraw-distilled", 3, key="encoder", config_file="distilled.json",
@@ -652,10 +652,10 @@ def _distill(model, train_set, test_set, out_dir, progress, meta, cfg: DistillCo
             labels["codes"] = greedy_codes(model, lambda i: train_set.batch(i, device), n_train,
                                            prefix=own[:, :start])
         encoder.train()
+        bar = Progress(steps, initial=done, desc=f"distil {r + 1}/{len(starts)}" if len(starts) > 1 else "distil",
+                       enabled=progress)
         logged = run_steps(one_step, DataOrder(n_train, n_real, seed), start=done, stop=stop, total=steps,
-                           log_every=50, progress=Progress(steps, initial=done, desc=f"distil {r + 1}/{len(starts)}"
-                                                           if len(starts) > 1 else "distil", enabled=progress),
-                           postfix=lambda r, _: {"ce": f"{r['ce']:.3f}"})
+                           hooks=Hooks(progress=bar, postfix=lambda r, _: {"ce": f"{r['ce']:.3f}"}))
         history += [{**h, "segment_start": start} for h in logged]
         done = stop
 
@@ -716,9 +716,9 @@ def finetune(model, encoder: _Encoder, train_set, steps: int, batch: int, lr: fl
 
     encoder.train()
     try:
-        logged = run_steps(one_step, DataOrder(n_train, batch, seed), stop=steps, log_every=50,
-                           progress=Progress(steps, desc="fine-tune", enabled=progress),
-                           postfix=lambda r, _: {"mse": f"{losses[-1]:.4f}"})
+        logged = run_steps(one_step, DataOrder(n_train, batch, seed), stop=steps,
+                           hooks=Hooks(progress=Progress(steps, desc="fine-tune", enabled=progress),
+                                       postfix=lambda r, _: {"mse": f"{losses[-1]:.4f}"}))
     finally:
         for p, r in zip(model.parameters(), frozen):
             p.requires_grad_(r)

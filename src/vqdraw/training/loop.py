@@ -78,6 +78,31 @@ def micro_batches(x: torch.Tensor, micro: int) -> Iterator[tuple[torch.Tensor, f
         yield chunk, chunk.shape[0] / x.shape[0], i == len(chunks) - 1
 
 
+@dataclass(frozen=True)
+class Cadence:
+    """How often the loop logs, evaluates and checkpoints (in steps; None: never, but always at the
+    run's last step when the hook exists)."""
+
+    log_every: int = 50
+    eval_every: int | None = None
+    save_every: int | None = None
+
+
+@dataclass
+class Hooks:
+    """What the loop calls besides the step, all optional: ``evaluate(step) -> dict`` (merged into
+    the record), ``checkpoint(step, history)``, a :class:`~vqdraw.progress.Progress` with
+    ``postfix(record, history) -> dict`` for its line, ``on_log(record)`` for each logged record,
+    and ``metrics_dir``, whose metrics.jsonl gets each logged record."""
+
+    evaluate: Callable[[int], dict] | None = None
+    checkpoint: Callable[[int, list[dict]], None] | None = None
+    progress: Progress | None = None
+    postfix: Callable[[dict, list[dict]], dict] | None = None
+    on_log: Callable[[dict], None] | None = None
+    metrics_dir: str | Path | None = None
+
+
 def run_steps(
     step_fn: Callable[[int, torch.Tensor], dict],
     order: DataOrder,
@@ -85,30 +110,25 @@ def run_steps(
     start: int = 0,
     stop: int,
     total: int | None = None,
-    log_every: int = 50,
-    evaluate: Callable[[int], dict] | None = None,
-    eval_every: int | None = None,
-    checkpoint: Callable[[int, list[dict]], None] | None = None,
-    save_every: int | None = None,
-    metrics_dir: str | Path | None = None,
+    cadence: Cadence = Cadence(),
+    hooks: Hooks | None = None,
     history: list[dict] | None = None,
-    progress: Progress | None = None,
-    postfix: Callable[[dict, list[dict]], dict] | None = None,
-    on_log: Callable[[dict], None] | None = None,
     writer: bool = True,
     budget=None,
 ) -> list[dict]:
     """Run steps ``start .. stop-1`` of a `total`-step run (see the module docstring); returns
     the logged records (`history`, extended). ``step_fn(step, indices)`` makes one optimizer step
     on the batch ``indices`` and returns the terms to log (plain floats). A record is logged every
-    `log_every` steps, whenever it is evaluated (every `eval_every` steps) and at step `total`;
-    logged records are appended to ``metrics_dir/metrics.jsonl`` when given. ``writer=False``
+    ``cadence.log_every`` steps, whenever it is evaluated (every ``cadence.eval_every`` steps) and
+    at step `total`; ``hooks`` say what else happens (:class:`Hooks`). ``writer=False``
     (data-parallel ranks other than 0) only steps: no evaluation, log, progress or checkpoint.
 
     `budget` (a :class:`vqdraw.training.schedule.TimeBudget`, one process only) is ticked after each step;
     the step after which another would overrun it is the last: evaluated, logged and saved."""
+    hooks = hooks or Hooks()
     total = stop if total is None else total
     history = [] if history is None else history
+    progress = hooks.progress
     t0 = time.perf_counter()
     step = start
     try:
@@ -120,24 +140,28 @@ def run_steps(
                 continue
             end = step == total or out_of_time
             record = {"step": step, **terms, "time": round(time.perf_counter() - t0, 3)}
-            evaluated = evaluate is not None and (step % eval_every == 0 or end)
+            evaluated = hooks.evaluate is not None and (_due(step, cadence.eval_every) or end)
             if evaluated:
-                record.update(evaluate(step))
-            if evaluated or step % log_every == 0 or end:
+                record.update(hooks.evaluate(step))
+            if evaluated or _due(step, cadence.log_every) or end:
                 history.append(record)
-                if metrics_dir is not None:
-                    runs.append_metrics(metrics_dir, record)
-                if on_log is not None:
-                    on_log(record)
+                if hooks.metrics_dir is not None:
+                    runs.append_metrics(hooks.metrics_dir, record)
+                if hooks.on_log is not None:
+                    hooks.on_log(record)
             if progress is not None:
                 if budget is not None:
                     progress.set_total(step if out_of_time else budget.total(step))
-                progress.update(1, postfix(record, history) if postfix is not None else None)
-            if checkpoint is not None and (step % save_every == 0 or step == stop or out_of_time):
-                checkpoint(step, history)
+                progress.update(1, hooks.postfix(record, history) if hooks.postfix is not None else None)
+            if hooks.checkpoint is not None and (_due(step, cadence.save_every) or step == stop or out_of_time):
+                hooks.checkpoint(step, history)
             if out_of_time:
                 break
     finally:
         if progress is not None:
             progress.close()
     return history
+
+
+def _due(step: int, every: int | None) -> bool:
+    return every is not None and step % every == 0

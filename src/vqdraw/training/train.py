@@ -15,9 +15,11 @@ resumed from a checkpoint reaches the same parameters as one that was never inte
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,7 +34,7 @@ from ..data import Dataset
 from ..data.binarize import BinarizedSet, batch_epochs, binarize
 from .ema import WeightAverage
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
-from .loop import DataOrder, Progress, adam, batch_indices, micro_batches, run_steps
+from .loop import Cadence, DataOrder, Hooks, Progress, adam, batch_indices, micro_batches, run_steps
 from ..core.losses import code_usage
 from ..core.model import VQDraw
 from .runtime import Runtime, autocast, native_bf16, pick_device, resolve_precision
@@ -43,7 +45,7 @@ METRICS_FILE = runs.METRICS_FILE
 PICTURES = ("samples.png", "reconstructions.png", "stages.png", "curves.png")
 _TERMS = ("loss", "chosen", "all", "final")
 
-__all__ = ["batch_indices", "train_step", "evaluate", "fit", "learning_rate", "pick_device", "RunResult",
+__all__ = ["batch_indices", "train_step", "evaluate", "fit", "FitOptions", "learning_rate", "pick_device", "RunResult",
            "resolve_precision", "native_bf16", "Runtime"]
 
 
@@ -140,6 +142,29 @@ class RunResult:
     metrics: list[dict]
 
 
+@dataclass
+class FitOptions:
+    """How one :func:`fit` call runs, beside what it trains (each field is also a keyword of ``fit``)."""
+
+    resume: bool = False
+    """Continue the run in the folder from its newest checkpoint."""
+    overwrite: bool = False
+    """Start again in a folder that holds a run (what the earlier run wrote is removed first)."""
+    progress: bool = True
+    """Report progress (:mod:`vqdraw.progress`; the ``vqdraw`` command shows it)."""
+    pictures: bool = True
+    """Draw the modality's pictures and curves.png with each checkpoint."""
+    on_log: Callable[[dict], None] | None = None
+    """Called with each logged record (e.g. :class:`vqdraw.training.tensorboard.TensorBoardLog`)."""
+    stop_after: int | None = None
+    """End this call after that many steps (a checkpoint is written first)."""
+    clock: Callable[[], float] = time.monotonic
+    """What the time budget reads."""
+
+
+_RUNTIME_KEYWORDS = {"device": None, "precision": "fp32", "compile": False, "distributed": None}
+
+
 def fit(
     model: VQDraw,
     train_set: Dataset,
@@ -147,27 +172,19 @@ def fit(
     cfg: TrainConfig,
     run_dir: str | Path,
     *,
-    resume: bool = False,
-    device: torch.device | str | None = None,
-    progress: bool = True,
-    pictures: bool = True,
-    stop_after: int | None = None,
-    on_log: Callable[[dict], None] | None = None,
-    precision: str = "fp32",
-    compile: bool | str = False,
-    distributed: bool | None = None,
-    overwrite: bool = False,
-    clock: Callable[[], float] = time.monotonic,
     runtime: Runtime | None = None,
+    options: FitOptions | None = None,
+    **keywords,
 ) -> RunResult:
     """Train `model` for `cfg.steps` steps, writing everything into `run_dir`.
 
-    ``resume=True`` continues from the run's newest checkpoint (same data order, same optimizer
-    state). A folder that already holds a run is refused unless ``resume`` or ``overwrite``
-    (which first removes what the earlier run wrote). The folder is locked for the duration of
-    the call (:class:`vqdraw.runs.RunLock`): a second writer gets an error naming this process.
-    ``stop_after`` ends the call after that many steps of this call (a checkpoint is written
-    first), which is how tests simulate an interrupted run.
+    How the call runs is ``options`` (:class:`FitOptions`), or its fields as keywords
+    (``fit(..., resume=True, progress=False)``). ``resume=True`` continues from the run's newest
+    checkpoint (same data order, same optimizer state). A folder that already holds a run is
+    refused unless ``resume`` or ``overwrite`` (which first removes what the earlier run wrote).
+    The folder is locked for the duration of the call (:class:`vqdraw.runs.RunLock`): a second
+    writer gets an error naming this process. ``stop_after`` ends the call after that many steps
+    of this call (a checkpoint is written first), which is how tests simulate an interrupted run.
 
     Speed and scale options (none changes the parameters' meaning or the checkpoint format):
     ``precision="bf16"`` runs the refiner under bfloat16 autocast (losses, arg-min and canvas in
@@ -178,8 +195,10 @@ def fit(
     with rank 0 alone evaluating and writing (and locking) the run folder.
     ``precision="auto"`` is bf16 where the hardware computes bfloat16 natively (a CPU with AMX or
     AVX-512 BF16, a CUDA GPU that supports it) and fp32 elsewhere
-    (:func:`resolve_precision`); the library's default stays fp32. The four may instead come
-    resolved as one ``runtime=`` (:class:`vqdraw.training.runtime.Runtime`), as the CLI does.
+    (:func:`resolve_precision`); the library's default stays fp32. The four come resolved as one
+    ``runtime=Runtime.resolve(device, precision, compile, distributed)``
+    (:class:`vqdraw.training.runtime.Runtime`), as the CLI does; as keywords of ``fit`` they
+    still work for this release and warn (DeprecationWarning).
 
     Quality per minute (fields of `cfg`, see :mod:`vqdraw.training.schedule` and :mod:`vqdraw.training.ema`):
     ``warmup``/``lr_final``/``anneal`` shape the step size; ``ema`` evaluates, draws and saves
@@ -191,11 +210,7 @@ def fit(
     and checkpoints; the final evaluation and checkpoint come after it.
     """
     run_dir = Path(run_dir)
-    if runtime is None:
-        runtime = Runtime.resolve(device, precision, compile, distributed)
-    elif (device, precision, compile, distributed) != (None, "fp32", False, None):
-        raise ConfigError("give the runtime either as runtime=Runtime(...) or as device/precision/compile/"
-                          "distributed, not both")
+    options, runtime = _fit_arguments(options, runtime, keywords)
     main = runtime.main
     if cfg.time_budget is not None and runtime.dist.enabled:
         raise ConfigError("time_budget is for one process: a data-parallel run would need its ranks "
@@ -210,16 +225,34 @@ def fit(
             stack.enter_context(runs.RunLock(run_dir))
             if created:  # runs after the lock is released: a failed first start leaves no folder
                 stack.callback(_remove_if_empty, run_dir)
-            _start_run(run_dir, resume, overwrite)
+            _start_run(run_dir, options.resume, options.overwrite)
         dist_util.barrier(runtime.dist)  # the other ranks resume from the checkpoint rank 0 settled on
         try:
-            return _fit_locked(model, train_set, test_set, cfg, run_dir, runtime, resume=resume,
-                               progress=progress and main, pictures=pictures, stop_after=stop_after,
-                               on_log=on_log, clock=clock)
+            return _fit_locked(model, train_set, test_set, cfg, run_dir, runtime, options)
         except BaseException:
-            if main and not resume and runs.read_latest(run_dir) is None:
+            if main and not options.resume and runs.read_latest(run_dir) is None:
                 runs.clear_run(run_dir, extra=PICTURES)  # no checkpoint yet: nothing to resume, retry freely
             raise
+
+
+def _fit_arguments(options: FitOptions | None, runtime: Runtime | None, keywords: dict):
+    """fit's options and runtime from its arguments: FitOptions fields as keywords, and the four
+    runtime parts as deprecated keywords (never beside ``runtime=``)."""
+    unknown = set(keywords) - set(_RUNTIME_KEYWORDS) - {f.name for f in dataclasses.fields(FitOptions)}
+    if unknown:
+        raise TypeError(f"fit() got unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    parts = {k: keywords.pop(k) for k in list(keywords) if k in _RUNTIME_KEYWORDS}
+    if options is not None and keywords:
+        raise ConfigError("give fit's options either as options=FitOptions(...) or as keywords, not both")
+    options = options or FitOptions(**keywords)
+    if parts:
+        if runtime is not None:
+            raise ConfigError("give the runtime either as runtime=Runtime(...) or as device/precision/compile/"
+                              "distributed, not both")
+        warnings.warn("fit(device=, precision=, compile=, distributed=) is deprecated: pass "
+                      "runtime=Runtime.resolve(...)", DeprecationWarning, stacklevel=3)
+        runtime = Runtime.resolve(**{**_RUNTIME_KEYWORDS, **parts})
+    return options, runtime or Runtime.resolve()
 
 
 def _remove_if_empty(run_dir: Path) -> None:
@@ -245,9 +278,10 @@ def _start_run(run_dir: Path, resume: bool, overwrite: bool) -> None:
         runs.clear_run(run_dir, extra=_run_outputs())
 
 
-def _fit_locked(model, train_set, test_set, cfg, run_dir, runtime: Runtime, *, resume, progress,
-                pictures, stop_after, on_log, clock) -> RunResult:
+def _fit_locked(model, train_set, test_set, cfg, run_dir, runtime: Runtime, options: FitOptions) -> RunResult:
     main, device, dinfo, compile = runtime.main, runtime.device, runtime.dist, runtime.compile
+    resume, pictures, stop_after, on_log = options.resume, options.pictures, options.stop_after, options.on_log
+    progress = options.progress and main
     local = runtime.local_slice(cfg.batch)  # cfg.micro_batch is per rank
     model.to(device)
     if compile:
@@ -259,7 +293,7 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, runtime: Runtime, *, r
         average.load(saved_average)
     budget = None
     if cfg.time_budget is not None:  # this call's: a resumed run gets the whole budget again
-        budget = TimeBudget(cfg.time_budget * 60, cfg.steps, clock=clock)
+        budget = TimeBudget(cfg.time_budget * 60, cfg.steps, clock=options.clock)
     ddp = None
     if dinfo.enabled:
         from torch.nn.parallel import DistributedDataParallel
@@ -307,9 +341,10 @@ def _fit_locked(model, train_set, test_set, cfg, run_dir, runtime: Runtime, *, r
 
     bar = Progress(cfg.steps, initial=step, desc="train", enabled=progress)
     run_steps(one_step, DataOrder(len(train_set), cfg.batch, cfg.seed, local), start=step, stop=last,
-              total=cfg.steps, log_every=cfg.log_every, evaluate=evaluate_now, eval_every=cfg.eval_every,
-              checkpoint=checkpoint, save_every=cfg.save_every, metrics_dir=run_dir, history=metrics,
-              progress=bar, postfix=functools.partial(_postfix, model=model), on_log=on_log, writer=main, budget=budget)
+              total=cfg.steps, cadence=Cadence(cfg.log_every, cfg.eval_every, cfg.save_every),
+              hooks=Hooks(evaluate=evaluate_now, checkpoint=checkpoint, progress=bar,
+                          postfix=functools.partial(_postfix, model=model), on_log=on_log, metrics_dir=run_dir),
+              history=metrics, writer=main, budget=budget)
     step = done[0]
     if main and (step == 0 or runs.read_latest(run_dir) is None):
         _save(model, optimizer, cfg, run_dir, step, metrics, eval_images, pictures, average, budget)

@@ -74,17 +74,28 @@ def evaluate_samples(
     count: int = 500,
     seed: int = 0,
     data_dir=None,
-    feature_net=None,
-    feature_meta: dict | None = None,
+    features=None,
     kid_subsets: int = 100,
-    feature_recipe=None,
     progress: bool = False,
     prior=None,
     temperature: float = 1.0,
 ) -> tuple[dict, torch.Tensor]:
     """Returns (metrics dict, the samples (count, C, H, W) on the CPU). With ``prior`` (a
     :class:`vqdraw.prior.Prior`) the dict also holds ``prior_samples``: the same metrics for
-    samples drawn from it (at ``temperature``), in the same feature space."""
+    samples drawn from it (at ``temperature``), in the same feature space.
+
+    ``features``: the feature space, a :class:`~vqdraw.evaluate.metrics.features.FeatureRecipe`
+    (the net trained by that recipe, or its cached copy; None: the default recipe) or a trained
+    net, alone or as ``(net, meta)`` with its metadata (``test_accuracy``...)."""
+    from .features import FeatureRecipe
+
+    feature_net, feature_meta, feature_recipe = None, None, None
+    if features is None or isinstance(features, FeatureRecipe):
+        feature_recipe = features
+    elif isinstance(features, tuple):
+        feature_net, feature_meta = features
+    else:
+        feature_net = features
     from ...data import balanced_subset, load_dataset
     from ...errors import InputError
     from .features import features_dir, load_feature_net
