@@ -160,9 +160,9 @@ def run(args) -> int:
         if log is not None:
             log.close()
     from ..modalities import modality_for
-    from ..modalities.base import test_loss
+    from ..modalities.base import evaluation_loss
 
-    last = next((m for m in reversed(result.metrics) if test_loss(m) is not None), None)
+    last = next((m for m in reversed(result.metrics) if evaluation_loss(m) is not None), None)
     summary = f"done: step {result.step} in {time.perf_counter() - t0:.0f} s"
     if last:
         summary += "; " + modality_for(model.config).summary(last, model.config)

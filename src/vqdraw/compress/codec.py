@@ -24,7 +24,7 @@ import torch
 
 from .bitstream import VqdFile, read_vqd, write_vqd
 from ..errors import InputError
-from ..core.modality import modality_of
+from ..core.modality import modality_of, stored_as
 from ..core.stageloop import Beam
 
 MAX_VQD_BYTES = 256 << 20
@@ -86,7 +86,7 @@ def compress_codes(model, codes, prior=None, block: int | None = None) -> bytes:
     if prior is not None:
         prior.check_model(model)
     return write_vqd(arr, int(model.options), tuple(model.config.data_shape), model.fingerprint(),
-                     modality=modality_of(model.config), coder=prior, block=block)
+                     modality=stored_as(model.config), coder=prior, block=block)
 
 
 def smaller_file(coded: bytes, fixed: bytes) -> bytes:
@@ -121,7 +121,7 @@ def read_file(model, data: bytes, prior=None) -> VqdFile:
         data_shape=tuple(model.config.data_shape),
         K=int(model.options),
         max_stages=int(model.stages),
-        modality=modality_of(model.config),
+        modality=stored_as(model.config),
         coder=prior,
     )
 

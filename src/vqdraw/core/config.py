@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..errors import ConfigError
 from .fields import check_ranges, ranged
+from .modality import known_modalities
 from .validate import check_model_dict, check_train_dict
 
 # Bounds shared by several fields (and by the CLI's other flags): sanity bounds, far above real use.
@@ -154,7 +155,8 @@ class ModelConfig:
     proposals are the outputs themselves."""
     modality: str = ""
     """What the data are when their shape alone does not say: "" (by rank and likelihood: sequence,
-    text, image, volume) or "audio" (mono 8-bit mu-law waveforms of shape (1, L), see docs/audio.md)."""
+    text, image, volume), "audio" (mono 8-bit mu-law waveforms of shape (1, L), see docs/audio.md),
+    or the name of a modality registered with :func:`vqdraw.modalities.register`."""
     sample_rate: int = ranged(0, low=0, high=MAX_SAMPLE_RATE)
     """Samples per second of an audio model's clips (0: not audio)."""
 
@@ -173,8 +175,10 @@ class ModelConfig:
         if self.refiner.softmax_input and self.likelihood != "categorical":
             raise ConfigError("refiner.softmax_input reads a categorical canvas; the likelihood is "
                               f"{self.likelihood!r}")
-        if self.modality not in ("", "audio"):
-            raise ConfigError(f"modality must be \"\" (by the data's shape) or \"audio\", got {self.modality!r}")
+        if self.modality and self.modality not in known_modalities():
+            raise ConfigError(f"modality must be \"\" (by the data's shape), \"audio\" or a registered one "
+                              f"(vqdraw.modalities.register; known: {', '.join(known_modalities())}), "
+                              f"got {self.modality!r}")
         if self.modality == "audio" and (len(shape) != 2 or c != 1 or not 1 <= self.sample_rate <= MAX_SAMPLE_RATE):
             raise ConfigError(f"an audio model takes mono clips (1, L) at a sample rate of 1..{MAX_SAMPLE_RATE} Hz; "
                               f"got data_shape {shape} at {self.sample_rate} Hz")

@@ -22,6 +22,32 @@ MODALITIES = ("sequence", "image", "volume", "text", "audio")
 
 _BY_RANK = {1: "sequence", 2: "image", 3: "volume"}
 
+_PLUGINS: dict[str, str] = {}
+"""Modalities registered from outside (:func:`vqdraw.modalities.register`): name -> the built-in
+modality whose ``.vqd`` layout they use (``stored_as``)."""
+
+
+def register_name(name: str, stored_as: str) -> None:
+    """Make ``name`` a modality a ``ModelConfig.modality`` may name; its ``.vqd`` files are laid out
+    as ``stored_as``'s (one of :data:`MODALITIES`). Called by :func:`vqdraw.modalities.register`."""
+    if not isinstance(name, str) or not name.isidentifier() or name in MODALITIES:
+        raise InputError(f"a new modality needs a new identifier-like name, got {name!r}")
+    if stored_as not in MODALITIES:
+        raise InputError(f"stored_as must be one of {', '.join(MODALITIES)}, got {stored_as!r}")
+    _PLUGINS[name] = stored_as
+
+
+def known_modalities() -> tuple[str, ...]:
+    """What ``ModelConfig.modality`` may name: "audio" and every registered plug-in."""
+    return ("audio", *_PLUGINS)
+
+
+def stored_as(config) -> str:
+    """The modality a model's ``.vqd`` files record: its own, or for a plug-in the built-in one
+    whose layout it uses."""
+    name = modality_of(config)
+    return _PLUGINS.get(name, name)
+
 _WHAT_TO_GIVE = {
     "image": "PNG/JPEG images (files, a folder:DIR, or an image dataset such as mnist)",
     "volume": "occupancy grids (.npy or .binvox files, or voxels:DIR)",
@@ -41,8 +67,9 @@ def modality_of_shape(data_shape) -> str:
 
 def modality_of(config) -> str:
     """The modality of a model config (anything with a ``data_shape``; ``likelihood`` optional)."""
-    if getattr(config, "modality", "") == "audio":
-        return "audio"
+    named = getattr(config, "modality", "")
+    if named == "audio" or named in _PLUGINS:
+        return named
     modality = modality_of_shape(config.data_shape)
     if modality == "sequence" and getattr(config, "likelihood", None) == "categorical":
         return "text"
@@ -62,7 +89,7 @@ def check_modality(config, modality: str, source: str) -> None:
     (1x28x28 image); give it PNG/JPEG images (...)``.
     """
     ours = modality_of(config)
-    if modality != ours:
+    if modality != ours and modality != _PLUGINS.get(ours):  # a plug-in reads what its layout's modality reads
         raise InputError(
             f"{source} holds {modality} data, but this model is {_article(ours)} {ours} model "
             f"({describe_shape(config.data_shape, ours)}); give it {_WHAT_TO_GIVE.get(ours, ours)}"

@@ -8,7 +8,12 @@ A :class:`~vqdraw.modalities.base.Modality` reads its inputs (files, or a datase
 writes its outputs (original/reconstruction pairs, samples, stages, decoded files, a training
 run's outputs) and reports on them. A model's modality is named by :func:`vqdraw.core.modality.modality_of`
 (from its config); a dataset's by :func:`vqdraw.data.dataset_modality` (from its name).
-Adding a kind of data is adding one class here.
+Adding a kind of data is adding one class here, or, from outside the package, registering one:
+
+    class Heatmap(ImageModality):        # any Modality subclass; `name` is new
+        name = "heatmap"
+    vqdraw.modalities.register(Heatmap(), stored_as="image")
+    ModelConfig((1, 32, 32), modality="heatmap")   # its models; .vqd files laid out as images
 """
 
 from __future__ import annotations
@@ -35,6 +40,22 @@ def modality_for(config) -> Modality:
     from ..core.modality import modality_of
 
     return REGISTRY[modality_of(config)]
+
+
+def register(modality: Modality, *, stored_as: str) -> Modality:
+    """Add a kind of data from outside the package: ``modality`` (a :class:`Modality` instance
+    whose ``name`` is new) serves every model whose ``ModelConfig.modality`` names it — training's
+    metrics and pictures, the verbs' inputs and outputs — and its ``.vqd`` files use the layout of
+    the built-in modality ``stored_as`` ("image", "volume", "sequence", "text" or "audio").
+    Returns ``modality``."""
+    from ..core.modality import register_name
+    from ..errors import InputError
+
+    if not isinstance(modality, Modality):
+        raise InputError(f"register() takes a Modality instance, got {type(modality).__name__}")
+    register_name(modality.name, stored_as)
+    REGISTRY[modality.name] = modality
+    return modality
 
 
 def by_name(name: str) -> Modality:
@@ -68,4 +89,4 @@ def run_outputs() -> tuple[str, ...]:
 
 
 __all__ = ["REGISTRY", "Inputs", "Modality", "by_name", "check_inputs", "modality_for", "path_modality",
-           "run_outputs"]
+           "register", "run_outputs"]

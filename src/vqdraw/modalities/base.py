@@ -151,12 +151,12 @@ class Modality:
         if self.headline and self.headline[0] in record:
             key, short, fmt = self.headline
             return {short: format(record[key], fmt)}
-        loss = test_loss(record)
+        loss = evaluation_loss(record)
         return {} if loss is None else {"test_loss": f"{loss:.4f}"}
 
     def summary(self, metrics: dict, config=None) -> str:
         """The end-of-training summary of the last evaluation's metrics."""
-        loss = test_loss(metrics)
+        loss = evaluation_loss(metrics)
         return f"test {self.loss_name(config)} {loss:.4f}"
 
 
@@ -164,7 +164,7 @@ _LOSS_NAMES = {"bernoulli": "BCE", "gaussian": "NLL", "categorical": "cross-entr
                "discretized-logistic": "NLL"}
 
 
-def test_loss(record: dict) -> float | None:
+def evaluation_loss(record: dict) -> float | None:
     """The likelihood's test loss of an evaluation record: ``test_loss``, or ``test_mse`` in
     metrics files written before the loss had its own name (None: not an evaluation record)."""
     value = record.get("test_loss", record.get("test_mse"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Modality, test_loss
+from .base import Modality, evaluation_loss
 
 TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst", ".raw")
 
@@ -142,7 +142,7 @@ class TextModality(Modality):
     def summary(self, metrics, config=None):
         import math
 
-        out = f"test cross-entropy {test_loss(metrics) / math.log(2):.3f} bits per character"
+        out = f"test cross-entropy {evaluation_loss(metrics) / math.log(2):.3f} bits per character"
         return out + (f", character accuracy {metrics['test_accuracy']:.3f}" if "test_accuracy" in metrics else "")
 
 

@@ -451,10 +451,10 @@ def write_pictures(model: VQDraw, run_dir: Path, metrics: list[dict], test_image
 
 def _postfix(record: dict, metrics: list[dict], *, model: VQDraw) -> dict:
     from ..modalities import modality_for
-    from ..modalities.base import test_loss
+    from ..modalities.base import evaluation_loss
 
     out = {"loss": f"{record['loss']:.4f}", "ent": f"{record['entropy']:.2f}", "used": record["used"]}
-    last = next((m for m in reversed(metrics) if test_loss(m) is not None), None)
+    last = next((m for m in reversed(metrics) if evaluation_loss(m) is not None), None)
     if last is not None:
         out.update(modality_for(model.config).progress_fields(last))
     return out
