@@ -51,10 +51,10 @@ def _soundfile():
     return soundfile
 
 
-def read_audio(path, *, channels: int = 1) -> tuple[np.ndarray, int]:
+def read_audio(path, *, channels: int = 1, mix: bool = False) -> tuple[np.ndarray, int]:
     """A WAV/FLAC file's samples as float32 in [-1, 1] and its sample rate. One DatasetError line for
-    a file that is missing, unreadable, truncated, empty, has another number of channels, or holds
-    NaN or infinite (float) samples."""
+    a file that is missing, unreadable, truncated, empty, has another number of channels
+    (``mix=True``: any number, averaged to mono), or holds NaN or infinite (float) samples."""
     sf = _soundfile()
     p = Path(path)
     if not p.is_file():
@@ -65,7 +65,7 @@ def read_audio(path, *, channels: int = 1) -> tuple[np.ndarray, int]:
     try:
         with sf.SoundFile(str(p)) as f:
             rate, have, frames = f.samplerate, f.channels, f.frames
-            if have != channels:
+            if have != channels and not (mix and channels == 1):
                 raise DatasetError(f"{p}: {have} channels ({'stereo' if have == 2 else 'multichannel'}); "
                                    f"the model takes mono audio; mix it down first, e.g. "
                                    f"sox {p.name} -c 1 mono.wav")
@@ -78,11 +78,12 @@ def read_audio(path, *, channels: int = 1) -> tuple[np.ndarray, int]:
         raise DatasetError(f"{p}: truncated audio file ({len(data)} of the {frames} samples its header declares)")
     if len(data) == 0:
         raise DatasetError(f"{p}: no samples (0-length audio)")
-    bad = ~np.isfinite(data[:, 0])
+    bad = ~np.isfinite(data).all(axis=1)
     if bad.any():  # a float WAV may hold NaN or infinity: no mu-law level means anything for them
         raise DatasetError(f"{p}: {int(bad.sum()):,} samples are NaN or infinite (the first at sample "
                            f"{int(np.argmax(bad)):,}); float audio must be finite")
-    return np.ascontiguousarray(data[:, 0]), int(rate)
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+    return np.ascontiguousarray(mono), int(rate)
 
 
 def _check_riff_size(p: Path) -> None:

@@ -182,15 +182,25 @@ class _WavNames:
 
 # ------------------------------------------------------------------ the library
 def read_for_model(model, path) -> np.ndarray:
-    """A mono file's samples, refused with one line if its sample rate is not the model's."""
-    from ..data.audio import read_audio
-    from ..errors import InputError
+    """A WAV/FLAC file's samples at the model's rate, mono: another rate is resampled and several
+    channels are mixed down, each said in one :class:`vqdraw.errors.InputWarning` (the command
+    shows it as a ``warning:`` line)."""
+    import warnings
 
-    samples, rate = read_audio(path)
+    from ..data.audio import _soundfile, read_audio, resample
+    from ..errors import InputWarning
+
+    samples, rate = read_audio(path, mix=True)
+    channels = int(_soundfile().info(str(path)).channels)
     want = model.config.sample_rate
+    done = []
+    if channels != 1:
+        done.append(f"mixed {channels} channels down to mono")
     if rate != want:
-        raise InputError(f"{path}: {rate} Hz audio, the model takes {want} Hz; resample it first, e.g. "
-                         f"sox {Path(path).name} -r {want} resampled.wav")
+        samples = resample(samples, rate, want)
+        done.append(f"resampled {rate} Hz to {want} Hz (the model's rate)")
+    if done:
+        warnings.warn(f"{path}: " + " and ".join(done), InputWarning, stacklevel=2)
     return samples
 
 
