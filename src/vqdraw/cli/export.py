@@ -19,8 +19,9 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", type=output_dir, required=True, metavar="OUT_DIR",
                    help="folder for decoder.onnx, encoder.onnx and model.json")
     p.add_argument("--web", action="store_true",
-                   help="also write a static web page (index.html, app.js, onnxruntime-web) that draws on a "
-                   "canvas, shows the code, samples and changes one stage's choice; image models only. "
+                   help="also write a static web page (index.html, app.js, onnxruntime-web) that encodes a "
+                   "drawing, shows the code (hex and per stage) and the stages, changes one stage's choice, "
+                   "samples, and opens .vqd files (versions 1-2); image models only, works offline. "
                    "Serve OUT_DIR over HTTP, e.g. python -m http.server -d OUT_DIR")
     p.add_argument("--ort-web", metavar="DIR", default=None,
                    help="onnxruntime-web's npm package folder (or its dist folder) to copy into OUT_DIR "
