@@ -239,3 +239,16 @@ def test_pyproject_license_is_an_spdx_string():
     assert project["project"]["license"] == "MIT"
     setuptools = next(r for r in project["build-system"]["requires"] if r.startswith("setuptools"))
     assert setuptools == "setuptools>=77"  # the first setuptools that reads an SPDX license string
+
+
+def test_verify_leaves_the_system_package_copy_unverified(tmp_path, monkeypatch):
+    from test_data_readers import write_idx_set
+
+    from vqdraw.data import download
+
+    system = tmp_path / "usr" / "fashion-mnist"
+    write_idx_set(system, n_train=4)
+    monkeypatch.setitem(download.SYSTEM_DIRS, "fashion-mnist", (system, "dataset-fashion-mnist"))
+    results = download.verify("fashion-mnist", tmp_path / "empty")
+    assert [ok for _, ok, _ in results] == [None] * 4
+    assert all("dpkg --verify dataset-fashion-mnist" in message for _, _, message in results)
