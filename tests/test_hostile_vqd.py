@@ -246,7 +246,7 @@ def test_hostile_version_3_payloads_are_refused_in_one_line(v3_prior, name):
     with pytest.raises(VqdFormatError, match=match) as info:
         read_vqd(make(good), coder=v3_prior)
     one_line(info.value)
-    assert time.perf_counter() - start < 1.0
+    assert time.perf_counter() - start < 5.0
 
 
 def test_v3_decoding_stops_at_the_payloads_end_whatever_count_declares(v3_prior, monkeypatch):
