@@ -21,14 +21,15 @@ import time
 import torch
 
 
-def image_figures(model, test, beam_count: int, batch: int = 500) -> dict:
+def image_figures(model, test, beam_count: int, count: int | None = None, batch: int = 500) -> dict:
+    from vqdraw import Beam
     from vqdraw.evaluate.metrics.distortion import psnr_from_mse
 
     def measure(indices, beam):
         per_image = []
         for i in range(0, len(indices), batch):
             x = test.batch(indices[i: i + batch])
-            recon = model.decode(model.encode(x, beam=beam))
+            recon = model.decode(model.encode(x, policy=Beam(beam)))
             per_image.append(((recon - x) ** 2).flatten(1).mean(1))
         per_image = torch.cat(per_image)
         mse = float(per_image.mean())
@@ -36,7 +37,7 @@ def image_figures(model, test, beam_count: int, batch: int = 500) -> dict:
                 "psnr_of_mean_mse": round(psnr_from_mse(mse), 2),
                 "mean_per_image_psnr": round(float((-10 * torch.log10(per_image.clamp(min=1e-12))).mean()), 2)}
 
-    everything = list(range(len(test)))
+    everything = list(range(min(count or len(test), len(test))))
     subset = everything[:beam_count]
     t0 = time.perf_counter()
     out = {"greedy_all": measure(everything, 1)}
@@ -66,6 +67,7 @@ def main(argv=None) -> None:
     p.add_argument("--dataset", default=None, help="default: the model's")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--beam-count", type=int, default=2000)
+    p.add_argument("--count", type=int, default=None, help="images: use only the first COUNT test images")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -80,11 +82,11 @@ def main(argv=None) -> None:
     dataset = args.dataset or read_train_json(resolve(args.model))["train"]["dataset"]
     test = load_dataset(dataset, "test", args.data_dir, size=tuple(model.config.data_shape[1:]))
     kind = modality_of(model.config)
-    report = {"model": args.model, "dataset": dataset, "fingerprint": model.fingerprint(),
+    report = {"model": args.model, "dataset": dataset, "fingerprint": model.fingerprint().hex(),
               "parameters": sum(q.numel() for q in model.parameters())}
     with torch.no_grad():
         if kind == "image":
-            report.update(image_figures(model, test, args.beam_count))
+            report.update(image_figures(model, test, args.beam_count, args.count))
         elif kind == "text":
             report.update(text_figures(model, test))
         else:

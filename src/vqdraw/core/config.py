@@ -256,6 +256,16 @@ MAX_SEED = 2**40 - 1
 
 
 @dataclass(frozen=True)
+class Contrastive:
+    """The contrastive term of :meth:`vqdraw.VQDraw.loss` (see ``TrainConfig.contrastive``)."""
+
+    weight: float
+    stages: int = 2
+    temperature: float = 0.5
+    shift: int = 2
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """How to train: Table 1's batch, steps and alpha, plus the engineering knobs."""
 
@@ -288,6 +298,20 @@ class TrainConfig:
     """Author's --final-coeff: loss += this * the final stage's chosen loss."""
     final_only: bool = False
     """Ablation (paper §3.3): the chosen-loss term is the final stage's only (plus alpha * all)."""
+    contrastive: float = ranged(0.0, low=0, high=1e6)
+    """Not in the paper (its open question, §6; docs/representation.md): weight of a contrastive
+    term that makes a randomly shifted view of each item choose like the item at the first
+    ``contrastive_stages`` stages and unlike the batch's other items (InfoNCE, Oord et al. 2018 /
+    SimCLR, Chen et al. 2020, over the stages' choice distributions, as IIC, Ji et al. 2019,
+    does over cluster assignments). 0: off (the paper's objective)."""
+    contrastive_stages: int = ranged(2, low=1, high=MAX_CODE)
+    """The first stages whose choices the contrastive term makes agree across views."""
+    contrastive_temperature: float = ranged(0.5, above=0, high=1e3)
+    """Temperature of the choice distributions: softmax(-z / t) of each stage's option losses z,
+    standardised per item and stage."""
+    contrastive_shift: int = ranged(2, low=0, high=64)
+    """The second view: each item translated by up to this many elements along every spatial axis
+    (zero fill)."""
     active_stages: int = ranged(0, low=0, high=MAX_CODE)
     """Author's --active-stages: train only the first this many stages (0: all)."""
     grad_checkpoint: bool = False
@@ -330,8 +354,12 @@ class TrainConfig:
     def loss_options(self) -> dict:
         """The keyword arguments of :meth:`vqdraw.VQDraw.loss` beyond alpha: the paper's
         training alternatives (all off by default)."""
+        contrastive = None
+        if self.contrastive > 0:
+            contrastive = Contrastive(self.contrastive, self.contrastive_stages, self.contrastive_temperature,
+                                      self.contrastive_shift)
         return {"stages": self.active_stages or None, "epsilon": self.epsilon, "grad_decay": self.grad_decay,
-                "final_coeff": self.final_coeff, "final_only": self.final_only}
+                "final_coeff": self.final_coeff, "final_only": self.final_only, "contrastive": contrastive}
 
     @property
     def micro(self) -> int:

@@ -216,6 +216,49 @@ def objective(losses: torch.Tensor, codes: torch.Tensor, alpha: float, *, final_
     }
 
 
+def choice_agreement_nce(losses_a: torch.Tensor, losses_b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE between two views' stage choices (the contrastive term, ``TrainConfig.contrastive``).
+
+    losses_a, losses_b: (B, s, K) option losses of the same B items in two views at s stages. Each
+    stage's losses, standardised per item, give a choice distribution p = softmax(-z / t); the
+    score of pairing item i's first view with item j's second is sum_s log sum_k p_a[i,s,k] p_b[j,s,k]
+    (the log-probability that both views choose alike at every stage, as IIC scores co-occurring
+    cluster assignments). The loss is the symmetric cross-entropy of those scores against the true
+    pairs (SimCLR's NT-Xent over B pairs): low when each view picks its own item out of the batch."""
+    def distribution(losses):
+        z = (losses - losses.mean(-1, keepdim=True)) / (losses.std(-1, keepdim=True) + 1e-6)
+        return torch.softmax(-z / temperature, dim=-1)
+
+    pa, pb = distribution(losses_a.float()), distribution(losses_b.float())
+    scores = torch.einsum("isk,jsk->ijs", pa, pb).clamp_min(1e-12).log().sum(-1)  # (B, B)
+    target = torch.arange(scores.shape[0], device=scores.device)
+    return 0.5 * (torch.nn.functional.cross_entropy(scores, target)
+                  + torch.nn.functional.cross_entropy(scores.t(), target))
+
+
+def shifted_view(x: torch.Tensor, shift: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Each item of ``x`` (B, C, *S) translated by a random whole number of elements in
+    [-shift, shift] along every spatial axis, zero-filled (the contrastive term's second view)."""
+    if shift <= 0:
+        return x
+    out = x
+    for axis in range(2, x.dim()):
+        offsets = torch.randint(-shift, shift + 1, (x.shape[0],), generator=generator).tolist()
+        out = torch.stack([_shift(item, off, axis - 1) for item, off in zip(out, offsets)])
+    return out
+
+
+def _shift(item: torch.Tensor, offset: int, dim: int) -> torch.Tensor:
+    if offset == 0:
+        return item
+    rolled = torch.roll(item, offset, dims=dim)
+    index = torch.arange(item.shape[dim], device=item.device)
+    keep = (index >= offset) if offset > 0 else (index < item.shape[dim] + offset)
+    shape = [1] * item.dim()
+    shape[dim] = -1
+    return rolled * keep.view(shape).to(item.dtype)
+
+
 def code_usage(codes: torch.Tensor, options: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Entropy (nats) of the option histogram over a batch of codes (all stages) and options used.
 

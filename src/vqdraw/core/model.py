@@ -23,11 +23,11 @@ import torch
 import torch.nn as nn
 
 from .. import runs
-from .config import ModelConfig, get_preset, override
+from .config import Contrastive, ModelConfig, get_preset, override
 from ..errors import ConfigError, InputError
 from .inputs import check_beam, check_codes, check_count, check_data, check_output, check_stages
 from .likelihood import make_likelihood
-from .losses import objective
+from .losses import choice_agreement_nce, objective, shifted_view
 from .refiner import make_refiner
 from .search import beam_search
 from .sizing import check_size
@@ -213,7 +213,7 @@ class VQDraw(nn.Module):
 
     def loss(self, x: torch.Tensor, alpha: float = 0.01, grad_checkpoint: bool = False, *,
              stages: int | None = None, epsilon: float = 0.0, grad_decay: float = 0.0,
-             final_coeff: float = 0.0, final_only: bool = False) -> dict:
+             final_coeff: float = 0.0, final_only: bool = False, contrastive: Contrastive | None = None) -> dict:
         """The training objective, eq. 3, with gradients through the chosen path (codes held fixed).
 
         Returns the named terms of :func:`vqdraw.core.losses.objective` plus ``codes`` (B, n), the
@@ -221,9 +221,13 @@ class VQDraw(nn.Module):
         default): ``stages`` trains the first n only; ``epsilon`` and ``grad_decay`` (see
         :class:`~vqdraw.core.stageloop.Exploration`; with ε the loss terms still use each stage's best
         option, as the author's code does); ``final_coeff``, ``final_only`` (see ``objective``).
+        ``contrastive`` (not in the paper; ``TrainConfig.contrastive``): adds its weight times
+        :func:`~vqdraw.core.losses.choice_agreement_nce` between the first stages' option losses of
+        ``x`` and of a randomly shifted view of it (reported as the ``contrastive`` term).
         """
         n = check_stages(self.config, stages)
-        target = self.likelihood.target(check_data(self.config, x, self.device))
+        data = check_data(self.config, x, self.device)
+        target = self.likelihood.target(data)
         explore = Exploration(epsilon, grad_decay) if (epsilon or grad_decay) else None
         if grad_checkpoint and torch.is_grad_enabled():
             trace = run_checkpointed(self.refiner, self.likelihood, target, n, self.config.segment, self.loop,
@@ -233,6 +237,13 @@ class VQDraw(nn.Module):
         best = trace.losses.argmin(2) if epsilon else trace.codes  # the best option's loss, not the taken one's
         terms = objective(trace.losses, best, alpha, final_coeff=final_coeff, final_only=final_only)
         terms["codes"] = trace.codes
+        if contrastive is not None and contrastive.weight > 0:
+            m = min(contrastive.stages, n)
+            view = self.likelihood.target(shifted_view(data, contrastive.shift))
+            other = run(self.refiner, self.likelihood, range(m), target=view, options=self.loop)
+            nce = choice_agreement_nce(trace.losses[:, :m], other.losses, contrastive.temperature)
+            terms["contrastive"] = nce
+            terms["loss"] = terms["loss"] + contrastive.weight * nce
         return terms
 
     # ------------------------------------------------------------------ persistence

@@ -98,7 +98,8 @@ def train_step(
             with autocast(precision, images.device):
                 terms = run(chunk)
             (terms["loss"] * weight).backward()
-        step_terms = torch.stack([terms[k].detach().float() for k in _TERMS]) * weight
+        names = _TERMS + (("contrastive",) if "contrastive" in terms else ())
+        step_terms = torch.stack([terms[k].detach().float() for k in names]) * weight
         totals = step_terms if totals is None else totals + step_terms
         codes.append(terms["codes"])
     optimizer.step()
@@ -108,8 +109,8 @@ def train_step(
         codes = dist_util.all_gather_cat(codes, dist_info)
     entropy, used = code_usage(codes, model.options)
     values = torch.cat([totals, entropy.view(1), used.view(1).to(totals.dtype)]).tolist()  # one sync
-    out = dict(zip(_TERMS, values[:4]))
-    out["entropy"], out["used"] = values[4], int(values[5])
+    out = dict(zip(names, values[:len(names)]))
+    out["entropy"], out["used"] = values[len(names)], int(values[len(names) + 1])
     return out
 
 
