@@ -36,12 +36,12 @@ MAX_WIDTH = 1024
 MAX_WEIGHT = 64.0
 """Largest weight magnitude a stored prior may have (keeps every integer sum inside int64)."""
 DEFAULT_BLOCK = 1024
+"""Items per block of an entropy-coded file (fewer for a large K: see :func:`default_block`)."""
 MAX_SAMPLE_CELLS = 2**27
 """:meth:`Prior.sample` holds ``n * (K + stages)`` numbers (8 bytes each) at once: at most this many (1 GiB)."""
 MAX_PARAMETERS = 2**26
 """Most parameters a prior may have (256 MiB of float32; its exact integer twin takes twice that):
 checked before one is built (:func:`check_size`), whatever a prior.json declares."""
-"""Items per block of an entropy-coded file (fewer for a large K: see :func:`default_block`)."""
 
 __all__ = ["Prior", "PriorConfig", "PriorNet", "check_size", "find_prior", "load_prior", "train_prior"]
 

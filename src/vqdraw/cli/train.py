@@ -90,10 +90,9 @@ def run(args) -> int:
     from ..core.config import get_preset, override
     from ..core.model import VQDraw
     from ..runs import read_train_json
+    from ..training import distributed
     from ..training.runtime import Runtime
     from ..training.train import fit
-
-    from ..training import distributed
 
     launch = distributed.launch_env()  # torchrun's variables, checked before anything is loaded
     run_dir = Path(args.run or f"runs/{args.preset}")

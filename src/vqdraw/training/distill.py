@@ -254,10 +254,9 @@ class _Encoder(nn.Module):
                 config = DistilledConfig.from_dict(stored)
                 if model is not None:
                     _check_config_fits(model, config, str(where))
-                check_size(config)
+                return build_encoder(config)  # sized first (check_size)
             except ConfigError as exc:
                 raise CheckpointError(f"{where}: {exc}") from None
-            return build_encoder(config)
 
         encoder, meta = runs.load(directory, STORED, build, map_location, what="distilled encoder")
         if not isinstance(encoder, cls):
