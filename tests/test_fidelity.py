@@ -403,7 +403,7 @@ def test_cli_flags_for_his_recipe_and_the_papers_switches():
     assert (train.adam_betas, train.adam_eps, train.paper_lr) == ((0.5, 0.9), 1e-8, True)
     assert learning_rate(train, train.steps - 1) == train.lr  # the paper's fixed rate, one flag away
     assert train.loss_options() == {"stages": 3, "epsilon": 0.1, "grad_decay": 1.0, "final_coeff": 0.0,
-                                    "final_only": True}
+                                    "final_only": True, "contrastive": None}
     model = override(get_preset("mnist").model, **dataclass_overrides(args, ModelConfig, {"refiner"}))
     assert not model.residual and not model.stage_conditioning
     with pytest.raises(Exception, match="adam_betas"):
