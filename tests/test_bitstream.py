@@ -316,3 +316,25 @@ def test_fuzz_payload_flips_with_valid_crc(sample, seed):
         assert "outside [0," in str(e) or "padding" in str(e)
     else:
         assert 0 <= f.codes.min() and f.codes.max() < f.K
+
+
+def test_a_version_2_image_file_reads_as_the_format_says():
+    """vqdraw writes images as version 1, but a version-2 image file (36 + 2r bytes of overhead, as
+    docs/vqd-format.md specifies) is valid and reads to the same codes."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    from vqdraw.compress.bitstream import read_vqd, write_vqd
+
+    codes = np.arange(12, dtype=np.int64).reshape(3, 4) % 64
+    v1 = write_vqd(codes, 64, (1, 28, 28), b"\x07" * 16)
+    payload = v1[36:-4]
+    body = (b"VQDR" + bytes([2, 0]) + b"\x07" * 16 + bytes([1, 3]) + struct.pack("<3H", 1, 28, 28)
+            + struct.pack("<HHI", 64, 4, 3) + payload)
+    v2 = body + struct.pack("<I", zlib.crc32(body))
+    assert len(v2) == 36 + 2 * 3 + len(payload)
+    got = read_vqd(v2)
+    assert got.version == 2 and got.modality == "image" and got.data_shape == (1, 28, 28)
+    assert np.array_equal(got.codes, codes)

@@ -280,10 +280,7 @@ def test_the_page_reads_vqd_files_by_the_format_rules(page, model):
         "dims": _vqd(2, fp, (1, 28), K, N, 3, payload),
         "padding": _vqd(1, fp, shape, K, N, 3, payload[:-1] + bytes([payload[-1] | 1])),
     }
-    page_says = {"version 9": "unsupported .vqd format version 9 (this page reads versions 1 and 2)",
-                 # docs/vqd-format.md: a version-2 header is 36 + 2r bytes for every modality, images
-                 # too (42 + P); vqdraw's own reader (which writes images as version 1 only) expects 40 + P
-                 "version 2": codes.tolist()}
+    page_says = {"version 9": "unsupported .vqd format version 9 (this page reads versions 1 and 2)"}
     meta = page.execute_script("return fetch('model.json').then((r) => r.json())")
     for name, data in cases.items():
         try:

@@ -195,8 +195,14 @@ def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None 
         return _HEADER3.size + 2 * len(shape) + _TAIL3.size + extra + _CRC.size
     if data_shape is None or _version_for(tuple(data_shape), modality) == 1:
         return _HEADER.size + _CRC.size
+    return _version2_size(tuple(data_shape), modality)
+
+
+def _version2_size(shape: tuple[int, ...], modality: str | None) -> int:
+    """A version-2 file's header plus CRC (images too: a version-2 image file is valid, though
+    vqdraw writes images as version 1)."""
     extra = {"text": _LENGTH.size, "audio": _AUDIO.size}.get(modality, 0)
-    return _HEADER2.size + 2 * len(tuple(data_shape)) + _TAIL2.size + extra + _CRC.size
+    return _HEADER2.size + 2 * len(shape) + _TAIL2.size + extra + _CRC.size
 
 
 def _version_for(shape: tuple[int, ...], modality: str | None) -> int:
@@ -616,7 +622,7 @@ def read_header(data: bytes) -> VqdHeader:
         if dims != _MODALITY_DIMS[modality]:
             raise VqdFormatError(f"invalid .vqd header: {modality} data with {dims} dimensions "
                                  f"(must be {_MODALITY_DIMS[modality]})")
-        fixed = header_size((1,) * dims, modality)
+        fixed = _version2_size((1,) * dims, modality)
         if len(data) < fixed:
             raise VqdFormatError(f"truncated .vqd file: expected at least {fixed} bytes, got {len(data)}")
         shape = struct.unpack_from(f"<{dims}H", data, _HEADER2.size)
@@ -637,7 +643,7 @@ def read_header(data: bytes) -> VqdHeader:
         raise VqdFormatError("invalid .vqd header: stage count 0 (must be at least 1)")
     if 0 in shape:
         raise VqdFormatError(f"invalid .vqd header: {modality} shape {tuple(shape)} has a zero dimension")
-    fixed = header_size(shape, modality)
+    fixed = header_size(shape, modality) if version == 1 else _version2_size(tuple(shape), modality)
     payload_len = payload_size(count, K, n)
     expected = fixed + payload_len
     if len(data) < expected:
