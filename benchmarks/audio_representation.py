@@ -30,50 +30,7 @@ import time
 import numpy as np
 import torch
 
-N_FFT, HOP, RATE = 256, 64, 8000
-
-
-def mel_filterbank(bands: int, n_fft: int = N_FFT, rate: int = RATE) -> torch.Tensor:
-    """(bands, n_fft // 2 + 1) triangular filters, equally spaced on the HTK mel scale."""
-    def mel(f):
-        return 2595 * np.log10(1 + f / 700)
-
-    def hz(m):
-        return 700 * (10 ** (m / 2595) - 1)
-
-    freqs = np.linspace(0, rate / 2, n_fft // 2 + 1)
-    edges = hz(np.linspace(mel(0), mel(rate / 2), bands + 2))
-    fb = np.zeros((bands, len(freqs)))
-    for b in range(bands):
-        lo, mid, hi = edges[b], edges[b + 1], edges[b + 2]
-        fb[b] = np.clip(np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), 0, None)
-    return torch.tensor(fb, dtype=torch.float64)
-
-
-def stft(x: torch.Tensor) -> torch.Tensor:
-    return torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT, dtype=x.dtype), return_complex=True)
-
-
-def istft(spec: torch.Tensor, length: int) -> torch.Tensor:
-    return torch.istft(spec, N_FFT, HOP, window=torch.hann_window(N_FFT, dtype=torch.float64), length=length)
-
-
-def griffin_lim(mag: torch.Tensor, length: int, iters: int, seed: int = 0) -> torch.Tensor:
-    """Fast Griffin-Lim: a waveform whose STFT magnitude approaches ``mag``."""
-    g = torch.Generator().manual_seed(seed)
-    angles = torch.exp(2j * math.pi * torch.rand(mag.shape, generator=g, dtype=torch.float64))
-    previous = torch.zeros_like(angles)
-    for _ in range(iters):
-        rebuilt = stft(istft(mag * angles, length))
-        accelerated = rebuilt - 0.99 / (1 + 0.99) * previous
-        previous = rebuilt
-        angles = accelerated / accelerated.abs().clamp_min(1e-12)
-    return istft(mag * angles, length)
-
-
-def from_mel(mel_mag: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
-    """The least-squares magnitude through the filterbank's pseudo-inverse, clamped at 0."""
-    return (torch.linalg.pinv(fb) @ mel_mag).clamp_min(0)
+RATE = 8000
 
 
 def main(argv=None) -> None:
@@ -86,6 +43,7 @@ def main(argv=None) -> None:
     from pystoi import stoi
 
     from vqdraw.data import audio as adata
+    from vqdraw.data.spectral import HOP, N_FFT, griffin_lim, log_mel, magnitude, waveform_from_log_mel
 
     root = adata.asterisk_dir()
     if root is None:
@@ -104,25 +62,20 @@ def main(argv=None) -> None:
     candidates = {"mulaw": mulaw}
 
     def via_stft(x):
-        t = torch.from_numpy(x)
-        return griffin_lim(stft(t).abs(), len(x), args.iters).numpy()
+        return griffin_lim(magnitude(x), len(x), args.iters)
 
     candidates["stft"] = via_stft
     for bands in args.bands:
-        fb = mel_filterbank(bands)
-
-        def via_mel(x, fb=fb, quantise=False):
-            t = torch.from_numpy(x)
-            mel = fb @ stft(t).abs()
-            if quantise:  # log-mel on 256 levels over 80 dB below the file's loudest band
-                db = 20 * torch.log10(mel.clamp_min(1e-10))
-                top = db.max()
-                q = torch.round((db.clamp(top - 80, top) - (top - 80)) / 80 * 255)
-                mel = 10 ** (((q / 255) * 80 + top - 80) / 20)
-            return griffin_lim(from_mel(mel, fb), len(x), args.iters).numpy()
+        def via_mel(x, bands=bands, quantise=False):
+            mel = log_mel(x, bands, RATE)
+            if quantise:  # 256 levels over the 80 dB (9.21 in natural log) below the file's loudest value
+                span = 80 / 20 * math.log(10)
+                top = mel.max()
+                mel = torch.round((mel.clamp(top - span, top) - (top - span)) / span * 255) / 255 * span + top - span
+            return waveform_from_log_mel(mel, len(x), RATE, args.iters)
 
         candidates[f"mel-{bands}"] = via_mel
-        candidates[f"logmel-{bands}-q8"] = lambda x, fb=fb: via_mel(x, fb, quantise=True)
+        candidates[f"logmel-{bands}-q8"] = lambda x, bands=bands: via_mel(x, bands, quantise=True)
 
     report = {"benchmark": "audio_representation", "files": len(files),
               "seconds_of_audio": round(sum(len(x) for x in originals) / RATE, 1), "rate": RATE,

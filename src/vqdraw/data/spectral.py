@@ -1,0 +1,88 @@
+"""Speech as a spectrogram: log-mel frames from a waveform, and a waveform back from them.
+
+    mel = log_mel(samples)                           # (bands, frames) log-magnitude mel spectrogram
+    samples = waveform_from_log_mel(mel, length)     # phase rebuilt by fast Griffin-Lim
+
+A waveform at ``rate`` Hz (8 kHz by default) is cut into 256-sample Hann windows every 64 samples
+(125 frames a second at 8 kHz); each frame's magnitude spectrum is pooled into ``bands`` triangular
+filters equally spaced on the HTK mel scale, and the log of that (natural log, floored at 1e-5) is
+the representation. Going back, the magnitude is the non-negative least-squares inverse of the
+filterbank (its pseudo-inverse, clamped at 0) and the phase is rebuilt by fast Griffin-Lim
+(Perraudin, Balazs and Søndergaard, 2013; momentum 0.99) from seeded random phase, so the same
+spectrogram always gives the same waveform.
+
+What this round trip keeps, measured on held-out speech (docs/audio.md): STOI 0.975 with 40 bands,
+as intelligible as the 8-bit mu-law waveform, from 5,000 values a second instead of 8,000.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+N_FFT = 256
+HOP = 64
+FLOOR = 1e-5
+"""The smallest magnitude the log keeps (log(1e-5) = -11.5)."""
+
+
+def mel_filterbank(bands: int, rate: int = 8000, n_fft: int = N_FFT) -> torch.Tensor:
+    """(bands, n_fft // 2 + 1) triangular filters, equally spaced on the HTK mel scale from 0 Hz
+    to rate / 2, float64."""
+    def mel(f):
+        return 2595 * np.log10(1 + np.asarray(f, dtype=np.float64) / 700)
+
+    def hz(m):
+        return 700 * (10 ** (np.asarray(m) / 2595) - 1)
+
+    freqs = np.linspace(0, rate / 2, n_fft // 2 + 1)
+    edges = hz(np.linspace(mel(0), mel(rate / 2), bands + 2))
+    fb = np.zeros((bands, len(freqs)))
+    for b in range(bands):
+        lo, mid, hi = edges[b], edges[b + 1], edges[b + 2]
+        fb[b] = np.clip(np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)), 0, None)
+    return torch.tensor(fb, dtype=torch.float64)
+
+
+def _stft(x: torch.Tensor) -> torch.Tensor:
+    return torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT, dtype=torch.float64), return_complex=True)
+
+
+def _istft(spec: torch.Tensor, length: int) -> torch.Tensor:
+    return torch.istft(spec, N_FFT, HOP, window=torch.hann_window(N_FFT, dtype=torch.float64), length=length)
+
+
+def magnitude(samples) -> torch.Tensor:
+    """(n_fft // 2 + 1, frames) STFT magnitude of a waveform, float64."""
+    return _stft(torch.as_tensor(np.asarray(samples, dtype=np.float64))).abs()
+
+
+def log_mel(samples, bands: int = 40, rate: int = 8000) -> torch.Tensor:
+    """(bands, frames) log mel spectrogram of a waveform (see the module docstring)."""
+    return (mel_filterbank(bands, rate) @ magnitude(samples)).clamp_min(FLOOR).log()
+
+
+def griffin_lim(mag: torch.Tensor, length: int, iters: int = 64, seed: int = 0) -> np.ndarray:
+    """A waveform of ``length`` samples whose STFT magnitude approaches ``mag`` (fast Griffin-Lim,
+    momentum 0.99, from seeded random phase)."""
+    mag = torch.as_tensor(mag, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    angles = torch.exp(2j * math.pi * torch.rand(mag.shape, generator=g, dtype=torch.float64))
+    previous = torch.zeros_like(angles)
+    for _ in range(iters):
+        rebuilt = _stft(_istft(mag * angles, length))
+        accelerated = rebuilt - 0.99 / 1.99 * previous
+        previous = rebuilt
+        angles = accelerated / accelerated.abs().clamp_min(1e-12)
+    return _istft(mag * angles, length).numpy()
+
+
+def waveform_from_log_mel(mel: torch.Tensor, length: int, rate: int = 8000, iters: int = 64,
+                          seed: int = 0) -> np.ndarray:
+    """A waveform of ``length`` samples from a (bands, frames) log mel spectrogram."""
+    mel = torch.as_tensor(mel, dtype=torch.float64)
+    fb = mel_filterbank(mel.shape[0], rate)
+    mag = (torch.linalg.pinv(fb) @ mel.exp()).clamp_min(0)
+    return griffin_lim(mag, length, iters, seed)
