@@ -50,8 +50,6 @@ def run(args) -> int:
 
         prior = load_prior(args.model, model)
     check_inputs(model.config, args.images)
-    if args.stages is not None and args.stages > model.stages:
-        raise InputError(f"this model has {model.stages} stages; --stages {args.stages} is too many")
     print(modality_for(model.config).encode(model, args.images, out, stages=args.stages, beam=args.beam,
                                             batch=args.batch, fit=args.fit, prior=prior,
                                             progress=not args.no_progress))

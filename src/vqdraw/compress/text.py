@@ -23,7 +23,8 @@ import math
 import torch
 
 from .bitstream import write_vqd
-from .codec import encode_images, read_file
+from .codec import check_file_stages, encode_images, read_file
+from ..core.inputs import check_batch
 from ..data.text import VOCAB_SIZE, encode_characters, sequences_to_text, text_to_data
 from ..errors import InputError
 from ..core.modality import modality_of
@@ -98,16 +99,15 @@ def decompress_text_pieces(model, data: bytes, *, stages: int | None = None, pri
     and ``stages`` are checked before this returns; each piece is decoded only when asked for."""
     check_text_model(model)
     vqd = read_file(model, data, prior)
-    if stages is not None and not 1 <= stages <= vqd.stages:
-        raise InputError(f"the file stores {vqd.stages} stages per sequence; cannot decode {stages}")
-    codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
+    step = check_batch(batch)
+    codes = torch.from_numpy(vqd.codes[:, :check_file_stages(vqd, stages, "sequence")])
 
     def pieces():
         left = vqd.length or 0
-        for start in range(0, vqd.count, batch):
+        for start in range(0, vqd.count, step):
             if left <= 0:
                 return
-            text = "".join(sequences_to_text(model.decode(codes[start: start + batch])))[:left]
+            text = "".join(sequences_to_text(model.decode(codes[start: start + step])))[:left]
             left -= len(text)
             yield text
 

@@ -65,10 +65,13 @@ def by_name(name: str) -> Modality:
 def path_modality(path) -> str:
     """What a file or folder given on the command line holds, from its name(s): text files,
     voxel grids, audio files, else images."""
+    from ..data.walk import one_walk
+
     p = Path(path)
-    for name in _PATH_ORDER:
-        if REGISTRY[name].holds_path(p):
-            return name
+    with one_walk():  # each modality asks about the folder's files: list it once
+        for name in _PATH_ORDER:
+            if REGISTRY[name].holds_path(p):
+                return name
     return "image"
 
 

@@ -251,16 +251,16 @@ def decompress_audio_pieces(model, data: bytes, *, stages: int | None = None, ba
     The file and ``stages`` are checked before this returns; each piece is decoded when asked for."""
     import torch
 
-    from ..compress.codec import read_file
+    from ..compress.codec import check_file_stages, read_file
+    from ..core.inputs import check_batch
     from ..data.audio import data_to_samples
     from ..errors import InputError
 
     vqd = read_file(model, data)
     if vqd.sample_rate != model.config.sample_rate:
         raise InputError(f"the file records {vqd.sample_rate} Hz audio, the model makes {model.config.sample_rate} Hz")
-    if stages is not None and not 1 <= stages <= vqd.stages:
-        raise InputError(f"the file stores {vqd.stages} stages per clip; cannot decode {stages}")
-    codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
+    batch = check_batch(batch)
+    codes = torch.from_numpy(vqd.codes[:, :check_file_stages(vqd, stages, "clip")])
 
     def pieces():
         left = int(vqd.length or 0)

@@ -172,10 +172,13 @@ def evaluation_loss(record: dict) -> float | None:
 
 
 def _suffixes(path) -> set[str]:
-    """The suffix of a file, or the suffixes of a folder's files (recursively)."""
+    """The suffix of a file, or the suffixes of a folder's files (recursively; the folder is listed by
+    :func:`vqdraw.data.walk.files_under`, once per command)."""
+    from ..data.walk import files_under
+
     p = Path(path)
     if p.is_dir():
-        return {q.suffix.lower() for q in p.rglob("*") if q.is_file()}
+        return {q.suffix.lower() for q in files_under(p)}
     return {p.suffix.lower()}
 
 
