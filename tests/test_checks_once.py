@@ -101,3 +101,79 @@ def test_the_same_bad_value_gets_the_same_message_from_the_cli_and_the_api(name,
     with pytest.raises(VQDrawError) as info:
         call(model, x, vqd.read_bytes())
     assert err[0] == f"vqdraw {args[0]}: error: {info.value}"
+
+
+# ---------------------------------------------------------------- one options object, CLI -> codec
+
+
+def test_encode_and_decode_hand_one_options_object_down(model_dir, tmp_path, monkeypatch):
+    from vqdraw.compress.codec import DecodeOptions, EncodeOptions
+    from vqdraw.core.stageloop import Beam
+    from vqdraw.modalities.image import ImageModality
+
+    seen = {}
+    for verb in ("encode", "decode"):
+        real = getattr(ImageModality, verb)
+
+        def spy(self, model, what, out, options, *rest, _real=real, _verb=verb, **kw):
+            seen[_verb] = options
+            return _real(self, model, what, out, options, *rest, **kw)
+
+        monkeypatch.setattr(ImageModality, verb, spy)
+    folder = digits(tmp_path / "in", count=3)
+    vqd = tmp_path / "x.vqd"
+    assert main(["encode", str(model_dir), str(folder), "-o", str(vqd), "--stages", "1", "--beam", "2",
+                 "--batch", "2", "--no-progress"]) == 0
+    options = seen["encode"]
+    assert isinstance(options, EncodeOptions)
+    assert (options.stages, options.batch, options.fit, options.prior, options.progress) == (1, 2, False, None, False)
+    assert isinstance(options.policy, Beam) and options.policy.width == 2
+    assert main(["decode", str(model_dir), str(vqd), "-o", str(tmp_path / "out"), "--batch", "2"]) == 0
+    assert seen["decode"] == DecodeOptions(stages=None, batch=2, prior=None, progress=True)
+    assert len(list((tmp_path / "out").glob("*.png"))) == 3
+
+
+def test_options_are_checked_when_made_with_the_library_wording():
+    from dataclasses import FrozenInstanceError
+
+    from vqdraw.compress.codec import DecodeOptions, EncodeOptions
+    from vqdraw.core.inputs import check_batch
+
+    with pytest.raises(VQDrawError) as made:
+        EncodeOptions(batch=0)
+    with pytest.raises(VQDrawError) as checked:
+        check_batch(0)
+    assert str(made.value) == str(checked.value)
+    with pytest.raises(VQDrawError, match="batch size"):
+        DecodeOptions(batch=True)
+    with pytest.raises(VQDrawError, match="Policy"):
+        EncodeOptions(policy=8)
+    with pytest.raises(FrozenInstanceError):
+        EncodeOptions().stages = 3
+
+
+def test_a_program_encodes_through_a_modality_with_options(model_dir, tmp_path):
+    from vqdraw.compress.codec import DecodeOptions, EncodeOptions, decompress
+    from vqdraw.core.stageloop import Beam
+    from vqdraw.modalities import modality_for
+
+    model = VQDraw.load(model_dir)
+    modality = modality_for(model.config)
+    folder = digits(tmp_path / "in", count=2)
+    line = modality.encode(model, [str(folder)], tmp_path / "x.vqd", EncodeOptions(policy=Beam(2), progress=False))
+    assert "2 images" in line
+    images, vqd = decompress(model, (tmp_path / "x.vqd").read_bytes())
+    assert images.shape == (2, 1, 28, 28) and vqd.stages == model.stages
+    line = modality.decode(model, (tmp_path / "x.vqd").read_bytes(), tmp_path / "out", DecodeOptions(stages=1),
+                           source="x.vqd")
+    assert "1 of 2 stages" in line
+
+
+def test_no_modality_takes_encoding_keywords():
+    import inspect
+
+    from vqdraw.modalities import REGISTRY
+
+    for modality in REGISTRY.values():
+        assert list(inspect.signature(modality.encode).parameters) == ["model", "files", "out", "options"]
+        assert list(inspect.signature(modality.decode).parameters) == ["model", "data", "out", "options", "source"]

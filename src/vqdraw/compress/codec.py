@@ -17,6 +17,7 @@ the same images twice gives the same bytes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +27,14 @@ from .bitstream import VqdFile, read_vqd, write_vqd
 from ..errors import InputError
 from ..core.modality import stored_as
 from ..core.inputs import check_batch, check_data, check_stages
-from ..core.stageloop import Beam, Policy
+from ..core.stageloop import Beam, Greedy, Policy
 
 MAX_VQD_BYTES = 256 << 20
 """The largest .vqd file read (256 MiB: millions of images at a few dozen bits each)."""
 
 __all__ = [
+    "DecodeOptions",
+    "EncodeOptions",
     "compress",
     "check_file_stages",
     "compress_codes",
@@ -42,6 +45,50 @@ __all__ = [
     "read_input_bytes",
     "smaller_file",
 ]
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How an encode runs, in one object from the CLI (which builds it once from its arguments) down
+    through the modality (:meth:`vqdraw.modalities.Modality.encode`) to this codec. ``batch`` and
+    ``policy`` are checked here, when it is made; ``stages`` against the model by the codec."""
+
+    stages: int | None = None
+    """Keep the first ``stages`` codes of each item (None: all of the model's)."""
+    policy: Policy = field(default_factory=Greedy)
+    """How each stage chooses: ``Greedy()`` (the paper), ``Beam(width)``, or any Policy."""
+    batch: int = 256
+    """Items encoded at a time."""
+    fit: bool = False
+    """Fit pictures to the model (crop, resize, channels) instead of refusing another size."""
+    prior: object = None
+    """A :class:`vqdraw.prior.Prior` for the model: entropy-code the codes (.vqd version 3)."""
+    progress: bool = True
+    """Report progress (through :mod:`vqdraw.progress`) when there is more than one batch."""
+
+    def __post_init__(self):
+        check_batch(self.batch)
+        if not isinstance(self.policy, Policy):
+            raise InputError(f"policy must be a vqdraw Policy (Greedy(), Beam(width), ...), "
+                             f"got {type(self.policy).__name__}")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How a decode runs, in one object from the CLI down to the codec (see :class:`EncodeOptions`);
+    ``stages`` is checked against the file by :func:`check_file_stages`."""
+
+    stages: int | None = None
+    """Decode the first ``stages`` of the stored stages (None: all of them)."""
+    batch: int = 256
+    """Items decoded (and written) at a time."""
+    prior: object = None
+    """The prior an entropy-coded file (version 3) was coded with."""
+    progress: bool = True
+    """Report progress when there is more than one batch."""
+
+    def __post_init__(self):
+        check_batch(self.batch)
 
 
 def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: int = 1, *,
