@@ -177,3 +177,22 @@ def test_no_modality_takes_encoding_keywords():
     for modality in REGISTRY.values():
         assert list(inspect.signature(modality.encode).parameters) == ["model", "files", "out", "options"]
         assert list(inspect.signature(modality.decode).parameters) == ["model", "data", "out", "options", "source"]
+
+
+def test_data_is_refused_in_one_wording_by_every_public_entry(model_dir):
+    """Out-of-range, NaN, integer and misshapen data: the same message from model.encode, the codec and
+    a distilled encoder (each checks with core/inputs.check_data)."""
+    from vqdraw.compress.codec import compress, encode_images
+    from vqdraw.training.distill import DistilledConfig, build_encoder
+
+    model = VQDraw.load(model_dir)
+    encoder = build_encoder(DistilledConfig.for_model(model))
+    x = torch.rand(2, 1, 28, 28)
+    for bad in (x * 255, torch.full_like(x, float("nan")), (x * 255).to(torch.uint8), x[:, :, :20]):
+        messages = set()
+        for call in (model.encode, lambda d: compress(model, d), lambda d: encode_images(model, d, beam=2),
+                     encoder.predict):
+            with pytest.raises(VQDrawError) as info:
+                call(bad)
+            messages.add(str(info.value))
+        assert len(messages) == 1, messages

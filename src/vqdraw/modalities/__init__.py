@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .audio import AudioModality
-from .base import Inputs, Modality
+from .base import DecodeOptions, EncodeOptions, Inputs, Modality
 from .image import ImageModality
 from .sequence import SequenceModality
 from .text import TextModality
@@ -91,5 +91,5 @@ def run_outputs() -> tuple[str, ...]:
     return tuple(sorted({name for m in REGISTRY.values() for name in m.run_outputs}))
 
 
-__all__ = ["REGISTRY", "Inputs", "Modality", "by_name", "check_inputs", "modality_for", "path_modality",
+__all__ = ["REGISTRY", "DecodeOptions", "EncodeOptions", "Inputs", "Modality", "by_name", "check_inputs", "modality_for", "path_modality",
            "register", "run_outputs"]
