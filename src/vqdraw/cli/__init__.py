@@ -132,7 +132,10 @@ def _run(args) -> int:
         from .common import check_outputs
 
         check_outputs(args)  # no special files, none of the model's own files, no input as output
-        return int(args.func(args) or 0)
+        from ..data.walk import one_walk
+
+        with one_walk():  # an input folder is listed once per command, however many readers ask
+            return int(args.func(args) or 0)
     except VQDrawError as exc:
         return _one_line(args.command, str(exc))
     except OSError as exc:  # the file system refused: permissions, ENOSPC, EROFS, ENAMETOOLONG …

@@ -31,7 +31,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from ..compress.bitstream import check_vqd
-    from ..compress.codec import read_input_bytes
+    from ..compress.codec import DecodeOptions, read_input_bytes
     from ..errors import InputError
     from ..modalities import modality_for
     from .common import load_model
@@ -45,9 +45,9 @@ def run(args) -> int:
     check_vqd(data)  # a broken file is refused before the model is loaded (header, length, CRC; no unpacking)
     model = load_model(args)
     _name_the_checkpoint(args.model, model, data)
-    print(modality_for(model.config).decode(model, data, out, stages=args.stages, batch=args.batch,
-                                            source=args.input, prior=_prior_for(args.model, model, data),
-                                            progress=not args.no_progress))
+    options = DecodeOptions(stages=args.stages, batch=args.batch, prior=_prior_for(args.model, model, data),
+                            progress=not args.no_progress)
+    print(modality_for(model.config).decode(model, data, out, options, source=args.input))
     return 0
 
 

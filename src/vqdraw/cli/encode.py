@@ -50,16 +50,21 @@ def run(args) -> int:
 
         prior = load_prior(args.model, model)
     check_inputs(model.config, args.images)
-    if args.stages is not None and args.stages > model.stages:
-        raise InputError(f"this model has {model.stages} stages; --stages {args.stages} is too many")
-    print(modality_for(model.config).encode(model, args.images, out, stages=args.stages, beam=args.beam,
-                                            batch=args.batch, fit=args.fit, prior=prior,
-                                            progress=not args.no_progress))
+    print(modality_for(model.config).encode(model, args.images, out, encode_options(args, prior)))
     if prior is not None and not _entropy_coded(out):
         print(f"vqdraw encode: {out}: written at fixed length, not entropy-coded: with the prior the file "
               "would have been larger (its header costs more than the prior saves on these items)",
               file=sys.stderr)
     return 0
+
+
+def encode_options(args, prior=None):
+    """The one :class:`~vqdraw.compress.codec.EncodeOptions` the command hands down to the codec."""
+    from ..compress.codec import EncodeOptions
+    from ..core.stageloop import Beam, Greedy
+
+    return EncodeOptions(stages=args.stages, policy=Beam(args.beam) if args.beam > 1 else Greedy(),
+                         batch=args.batch, fit=args.fit, prior=prior, progress=not args.no_progress)
 
 
 def _entropy_coded(path) -> bool:

@@ -17,6 +17,7 @@ the same images twice gives the same bytes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,14 +25,18 @@ import torch
 
 from .bitstream import VqdFile, read_vqd, write_vqd
 from ..errors import InputError
-from ..core.modality import modality_of, stored_as
-from ..core.stageloop import Beam
+from ..core.modality import stored_as
+from ..core.inputs import check_batch, check_data, check_stages
+from ..core.stageloop import Beam, Greedy, Policy
 
 MAX_VQD_BYTES = 256 << 20
 """The largest .vqd file read (256 MiB: millions of images at a few dozen bits each)."""
 
 __all__ = [
+    "DecodeOptions",
+    "EncodeOptions",
     "compress",
+    "check_file_stages",
     "compress_codes",
     "decompress",
     "decompress_chunks",
@@ -42,32 +47,65 @@ __all__ = [
 ]
 
 
-def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: int = 1) -> torch.Tensor:
-    """``model.encode`` with the checks a compressor needs: data (B, *data_shape), e.g. images
-    (B, C, H, W) or volumes (B, C, D, H, W), floats in [0, 1],
-    ``stages`` in 1..N (default N), ``beam`` >= 1 (beam search when > 1). Returns int64 codes
-    (B, n) on the CPU.
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How an encode runs, in one object from the CLI (which builds it once from its arguments) down
+    through the modality (:meth:`vqdraw.modalities.Modality.encode`) to this codec. ``batch`` and
+    ``policy`` are checked here, when it is made; ``stages`` against the model by the codec."""
+
+    stages: int | None = None
+    """Keep the first ``stages`` codes of each item (None: all of the model's)."""
+    policy: Policy = field(default_factory=Greedy)
+    """How each stage chooses: ``Greedy()`` (the paper), ``Beam(width)``, or any Policy."""
+    batch: int = 256
+    """Items encoded at a time."""
+    fit: bool = False
+    """Fit pictures to the model (crop, resize, channels) instead of refusing another size."""
+    prior: object = None
+    """A :class:`vqdraw.prior.Prior` for the model: entropy-code the codes (.vqd version 3)."""
+    progress: bool = True
+    """Report progress (through :mod:`vqdraw.progress`) when there is more than one batch."""
+
+    def __post_init__(self):
+        check_batch(self.batch)
+        if not isinstance(self.policy, Policy):
+            raise InputError(f"policy must be a vqdraw Policy (Greedy(), Beam(width), ...), "
+                             f"got {type(self.policy).__name__}")
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How a decode runs, in one object from the CLI down to the codec (see :class:`EncodeOptions`);
+    ``stages`` is checked against the file by :func:`check_file_stages`."""
+
+    stages: int | None = None
+    """Decode the first ``stages`` of the stored stages (None: all of them)."""
+    batch: int = 256
+    """Items decoded (and written) at a time."""
+    prior: object = None
+    """The prior an entropy-coded file (version 3) was coded with."""
+    progress: bool = True
+    """Report progress when there is more than one batch."""
+
+    def __post_init__(self):
+        check_batch(self.batch)
+
+
+def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: int = 1, *,
+                  policy: Policy | None = None) -> torch.Tensor:
+    """``model.encode`` for a compressor: data (B, *data_shape), e.g. images (B, C, H, W) or
+    volumes (B, C, D, H, W), floats in [0, 1], ``stages`` in 1..N (default N), ``beam`` >= 1 (beam
+    search when > 1; or any ``policy``). Returns int64 codes (B, n) on the CPU.
+
+    The checks are the library's own (:mod:`vqdraw.core.inputs`, run by ``model.encode``): the
+    stage count here (a file holds at least one stage), the beam width and the data there.
     """
-    if isinstance(beam, bool) or not isinstance(beam, (int, np.integer)) or beam < 1:
-        raise InputError(f"beam width must be an integer >= 1, got {beam!r}")
-    if stages is not None and (isinstance(stages, bool) or not 1 <= int(stages) <= model.stages):
-        raise InputError(f"stages must be in 1..{model.stages} for this model, got {stages}")
-    if not isinstance(images, torch.Tensor):
-        raise InputError(f"images must be a torch.Tensor, got {type(images).__name__}")
-    shape = tuple(model.config.data_shape)
-    if images.dim() != len(shape) + 1 or tuple(images.shape[1:]) != shape:
-        kind = modality_of(model.config)
-        raise InputError(f"this model takes {kind} data of shape (B, {', '.join(map(str, shape))}); "
-                         f"got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise InputError(f"images must be float in [0, 1], got dtype {images.dtype}")
-    if images.numel():
-        low, high = images.min().item(), images.max().item()
-        if not (low >= 0.0 and high <= 1.0):  # also catches NaN
-            raise InputError(f"image values must be in [0, 1], got range [{low:g}, {high:g}]")
-    if images.shape[0] == 0:
-        return torch.zeros((0, model.stages if stages is None else int(stages)), dtype=torch.int64)
-    codes = model.encode(images, stages=stages, policy=Beam(int(beam)))
+    n = check_stages(model.config, stages, low=1)
+    policy = Beam(beam) if policy is None else policy
+    if isinstance(images, torch.Tensor) and images.dim() and images.shape[0] == 0:
+        check_data(model.config, images, "cpu")  # refused as model.encode would; an empty batch has no codes
+        return torch.zeros((0, n), dtype=torch.int64)
+    codes = model.encode(images, stages=n, policy=policy)
     if not isinstance(codes, torch.Tensor):  # an EncodeResult
         codes = codes.codes
     return codes.detach().to("cpu", torch.int64)
@@ -153,19 +191,24 @@ def decompress_chunks(model, data: bytes, stages: int | None = None, batch_size:
     writes each chunk out before asking for the next holds one chunk of decoded data at a time.
     """
     vqd = read_file(model, data, prior)
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer))
-                                   or batch_size < 1):
-        raise InputError(f"batch size must be a whole number >= 1, got {batch_size!r:.40}")
-    if stages is not None and not 1 <= stages <= vqd.stages:
-        raise InputError(f"the file stores {vqd.stages} stages per image; cannot decode {stages}")
-    codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
-    step = max(vqd.count, 1) if batch_size is None else int(batch_size)
+    step = max(vqd.count, 1) if batch_size is None else check_batch(batch_size)
+    codes = torch.from_numpy(vqd.codes[:, :check_file_stages(vqd, stages, "image")])
 
     def chunks():
         for i in range(0, vqd.count, step):
             yield model.decode(codes[i : i + step]).cpu()
 
     return vqd, chunks()
+
+
+def check_file_stages(vqd: VqdFile, stages, noun: str = "item") -> int:
+    """How many of a file's stored stages to decode: ``stages`` in 1..stored (None: all of them).
+    The one check of a decode's stage count, shared by every modality's reader."""
+    if stages is None:
+        return vqd.stages
+    if isinstance(stages, bool) or not isinstance(stages, (int, np.integer)) or not 1 <= stages <= vqd.stages:
+        raise InputError(f"the file stores {vqd.stages} stages per {noun}; cannot decode {stages!r:.40}")
+    return int(stages)
 
 
 def read_input_bytes(path: str | Path, what: str = ".vqd file") -> bytes:

@@ -23,7 +23,8 @@ import math
 import torch
 
 from .bitstream import write_vqd
-from .codec import encode_images, read_file
+from .codec import check_file_stages, encode_images, read_file
+from ..core.inputs import check_batch, check_stages
 from ..data.text import VOCAB_SIZE, encode_characters, sequences_to_text, text_to_data
 from ..errors import InputError
 from ..core.modality import modality_of
@@ -54,12 +55,12 @@ def text_data_for(model, text: str) -> torch.Tensor:
 
 
 def compress_text(model, text: str, *, stages: int | None = None, beam: int = 1, batch: int = 64,
-                  prior=None, progress=None) -> bytes:
+                  prior=None, progress=None, policy=None) -> bytes:
     """One ``.vqd`` file for ``text``: its chunks' codes, and the text's length in characters
     (entropy-coded with ``prior`` when given). The text is turned into the model's data ``batch``
     chunks at a time, so memory beyond the text and its codes does not grow with its length;
     ``progress(k)`` (optional) is called after each batch of ``k`` chunks."""
-    codes = encode_text(model, text, stages=stages, beam=beam, batch=batch, progress=progress)
+    codes = encode_text(model, text, stages=stages, beam=beam, batch=batch, progress=progress, policy=policy)
     return write_text_codes(model, codes, len(text), prior=prior)
 
 
@@ -72,15 +73,17 @@ def write_text_codes(model, codes: torch.Tensor, length: int, *, prior=None) -> 
 
 
 def encode_text(model, text: str, *, stages: int | None = None, beam: int = 1, batch: int = 64,
-                progress=None) -> torch.Tensor:
-    """The codes (chunks, n) of ``text`` cut into chunks of the model's length (the last padded)."""
+                progress=None, policy=None) -> torch.Tensor:
+    """The codes (chunks, n) of ``text`` cut into chunks of the model's length (the last padded);
+    ``policy`` (a :class:`~vqdraw.core.stageloop.Policy`) instead of ``beam``."""
     check_text_model(model)
+    stages, batch = check_stages(model.config, stages, low=1), check_batch(batch)
     length = model.config.data_shape[-1]
     step = batch * length  # characters per batch
     codes = []
     for start in range(0, len(text), step):
         data = text_to_data(text[start: start + step], length).to(model.device)
-        codes.append(encode_images(model, data, stages=stages, beam=beam))
+        codes.append(encode_images(model, data, stages, beam, policy=policy))
         if progress is not None:
             progress(len(data))
     return torch.cat(codes) if codes else torch.zeros((0, stages or model.stages), dtype=torch.int64)
@@ -98,16 +101,15 @@ def decompress_text_pieces(model, data: bytes, *, stages: int | None = None, pri
     and ``stages`` are checked before this returns; each piece is decoded only when asked for."""
     check_text_model(model)
     vqd = read_file(model, data, prior)
-    if stages is not None and not 1 <= stages <= vqd.stages:
-        raise InputError(f"the file stores {vqd.stages} stages per sequence; cannot decode {stages}")
-    codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
+    step = check_batch(batch)
+    codes = torch.from_numpy(vqd.codes[:, :check_file_stages(vqd, stages, "sequence")])
 
     def pieces():
         left = vqd.length or 0
-        for start in range(0, vqd.count, batch):
+        for start in range(0, vqd.count, step):
             if left <= 0:
                 return
-            text = "".join(sequences_to_text(model.decode(codes[start: start + batch])))[:left]
+            text = "".join(sequences_to_text(model.decode(codes[start: start + step])))[:left]
             left -= len(text)
             yield text
 

@@ -61,6 +61,15 @@ def check_beam(beam) -> int:
     return int(beam)
 
 
+def check_batch(batch) -> int:
+    """A batch size: a whole number >= 1 (a Python or numpy integer; bool refused)."""
+    import numbers
+
+    if isinstance(batch, bool) or not isinstance(batch, numbers.Integral) or batch < 1:
+        raise InputError(f"batch size must be a whole number >= 1, got {batch!r:.40}")
+    return int(batch)
+
+
 def check_output(config: ModelConfig, n: int, what: str = "items") -> int:
     """``n`` items of ``config``'s data (float32) must fit :data:`MAX_OUTPUT_BYTES`: refused before
     anything is allocated."""
@@ -72,8 +81,10 @@ def check_output(config: ModelConfig, n: int, what: str = "items") -> int:
     return n
 
 
-def check_stages(config: ModelConfig, stages) -> int:
-    """A number of stages in [0, N]; None means all N."""
+def check_stages(config: ModelConfig, stages, low: int = 0) -> int:
+    """A number of stages in [low, N] (``low`` is 1 where codes are written: a .vqd file holds at
+    least one stage); None means all N. The one check of a stage count against a model: the
+    library's public functions call it, and so does the CLI once the model is loaded."""
     if stages is None:
         return config.stages
     try:
@@ -81,8 +92,9 @@ def check_stages(config: ModelConfig, stages) -> int:
         ok = n == stages and not isinstance(stages, bool)
     except (TypeError, ValueError):
         ok = False
-    if not ok or not 0 <= n <= config.stages:
-        raise InputError(f"this model has {config.stages} stages; asked for {stages!r}")
+    if not ok or not low <= n <= config.stages:
+        raise InputError(f"this model has {config.stages} stages; asked for {stages!r:.40}"
+                         + (f" (at least {low})" if ok and n < low else ""))
     return n
 
 

@@ -162,8 +162,9 @@ def audio_files(path) -> list[Path]:
     """The WAV/FLAC files of a folder (recursively, sorted) or the one file given."""
     p = Path(path)
     if p.is_dir():
-        files = sorted(q for q in p.rglob("*") if q.is_file() and q.suffix.lower() in AUDIO_SUFFIXES
-                       and not q.name.startswith("."))
+        from .walk import files_under
+
+        files = [q for q in files_under(p) if q.suffix.lower() in AUDIO_SUFFIXES and not q.name.startswith(".")]
         if not files:
             raise DatasetError(f"{p}: no WAV or FLAC files in this folder")
         return files

@@ -25,6 +25,7 @@ import torch
 
 from ..errors import InputError
 from ..io import check_input_file
+from .walk import files_under
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 RESAMPLE = "BICUBIC"
@@ -37,7 +38,7 @@ def expand_image_paths(paths: list[str | Path]) -> list[Path]:
     out: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_SUFFIXES and q.is_file())
+            out += [q for q in files_under(p) if q.suffix.lower() in IMAGE_SUFFIXES]
         elif p.exists():
             check_input_file(p, "image file")  # a regular file: Pillow would block on a FIFO
             out.append(p)

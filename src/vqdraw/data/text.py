@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetError, Dataset
+from .walk import files_under
 
 SEQUENCE_LENGTH = 128
 """Characters per sequence (the ``text`` preset's data length)."""
@@ -136,7 +137,7 @@ def read_text_paths(paths) -> str:
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
+            found = [q for q in files_under(p) if not q.name.startswith(".")]
             if not found:
                 raise DatasetError(f"{p}: no text files in this folder")
             files += found

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from .base import DatasetError, Dataset
+from .walk import files_under
 from .download import check_split
 
 VOXEL_SUFFIXES = (".npy", ".npz", ".binvox")
@@ -219,8 +220,8 @@ def _as_grids(arr: np.ndarray, where: str) -> np.ndarray:
 def list_voxel_files(root: Path) -> list[Path]:
     """Voxel files under `root`, recursively, sorted by relative path; hidden ones skipped."""
     found = [
-        p for p in root.rglob("*")
-        if p.suffix.lower() in VOXEL_SUFFIXES and p.is_file()
+        p for p in files_under(root)
+        if p.suffix.lower() in VOXEL_SUFFIXES
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     ]
     return sorted(found, key=lambda p: p.relative_to(root).as_posix())

@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .audio import AudioModality
-from .base import Inputs, Modality
+from .base import DecodeOptions, EncodeOptions, Inputs, Modality
 from .image import ImageModality
 from .sequence import SequenceModality
 from .text import TextModality
@@ -65,10 +65,13 @@ def by_name(name: str) -> Modality:
 def path_modality(path) -> str:
     """What a file or folder given on the command line holds, from its name(s): text files,
     voxel grids, audio files, else images."""
+    from ..data.walk import one_walk
+
     p = Path(path)
-    for name in _PATH_ORDER:
-        if REGISTRY[name].holds_path(p):
-            return name
+    with one_walk():  # each modality asks about the folder's files: list it once
+        for name in _PATH_ORDER:
+            if REGISTRY[name].holds_path(p):
+                return name
     return "image"
 
 
@@ -88,5 +91,5 @@ def run_outputs() -> tuple[str, ...]:
     return tuple(sorted({name for m in REGISTRY.values() for name in m.run_outputs}))
 
 
-__all__ = ["REGISTRY", "Inputs", "Modality", "by_name", "check_inputs", "modality_for", "path_modality",
+__all__ = ["REGISTRY", "DecodeOptions", "EncodeOptions", "Inputs", "Modality", "by_name", "check_inputs", "modality_for", "path_modality",
            "register", "run_outputs"]

@@ -87,20 +87,22 @@ class AudioModality(Modality):
         save_audio_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
+    def encode(self, model, files, out, options):
         from ..errors import InputError
         from .base import progress_bar, write_vqd_file
 
-        if prior is not None:
+        stages, batch = options.stages, options.batch
+        if options.prior is not None:
             raise InputError("audio is written at fixed length only; encode it without --prior")
 
         if len(files) != 1:
             raise InputError(f"give one audio file to encode (got {len(files)}); each .vqd file holds one waveform")
         samples = read_for_model(model, files[0])
         clips = -(-len(samples) // model.config.data_shape[-1])
-        bar = progress_bar(clips, chunk=batch, desc="encode", unit=self.noun, enabled=progress)
+        bar = progress_bar(clips, chunk=batch, desc="encode", unit=self.noun, enabled=options.progress)
         try:
-            data = compress_audio(model, samples, stages=stages, beam=beam, batch=batch, progress=bar.update)
+            data = compress_audio(model, samples, stages=stages, policy=options.policy, batch=batch,
+                                  progress=bar.update)
         finally:
             bar.close()
         write_vqd_file(out, data)
@@ -110,13 +112,14 @@ class AudioModality(Modality):
                 f"of K={model.options}, {len(data)} bytes = {8 * len(data) / max(clips, 1):.1f} bits per clip, "
                 f"{8 * len(data) / max(len(samples), 1):.3f} bits per sample, {8 * len(data) / seconds:.0f} bits/s")
 
-    def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
-        """OUT is a .wav file, or a folder that gets decoded.wav; decoded and written ``batch``
-        clips at a time (the file appears at the end, in one rename)."""
+    def decode(self, model, data, out, options, *, source):
+        """OUT is a .wav file, or a folder that gets decoded.wav; decoded and written ``options.batch``
+        clips at a time (the file appears at the end, in one rename; audio has no prior)."""
         from ..data.audio import _soundfile
         from ..io import atomic_writer
         from .base import progress_bar
 
+        stages, batch, progress = options.stages, options.batch, options.progress
         vqd, pieces = decompress_audio_pieces(model, data, stages=stages, batch=batch)
         rate = int(vqd.sample_rate)
         target = out if out.suffix.lower() == ".wav" else out / "decoded.wav"
@@ -212,23 +215,26 @@ def bits_per_second(model, stages: int | None = None) -> float:
 
 
 def compress_audio(model, samples: np.ndarray, *, stages: int | None = None, beam: int = 1, batch: int = 64,
-                   progress=None) -> bytes:
+                   progress=None, policy=None) -> bytes:
     """One ``.vqd`` file for a waveform (float samples in [-1, 1] at the model's rate): its clips'
     codes, its length in samples and the sample rate. The clips are held as mu-law bytes and
     turned into the model's data ``batch`` at a time; ``progress(k)`` (optional) is called after
-    each batch of ``k`` clips."""
+    each batch of ``k`` clips. ``policy`` (a :class:`~vqdraw.core.stageloop.Policy`) instead of ``beam``."""
     import torch
 
     from ..compress.bitstream import write_vqd
     from ..compress.codec import encode_images
+    from ..core.inputs import check_batch, check_stages
     from ..data.audio import to_clips
+
+    stages, batch = check_stages(model.config, stages, low=1), check_batch(batch)
 
     length = model.config.data_shape[-1]
     clips = torch.from_numpy(to_clips(np.asarray(samples), length, pad=True)).permute(0, 2, 1)  # uint8
     codes = []
     for i in range(0, len(clips), batch):
         part = clips[i: i + batch].float().div_(255).to(model.device)
-        codes.append(encode_images(model, part, stages=stages, beam=beam))
+        codes.append(encode_images(model, part, stages, beam, policy=policy))
         if progress is not None:
             progress(len(part))
     codes = torch.cat(codes) if codes else torch.zeros((0, stages or model.stages), dtype=torch.int64)
@@ -251,16 +257,16 @@ def decompress_audio_pieces(model, data: bytes, *, stages: int | None = None, ba
     The file and ``stages`` are checked before this returns; each piece is decoded when asked for."""
     import torch
 
-    from ..compress.codec import read_file
+    from ..compress.codec import check_file_stages, read_file
+    from ..core.inputs import check_batch
     from ..data.audio import data_to_samples
     from ..errors import InputError
 
     vqd = read_file(model, data)
     if vqd.sample_rate != model.config.sample_rate:
         raise InputError(f"the file records {vqd.sample_rate} Hz audio, the model makes {model.config.sample_rate} Hz")
-    if stages is not None and not 1 <= stages <= vqd.stages:
-        raise InputError(f"the file stores {vqd.stages} stages per clip; cannot decode {stages}")
-    codes = torch.from_numpy(vqd.codes if stages is None else vqd.codes[:, :stages])
+    batch = check_batch(batch)
+    codes = torch.from_numpy(vqd.codes[:, :check_file_stages(vqd, stages, "clip")])
 
     def pieces():
         left = int(vqd.length or 0)

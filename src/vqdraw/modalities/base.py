@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..compress.codec import DecodeOptions, EncodeOptions
 from ..core.model import SAMPLE_CHUNK, sample_chunks  # noqa: F401 (their home is vqdraw.core.model)
 
 
@@ -107,18 +108,16 @@ class Modality:
         """The reconstruction stage by stage; returns what to print."""
         raise NotImplementedError
 
-    def encode(self, model, files, out: Path, *, stages: int | None, beam: int, batch: int,
-               fit: bool = False, prior=None, progress: bool = True) -> str:
-        """Input files -> one ``.vqd`` file at ``out`` (entropy-coded with ``prior`` when given:
-        :mod:`vqdraw.prior`), encoded ``batch`` items at a time with progress on stderr unless
-        ``progress`` is False; returns the report line."""
+    def encode(self, model, files, out: Path, options: EncodeOptions) -> str:
+        """Input files -> one ``.vqd`` file at ``out``, as ``options`` say
+        (:class:`~vqdraw.compress.codec.EncodeOptions`: stages, policy, batch, fit, prior,
+        progress); returns the report line."""
         raise NotImplementedError
 
-    def decode(self, model, data: bytes, out: Path, *, stages: int | None, batch: int, source: str,
-               prior=None, progress: bool = True) -> str:
-        """A ``.vqd`` file's bytes -> decoded files under ``out`` (``prior``: the one an
-        entropy-coded file needs), decoded and written ``batch`` items at a time with progress on
-        stderr unless ``progress`` is False; returns the report line."""
+    def decode(self, model, data: bytes, out: Path, options: DecodeOptions, *, source: str) -> str:
+        """A ``.vqd`` file's bytes -> decoded files under ``out``, as ``options`` say
+        (:class:`~vqdraw.compress.codec.DecodeOptions`: stages, batch, prior, progress);
+        ``source`` names the file in the report line it returns."""
         raise NotImplementedError
 
     # -------------------------------------------------------------- training
@@ -172,10 +171,13 @@ def evaluation_loss(record: dict) -> float | None:
 
 
 def _suffixes(path) -> set[str]:
-    """The suffix of a file, or the suffixes of a folder's files (recursively)."""
+    """The suffix of a file, or the suffixes of a folder's files (recursively; the folder is listed by
+    :func:`vqdraw.data.walk.files_under`, once per command)."""
+    from ..data.walk import files_under
+
     p = Path(path)
     if p.is_dir():
-        return {q.suffix.lower() for q in p.rglob("*") if q.is_file()}
+        return {q.suffix.lower() for q in files_under(p)}
     return {p.suffix.lower()}
 
 
@@ -308,16 +310,16 @@ def items_of(chunks):
         yield from chunk
 
 
-def decode_to_folder(modality, model, data: bytes, out, *, suffix: str, save, stages, batch, prior,
-                     progress: bool = True):
-    """A ``.vqd`` file's items as ``out/000000<suffix>``, …: decoded ``batch`` at a time and each
-    batch written before the next is decoded (so memory does not grow with the item count), with
-    progress on stderr; all of them appear in ``out`` at once at the end (:class:`AtomicFolder`).
+def decode_to_folder(modality, model, data: bytes, out, options: DecodeOptions, *, suffix: str, save):
+    """A ``.vqd`` file's items as ``out/000000<suffix>``, …: decoded ``options.batch`` at a time and
+    each batch written before the next is decoded (so memory does not grow with the item count),
+    with progress; all of them appear in ``out`` at once at the end (:class:`AtomicFolder`).
     Returns the :class:`~vqdraw.compress.bitstream.VqdFile`."""
     from ..compress.codec import decompress_chunks
 
-    vqd, chunks = decompress_chunks(model, data, stages=stages, batch_size=batch, prior=prior)
-    bar = progress_bar(vqd.count, chunk=batch, desc="decode", unit=modality.noun, enabled=progress)
+    batch = options.batch
+    vqd, chunks = decompress_chunks(model, data, stages=options.stages, batch_size=batch, prior=options.prior)
+    bar = progress_bar(vqd.count, chunk=batch, desc="decode", unit=modality.noun, enabled=options.progress)
     write_files_atomically(items_of(chunks), NumberedNames(vqd.count, suffix), out, save, progress=bar)
     return vqd
 

@@ -92,7 +92,7 @@ class ImageModality(Modality):
         plots.save_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
+    def encode(self, model, files, out, options):
         import torch
 
         from ..compress.bitstream import bits_per_image, header_size
@@ -101,26 +101,27 @@ class ImageModality(Modality):
 
         paths = expand_image_paths(list(files))
         shape = tuple(model.config.data_shape)
-        if not fit:
+        batch = options.batch
+        if not options.fit:
             for path in paths:
                 check_channels(path, shape[0])
         codes = []
-        bar = progress_bar(len(paths), chunk=batch, desc="encode", unit=self.noun, enabled=progress)
+        bar = progress_bar(len(paths), chunk=batch, desc="encode", unit=self.noun, enabled=options.progress)
         try:
             for i in range(0, len(paths), batch):
-                images = load_images(paths[i: i + batch], shape, fit=fit)
+                images = load_images(paths[i: i + batch], shape, fit=options.fit)
                 if not codes:
                     warn_polarity(images, model, names=paths[i: i + batch])
-                codes.append(encode_images(model, images.to(model.device), stages=stages, beam=beam))
+                codes.append(encode_images(model, images.to(model.device), options.stages, policy=options.policy))
                 bar.update(len(images))
         finally:
             bar.close()
         codes = torch.cat(codes)
         blob = compress_codes(model, codes)
-        if prior is not None:  # entropy-coded unless that file would be the larger
-            blob = smaller_file(compress_codes(model, codes, prior=prior), blob)
+        if options.prior is not None:  # entropy-coded unless that file would be the larger
+            blob = smaller_file(compress_codes(model, codes, prior=options.prior), blob)
         data = write_vqd_file(out, blob)
-        n = stages or model.stages
+        n = options.stages or model.stages
         count = len(paths)
         bits = bits_per_image(model.options, n)
         per_pixel = f", {8 * len(data) / count / (shape[1] * shape[2]):.4f} bits per pixel"
@@ -134,13 +135,12 @@ class ImageModality(Modality):
                 f"{bits} bits per image payload, {header_size()} header bytes, {len(data)} bytes in all "
                 f"= {len(data) / count:.2f} bytes ({8 * len(data) / count:.1f} bits) per image{per_pixel}")
 
-    def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
+    def decode(self, model, data, out, options, *, source):
         from ..data.images import save_image
 
-        vqd = decode_to_folder(self, model, data, out, suffix=".png", save=save_image, stages=stages, batch=batch,
-                               prior=prior, progress=progress)
+        vqd = decode_to_folder(self, model, data, out, options, suffix=".png", save=save_image)
         c, h, w = vqd.data_shape
-        n = stages or vqd.stages
+        n = options.stages or vqd.stages
         return (f"{out}: {vqd.count} PNG image{'s' if vqd.count != 1 else ''} ({w}x{h}, {c} channel"
                 f"{'s' if c != 1 else ''}) decoded from {source} ({n} of {vqd.stages} stages, K={vqd.K})")
 

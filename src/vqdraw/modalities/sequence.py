@@ -43,15 +43,14 @@ class SequenceModality(Modality):
         save_line_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
+    def encode(self, model, files, out, options):
         from ..errors import InputError
 
         raise InputError("a sequence model reads no files; encode its data with vqdraw.compress.codec.compress")
 
-    def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
+    def decode(self, model, data, out, options, *, source):
         """One ``.npy`` array (C, L) of values in [0, 1] per sequence."""
-        vqd = decode_to_folder(self, model, data, out, suffix=".npy", save=_save_npy, stages=stages, batch=batch,
-                               prior=prior, progress=progress)
+        vqd = decode_to_folder(self, model, data, out, options, suffix=".npy", save=_save_npy)
         return f"{out}: {plural(vqd.count, 'sequence')} decoded from {source} as .npy arrays"
 
     def write_run_outputs(self, model, run_dir, test_data, title=""):

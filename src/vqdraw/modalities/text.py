@@ -89,18 +89,19 @@ class TextModality(Modality):
         text = save_stages_text(model, data, Path(out).with_suffix(".txt"), out, stages=points, title=title)
         return text + str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
+    def encode(self, model, files, out, options):
         """The text files (joined) -> one .vqd file recording the text's length."""
         from ..compress.codec import smaller_file
         from ..compress.text import encode_text, write_text_codes
         from .base import progress_bar, write_vqd_file
 
+        stages, batch, prior = options.stages, options.batch, options.prior
         text = read_texts(files)
         length = model.config.data_shape[-1]
         chunks = -(-len(text) // length)
-        bar = progress_bar(chunks, chunk=batch, desc="encode", unit=self.noun, enabled=progress)
+        bar = progress_bar(chunks, chunk=batch, desc="encode", unit=self.noun, enabled=options.progress)
         try:
-            codes = encode_text(model, text, stages=stages, beam=beam, batch=batch, progress=bar.update)
+            codes = encode_text(model, text, stages=stages, policy=options.policy, batch=batch, progress=bar.update)
         finally:
             bar.close()
         data = write_text_codes(model, codes, len(text))
@@ -112,12 +113,13 @@ class TextModality(Modality):
                 f"= {8 * len(data) / max(chunks, 1):.1f} bits per chunk, "
                 f"{8 * len(data) / max(len(text), 1):.3f} bits per character (lossy)")
 
-    def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
-        """OUT is a .txt file, or a folder that gets decoded.txt; written ``batch`` chunks at a time."""
+    def decode(self, model, data, out, options, *, source):
+        """OUT is a .txt file, or a folder that gets decoded.txt; written ``options.batch`` chunks at a time."""
         from ..io import atomic_writer
         from ..compress.text import decompress_text_pieces
         from .base import progress_bar
 
+        stages, batch, prior, progress = options.stages, options.batch, options.prior, options.progress
         vqd, pieces = decompress_text_pieces(model, data, stages=stages, prior=prior, batch=batch)
         target = out if out.suffix.lower() in TEXT_SUFFIXES else out / "decoded.txt"
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -86,7 +86,7 @@ class VolumeModality(Modality):
         plots.save_stages(model, data, out, max_stages=max_stages, title=title)
         return str(out)
 
-    def encode(self, model, files, out, *, stages, beam, batch, fit=False, prior=None, progress=True):
+    def encode(self, model, files, out, options):
         """The grids of the files -> one .vqd file: the grids are held as they were read (bool; a
         bool .npy memory-mapped) and turned into the model's data ``batch`` at a time."""
         import numpy as np
@@ -99,21 +99,22 @@ class VolumeModality(Modality):
 
         grids = load_voxel_files(list(files), size=tuple(model.config.data_shape[1:]))
         count = len(grids)
+        batch = options.batch
         codes = []
-        bar = progress_bar(count, chunk=batch, desc="encode", unit=self.noun, enabled=progress)
+        bar = progress_bar(count, chunk=batch, desc="encode", unit=self.noun, enabled=options.progress)
         try:
             for i in range(0, count, batch):
                 part = torch.from_numpy(np.array(grids[i: i + batch])).float().unsqueeze(1).to(model.device)
-                codes.append(encode_images(model, part, stages=stages, beam=beam))
+                codes.append(encode_images(model, part, options.stages, policy=options.policy))
                 bar.update(len(part))
         finally:
             bar.close()
         codes = torch.cat(codes)
         blob = compress_codes(model, codes)
-        if prior is not None:  # entropy-coded unless that file would be the larger
-            blob = smaller_file(compress_codes(model, codes, prior=prior), blob)
+        if options.prior is not None:  # entropy-coded unless that file would be the larger
+            blob = smaller_file(compress_codes(model, codes, prior=options.prior), blob)
         data = write_vqd_file(out, blob)
-        n = stages or model.stages
+        n = options.stages or model.stages
         shape = tuple(model.config.data_shape)
         coded = is_entropy_coded(data)
         head = header_size(shape, self.name, coded=coded)
@@ -126,11 +127,10 @@ class VolumeModality(Modality):
                 f"K={model.options}: {payload}, {head} header bytes, {len(data)} bytes in all = "
                 f"{per_item:.1f} bits per volume, {per_item / voxels:.5f} bits per voxel")
 
-    def decode(self, model, data, out, *, stages, batch, source, prior=None, progress=True):
+    def decode(self, model, data, out, options, *, source):
         """One ``.npy`` occupancy grid per volume (probability > 0.5)."""
-        vqd = decode_to_folder(self, model, data, out, suffix=".npy", save=save_grids_npy, stages=stages,
-                               batch=batch, prior=prior, progress=progress)
-        n = stages or vqd.stages
+        vqd = decode_to_folder(self, model, data, out, options, suffix=".npy", save=save_grids_npy)
+        n = options.stages or vqd.stages
         return (f"{out}: {vqd.count} .npy grid{'s' if vqd.count != 1 else ''} "
                 f"({'x'.join(map(str, vqd.data_shape[1:]))}, bool) decoded from {source} "
                 f"({n} of {vqd.stages} stages, K={vqd.K})")

@@ -224,18 +224,11 @@ class _Encoder(nn.Module):
             self.train(was_training)
 
     def _check_images(self, x) -> torch.Tensor:
-        shape = tuple(self.config.data_shape)
-        if not isinstance(x, torch.Tensor):
-            raise InputError(f"images must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != len(shape) + 1 or tuple(x.shape[1:]) != shape:
-            raise InputError(f"this encoder takes data of shape (B, {', '.join(map(str, shape))}); "
-                             f"got {tuple(x.shape)}")
-        if not x.is_floating_point():
-            raise InputError(f"images must be float in [0, 1], got dtype {x.dtype}")
-        x = x.to(self.mean.device, torch.float32)
-        if x.numel() and not (bool(x.min() >= 0) and bool(x.max() <= 1)):
-            raise InputError("images must be in [0, 1] (got values outside; NaN counts as outside)")
-        return x
+        """The library's one check of data (:func:`vqdraw.core.inputs.check_data`, the wording
+        model.encode uses): (B, *data_shape), float, finite, in [0, 1] -> float32 on the encoder's device."""
+        from ..core.inputs import check_data
+
+        return check_data(self.config, x, self.mean.device)
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path, extra: dict | None = None) -> Path:
