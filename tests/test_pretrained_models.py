@@ -90,3 +90,19 @@ def test_fashion_images_round_trip_with_no_training(tmp_path, monkeypatch, fashi
     assert main(["encode", "pretrained:fashion", "clothes", "-o", "c.vqd"]) == 0
     assert main(["decode", "pretrained:fashion", "c.vqd", "-o", "out"]) == 0
     assert len(list(Path("out").glob("*.png"))) == 4
+
+
+def test_readme_block_of_the_other_models_runs(tmp_path, monkeypatch):
+    """The README's second block under "Use it before training anything", as written."""
+    import re
+    import shlex
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Use it before training anything", 1)[1].split("\n## ", 1)[0]
+    block = re.findall(r"```bash\n(.*?)```", section, flags=re.S)[1]
+    lines = [line.split("  #")[0].split(" # ")[0] for line in block.splitlines() if line.startswith("vqdraw ")]
+    assert any("pretrained:text" in line for line in lines) and any("pretrained:fashion" in line for line in lines)
+    monkeypatch.chdir(tmp_path)
+    for line in lines:
+        assert main(shlex.split(line)[1:]) == 0, line
+    assert Path("back.txt").stat().st_size > 0

@@ -2,6 +2,8 @@
 
     pretrained:mnist    the `mnist` preset (progressive refiner) trained on the embedded digits;
                         its model card is mnist.md beside this file
+    pretrained:fashion  the `fashion` preset trained on Fashion-MNIST (fashion.md)
+    pretrained:text     the `text-cpu` preset trained on the embedded English prose (text.md)
 
 A name ``pretrained:NAME`` is accepted wherever a model folder is (every CLI verb's MODEL,
 :meth:`vqdraw.VQDraw.load`), and ``VQDraw.from_pretrained("mnist")`` is the same model.
@@ -16,7 +18,7 @@ from pathlib import Path
 from ..errors import CheckpointError, InputError
 
 PREFIX = "pretrained:"
-NAMES = ("mnist",)
+NAMES = ("mnist", "fashion", "text")
 """The shipped models: each a model folder (config.json, model.safetensors, train.json) named so here."""
 
 _HERE = Path(__file__).resolve().parent
