@@ -1,17 +1,21 @@
-"""A VQ-DRAW audio model against Codec2 and Opus on the held-out files of an audio dataset.
+"""A VQ-DRAW audio or speech model against Codec2 and Opus on held-out speech files.
 
     python benchmarks/audio_baselines.py MODEL [--dataset asterisk-en] [--out DIR] [--picture PNG]
+    python benchmarks/audio_baselines.py MODEL --dataset audio:/path/to/other/speaker --split all
 
-For every held-out (test-split) file of the dataset, at the model's sample rate:
-  * VQ-DRAW: the file through a real .vqd file (vqdraw.modalities.audio.compress_audio) at code
-    prefixes of 8, 16, ... N stages; greedy codes are found once, a prefix's file holds their first s;
+For every held-out (test-split) file of the dataset (``--split all``: every file of a folder the
+model never saw, e.g. another speaker), at the model's sample rate:
+  * VQ-DRAW: the file through a real .vqd file (vqdraw.modalities.audio.compress_audio, or
+    vqdraw.modalities.speech.compress_speech for a speech model) at code prefixes of 8, 16, ... N
+    stages; greedy codes are found once, a prefix's file holds their first s;
   * Codec2 (c2enc/c2dec, raw 16-bit 8 kHz, headerless bit files) at 700C, 1200 and 3200 bit/s;
   * Opus (opusenc --speech --bitrate B, opusdec --rate 8000) at 6, 8 and 12 kbit/s, whole Ogg files
     (container headers included: on short prompts they are a large part of the bits).
 Bits per second = 8 x the compressed files' bytes / the files' seconds. SNR (dB) is over all
 samples of all files, after aligning each decoded file to its original by the lag (within
-+-40 ms) that maximises their correlation (codec delays; VQ-DRAW has none); STOI (pystoi) is the
-mean over files. Prints one JSON object and writes it to DIR/audio_baselines.json.
++-60 ms) that maximises their correlation (codec delays; VQ-DRAW has none); STOI (pystoi) and
+narrowband PESQ (the ``pesq`` package, when installed; ITU-T P.862, MOS-LQO) are means over files.
+Prints one JSON object and writes it to DIR/NAME.json (``--name``, default audio_baselines).
 """
 
 from __future__ import annotations
@@ -83,6 +87,11 @@ def main() -> int:
     ap.add_argument("--limit", type=int, default=0, help="use only the first N held-out files (0: all)")
     ap.add_argument("--prefixes", type=int, nargs="+", default=None,
                     help="VQ-DRAW stage counts to measure (default: 8, 16, ..., N)")
+    ap.add_argument("--split", choices=("test", "all"), default="test",
+                    help="the dataset's held-out files (test), or every file of a folder the model never saw")
+    ap.add_argument("--name", default="audio_baselines", help="the JSON file's name (without .json)")
+    ap.add_argument("--examples", default=None,
+                    help="folder for listening examples: the first file as original.wav and decoded by each system")
     args = ap.parse_args()
 
     import torch
@@ -92,22 +101,35 @@ def main() -> int:
     from vqdraw.data import audio as adata
     from vqdraw.core.model import VQDraw
     from vqdraw.modalities.audio import compress_audio, decompress_audio, read_for_model
+    from vqdraw.modalities.speech import compress_speech, decompress_speech
+    try:
+        from pesq import pesq
+    except ImportError:  # the pesq package is optional
+        pesq = None
 
     torch.set_grad_enabled(False)
     model = VQDraw.load(args.model).eval()
     rate, length = model.config.sample_rate, model.config.data_shape[-1]
+    speech = model.config.modality == "speech"
+    compress, decompress = (compress_speech, decompress_speech) if speech else (compress_audio, decompress_audio)
+    modality = "speech" if speech else "audio"
     if args.dataset == "asterisk-en":
         root = adata.asterisk_dir()
         if root is None:
             sys.exit(adata.asterisk_missing())
     else:
         root = Path(args.dataset.removeprefix("audio:"))
-    files = adata.split_files(adata.audio_files(root), root, "test")
+    files = adata.audio_files(root)
+    files = files if args.split == "all" else adata.split_files(files, root, "test")
     if args.limit:
         files = files[: args.limit]
     originals = [read_for_model(model, f).astype(np.float64) for f in files]
     seconds = sum(len(x) for x in originals) / rate
-    max_lag = int(0.04 * rate)
+    max_lag = int(0.06 * rate)
+    examples = Path(args.examples) if args.examples else None
+    if examples:
+        examples.mkdir(parents=True, exist_ok=True)
+        adata.write_wav(examples / "original.wav", originals[0], rate)
 
     points = sorted(set(args.prefixes or [*range(8, model.stages + 1, 8), model.stages]))
     systems: dict[str, dict] = {}
@@ -124,11 +146,23 @@ def main() -> int:
             "stoi": float(np.mean([stoi(x, y, rate, extended=False) for x, y in zip(originals, aligned)])),
             "seconds_to_code": t,
         }
+        if pesq is not None and rate in (8000, 16000):
+            scores = []
+            for x, y in zip(originals, aligned):
+                try:
+                    scores.append(float(pesq(rate, x, y, "nb")))
+                except Exception:  # pesq refuses files with no speech it can find
+                    pass
+            systems[name]["pesq_nb"] = float(np.mean(scores)) if scores else None
+            systems[name]["pesq_files"] = len(scores)
+        if examples:
+            slug = name.lower().replace(" ", "-").replace("/", "")
+            adata.write_wav(examples / f"{slug}.wav", aligned[0], rate)
         print(name, json.dumps(systems[name]), file=sys.stderr, flush=True)
 
     # VQ-DRAW: codes once, then files of each prefix
     t0 = time.perf_counter()
-    full = [compress_audio(model, x.astype(np.float32)) for x in originals]
+    full = [compress(model, x.astype(np.float32)) for x in originals]
     t_enc = time.perf_counter() - t0
     from vqdraw.compress.bitstream import read_vqd
 
@@ -136,13 +170,14 @@ def main() -> int:
         decoded, nbytes = [], 0
         for x, data in zip(originals, full):
             vqd = read_vqd(data)
-            part = write_vqd(vqd.codes[:, :s], vqd.K, vqd.data_shape, vqd.fingerprint, modality="audio",
+            part = write_vqd(vqd.codes[:, :s], vqd.K, vqd.data_shape, vqd.fingerprint, modality=modality,
                              length=vqd.length, sample_rate=vqd.sample_rate) if s < vqd.stages else data
             nbytes += len(part)
-            y, _ = decompress_audio(model, part)
+            y, _ = decompress(model, part)
             decoded.append(y.astype(np.float64))
         bits_clip = math.ceil(s * math.log2(model.options))
-        record(f"VQ-DRAW {s} stages", bits_clip * rate / length, decoded, nbytes, t_enc)
+        samples_per_item = length * 64 if speech else length  # a speech block: `length` frames 64 samples apart
+        record(f"VQ-DRAW {s} stages", bits_clip * rate / samples_per_item, decoded, nbytes, t_enc)
 
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
@@ -160,11 +195,11 @@ def main() -> int:
 
     report = {"model": str(args.model), "dataset": args.dataset, "files": len(files), "seconds": seconds,
               "file_names": [f.relative_to(root).as_posix() if f != root else f.name for f in files],
-              "sample_rate": rate, "model_stages": model.stages, "model_options": model.options,
+              "split": args.split, "sample_rate": rate, "model_stages": model.stages, "model_options": model.options,
               "clip_samples": length, "systems": systems}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "audio_baselines.json").write_text(json.dumps(report, indent=1) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
     if args.picture:
         picture(report, args.picture)
     print(json.dumps(report, indent=1))
@@ -193,7 +228,7 @@ def picture(report: dict, path) -> None:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{report['files']} held-out files of {report['dataset']} ({report['seconds']:.0f} s, "
+    fig.suptitle(f"{report['files']} {'held-out ' if report.get('split') != 'all' else ''}files of {report['dataset']} ({report['seconds']:.0f} s, "
                  f"{report['sample_rate']} Hz)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..core.config import MAX_SAMPLE_RATE
 from .common import MAX_BATCH, MAX_STAGES, add_model_arg, output_dir, positive_int
 
 
@@ -22,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--batch", type=positive_int(max=MAX_BATCH), default=256,
                    help="images decoded at a time: each batch is written before the next is decoded, so "
                    "memory depends on this, not on the number of images")
+    p.add_argument("--rate", type=positive_int(max=MAX_SAMPLE_RATE), default=None, metavar="HZ",
+                   help="audio and speech models: write the WAV at this sample rate, resampled from the "
+                   "model's (default: the model's rate)")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress on stderr (shown when there is more than one batch)")
     p.set_defaults(func=run)
@@ -46,7 +50,9 @@ def run(args) -> int:
     model = load_model(args)
     _name_the_checkpoint(args.model, model, data)
     options = DecodeOptions(stages=args.stages, batch=args.batch, prior=_prior_for(args.model, model, data),
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, rate=args.rate)
+    if args.rate is not None and modality_for(model.config).name not in ("audio", "speech"):
+        raise InputError(f"--rate is for audio and speech models; this model makes {modality_for(model.config).name} data")
     print(modality_for(model.config).decode(model, data, out, options, source=args.input))
     return 0
 

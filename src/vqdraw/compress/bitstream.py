@@ -51,7 +51,7 @@ the modality and a data shape of any rank::
          4     1   format version (2)
          5     1   flags (reserved, 0)
          6    16   model fingerprint
-        22     1   modality code: 1 image, 2 volume, 3 sequence, 4 text, 5 audio (MODALITY_CODES)
+        22     1   modality code: 1 image, 2 volume, 3 sequence, 4 text, 5 audio, 6 speech (MODALITY_CODES)
         23     1   r, the number of data dimensions (channels first): 3, 4 or 2 by modality
         24    2r   the data shape, r u16 values each 1..65535
      24+2r     2   K
@@ -68,6 +68,11 @@ must lie in ``((count - 1) * L, count * L]`` (0 when count is 0).
 Audio (modality 5, shape (1, L): ``count`` clips of L samples, mono) records the waveform's length
 in samples the same way (a u64 after ``count``), then its sample rate in Hz (u32, at least 1), so
 the payload starts at 44+2r; decoding keeps that many samples of the clips concatenated.
+
+Speech (modality 6, shape (1, B, F): ``count`` blocks of F log-mel frames of B bands, a frame every
+:data:`SPEECH_HOP` = 64 samples) records the waveform's length in samples and its sample rate as
+audio does; a waveform of ``length`` samples has ``1 + length // 64`` frames, which must lie in
+``((count - 1) * F, count * F]``.
 
 so a volume file has ``header_size((1, 32, 32, 32), "volume")`` = 44 bytes of overhead.
 
@@ -150,17 +155,20 @@ FORMAT_VERSION = 3
 data as version 2; version 3 only when entropy-coded with a prior)."""
 VERSIONS = (1, 2, 3)
 FINGERPRINT_SIZE = 16
-MODALITY_CODES = {"image": 1, "volume": 2, "sequence": 3, "text": 4, "audio": 5}
+MODALITY_CODES = {"image": 1, "volume": 2, "sequence": 3, "text": 4, "audio": 5, "speech": 6}
 """Version 2's modality byte; the names are :data:`vqdraw.core.modality.MODALITIES`."""
-_MODALITY_DIMS = {"image": 3, "volume": 4, "sequence": 2, "text": 2, "audio": 2}  # data dimensions, channels first
+_MODALITY_DIMS = {"image": 3, "volume": 4, "sequence": 2, "text": 2, "audio": 2, "speech": 3}  # channels first
 _MODALITY_NAMES = {code: name for name, code in MODALITY_CODES.items()}
 
 _HEADER = struct.Struct("<4sBB16sHHHHHI")  # version 1: magic, version, flags, fingerprint, C, H, W, K, n, count
 _HEADER2 = struct.Struct("<4sBB16sBB")  # version 2: magic, version, flags, fingerprint, modality, r
 _TAIL2 = struct.Struct("<HHI")  # version 2, after the r u16 sizes: K, n, count
 _LENGTH = struct.Struct("<Q")  # version 2, text only, after the tail: the text's length in characters
-_AUDIO = struct.Struct("<QI")  # version 2, audio only, after the tail: length in samples, sample rate (Hz)
-_LENGTHS = ("text", "audio")  # the modalities whose files record a length
+_AUDIO = struct.Struct("<QI")  # version 2, audio and speech, after the tail: length in samples, sample rate (Hz)
+_LENGTHS = ("text", "audio", "speech")  # the modalities whose files record a length
+_RATES = ("audio", "speech")  # the modalities whose files record a sample rate
+SPEECH_HOP = 64
+"""Samples between a speech model's spectrogram frames (:data:`vqdraw.data.spectral.HOP`)."""
 _HEADER3 = struct.Struct("<4sBB16s16sBB")  # version 3: magic, version, flags, model fp, prior fp, modality, r
 _TAIL3 = struct.Struct("<HHIH")  # version 3, after the sizes: K, n, count, block
 _CRC = struct.Struct("<I")
@@ -201,7 +209,7 @@ def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None 
 def _version2_size(shape: tuple[int, ...], modality: str | None) -> int:
     """A version-2 file's header plus CRC (images too: a version-2 image file is valid, though
     vqdraw writes images as version 1)."""
-    extra = {"text": _LENGTH.size, "audio": _AUDIO.size}.get(modality, 0)
+    extra = {"text": _LENGTH.size, "audio": _AUDIO.size, "speech": _AUDIO.size}.get(modality, 0)
     return _HEADER2.size + 2 * len(shape) + _TAIL2.size + extra + _CRC.size
 
 
@@ -497,23 +505,23 @@ def write_vqd(codes: np.ndarray, K: int, data_shape: tuple[int, ...], fingerprin
         )
     if (modality in _LENGTHS) != (length is not None):
         raise InputError("a text or audio .vqd file needs the data's length (and only those have one)")
-    if (modality == "audio") != (sample_rate is not None):
-        raise InputError("an audio .vqd file needs the sample rate (and only audio has one)")
+    if (modality in _RATES) != (sample_rate is not None):
+        raise InputError("an audio or speech .vqd file needs the sample rate (and only those have one)")
     if length is not None:
         _check_length(length, count, shape[-1], InputError, modality)
     if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer))
                                     or not 1 <= sample_rate <= _U32_MAX):
         raise InputError(f"sample rate must be an integer in 1..{_U32_MAX}, got {sample_rate!r}")
     if coder is not None:
-        if modality == "audio":
-            raise InputError("entropy-coded (version 3) .vqd files do not hold audio; write it at fixed length")
+        if modality in _RATES:
+            raise InputError(f"entropy-coded (version 3) .vqd files do not hold {modality}; write it at fixed length")
         return _write_coded(arr, int(K), shape, bytes(fingerprint), modality, length, coder, block)
     if _version_for(shape, modality) == 1:
         header = _HEADER.pack(MAGIC, 1, 0, bytes(fingerprint), *map(int, shape), int(K), n, count)
     else:
         header = (_HEADER2.pack(MAGIC, 2, 0, bytes(fingerprint), MODALITY_CODES[modality], len(shape))
                   + struct.pack(f"<{len(shape)}H", *map(int, shape)) + _TAIL2.pack(int(K), n, count))
-        if modality == "audio":
+        if modality in _RATES:
             header += _AUDIO.pack(int(length), int(sample_rate))
         elif length is not None:
             header += _LENGTH.pack(int(length))
@@ -557,6 +565,11 @@ def _check_length(length, count: int, chunk: int, error, modality: str = "text")
     if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
         raise error(f"{modality} length must be a whole number, got {length!r}")
     low, high = (count - 1) * chunk + 1 if count else 0, count * chunk
+    if modality == "speech":  # blocks of `chunk` frames; a waveform of L samples has 1 + L // 64 frames
+        low, high = (max(count - 1, 0) * chunk) * SPEECH_HOP if count else 0, count * chunk * SPEECH_HOP - 1
+        if length < 0 or not count:
+            low, high = 0, -1
+        unit = f"frames ({SPEECH_HOP} samples each)"
     if not low <= length <= high:
         raise error(f"{modality} length {length} does not fit {count} chunks of {chunk} {unit} "
                     f"(must be {low}..{high})")
@@ -629,10 +642,10 @@ def read_header(data: bytes) -> VqdHeader:
         K, n, count = _TAIL2.unpack_from(data, _HEADER2.size + 2 * dims)
         if modality == "text":
             (length,) = _LENGTH.unpack_from(data, _HEADER2.size + 2 * dims + _TAIL2.size)
-        elif modality == "audio":
+        elif modality in _RATES:
             length, rate = _AUDIO.unpack_from(data, _HEADER2.size + 2 * dims + _TAIL2.size)
             if rate == 0:
-                raise VqdFormatError("invalid .vqd header: audio sample rate 0")
+                raise VqdFormatError(f"invalid .vqd header: {modality} sample rate 0")
         if length is not None:
             _check_length(length, count, shape[-1], lambda m: VqdFormatError(f"invalid .vqd header: {m}"), modality)
     if flags != 0:

@@ -86,9 +86,17 @@ class DecodeOptions:
     """The prior an entropy-coded file (version 3) was coded with."""
     progress: bool = True
     """Report progress when there is more than one batch."""
+    rate: int | None = None
+    """Audio and speech: write the waveform at this sample rate (Hz), resampled from the model's
+    (None: the model's rate)."""
 
     def __post_init__(self):
+        from ..core.config import MAX_SAMPLE_RATE
+
         check_batch(self.batch)
+        if self.rate is not None and (isinstance(self.rate, bool) or not isinstance(self.rate, int)
+                                      or not 1 <= self.rate <= MAX_SAMPLE_RATE):
+            raise InputError(f"rate must be a whole number of Hz in 1..{MAX_SAMPLE_RATE}, got {self.rate!r}")
 
 
 def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: int = 1, *,

@@ -4,6 +4,7 @@
     data_shape (C, H, W)     -> "image"
     data_shape (C, D, H, W)  -> "volume"
     modality "audio"         -> "audio" (mono clips (1, L) with a sample rate)
+    modality "speech"        -> "speech" (log-mel blocks (1, bands, frames) of mono audio)
 
 The modality follows from the rank of ``ModelConfig.data_shape``; a rank-1 model with the
 categorical likelihood is a text model (characters as classes, :mod:`vqdraw.data.text`). Every place that takes data for a model (the CLI verbs, the ``.vqd`` header
@@ -16,9 +17,15 @@ from __future__ import annotations
 
 from ..errors import InputError
 
-MODALITIES = ("sequence", "image", "volume", "text", "audio")
-"""The known modalities: by the data's spatial rank 1, 2, 3, text (rank 1, categorical) and audio
-(rank 1, named by the config's ``modality``)."""
+MODALITIES = ("sequence", "image", "volume", "text", "audio", "speech")
+"""The known modalities: by the data's spatial rank 1, 2, 3, text (rank 1, categorical), audio
+(rank 1) and speech (rank 2), the last two named by the config's ``modality``."""
+
+_NAMED = ("audio", "speech")
+"""The built-in modalities a config names (its data's shape alone does not say)."""
+
+_READS = {"speech": "audio"}
+"""Modalities whose models read another modality's files: a speech model reads WAV/FLAC audio."""
 
 _BY_RANK = {1: "sequence", 2: "image", 3: "volume"}
 
@@ -39,7 +46,7 @@ def register_name(name: str, stored_as: str) -> None:
 
 def known_modalities() -> tuple[str, ...]:
     """What ``ModelConfig.modality`` may name: "audio" and every registered plug-in."""
-    return ("audio", *_PLUGINS)
+    return (*_NAMED, *_PLUGINS)
 
 
 def stored_as(config) -> str:
@@ -54,6 +61,7 @@ _WHAT_TO_GIVE = {
     "sequence": "sequences",
     "text": "UTF-8 text files (or text:PATH, text-embedded, wikitext2)",
     "audio": "WAV/FLAC files (or audio:PATH, asterisk-en)",
+    "speech": "WAV/FLAC files (or audio:PATH, asterisk-en)",
 }
 
 
@@ -68,7 +76,7 @@ def modality_of_shape(data_shape) -> str:
 def modality_of(config) -> str:
     """The modality of a model config (anything with a ``data_shape``; ``likelihood`` optional)."""
     named = getattr(config, "modality", "")
-    if named == "audio" or named in _PLUGINS:
+    if named in _NAMED or named in _PLUGINS:
         return named
     modality = modality_of_shape(config.data_shape)
     if modality == "sequence" and getattr(config, "likelihood", None) == "categorical":
@@ -89,7 +97,8 @@ def check_modality(config, modality: str, source: str) -> None:
     (1x28x28 image); give it PNG/JPEG images (...)``.
     """
     ours = modality_of(config)
-    if modality != ours and modality != _PLUGINS.get(ours):  # a plug-in reads what its layout's modality reads
+    if modality != ours and modality != _PLUGINS.get(ours) and modality != _READS.get(ours):
+        # a plug-in reads what its layout's modality reads; a speech model reads audio files
         raise InputError(
             f"{source} holds {modality} data, but this model is {_article(ours)} {ours} model "
             f"({describe_shape(config.data_shape, ours)}); give it {_WHAT_TO_GIVE.get(ours, ours)}"

@@ -71,7 +71,8 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
     multiple of it are reduced to it by block maximum, text sequences are cut into chunks of it
     (:func:`.text.rechunk`); images are left as they are (their loaders fit them). Audio
     (``audio:PATH``, ``asterisk-en``) is resampled to ``sample_rate`` (default 8000 Hz) and cut into
-    clips of ``size[0]`` samples (default 2048), see :mod:`.audio`.
+    clips of ``size[0]`` samples (default 2048), see :mod:`.audio`; ``size=(bands, frames)`` (a
+    speech model's) gives log-mel blocks instead (:mod:`.spectral`).
     """
     if dataset_modality(name) == "audio":
         return _load_audio(name, split, size, sample_rate)
@@ -88,12 +89,13 @@ def _load_audio(name: str, split: str, size, sample_rate) -> Dataset:
 
     rate = sample_rate or audio.DEFAULT_RATE
     clip = size[0] if size else audio.DEFAULT_CLIP
+    mel = tuple(size) if size and len(size) == 2 else None  # a speech model's (bands, frames)
     if name in AUDIO_DATASETS:
-        return audio.load_asterisk_en(split, rate=rate, clip=clip)
+        return audio.load_asterisk_en(split, rate=rate, clip=clip, mel=mel)
     path = name[len(AUDIO_PREFIX):]
     if not path:
         raise DatasetError("audio: needs a path, as in audio:/path/to/wavs")
-    return audio.load_audio_path(path, split, rate, clip)
+    return audio.load_audio_path(path, split, rate, clip, mel=mel)
 
 
 def _load(name: str, split: str, data_dir, size) -> Dataset:

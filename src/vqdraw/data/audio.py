@@ -187,28 +187,42 @@ def split_files(files: list[Path], root: Path, split: str) -> list[Path]:
 
 
 def load_audio_path(path, split: str = "train", rate: int = DEFAULT_RATE, clip: int = DEFAULT_CLIP,
-                    name: str | None = None) -> Dataset:
+                    name: str | None = None, *, mel: tuple[int, int] | None = None) -> Dataset:
     """Clips (N, clip, 1) of mu-law levels from a folder of WAV/FLAC files or one file, resampled to
-    ``rate``; the split is by file (one file: by its clips)."""
+    ``rate``; the split is by file (one file: by its clips). ``mel=(bands, frames)``: log-mel blocks
+    (N, bands, frames, 1) for a speech model instead (:func:`vqdraw.data.spectral.mel_blocks`; the
+    train split's blocks overlap by half, the test split's do not)."""
     root = Path(path)
     name = name or f"audio:{path}"
     files = audio_files(root)
     if split not in ("train", "test"):
         raise DatasetError(f"{name}: unknown split {split!r} (train or test)")
+    if mel is None:
+        def cut(samples, part):
+            return to_clips(samples, clip)
+        empty, unit = np.zeros((0, clip, 1), np.uint8), f"clip of {clip} samples ({clip / rate:.3f} s)"
+    else:
+        from .spectral import HOP, mel_blocks
+
+        bands, frames = mel
+
+        def cut(samples, part):
+            return mel_blocks(samples, bands, frames, rate, stride=frames // 2 if part == "train" else frames)
+        empty, unit = np.zeros((0, bands, frames, 1), np.uint8), f"block of {frames} frames ({frames * HOP / rate:.3f} s)"
     if len(files) == 1:
         samples, have = read_audio(files[0])
-        clips = to_clips(resample(samples, have, rate), clip)
-        cut = len(clips) * 9 // 10
-        clips = clips[:cut] if split == "train" else clips[cut:]
+        clips = cut(resample(samples, have, rate), "test")
+        n = len(clips) * 9 // 10
+        clips = clips[:n] if split == "train" else clips[n:]
     else:
         chosen = split_files(files, root, split)
         parts = []
         for f in chosen:
             samples, have = read_audio(f)
-            parts.append(to_clips(resample(samples, have, rate), clip))
-        clips = np.concatenate(parts) if parts else np.zeros((0, clip, 1), np.uint8)
+            parts.append(cut(resample(samples, have, rate), split))
+        clips = np.concatenate(parts) if parts else empty
     if not len(clips):
-        raise DatasetError(f"{name}: the {split} split has no clip of {clip} samples ({clip / rate:.3f} s)")
+        raise DatasetError(f"{name}: the {split} split has no {unit}")
     return Dataset(np.ascontiguousarray(clips), None, name)
 
 
@@ -226,9 +240,10 @@ def asterisk_missing() -> str:
 
 
 def load_asterisk_en(split: str = "train", data_dir=None, rate: int = DEFAULT_RATE,
-                     clip: int = DEFAULT_CLIP) -> Dataset:
-    """Debian's asterisk-core-sounds-en-wav prompts (8 kHz mono WAV) as clips, split by file."""
+                     clip: int = DEFAULT_CLIP, *, mel: tuple[int, int] | None = None) -> Dataset:
+    """Debian's asterisk-core-sounds-en-wav prompts (8 kHz mono WAV) as clips (or ``mel`` blocks),
+    split by file."""
     folder = asterisk_dir()
     if folder is None:
         raise DatasetError(asterisk_missing())
-    return load_audio_path(folder, split, rate, clip, name=f"asterisk-en-{split}")
+    return load_audio_path(folder, split, rate, clip, name=f"asterisk-en-{split}", mel=mel)

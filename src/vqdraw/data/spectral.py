@@ -86,3 +86,76 @@ def waveform_from_log_mel(mel: torch.Tensor, length: int, rate: int = 8000, iter
     fb = mel_filterbank(mel.shape[0], rate)
     mag = (torch.linalg.pinv(fb) @ mel.exp()).clamp_min(0)
     return griffin_lim(mag, length, iters, seed)
+
+
+# ------------------------------------------------------------------ speech models' data
+LOG_LOW = -9.0
+"""The quietest log-mel value a speech model keeps (natural log; 0.01% of the loudest bands)."""
+LOG_HIGH = 4.0
+"""The loudest log-mel value a speech model keeps; [LOG_LOW, LOG_HIGH] maps to the 256 levels
+0..255, 0.051 nats (0.44 dB) apart."""
+LEVELS = 255
+
+
+def frames_of(length: int) -> int:
+    """The STFT frames of a waveform of ``length`` samples: one every :data:`HOP` samples, centred."""
+    return 1 + int(length) // HOP
+
+
+def mel_levels(samples, bands: int = 40, rate: int = 8000) -> np.ndarray:
+    """(bands, frames) uint8: the log mel spectrogram of a waveform on the 256 levels of
+    [:data:`LOG_LOW`, :data:`LOG_HIGH`]."""
+    mel = log_mel(samples, bands, rate).numpy()
+    return np.rint(np.clip((mel - LOG_LOW) / (LOG_HIGH - LOG_LOW), 0, 1) * LEVELS).astype(np.uint8)
+
+
+def mel_blocks(samples, bands: int = 40, frames: int = 16, rate: int = 8000, *, pad: bool = False,
+               stride: int | None = None) -> np.ndarray:
+    """(N, bands, frames, 1) uint8 blocks of consecutive frames of :func:`mel_levels` (a
+    :class:`~vqdraw.data.base.Dataset`'s image layout). ``stride`` frames between block starts
+    (default ``frames``: no overlap); ``pad`` keeps a last partial block, filled with level 0 (silence)."""
+    levels = mel_levels(samples, bands, rate)
+    return blocks_of(levels, frames, pad=pad, stride=stride)
+
+
+def blocks_of(levels: np.ndarray, frames: int, *, pad: bool = False, stride: int | None = None) -> np.ndarray:
+    """(N, bands, frames, 1) blocks of a (bands, F) level array (see :func:`mel_blocks`)."""
+    stride = stride or frames
+    total = levels.shape[1]
+    if pad:
+        n = max(1, -(-total // frames)) if stride == frames else max(1, -(-max(total - frames, 0) // stride) + 1)
+        need = (n - 1) * stride + frames
+        levels = np.pad(levels, ((0, 0), (0, max(need - total, 0))))
+    else:
+        n = 0 if total < frames else (total - frames) // stride + 1
+    idx = np.arange(n)[:, None] * stride + np.arange(frames)[None, :]
+    return np.ascontiguousarray(levels[:, idx].transpose(1, 0, 2)[..., None])
+
+
+def log_mel_of_blocks(data) -> torch.Tensor:
+    """A speech model's data (B, 1, bands, frames) in [0, 1] -> the (bands, B * frames) log mel
+    spectrogram of the blocks side by side (float64)."""
+    x = torch.as_tensor(data.detach().cpu() if hasattr(data, "detach") else data, dtype=torch.float64)
+    x = x.reshape(x.shape[0], x.shape[-2], x.shape[-1]).clamp(0, 1)
+    return (x.permute(1, 0, 2).reshape(x.shape[-2], -1)) * (LOG_HIGH - LOG_LOW) + LOG_LOW
+
+
+def waveform_of_blocks(data, length: int | None = None, rate: int = 8000, iters: int = 64,
+                       seed: int = 0) -> np.ndarray:
+    """The waveform of consecutive blocks (B, 1, bands, frames): their log mel spectrogram, cut to
+    the frames of ``length`` samples (default: every frame), through :func:`waveform_from_log_mel`."""
+    mel = log_mel_of_blocks(data)
+    if length is None:
+        length = (mel.shape[1] - 1) * HOP
+    mel = mel[:, :frames_of(length)]
+    if mel.shape[1] < frames_of(length):
+        mel = torch.nn.functional.pad(mel, (0, frames_of(length) - mel.shape[1]), value=LOG_LOW)
+    return waveform_from_log_mel(mel, length, rate, iters, seed).astype(np.float32)
+
+
+def log_spectral_distance(data, recon) -> float:
+    """Log-spectral distance (dB) between two speech models' data: per frame, the RMS over bands of
+    the difference of the mel spectra in dB, averaged over frames."""
+    a, b = log_mel_of_blocks(data), log_mel_of_blocks(recon)
+    db = (a - b) * (20 / math.log(10))
+    return float(db.pow(2).mean(0).sqrt().mean())

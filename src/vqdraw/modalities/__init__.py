@@ -1,6 +1,6 @@
 """The modality registry: one small class per kind of data, asked by the CLI verbs and the trainer.
 
-    modality_for(model.config)       -> the model's Modality (image, volume, sequence, text, audio)
+    modality_for(model.config)       -> the model's Modality (image, volume, sequence, text, audio, speech)
     check_inputs(config, files, ds)  -> one line when files or a dataset hold another kind of data
     path_modality("grid.npy")        -> "volume": what a file or folder given on the command line holds
 
@@ -24,11 +24,12 @@ from .audio import AudioModality
 from .base import DecodeOptions, EncodeOptions, Inputs, Modality
 from .image import ImageModality
 from .sequence import SequenceModality
+from .speech import SpeechModality
 from .text import TextModality
 from .volume import VolumeModality
 
 REGISTRY: dict[str, Modality] = {m.name: m for m in (ImageModality(), VolumeModality(), SequenceModality(),
-                                                      TextModality(), AudioModality())}
+                                                      TextModality(), AudioModality(), SpeechModality())}
 """Every modality by name."""
 
 _PATH_ORDER = ("text", "volume", "audio", "image")  # what a file or folder given on the command line holds

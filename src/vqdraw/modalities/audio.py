@@ -124,6 +124,13 @@ class AudioModality(Modality):
         rate = int(vqd.sample_rate)
         target = out if out.suffix.lower() == ".wav" else out / "decoded.wav"
         target.parent.mkdir(parents=True, exist_ok=True)
+        if options.rate and options.rate != rate:  # resampled as a whole (the polyphase filter spans pieces)
+            from ..data.audio import resample, write_wav
+
+            samples = resample(np.concatenate(list(pieces) or [np.zeros(0, np.float32)]), rate, options.rate)
+            write_wav(target, samples, options.rate)
+            return (f"{target}: {len(samples) / options.rate:.2f} s ({len(samples)} samples at {options.rate} Hz, "
+                    f"resampled from {rate} Hz) decoded from {source}")
         sf = _soundfile()
         bar = progress_bar(vqd.count, chunk=batch, desc="decode", unit=self.noun, enabled=progress)
         done = 0
