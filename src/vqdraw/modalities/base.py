@@ -343,5 +343,17 @@ def write_vqd_file(out, data: bytes) -> bytes:
     return data
 
 
+def write_codes_file(out, write, prior=None) -> bytes:
+    """Write the ``.vqd`` file of some codes at ``out`` and return its bytes: ``write(None)`` (fixed
+    length), or with a ``prior`` ``write(prior)`` (entropy-coded) unless that file would be the
+    larger (:func:`vqdraw.compress.codec.smaller_file`)."""
+    from ..compress.codec import smaller_file
+
+    data = write(None)
+    if prior is not None:
+        data = smaller_file(write(prior), data)
+    return write_vqd_file(out, data)
+
+
 def plural(n: int, word: str) -> str:
     return f"{n} {word}{'s' if n != 1 else ''}"

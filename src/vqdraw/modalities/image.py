@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Modality, decode_to_folder, is_entropy_coded, plural, progress_bar, write_vqd_file
+from .base import Modality, decode_to_folder, is_entropy_coded, plural, progress_bar, write_codes_file
 
 
 class ImageModality(Modality):
@@ -96,7 +96,7 @@ class ImageModality(Modality):
         import torch
 
         from ..compress.bitstream import bits_per_image, header_size
-        from ..compress.codec import compress_codes, encode_images, smaller_file
+        from ..compress.codec import compress_codes, encode_images
         from ..data.images import expand_image_paths, load_images
 
         paths = expand_image_paths(list(files))
@@ -117,10 +117,7 @@ class ImageModality(Modality):
         finally:
             bar.close()
         codes = torch.cat(codes)
-        blob = compress_codes(model, codes)
-        if options.prior is not None:  # entropy-coded unless that file would be the larger
-            blob = smaller_file(compress_codes(model, codes, prior=options.prior), blob)
-        data = write_vqd_file(out, blob)
+        data = write_codes_file(out, lambda prior: compress_codes(model, codes, prior=prior), options.prior)
         n = options.stages or model.stages
         count = len(paths)
         bits = bits_per_image(model.options, n)

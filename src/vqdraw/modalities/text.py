@@ -91,9 +91,8 @@ class TextModality(Modality):
 
     def encode(self, model, files, out, options):
         """The text files (joined) -> one .vqd file recording the text's length."""
-        from ..compress.codec import smaller_file
         from ..compress.text import encode_text, write_text_codes
-        from .base import progress_bar, write_vqd_file
+        from .base import progress_bar, write_codes_file
 
         stages, batch, prior = options.stages, options.batch, options.prior
         text = read_texts(files)
@@ -104,10 +103,7 @@ class TextModality(Modality):
             codes = encode_text(model, text, stages=stages, policy=options.policy, batch=batch, progress=bar.update)
         finally:
             bar.close()
-        data = write_text_codes(model, codes, len(text))
-        if prior is not None:  # entropy-coded unless that file would be the larger
-            data = smaller_file(write_text_codes(model, codes, len(text), prior=prior), data)
-        write_vqd_file(out, data)
+        data = write_codes_file(out, lambda p: write_text_codes(model, codes, len(text), prior=p), prior)
         return (f"{out}: {len(text)} characters in {chunks} chunk{'s' if chunks != 1 else ''} of {length}, "
                 f"{stages or model.stages} stages of K={model.options}, {len(data)} bytes "
                 f"= {8 * len(data) / max(chunks, 1):.1f} bits per chunk, "

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from .base import Modality, decode_to_folder, plural, write_vqd_file
+from .base import Modality, decode_to_folder, plural, write_codes_file
 
 
 class VolumeModality(Modality):
@@ -93,7 +93,7 @@ class VolumeModality(Modality):
         import torch
 
         from ..compress.bitstream import bits_per_image, header_size
-        from ..compress.codec import compress_codes, encode_images, smaller_file
+        from ..compress.codec import compress_codes, encode_images
         from ..data.voxels import load_voxel_files
         from .base import is_entropy_coded, progress_bar
 
@@ -110,10 +110,7 @@ class VolumeModality(Modality):
         finally:
             bar.close()
         codes = torch.cat(codes)
-        blob = compress_codes(model, codes)
-        if options.prior is not None:  # entropy-coded unless that file would be the larger
-            blob = smaller_file(compress_codes(model, codes, prior=options.prior), blob)
-        data = write_vqd_file(out, blob)
+        data = write_codes_file(out, lambda prior: compress_codes(model, codes, prior=prior), options.prior)
         n = options.stages or model.stages
         shape = tuple(model.config.data_shape)
         coded = is_entropy_coded(data)
