@@ -298,3 +298,20 @@ def test_cli_decode_of_a_v3_file_with_appended_words_is_one_line(tmp_path, capsy
         err = capsys.readouterr().err.strip()
         assert rc == 2 and "\n" not in err and "corrupt .vqd" in err, err
         assert not (tmp_path / name).exists()
+
+
+def test_a_64kb_all_zero_payload_is_refused_within_5_seconds():
+    """The issue's 64 KB file (286 s of range decoding before): zero words declaring as many items as
+    the header's bound allows, under a prior of the issue's size (K=64, N=10, GRU width 128)."""
+    from vqdraw.prior import Prior, PriorConfig, PriorNet
+
+    torch.manual_seed(0)
+    prior = Prior(PriorNet(PriorConfig(64, 10, hidden=128)))
+    good = write_vqd(np.random.default_rng(0).integers(0, 64, (20, 10)), 64, (1, 28, 28), bytes(16), coder=prior)
+    payload = 65536
+    count = bitstream.SYMBOLS_PER_BIT * (8 * payload + bitstream.SLACK_BITS) // 10
+    start = time.perf_counter()
+    with pytest.raises(VqdFormatError, match="ran past the end") as info:
+        read_vqd(reframed(good, bytes(payload), count=count), coder=prior)
+    one_line(info.value)
+    assert time.perf_counter() - start < 5.0
