@@ -35,3 +35,22 @@ def test_round_trip_keeps_the_spectrogram_and_repeats():
     assert float((a - b).norm() / a.norm()) < 0.15  # the spectra agree (0.087 measured; noise: 1.1)
     exact = griffin_lim(magnitude(x), len(x), iters=64)
     assert float((magnitude(exact) - a).norm() / a.norm()) < 0.08  # 0.042 measured
+
+
+def test_long_spectrograms_are_made_and_inverted_in_segments_with_the_same_values():
+    """mel_levels works a segment at a time yet equals the whole-waveform log mel; a spectrogram
+    longer than one Griffin-Lim segment is rebuilt in overlapping segments, finite and of the
+    asked length, and keeps the waveform's spectrogram about as well as one segment does."""
+    from vqdraw.data import spectral
+
+    rng = np.random.default_rng(0)
+    x = (0.2 * np.sin(np.arange(spectral.SEGMENT * HOP + 3000) / 8000 * 2 * np.pi * 300)
+         + 0.01 * rng.standard_normal(spectral.SEGMENT * HOP + 3000)).astype(np.float32)
+    mel = log_mel(x)
+    levels = np.rint(np.clip((mel.numpy() - spectral.LOG_LOW) / (spectral.LOG_HIGH - spectral.LOG_LOW), 0, 1) * 255)
+    assert np.array_equal(spectral.mel_levels(x), levels.astype(np.uint8))
+    assert spectral.mel_levels(x[:10]).shape == (40, 1)  # shorter than a window: one frame
+    y = waveform_from_log_mel(mel, len(x), iters=8)
+    assert y.shape == x.shape and np.isfinite(y).all()
+    err = (log_mel(y) - mel).abs().mean()
+    assert float(err) < 1.0, float(err)

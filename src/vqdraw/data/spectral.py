@@ -81,11 +81,42 @@ def griffin_lim(mag: torch.Tensor, length: int, iters: int = 64, seed: int = 0) 
 
 def waveform_from_log_mel(mel: torch.Tensor, length: int, rate: int = 8000, iters: int = 64,
                           seed: int = 0) -> np.ndarray:
-    """A waveform of ``length`` samples from a (bands, frames) log mel spectrogram."""
+    """A waveform of ``length`` samples from a (bands, frames) log mel spectrogram.
+
+    Up to :data:`SEGMENT` frames (16 s at 8 kHz) go through Griffin-Lim at once. A longer one is
+    rebuilt in segments of that many frames that overlap their neighbours by :data:`OVERLAP` frames
+    on each side, blended by weights that ramp over the overlaps (the seam's first and last 256
+    samples, where a segment's STFT lacks its neighbours, get none), so memory stays that of one
+    segment whatever the length."""
     mel = torch.as_tensor(mel, dtype=torch.float64)
-    fb = mel_filterbank(mel.shape[0], rate)
-    mag = (torch.linalg.pinv(fb) @ mel.exp()).clamp_min(0)
-    return griffin_lim(mag, length, iters, seed)
+    fb_inverse = torch.linalg.pinv(mel_filterbank(mel.shape[0], rate))
+    frames = mel.shape[1]
+    if frames <= SEGMENT:
+        return griffin_lim((fb_inverse @ mel.exp()).clamp_min(0), length, iters, seed)
+    out = np.zeros(length, np.float64)
+    weight = np.zeros(length, np.float64)
+    for k, first in enumerate(range(0, frames, SEGMENT)):
+        a, b = max(0, first - OVERLAP), min(frames, first + SEGMENT + OVERLAP)
+        start = a * HOP
+        n = min(length, (b - 1) * HOP) - start
+        if n <= 0:
+            continue
+        y = griffin_lim((fb_inverse @ mel[:, a:b].exp()).clamp_min(0), n, iters, seed + k)
+        t = np.arange(n, dtype=np.float64)
+        rise = np.inf if a == 0 else t - N_FFT
+        fall = np.inf if start + n >= length else (n - 1 - t) - N_FFT
+        w = np.clip(np.minimum(rise, fall) / RAMP, 0, 1) if a or start + n < length else np.ones(n)
+        out[start: start + n] += w * y
+        weight[start: start + n] += w
+    return (out / np.maximum(weight, 1e-12)).astype(np.float32)
+
+
+SEGMENT = 2048
+"""Frames rebuilt by one Griffin-Lim run (16 s at 8 kHz); longer spectrograms go in segments."""
+OVERLAP = 32
+"""Frames a segment reaches into each neighbour (256 ms at 8 kHz)."""
+RAMP = 1024
+"""Samples over which a segment's weight rises from 0 to 1 inside an overlap."""
 
 
 # ------------------------------------------------------------------ speech models' data
@@ -104,9 +135,30 @@ def frames_of(length: int) -> int:
 
 def mel_levels(samples, bands: int = 40, rate: int = 8000) -> np.ndarray:
     """(bands, frames) uint8: the log mel spectrogram of a waveform on the 256 levels of
-    [:data:`LOG_LOW`, :data:`LOG_HIGH`]."""
-    mel = log_mel(samples, bands, rate).numpy()
-    return np.rint(np.clip((mel - LOG_LOW) / (LOG_HIGH - LOG_LOW), 0, 1) * LEVELS).astype(np.uint8)
+    [:data:`LOG_LOW`, :data:`LOG_HIGH`], computed :data:`SEGMENT` frames at a time (the same
+    values as :func:`log_mel` of the whole waveform, in memory of one segment plus the samples)."""
+    x = np.asarray(samples, dtype=np.float32).reshape(-1)
+    frames = frames_of(len(x))
+    fb = mel_filterbank(bands, rate)
+    half = N_FFT // 2
+    if len(x) == 0:
+        x = np.zeros(1, np.float32)
+    out = np.empty((bands, frames), np.uint8)
+    for f0 in range(0, frames, SEGMENT):
+        f1 = min(frames, f0 + SEGMENT)
+        lo, hi = f0 * HOP - half, (f1 - 1) * HOP + half  # the samples frames f0..f1-1 see, centred
+        seg = x[max(lo, 0): min(hi, len(x))].astype(np.float64)
+        left = -lo if lo < 0 else 0  # reflected at the waveform's ends, as torch.stft(center=True) does
+        right = hi - len(x) if hi > len(x) else 0
+        seg = np.pad(seg, (left, right), mode="reflect") if left or right else seg
+        spec = torch.stft(torch.from_numpy(seg), N_FFT, HOP, window=torch.hann_window(N_FFT, dtype=torch.float64),
+                          center=False, return_complex=True).abs()
+        out[:, f0:f1] = _levels((fb @ spec).clamp_min(FLOOR).log())
+    return out
+
+
+def _levels(mel: torch.Tensor) -> np.ndarray:
+    return np.rint(np.clip((mel.numpy() - LOG_LOW) / (LOG_HIGH - LOG_LOW), 0, 1) * LEVELS).astype(np.uint8)
 
 
 def mel_blocks(samples, bands: int = 40, frames: int = 16, rate: int = 8000, *, pad: bool = False,
