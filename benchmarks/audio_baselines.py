@@ -133,6 +133,7 @@ def main() -> int:
 
     points = sorted(set(args.prefixes or [*range(8, model.stages + 1, 8), model.stages]))
     systems: dict[str, dict] = {}
+    heard: dict[str, np.ndarray] = {}  # the first file as each system decodes it (--examples)
 
     def record(name, bitrate_nominal, decoded, nbytes, t):
         aligned = [align(x, y, max_lag) for x, y in zip(originals, decoded)]
@@ -158,6 +159,7 @@ def main() -> int:
         if examples:
             slug = name.lower().replace(" ", "-").replace("/", "")
             adata.write_wav(examples / f"{slug}.wav", aligned[0], rate)
+            heard[name] = aligned[0]
         print(name, json.dumps(systems[name]), file=sys.stderr, flush=True)
 
     # VQ-DRAW: codes once, then files of each prefix
@@ -202,8 +204,33 @@ def main() -> int:
     (out / f"{args.name}.json").write_text(json.dumps(report, indent=1) + "\n")
     if args.picture:
         picture(report, args.picture)
+    if examples:
+        spectrograms(originals[0], heard, rate, examples / "spectrograms.png", report["file_names"][0])
     print(json.dumps(report, indent=1))
     return 0
+
+
+def spectrograms(original: np.ndarray, heard: dict, rate: int, path, name: str) -> None:
+    """The first file's spectrogram, original and as each system decodes it, one row each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vqdraw.modalities.audio import spectrogram
+
+    rows = [("original", original)] + list(heard.items())
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.05 * len(rows) + 0.5), squeeze=False)
+    for ax, (label, y) in zip(axes[:, 0], rows):
+        ax.imshow(spectrogram(y), origin="lower", aspect="auto", cmap="magma", vmin=-60, vmax=30,
+                  extent=(0, len(y) / rate, 0, rate / 2000))
+        ax.set_ylabel(label.replace(" kbit/s", "k").replace(" stages", " st."), fontsize=6, rotation=0,
+                      ha="right", va="center")
+        ax.tick_params(labelsize=5)
+    axes[-1, 0].set_xlabel("seconds (0-4 kHz)", fontsize=6)
+    fig.suptitle(f"{name}: spectrogram as each system decodes it", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def picture(report: dict, path) -> None:

@@ -25,13 +25,13 @@ def run(args) -> int:
 
     from ..baselines import model_kind
     from ..evaluate.codestats import code_statistics, distinct_codes, encode_images, save_heatmap
-    from ..data import load_dataset
+    from ..data import load_dataset_for
     from ..errors import InputError
     from ..io import atomic_write_json
     from ._evaluation import load, output_dir
 
     model, path, dataset = load(args)
-    images = load_dataset(dataset, args.split, args.data_dir)
+    images = load_dataset_for(model.config, dataset, args.split, args.data_dir)
     if images.data_shape != tuple(model.config.data_shape):
         raise InputError(f"dataset {dataset} has images of shape {images.data_shape}, the model takes "
                          f"{tuple(model.config.data_shape)}")

@@ -458,14 +458,13 @@ def train_test_splits(args, model, default: str | None = None):
     (distill, prior): --dataset, else the one the model was trained on, else `default`; items
     fitted to the model's size (voxel grids reduced, text cut to its length) and checked."""
     from ..baselines import run_dataset
-    from ..data import load_dataset
+    from ..data import load_dataset_for
     from ..errors import InputError
 
     name = args.dataset or run_dataset(args.model) or default
     if name is None:
         raise InputError(f"{args.model} does not say which dataset it was trained on; pass --dataset")
-    size = tuple(model.config.data_shape[1:])
-    splits = [load_dataset(name, split, args.data_dir, size=size) for split in ("train", "test")]
+    splits = [load_dataset_for(model.config, name, split, args.data_dir) for split in ("train", "test")]
     for split in splits:
         if tuple(split.data_shape) != tuple(model.config.data_shape):
             raise InputError(f"dataset {name} has items of shape {tuple(split.data_shape)}, the model takes "

@@ -32,7 +32,7 @@ def run(args) -> int:
 
     from ..evaluate import nll
     from ..baselines import run_dataset
-    from ..data import balanced_subset, load_dataset
+    from ..data import balanced_subset, load_dataset_for
     from ..data.binarize import BinarizedSet
     from ..errors import InputError
     from ..core.model import VQDraw
@@ -44,7 +44,7 @@ def run(args) -> int:
     if name is None:
         raise InputError(f"{path} does not say which dataset it was trained on; pass --dataset")
     how = args.binarize or _run_binarize(path) or "none"
-    test = load_dataset(name, "test", args.data_dir)
+    test = load_dataset_for(model.config, name, "test", args.data_dir)
     if test.data_shape != tuple(model.config.data_shape):
         raise InputError(f"dataset {name} has items of shape {test.data_shape}, the model takes "
                          f"{tuple(model.config.data_shape)}")

@@ -25,7 +25,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..data import load_dataset
+    from ..data import load_dataset_for
     from ..errors import InputError
     from ..io import atomic_write_json
     from ..evaluate.probe import ProbeRecipe, probe_model, save_probe_plot
@@ -34,8 +34,8 @@ def run(args) -> int:
     if args.epochs < 1:
         raise InputError("--epochs must be at least 1")
     model, path, dataset = load(args)
-    train = load_dataset(dataset, "train", args.data_dir)
-    test = load_dataset(dataset, "test", args.data_dir)
+    train = load_dataset_for(model.config, dataset, "train", args.data_dir)
+    test = load_dataset_for(model.config, dataset, "test", args.data_dir)
     if test.data_shape != tuple(model.config.data_shape):
         raise InputError(f"dataset {dataset} has images of shape {test.data_shape}, the model takes "
                          f"{tuple(model.config.data_shape)}")

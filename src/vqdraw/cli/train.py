@@ -171,7 +171,7 @@ def run(args) -> int:
 
 def _load_data(name: str, args, model_cfg: ModelConfig):
     """Train and test splits. An image folder is fitted to the model's size and channels."""
-    from ..data import FOLDER_PREFIX, DatasetError, ensure_downloaded, load_dataset
+    from ..data import FOLDER_PREFIX, DatasetError, ensure_downloaded, load_dataset_for
     from ..data.download import CATALOGUE, status
     from ..modalities import check_inputs
 
@@ -191,6 +191,4 @@ def _load_data(name: str, args, model_cfg: ModelConfig):
         raise DatasetError(f"the {name} dataset is not in {st.folder} (missing {', '.join(st.missing)}): "
                            f"add --download to fetch it{offline}")
     # voxel grids of a whole multiple of the model's size are reduced, text cut to its length
-    size = tuple(model_cfg.data_shape[1:])
-    rate = model_cfg.sample_rate or None  # audio: resampled to the model's rate
-    return tuple(load_dataset(name, s, args.data_dir, size=size, sample_rate=rate) for s in ("train", "test"))
+    return tuple(load_dataset_for(model_cfg, name, s, args.data_dir) for s in ("train", "test"))

@@ -84,6 +84,14 @@ def load_dataset(name: str, split: str = "train", data_dir: str | Path | None = 
     return data
 
 
+def load_dataset_for(config, name: str, split: str = "train", data_dir: str | Path | None = None) -> Dataset:
+    """:func:`load_dataset` at a model's size: ``config`` (a ModelConfig) gives the spatial size
+    (``data_shape[1:]``: text chunk length, voxel grid size, audio clip or speech block) and an
+    audio or speech model's sample rate. Every verb that reads a dataset for a model asks this."""
+    return load_dataset(name, split, data_dir, size=tuple(config.data_shape[1:]),
+                        sample_rate=getattr(config, "sample_rate", 0) or None)
+
+
 def _load_audio(name: str, split: str, size, sample_rate) -> Dataset:
     from . import audio
 
@@ -139,4 +147,4 @@ def dataset_modality(name: str) -> str:
 
 
 __all__ = ["DatasetError", "Dataset", "LOADERS", "balanced_subset", "dataset_modality", "dataset_names", "default_data_dir",
-           "ensure_downloaded", "load_dataset"]
+           "ensure_downloaded", "load_dataset", "load_dataset_for"]

@@ -79,14 +79,13 @@ class Modality:
 
     def test_set(self, model, inputs: Inputs):
         """The dataset's test split at the model's size; a shape that differs is one line."""
-        from ..data import load_dataset
+        from ..data import load_dataset_for
         from ..errors import InputError
 
         if inputs.dataset is None:
             raise InputError(f"no {self.noun} files given and the model folder does not say its dataset; "
                              "pass --dataset")
-        test = load_dataset(inputs.dataset, "test", inputs.data_dir, size=tuple(model.config.data_shape[1:]),
-                            sample_rate=getattr(model.config, "sample_rate", 0) or None)
+        test = load_dataset_for(model.config, inputs.dataset, "test", inputs.data_dir)
         if test.data_shape != tuple(model.config.data_shape):
             raise InputError(f"dataset {inputs.dataset} has {self.noun}s of shape {test.data_shape}, the model "
                              f"takes {tuple(model.config.data_shape)}")

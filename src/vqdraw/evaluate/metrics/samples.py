@@ -96,14 +96,14 @@ def evaluate_samples(
         feature_net, feature_meta = features
     else:
         feature_net = features
-    from ...data import balanced_subset, load_dataset
+    from ...data import balanced_subset, load_dataset_for
     from ...errors import InputError
     from .features import features_dir, load_feature_net
 
     if count < 4:
         raise InputError("--count must be at least 4 (k-NN precision/recall uses k = 3)")
-    test = load_dataset(dataset, "test", data_dir)
-    train = load_dataset(dataset, "train", data_dir)
+    test = load_dataset_for(model.config, dataset, "test", data_dir)
+    train = load_dataset_for(model.config, dataset, "train", data_dir)
     if test.data_shape != tuple(model.config.data_shape):
         raise InputError(f"dataset {dataset} has images of shape {test.data_shape}, the model "
                          f"makes {tuple(model.config.data_shape)}")
