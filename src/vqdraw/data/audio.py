@@ -69,21 +69,43 @@ def read_audio(path, *, channels: int = 1, mix: bool = False) -> tuple[np.ndarra
                 raise DatasetError(f"{p}: {have} channels ({'stereo' if have == 2 else 'multichannel'}); "
                                    f"the model takes mono audio; mix it down first, e.g. "
                                    f"sox {p.name} -c 1 mono.wav")
-            data = f.read(dtype="float32", always_2d=True)
+            if frames > MAX_SAMPLES:
+                raise DatasetError(f"{p}: declares {frames:,} samples, more than vqdraw reads ({MAX_SAMPLES:,})")
+            try:  # filled block by block: pages past a truncated file's end are never touched
+                mono = np.empty(frames, np.float32)
+            except MemoryError:
+                raise DatasetError(f"{p}: {frames:,} samples do not fit in memory") from None
+            done = 0
+            while done < frames:
+                block = f.read(min(BLOCK, frames - done), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                _check_finite(p, block, done)
+                mono[done: done + len(block)] = block[:, 0] if have == 1 else block.mean(axis=1, dtype=np.float32)
+                done += len(block)
     except DatasetError:
         raise
     except (RuntimeError, sf.LibsndfileError, OSError, ValueError) as exc:  # LibsndfileError: a RuntimeError
         raise DatasetError(f"{p}: not readable audio ({_short(exc)})") from None
-    if len(data) < frames:
-        raise DatasetError(f"{p}: truncated audio file ({len(data)} of the {frames} samples its header declares)")
-    if len(data) == 0:
+    if done < frames:
+        raise DatasetError(f"{p}: truncated audio file ({done} of the {frames} samples its header declares)")
+    if done == 0:
         raise DatasetError(f"{p}: no samples (0-length audio)")
-    bad = ~np.isfinite(data).all(axis=1)
-    if bad.any():  # a float WAV may hold NaN or infinity: no mu-law level means anything for them
-        raise DatasetError(f"{p}: {int(bad.sum()):,} samples are NaN or infinite (the first at sample "
-                           f"{int(np.argmax(bad)):,}); float audio must be finite")
-    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
-    return np.ascontiguousarray(mono), int(rate)
+    return mono, int(rate)
+
+
+BLOCK = 1 << 18
+"""Frames read (and mixed down) at a time: the file's samples are held once, as float32 mono."""
+MAX_SAMPLES = 1 << 34
+"""The most samples a file may declare (about 25 days at 8 kHz; 64 GiB as float32)."""
+
+
+def _check_finite(p, block: np.ndarray, offset: int) -> None:
+    """A float WAV may hold NaN or infinity: no mu-law level or spectrum means anything for them."""
+    bad = ~np.isfinite(block).all(axis=1)
+    if bad.any():
+        raise DatasetError(f"{p}: samples are NaN or infinite (the first at sample {offset + int(np.argmax(bad)):,}; "
+                           f"{int(bad.sum()):,} of the {len(block):,} read with it); float audio must be finite")
 
 
 def _check_riff_size(p: Path) -> None:
@@ -117,10 +139,16 @@ def write_wav(path, samples: np.ndarray, rate: int) -> None:
 
 
 def mu_law_encode(x: np.ndarray) -> np.ndarray:
-    """Samples in [-1, 1] -> uint8 mu-law levels 0..255 (128 is silence's level)."""
-    x = np.clip(np.asarray(x, dtype=np.float64), -1.0, 1.0)
-    y = np.sign(x) * np.log1p(MU * np.abs(x)) / math.log1p(MU)
-    return np.clip(np.rint((y + 1) / 2 * MU), 0, MU).astype(np.uint8)
+    """Samples in [-1, 1] -> uint8 mu-law levels 0..255 (128 is silence's level), computed
+    :data:`BLOCK` samples at a time (memory: the levels plus one block's float64 work)."""
+    x = np.asarray(x)
+    out = np.empty(x.shape, np.uint8)
+    flat, dest = x.reshape(-1), out.reshape(-1)
+    for i in range(0, flat.size, BLOCK):
+        part = np.clip(flat[i: i + BLOCK].astype(np.float64), -1.0, 1.0)
+        y = np.sign(part) * np.log1p(MU * np.abs(part)) / math.log1p(MU)
+        dest[i: i + BLOCK] = np.clip(np.rint((y + 1) / 2 * MU), 0, MU)
+    return out
 
 
 def mu_law_decode(k) -> np.ndarray:
@@ -145,7 +173,28 @@ def resample(x: np.ndarray, rate: int, target: int) -> np.ndarray:
     except ImportError:  # pragma: no cover
         raise DatasetError(f"resampling {rate} Hz audio to {target} Hz needs scipy (pip install scipy)") from None
     g = math.gcd(rate, target)
-    return resample_poly(x, target // g, rate // g).astype(np.float32)
+    up, down = target // g, rate // g
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) <= 4 * RESAMPLE_CHUNK:
+        return resample_poly(x, up, down).astype(np.float32)
+    # In pieces, each with `pad` input samples of context on both sides (more than the filter's
+    # reach); every piece starts on a multiple of `down` input samples, so its outputs fall on the
+    # whole waveform's output grid and the kept ones equal resample_poly of the whole (to rounding).
+    n_out = -(-len(x) * up // down)
+    out = np.empty(n_out, np.float32)
+    step = RESAMPLE_CHUNK // down * down or down
+    pad = -(-(40 * max(up, down) // up + 16) // down) * down
+    for start in range(0, len(x), step):
+        lo, hi = max(0, start - pad), min(len(x), start + step + pad)
+        y = resample_poly(x[lo:hi], up, down)
+        first = start * up // down
+        last = min(n_out, (start + step) * up // down) if start + step < len(x) else n_out
+        out[first:last] = y[first - lo * up // down: last - lo * up // down]
+    return out
+
+
+RESAMPLE_CHUNK = 1 << 20
+"""Input samples resampled at a time (longer waveforms go in overlapping pieces)."""
 
 
 def to_clips(samples: np.ndarray, clip: int, *, pad: bool = False) -> np.ndarray:

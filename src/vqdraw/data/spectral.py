@@ -81,34 +81,53 @@ def griffin_lim(mag: torch.Tensor, length: int, iters: int = 64, seed: int = 0) 
 
 def waveform_from_log_mel(mel: torch.Tensor, length: int, rate: int = 8000, iters: int = 64,
                           seed: int = 0) -> np.ndarray:
-    """A waveform of ``length`` samples from a (bands, frames) log mel spectrogram.
+    """A waveform of ``length`` samples from a (bands, frames) log mel spectrogram (the pieces of
+    :func:`waveform_pieces`, joined)."""
+    pieces = list(waveform_pieces(mel, length, rate, iters, seed))
+    return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+
+
+def waveform_pieces(mel: torch.Tensor, length: int, rate: int = 8000, iters: int = 64, seed: int = 0):
+    """The waveform of a (bands, frames) log mel spectrogram (any float dtype), as consecutive
+    float32 pieces that add up to ``length`` samples.
 
     Up to :data:`SEGMENT` frames (16 s at 8 kHz) go through Griffin-Lim at once. A longer one is
     rebuilt in segments of that many frames that overlap their neighbours by :data:`OVERLAP` frames
     on each side, blended by weights that ramp over the overlaps (the seam's first and last 256
-    samples, where a segment's STFT lacks its neighbours, get none), so memory stays that of one
-    segment whatever the length."""
-    mel = torch.as_tensor(mel, dtype=torch.float64)
+    samples, where a segment's STFT lacks its neighbours, get none). A piece is yielded as soon as
+    no later segment reaches it, so memory stays that of one segment whatever the length."""
+    mel = torch.as_tensor(mel)
     fb_inverse = torch.linalg.pinv(mel_filterbank(mel.shape[0], rate))
     frames = mel.shape[1]
     if frames <= SEGMENT:
-        return griffin_lim((fb_inverse @ mel.exp()).clamp_min(0), length, iters, seed)
-    out = np.zeros(length, np.float64)
-    weight = np.zeros(length, np.float64)
+        yield griffin_lim((fb_inverse @ mel.to(torch.float64).exp()).clamp_min(0), length, iters,
+                          seed).astype(np.float32)
+        return
+    out = weight = None  # the blended samples not yet yielded, from sample `held` on
+    held = 0
     for k, first in enumerate(range(0, frames, SEGMENT)):
         a, b = max(0, first - OVERLAP), min(frames, first + SEGMENT + OVERLAP)
         start = a * HOP
-        n = min(length, (b - 1) * HOP) - start
+        n = (length if b == frames else min(length, (b - 1) * HOP)) - start  # the last runs to the end
         if n <= 0:
             continue
-        y = griffin_lim((fb_inverse @ mel[:, a:b].exp()).clamp_min(0), n, iters, seed + k)
+        y = griffin_lim((fb_inverse @ mel[:, a:b].to(torch.float64).exp()).clamp_min(0), n, iters, seed + k)
         t = np.arange(n, dtype=np.float64)
         rise = np.inf if a == 0 else t - N_FFT
         fall = np.inf if start + n >= length else (n - 1 - t) - N_FFT
         w = np.clip(np.minimum(rise, fall) / RAMP, 0, 1) if a or start + n < length else np.ones(n)
-        out[start: start + n] += w * y
-        weight[start: start + n] += w
-    return (out / np.maximum(weight, 1e-12)).astype(np.float32)
+        if out is None:
+            out, weight, held = w * y, w, start
+            continue
+        if start > held:  # nothing after this segment reaches before its start
+            cut = start - held
+            yield (out[:cut] / np.maximum(weight[:cut], 1e-12)).astype(np.float32)
+            out, weight, held = out[cut:], weight[cut:], start
+        both = min(len(out), n)
+        out = np.concatenate([out[:both] + w[:both] * y[:both], w[both:] * y[both:]])
+        weight = np.concatenate([weight[:both] + w[:both], w[both:]])
+    if out is not None:
+        yield (out / np.maximum(weight, 1e-12)).astype(np.float32)
 
 
 SEGMENT = 2048
@@ -184,10 +203,10 @@ def blocks_of(levels: np.ndarray, frames: int, *, pad: bool = False, stride: int
     return np.ascontiguousarray(levels[:, idx].transpose(1, 0, 2)[..., None])
 
 
-def log_mel_of_blocks(data) -> torch.Tensor:
+def log_mel_of_blocks(data, dtype=torch.float64) -> torch.Tensor:
     """A speech model's data (B, 1, bands, frames) in [0, 1] -> the (bands, B * frames) log mel
-    spectrogram of the blocks side by side (float64)."""
-    x = torch.as_tensor(data.detach().cpu() if hasattr(data, "detach") else data, dtype=torch.float64)
+    spectrogram of the blocks side by side (float64, or ``dtype``)."""
+    x = torch.as_tensor(data.detach().cpu() if hasattr(data, "detach") else data, dtype=dtype)
     x = x.reshape(x.shape[0], x.shape[-2], x.shape[-1]).clamp(0, 1)
     return (x.permute(1, 0, 2).reshape(x.shape[-2], -1)) * (LOG_HIGH - LOG_LOW) + LOG_LOW
 

@@ -123,17 +123,25 @@ class SpeechModality(AudioModality):
 
     def decode(self, model, data, out, options, *, source):
         """OUT is a .wav file, or a folder that gets decoded.wav, at the model's rate or ``options.rate``."""
-        from ..data.audio import resample, write_wav
+        from ..data.audio import _soundfile, resample, write_wav
+        from ..io import atomic_writer
 
-        samples, rate = decompress_speech(model, data, stages=options.stages, batch=options.batch)
+        vqd, pieces = decompress_speech_pieces(model, data, stages=options.stages, batch=options.batch)
+        rate = int(vqd.sample_rate)
         want = options.rate or rate
-        if want != rate:
-            samples = resample(samples, rate, want)
         target = out if out.suffix.lower() == ".wav" else out / "decoded.wav"
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_wav(target, samples, want)
-        resampled = f", resampled from {rate} Hz" if want != rate else ""
-        return f"{target}: {len(samples) / want:.2f} s ({len(samples)} samples at {want} Hz{resampled}) decoded from {source}"
+        if want != rate:  # resampled as a whole (the polyphase filter spans pieces)
+            samples = resample(np.concatenate(list(pieces)), rate, want)
+            write_wav(target, samples, want)
+            return (f"{target}: {len(samples) / want:.2f} s ({len(samples)} samples at {want} Hz, resampled "
+                    f"from {rate} Hz) decoded from {source}")
+        sf = _soundfile()
+        with atomic_writer(target) as f, sf.SoundFile(f, mode="w", samplerate=rate, channels=1, subtype="PCM_16",
+                                                       format="WAV") as wav:
+            for piece in pieces:  # the same bytes as write_wav of the whole waveform
+                wav.write(np.clip(piece, -1, 1))
+        return f"{target}: {vqd.length / rate:.2f} s ({vqd.length} samples at {rate} Hz) decoded from {source}"
 
     # -------------------------------------------------------------- training
     def write_run_outputs(self, model, run_dir, test_data, title=""):
@@ -214,11 +222,22 @@ def compress_speech(model, samples: np.ndarray, *, stages: int | None = None, ba
 def decompress_speech(model, data: bytes, *, stages: int | None = None, batch: int = 256) -> tuple[np.ndarray, int]:
     """The waveform of a ``.vqd`` file made by :func:`compress_speech` (float32 samples of the
     recorded length) and the recorded sample rate."""
+    vqd, pieces = decompress_speech_pieces(model, data, stages=stages, batch=batch)
+    parts = list(pieces)
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), int(vqd.sample_rate)
+
+
+def decompress_speech_pieces(model, data: bytes, *, stages: int | None = None, batch: int = 256):
+    """:func:`decompress_speech` a piece at a time: ``(VqdFile, pieces)``. The blocks are decoded
+    ``batch`` at a time into one float32 log mel spectrogram (bands x 4 bytes a frame); ``pieces``
+    then yields the waveform 16 s at a time as Griffin-Lim rebuilds it
+    (:func:`vqdraw.data.spectral.waveform_pieces`). The file and ``stages`` are checked before this
+    returns."""
     import torch
 
     from ..compress.codec import check_file_stages, read_file
     from ..core.inputs import check_batch
-    from ..data.spectral import waveform_of_blocks
+    from ..data.spectral import LOG_LOW, frames_of, log_mel_of_blocks, waveform_pieces
     from ..errors import InputError
 
     vqd = read_file(model, data)
@@ -226,8 +245,16 @@ def decompress_speech(model, data: bytes, *, stages: int | None = None, batch: i
         raise InputError(f"the file records {vqd.sample_rate} Hz audio, the model makes {model.config.sample_rate} Hz")
     batch = check_batch(batch)
     codes = torch.from_numpy(vqd.codes[:, :check_file_stages(vqd, stages, "block")])
-    blocks = torch.cat([model.decode(codes[i: i + batch]).cpu() for i in range(0, vqd.count, batch)])
-    return waveform_of_blocks(blocks, int(vqd.length), int(vqd.sample_rate)), int(vqd.sample_rate)
+    bands, frames = _bands_frames(model)
+    length = int(vqd.length)
+    mel = torch.full((bands, frames_of(length)), LOG_LOW, dtype=torch.float32)
+    for i in range(0, vqd.count, batch):
+        part = log_mel_of_blocks(model.decode(codes[i: i + batch]).cpu(), dtype=torch.float32)
+        lo = i * frames
+        take = min(part.shape[1], mel.shape[1] - lo)
+        if take > 0:
+            mel[:, lo: lo + take] = part[:, :take]
+    return vqd, waveform_pieces(mel, length, int(vqd.sample_rate))
 
 
 # ------------------------------------------------------------------ pictures
