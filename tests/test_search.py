@@ -12,7 +12,7 @@ from vqdraw.core.config import ModelConfig, RefinerConfig
 from vqdraw.errors import InputError
 from vqdraw.core.model import EncodeResult, VQDraw
 from vqdraw.core.search import beam_search, final_losses
-from vqdraw.core.stageloop import beam_stages
+from vqdraw.core.stageloop import Beam, beam_stages
 
 TINY = ModelConfig(
     (1, 28, 28), options=8, stages=4, segment=2,
@@ -128,7 +128,9 @@ def test_encode_and_reconstruct_with_beam(trained):
     assert model.encode(x[:4], beam=3, stages=2).shape == (4, 2)
     res = model.encode(x[:4], beam=3, return_reconstruction=True)
     assert res.losses.shape == (4, model.stages, model.options)
-    assert torch.equal(model.reconstruct(x[:4], beam=3), res.reconstruction)
+    assert torch.equal(model.reconstruct(x[:4], policy=Beam(3)), res.reconstruction)
+    with pytest.warns(DeprecationWarning, match="policy=Beam"):
+        assert torch.equal(model.reconstruct(x[:4], beam=3), res.reconstruction)
     empty = model.encode(x[:4], beam=3, stages=0, return_reconstruction=True)
     assert empty.codes.shape == (4, 0)
 

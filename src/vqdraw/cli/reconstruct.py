@@ -50,15 +50,17 @@ def _reconstruct(model, data, args, unit: str):
     the same), with progress: a wide beam costs seconds per item."""
     import torch
 
+    from ..core.stageloop import Beam
     from ..modalities.base import progress_bar
 
+    policy = Beam(args.beam)
     chunk = max(1, 256 // args.beam)
     bar = progress_bar(len(data), chunk=chunk, desc="reconstruct", unit=unit, enabled=not args.no_progress)
     parts = []
     try:
         for i in range(0, len(data), chunk):
-            parts.append(model.reconstruct(data[i: i + chunk], stages=args.stages, beam=args.beam))
+            parts.append(model.reconstruct(data[i: i + chunk], stages=args.stages, policy=policy))
             bar.update(len(parts[-1]))
     finally:
         bar.close()
-    return torch.cat(parts) if parts else model.reconstruct(data, stages=args.stages, beam=args.beam)
+    return torch.cat(parts) if parts else model.reconstruct(data, stages=args.stages, policy=policy)

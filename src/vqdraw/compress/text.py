@@ -122,10 +122,10 @@ def sample_lines(model, n: int, *, generator: torch.Generator | None = None) -> 
     return sequences_to_text(model.sample(n, generator=generator))
 
 
-def reconstruct_lines(model, data: torch.Tensor, *, stages: int | None = None, beam: int = 1) -> list[str]:
-    """Reconstructions of data (B, 1, L) as strings."""
+def reconstruct_lines(model, data: torch.Tensor, *, stages: int | None = None, policy=None) -> list[str]:
+    """Reconstructions of data (B, 1, L) as strings (``policy`` as in :meth:`VQDraw.encode`)."""
     check_text_model(model)
-    return sequences_to_text(model.reconstruct(data, stages=stages, beam=beam))
+    return sequences_to_text(model.reconstruct(data, stages=stages, policy=policy))
 
 
 def stage_lines(model, data: torch.Tensor, stages=None) -> list[tuple[int, list[str]]]:

@@ -201,9 +201,16 @@ class VQDraw(nn.Module):
         with torch.inference_mode():
             return self.likelihood.to_data(trace.canvas)
 
-    def reconstruct(self, x: torch.Tensor, stages: int | None = None, beam: int = 1) -> torch.Tensor:
-        """Encode then decode, at the cost of one encode."""
-        return self.encode(x, stages=stages, return_reconstruction=True, policy=Beam(check_beam(beam))).reconstruction
+    def reconstruct(self, x: torch.Tensor, stages: int | None = None, beam: int | None = None, *,
+                    policy: Policy | None = None) -> torch.Tensor:
+        """Encode then decode, at the cost of one encode; ``policy`` as in :meth:`encode`
+        (``beam=W`` is the deprecated spelling of ``policy=Beam(W)``)."""
+        if beam is not None:
+            warnings.warn("reconstruct(beam=W) is deprecated: pass policy=Beam(W)", DeprecationWarning, stacklevel=2)
+            if policy is not None:
+                raise InputError("give policy= or beam=, not both")
+            policy = Beam(check_beam(beam))
+        return self.encode(x, stages=stages, return_reconstruction=True, policy=policy).reconstruction
 
     def sample(self, n: int, *, stages: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
         """Decode `n` uniformly random codes (the model's prior is uniform)."""
