@@ -18,7 +18,7 @@ from pathlib import Path
 
 
 def read_run(folder: Path) -> dict | None:
-    m = re.fullmatch(r"(.+)-(plain|contrastive)-(\d+)", folder.name)
+    m = re.fullmatch(r"(.+)-(plain|contrastive\d*)-(\d+)", folder.name)
     probe = folder / "evaluation" / "probe.json"
     if not m or not probe.exists():
         return None
@@ -74,7 +74,7 @@ def picture(table: dict, path) -> None:
 
     datasets = sorted({k.rsplit(" ", 1)[0] for k in table})
     fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 3.6), squeeze=False)
-    colours = {"plain": "#1f5fbf", "contrastive": "#cf222e"}
+    colours = {"plain": "#1f5fbf", "contrastive": "#cf222e", "contrastive5": "#bf8700"}
     for ax, d in zip(axes[0], datasets):
         for objective, colour in colours.items():
             row = table.get(f"{d} {objective}")
