@@ -235,7 +235,7 @@ async function openVqd(file) {
 
 class VqdFormatError extends Error {}
 
-const MODALITIES = { 1: ["image", 3], 2: ["volume", 4], 3: ["sequence", 2], 4: ["text", 2], 5: ["audio", 2] };
+const MODALITIES = { 1: ["image", 3], 2: ["volume", 4], 3: ["sequence", 2], 4: ["text", 2], 5: ["audio", 2], 6: ["speech", 3] };
 const MAX_MIXED_RADIX_BITS = 16384;
 
 // ceil(n log2 K), exactly: the bit length of K^n - 1
@@ -287,11 +287,11 @@ function readVqd(data, model) {
     at = 28;
   } else {
     const code = data[22], dims = data[23];
-    if (!(code in MODALITIES)) fail(`invalid .vqd header: unknown modality code ${code} (known: 1 image, 2 volume, 3 sequence, 4 text, 5 audio)`);
+    if (!(code in MODALITIES)) fail(`invalid .vqd header: unknown modality code ${code} (known: 1 image, 2 volume, 3 sequence, 4 text, 5 audio, 6 speech)`);
     let want;
     [modality, want] = MODALITIES[code];
     if (dims !== want) fail(`invalid .vqd header: ${modality} data with ${dims} dimensions (must be ${want})`);
-    extra = { text: 8, audio: 12 }[modality] || 0;
+    extra = { text: 8, audio: 12, speech: 12 }[modality] || 0;
     const fixed = 36 + 2 * dims + extra;
     if (len < fixed) fail(`truncated .vqd file: expected at least ${fixed} bytes, got ${len}`);
     shape = [];
@@ -301,12 +301,17 @@ function readVqd(data, model) {
   const K = view.getUint16(at, true), n = view.getUint16(at + 2, true), count = view.getUint32(at + 4, true);
   if (extra) {
     length = Number(view.getBigUint64(at + 8, true));
-    if (modality === "audio" && view.getUint32(at + 16, true) === 0) fail("invalid .vqd header: audio sample rate 0");
+    if (modality !== "text" && view.getUint32(at + 16, true) === 0) fail(`invalid .vqd header: ${modality} sample rate 0`);
     const chunk = shape[shape.length - 1];
-    const low = count ? (count - 1) * chunk + 1 : 0, high = count * chunk;
+    let low = count ? (count - 1) * chunk + 1 : 0, high = count * chunk;
+    let unit = modality === "text" ? "characters" : "samples";
+    if (modality === "speech") {  // blocks of `chunk` frames, a frame every 64 samples: 1 + length // 64 frames
+      [low, high] = count ? [(count - 1) * chunk * 64, count * chunk * 64 - 1] : [0, -1];
+      unit = "frames (64 samples each)";
+    }
     if (length < low || length > high) {
       fail(`invalid .vqd header: ${modality} length ${length} does not fit ${count} chunks of ${chunk} ` +
-        `${modality === "audio" ? "samples" : "characters"} (must be ${low}..${high})`);
+        `${unit} (must be ${low}..${high})`);
     }
   }
   if (flags !== 0) fail(`unsupported .vqd flags 0x${flags.toString(16).padStart(2, "0")} (version ${version} requires 0)`);
