@@ -184,3 +184,14 @@ def test_training_lowers_the_loss_and_writes_wavs_and_spectrograms(voices, tmp_p
     assert main(["reconstruct", str(run), "--dataset", f"audio:{voices}", "--count", "4"]) == 0
     assert "log-spectral distance" in capsys.readouterr().out
     assert main(["stages", str(run), "--dataset", f"audio:{voices}", "-o", str(tmp_path / "s.png")]) == 0
+
+
+@pytest.mark.parametrize("samples", [1, 80, 128, 129, 1000])
+def test_files_shorter_than_a_window_round_trip(tmp_path, samples):
+    """One sample, or fewer than half an STFT window: one block, the same length back."""
+    model = tiny_speech_model()
+    x = voice(samples / RATE + 1e-9, 200)[:samples]
+    data = compress_speech(model, x)
+    assert read_header(data).count == -(-spectral.frames_of(samples) // FRAMES)
+    y, rate = decompress_speech(model, data)
+    assert rate == RATE and len(y) == samples and np.isfinite(y).all()

@@ -68,6 +68,10 @@ def griffin_lim(mag: torch.Tensor, length: int, iters: int = 64, seed: int = 0) 
     """A waveform of ``length`` samples whose STFT magnitude approaches ``mag`` (fast Griffin-Lim,
     momentum 0.99, from seeded random phase)."""
     mag = torch.as_tensor(mag, dtype=torch.float64)
+    if length <= N_FFT // 2:  # shorter than half a window: rebuilt within a silent 129-sample waveform
+        longer = N_FFT // 2 + 1
+        mag = torch.nn.functional.pad(mag, (0, 1 + longer // HOP - mag.shape[1]))
+        return griffin_lim(mag, longer, iters, seed)[:length]
     g = torch.Generator().manual_seed(seed)
     angles = torch.exp(2j * math.pi * torch.rand(mag.shape, generator=g, dtype=torch.float64))
     previous = torch.zeros_like(angles)
