@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import itertools
+import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,7 +14,7 @@ from vqdraw.core.config import ModelConfig, RefinerConfig
 from vqdraw.errors import InputError
 from vqdraw.core.model import EncodeResult, VQDraw
 from vqdraw.core.search import beam_search, final_losses
-from vqdraw.core.stageloop import Beam, beam_stages
+from vqdraw.core.stageloop import Beam, Policy, beam_stages
 
 TINY = ModelConfig(
     (1, 28, 28), options=8, stages=4, segment=2,
@@ -191,3 +193,61 @@ def test_encode_takes_policy_objects_and_a_custom_policy(tiny_model, digits):
     assert torch.allclose(res.reconstruction, tiny_model.decode(res.codes), atol=1e-5)
     with pytest.raises(InputError, match="policy must be"):
         tiny_model.encode(digits, policy="beam")
+
+
+def test_the_library_takes_policies_and_warns_on_beam_integers(tiny_model, digits):
+    """compress, compress_text, the rate-distortion curves and the NLL bounds take ``policy=`` like
+    model.encode; ``beam=W`` still works for one release, with a DeprecationWarning."""
+    from vqdraw.compress.codec import compress, decompress, encode_images
+    from vqdraw.compress.text import compress_text, decompress_text, encode_text
+    from vqdraw.evaluate.nll import nll_bounds
+    from vqdraw.evaluate.ratedistortion import vqdraw_curves
+
+    x = digits[:4]
+    beamed = tiny_model.encode(x, policy=Beam(3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the policy spelling warns about nothing
+        data = compress(tiny_model, x, policy=Beam(3))
+        assert torch.equal(encode_images(tiny_model, x, policy=Beam(3)), beamed.cpu())
+    assert np.array_equal(decompress(tiny_model, data)[1].codes, beamed.cpu().numpy())
+    with pytest.warns(DeprecationWarning, match=r"compress\(beam=W\) is deprecated"):
+        assert compress(tiny_model, x, beam=3) == data
+    with pytest.raises(InputError, match="not both"):
+        compress(tiny_model, x, beam=3, policy=Beam(3))
+    with pytest.raises(InputError, match="policy must be"):
+        compress(tiny_model, x, policy=3)
+    with pytest.raises(InputError, match="beam width"):
+        encode_images(tiny_model, x, policy=Beam(10**9))
+
+    class SecondBest(Policy):
+        def choose(self, losses, choice, j):
+            return None, losses.argsort(dim=1)[:, 1], None
+
+    assert torch.equal(encode_images(tiny_model, x, policy=SecondBest()),
+                       tiny_model.encode(x, policy=SecondBest()).cpu())
+
+    from vqdraw.core.config import RefinerConfig as R
+
+    text = VQDraw(ModelConfig((1, 16), 4, 3, 3, mean=(0.5,), std=(0.5,), likelihood="categorical", categories=256,
+                              refiner=R(down=(), body=(8,), up=(), head_kernel=3))).eval()
+    line = "a policy object, not a beam integer"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        coded = compress_text(text, line, policy=Beam(2))
+    assert len(decompress_text(text, coded)) == len(line)
+    assert encode_text(text, line, policy=Beam(2)).shape == (3, 3)  # 35 characters in chunks of 16
+    with pytest.warns(DeprecationWarning, match="compress_text"):
+        assert compress_text(text, line, beam=2) == coded
+
+    binary = (x > 0.5).float()
+    bern = VQDraw(ModelConfig((1, 28, 28), options=4, stages=2, segment=2, likelihood="bernoulli",
+                              refiner=RefinerConfig(down=(8, 8), body=(16,), up=(8, 8)))).eval()
+    rows = nll_bounds(bern, binary, policy=Beam(2))
+    with pytest.warns(DeprecationWarning, match="nll_bounds"):
+        assert nll_bounds(bern, binary, beam=2) == rows
+    assert [r["beam"] for r in rows] == [2, 2]
+    with pytest.raises(InputError, match="Greedy\\(\\) or Beam"):
+        nll_bounds(bern, binary, policy=SecondBest())
+
+    curves, _ = vqdraw_curves(tiny_model, x, policy=Beam(2))
+    assert "beam search, width 2" in curves[0]["description"]

@@ -219,6 +219,14 @@ def add_model_arg(p: argparse.ArgumentParser, *, rest: str | None = None, help: 
         add_device_arg(p)
 
 
+def policy_of(args):
+    """The stage loop's policy for a verb's ``--beam W``: ``Beam(W)`` above 1, else ``Greedy()``."""
+    from ..core.stageloop import Beam, Greedy
+
+    width = getattr(args, "beam", 1)
+    return Beam(width) if width > 1 else Greedy()
+
+
 def resolve_model(args) -> None:
     """Set ``args.model`` from the positional MODEL or -m/--model (called by the CLI's main).
 

@@ -61,9 +61,9 @@ def run(args) -> int:
 def encode_options(args, prior=None):
     """The one :class:`~vqdraw.compress.codec.EncodeOptions` the command hands down to the codec."""
     from ..compress.codec import EncodeOptions
-    from ..core.stageloop import Beam, Greedy
+    from .common import policy_of
 
-    return EncodeOptions(stages=args.stages, policy=Beam(args.beam) if args.beam > 1 else Greedy(),
+    return EncodeOptions(stages=args.stages, policy=policy_of(args),
                          batch=args.batch, fit=args.fit, prior=prior, progress=not args.no_progress)
 
 

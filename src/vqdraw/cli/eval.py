@@ -48,7 +48,7 @@ def run(args) -> int:
     from ..evaluate import rdplots
     from ..errors import InputError
     from ..modalities import check_inputs, modality_for
-    from .common import load_inputs, load_model
+    from .common import load_inputs, load_model, policy_of
 
     model = load_model(args)
     check_inputs(model.config, args.images, args.dataset)
@@ -65,7 +65,7 @@ def run(args) -> int:
         from ..prior import load_prior
 
         prior = load_prior(args.model, model)
-    report, recon = rd.evaluate(model, images, batch_size=args.batch, beam=args.beam, source=_source(args),
+    report, recon = rd.evaluate(model, images, batch_size=args.batch, policy=policy_of(args), source=_source(args),
                                 prior=prior)
     report["model"]["path"] = str(args.model)
     created = not out.exists()

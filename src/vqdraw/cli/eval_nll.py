@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ._evaluation import add_model_and_data_args
-from .common import MAX_BEAM, MAX_COUNT, positive_int
+from .common import MAX_BEAM, MAX_COUNT, policy_of, positive_int
 
 
 def register(sub) -> None:
@@ -55,7 +55,7 @@ def run(args) -> int:
         from ..prior import load_prior
 
         prior = load_prior(path, model)
-    rows = nll.nll_bounds(model, x, beam=args.beam, prior=prior)
+    rows = nll.nll_bounds(model, x, policy=policy_of(args), prior=prior)
     out = Path(args.output) if args.output else Path(path) / "nll"
     try:
         out.mkdir(parents=True, exist_ok=True)

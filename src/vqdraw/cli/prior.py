@@ -106,6 +106,7 @@ def split_codes(model, items, limit, beam: int, progress: bool, desc: str):
     import torch
 
     from ..compress.codec import encode_images
+    from ..core.stageloop import Beam, Greedy
     from ..modalities.base import progress_bar  # a bar on a terminal, plain lines in a log
 
     n = len(items) if limit is None else min(limit, len(items))
@@ -116,7 +117,7 @@ def split_codes(model, items, limit, beam: int, progress: bool, desc: str):
         with torch.no_grad():
             for start in range(0, n, batch):
                 x = items.batch(range(start, min(n, start + batch)), model.device)
-                out.append(encode_images(model, x, beam=beam))
+                out.append(encode_images(model, x, policy=Beam(beam) if beam > 1 else Greedy()))
                 bar.update(len(x))
     finally:
         bar.close()

@@ -50,10 +50,10 @@ def _reconstruct(model, data, args, unit: str):
     the same), with progress: a wide beam costs seconds per item."""
     import torch
 
-    from ..core.stageloop import Beam
     from ..modalities.base import progress_bar
+    from .common import policy_of
 
-    policy = Beam(args.beam)
+    policy = policy_of(args)
     chunk = max(1, 256 // args.beam)
     bar = progress_bar(len(data), chunk=chunk, desc="reconstruct", unit=unit, enabled=not args.no_progress)
     parts = []

@@ -26,8 +26,8 @@ import torch
 from .bitstream import VqdFile, read_vqd, write_vqd
 from ..errors import InputError
 from ..core.modality import stored_as
-from ..core.inputs import check_batch, check_data, check_stages
-from ..core.stageloop import Beam, Greedy, Policy
+from ..core.inputs import check_batch, check_data, check_policy, check_stages
+from ..core.stageloop import Greedy, Policy
 
 MAX_VQD_BYTES = 256 << 20
 """The largest .vqd file read (256 MiB: millions of images at a few dozen bits each)."""
@@ -68,9 +68,9 @@ class EncodeOptions:
 
     def __post_init__(self):
         check_batch(self.batch)
-        if not isinstance(self.policy, Policy):
-            raise InputError(f"policy must be a vqdraw Policy (Greedy(), Beam(width), ...), "
-                             f"got {type(self.policy).__name__}")
+        if self.policy is None:
+            object.__setattr__(self, "policy", Greedy())
+        check_policy(self.policy)
 
 
 @dataclass(frozen=True)
@@ -99,17 +99,18 @@ class DecodeOptions:
             raise InputError(f"rate must be a whole number of Hz in 1..{MAX_SAMPLE_RATE}, got {self.rate!r}")
 
 
-def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: int = 1, *,
+def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: int | None = None, *,
                   policy: Policy | None = None) -> torch.Tensor:
     """``model.encode`` for a compressor: data (B, *data_shape), e.g. images (B, C, H, W) or
-    volumes (B, C, D, H, W), floats in [0, 1], ``stages`` in 1..N (default N), ``beam`` >= 1 (beam
-    search when > 1; or any ``policy``). Returns int64 codes (B, n) on the CPU.
+    volumes (B, C, D, H, W), floats in [0, 1], ``stages`` in 1..N (default N), ``policy`` how each
+    stage chooses (greedy by default; ``Beam(W)`` for beam search; ``beam=W`` is its deprecated
+    spelling). Returns int64 codes (B, n) on the CPU.
 
-    The checks are the library's own (:mod:`vqdraw.core.inputs`, run by ``model.encode``): the
-    stage count here (a file holds at least one stage), the beam width and the data there.
+    The checks are the library's own (:mod:`vqdraw.core.inputs`): the stage count here (a file holds
+    at least one stage), the policy and the data in ``model.encode``.
     """
     n = check_stages(model.config, stages, low=1)
-    policy = Beam(beam) if policy is None else policy
+    policy = check_policy(policy, beam, "encode_images")
     if isinstance(images, torch.Tensor) and images.dim() and images.shape[0] == 0:
         check_data(model.config, images, "cpu")  # refused as model.encode would; an empty batch has no codes
         return torch.zeros((0, n), dtype=torch.int64)
@@ -143,14 +144,16 @@ def smaller_file(coded: bytes, fixed: bytes) -> bytes:
     return coded if len(coded) <= len(fixed) else fixed
 
 
-def compress(model, images: torch.Tensor, stages: int | None = None, beam: int = 1, prior=None) -> bytes:
+def compress(model, images: torch.Tensor, stages: int | None = None, beam: int | None = None, prior=None, *,
+             policy: Policy | None = None) -> bytes:
     """Encode images (B, C, H, W) in [0, 1] and pack their codes into one ``.vqd`` file.
 
     ``stages`` keeps only the first ``stages`` codes of each image (fewer bits, a coarser
-    image); ``beam`` > 1 asks the encoder for beam search; ``prior``: entropy-code the codes
-    with it (see :func:`compress_codes`). Inverse: :func:`decompress`.
+    image); ``policy=Beam(W)`` asks the encoder for beam search (``beam=W``: deprecated); ``prior``:
+    entropy-code the codes with it (see :func:`compress_codes`). Inverse: :func:`decompress`.
     """
-    return compress_codes(model, encode_images(model, images, stages=stages, beam=beam), prior=prior)
+    policy = check_policy(policy, beam, "compress")
+    return compress_codes(model, encode_images(model, images, stages=stages, policy=policy), prior=prior)
 
 
 def read_file(model, data: bytes, prior=None) -> VqdFile:

@@ -24,7 +24,7 @@ import torch
 
 from .bitstream import write_vqd
 from .codec import check_file_stages, encode_images, read_file
-from ..core.inputs import check_batch, check_stages
+from ..core.inputs import check_batch, check_policy, check_stages
 from ..data.text import VOCAB_SIZE, encode_characters, sequences_to_text, text_to_data
 from ..errors import InputError
 from ..core.modality import modality_of
@@ -54,13 +54,15 @@ def text_data_for(model, text: str) -> torch.Tensor:
     return text_to_data(text, model.config.data_shape[-1]).to(model.device)
 
 
-def compress_text(model, text: str, *, stages: int | None = None, beam: int = 1, batch: int = 64,
+def compress_text(model, text: str, *, stages: int | None = None, beam: int | None = None, batch: int = 64,
                   prior=None, progress=None, policy=None) -> bytes:
     """One ``.vqd`` file for ``text``: its chunks' codes, and the text's length in characters
     (entropy-coded with ``prior`` when given). The text is turned into the model's data ``batch``
     chunks at a time, so memory beyond the text and its codes does not grow with its length;
-    ``progress(k)`` (optional) is called after each batch of ``k`` chunks."""
-    codes = encode_text(model, text, stages=stages, beam=beam, batch=batch, progress=progress, policy=policy)
+    ``progress(k)`` (optional) is called after each batch of ``k`` chunks; ``policy`` as in
+    :func:`encode_text`."""
+    policy = check_policy(policy, beam, "compress_text")
+    codes = encode_text(model, text, stages=stages, batch=batch, progress=progress, policy=policy)
     return write_text_codes(model, codes, len(text), prior=prior)
 
 
@@ -72,18 +74,20 @@ def write_text_codes(model, codes: torch.Tensor, length: int, *, prior=None) -> 
                      modality="text", length=length, coder=prior)
 
 
-def encode_text(model, text: str, *, stages: int | None = None, beam: int = 1, batch: int = 64,
+def encode_text(model, text: str, *, stages: int | None = None, beam: int | None = None, batch: int = 64,
                 progress=None, policy=None) -> torch.Tensor:
     """The codes (chunks, n) of ``text`` cut into chunks of the model's length (the last padded);
-    ``policy`` (a :class:`~vqdraw.core.stageloop.Policy`) instead of ``beam``."""
+    ``policy`` (a :class:`~vqdraw.core.stageloop.Policy`, greedy by default; ``beam=W``: the
+    deprecated spelling of ``policy=Beam(W)``)."""
     check_text_model(model)
+    policy = check_policy(policy, beam, "encode_text")
     stages, batch = check_stages(model.config, stages, low=1), check_batch(batch)
     length = model.config.data_shape[-1]
     step = batch * length  # characters per batch
     codes = []
     for start in range(0, len(text), step):
         data = text_to_data(text[start: start + step], length).to(model.device)
-        codes.append(encode_images(model, data, stages, beam, policy=policy))
+        codes.append(encode_images(model, data, stages, policy=policy))
         if progress is not None:
             progress(len(data))
     return torch.cat(codes) if codes else torch.zeros((0, stages or model.stages), dtype=torch.int64)

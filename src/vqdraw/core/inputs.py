@@ -5,10 +5,12 @@ distilled encoder) checks its inputs here, once."""
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 
 from .config import MAX_BEAM, MAX_OUTPUT_BYTES, ModelConfig
+from .stageloop import Beam, Policy
 from ..errors import InputError
 
 _CODE_DTYPES = (torch.int64, torch.int32, torch.int16, torch.uint8)
@@ -59,6 +61,24 @@ def check_beam(beam) -> int:
     if isinstance(beam, bool) or not isinstance(beam, numbers.Integral) or not 1 <= beam <= MAX_BEAM:
         raise InputError(f"beam width must be a whole number in 1..{MAX_BEAM}, got {beam!r:.40}")
     return int(beam)
+
+
+def check_policy(policy, beam=None, where: str = "encode", stacklevel: int = 3) -> Policy | None:
+    """How stages choose, from a public call's ``policy=`` (a :class:`~vqdraw.core.stageloop.Policy`,
+    or None for greedy) and its deprecated ``beam=W`` (a warning, then ``Beam(W)``); both at once, or
+    a policy that is not a Policy, is refused. A beam width is checked here, before any canvas."""
+    if beam is not None:
+        warnings.warn(f"{where}(beam=W) is deprecated: pass policy=Beam(W)", DeprecationWarning,
+                      stacklevel=stacklevel)
+        if policy is not None:
+            raise InputError("give policy= or beam=, not both")
+        policy = Beam(check_beam(beam))
+    if policy is not None and not isinstance(policy, Policy):
+        raise InputError(f"policy must be a vqdraw Policy (Greedy(), Beam(width), Follow(codes), ...), "
+                         f"got {type(policy).__name__:.40}")
+    if isinstance(policy, Beam):
+        check_beam(policy.width)
+    return policy
 
 
 def check_batch(batch) -> int:

@@ -25,7 +25,7 @@ import torch.nn as nn
 from .. import runs
 from .config import Contrastive, ModelConfig, get_preset, override
 from ..errors import ConfigError, InputError
-from .inputs import check_beam, check_codes, check_count, check_data, check_output, check_stages
+from .inputs import check_beam, check_codes, check_policy, check_count, check_data, check_output, check_stages
 from .likelihood import make_likelihood
 from .losses import choice_agreement_nce, objective, shifted_view
 from .refiner import make_refiner
@@ -131,22 +131,15 @@ class VQDraw(nn.Module):
         ``beam=W`` is the deprecated spelling of ``policy=Beam(W)``.
         """
         n = check_stages(self.config, stages)
-        if beam is not None:
-            warnings.warn("encode(beam=W) is deprecated: pass policy=Beam(W)", DeprecationWarning, stacklevel=2)
-            if policy is not None:
-                raise InputError("give policy= or beam=, not both")
-            policy = Beam(check_beam(beam))
+        policy = check_policy(policy, beam, "encode")
         if isinstance(policy, Follow):
             if prefix is not None:
                 raise InputError("give policy=Follow(codes) or prefix=, not both")
             policy, prefix = None, policy.codes
-        width = check_beam(policy.width) if isinstance(policy, Beam) else 1
+        width = policy.width if isinstance(policy, Beam) else 1
         if type(policy) is Greedy or width == 1 and isinstance(policy, Beam):
             policy = None
         x = check_data(self.config, x, self.device)
-        if policy is not None and not isinstance(policy, Policy):
-            raise InputError(f"policy must be a vqdraw Policy (Greedy(), Beam(width), Follow(codes), ...), "
-                             f"got {type(policy).__name__}")
         if encoder is not None and policy is not None:
             raise InputError("a one-pass encoder chooses every code itself: no policy")
         if prefix is not None:
@@ -205,11 +198,7 @@ class VQDraw(nn.Module):
                     policy: Policy | None = None) -> torch.Tensor:
         """Encode then decode, at the cost of one encode; ``policy`` as in :meth:`encode`
         (``beam=W`` is the deprecated spelling of ``policy=Beam(W)``)."""
-        if beam is not None:
-            warnings.warn("reconstruct(beam=W) is deprecated: pass policy=Beam(W)", DeprecationWarning, stacklevel=2)
-            if policy is not None:
-                raise InputError("give policy= or beam=, not both")
-            policy = Beam(check_beam(beam))
+        policy = check_policy(policy, beam, "reconstruct")
         return self.encode(x, stages=stages, return_reconstruction=True, policy=policy).reconstruction
 
     def sample(self, n: int, *, stages: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -41,7 +41,9 @@ import math
 
 import torch
 
-from ..core.inputs import check_data
+from ..core.inputs import check_data, check_policy
+from ..core.stageloop import Beam, Greedy
+from ..errors import InputError
 from ..core.search import _check_beam, search_stages
 
 ROWS_PER_SEARCH = 256
@@ -70,7 +72,7 @@ def mse_sigmas(model, x: torch.Tensor) -> list[float]:
     return [max(math.sqrt(s / x[0].numel() / x.shape[0]), floor) for s in sq]
 
 
-def nll_bounds(model, x: torch.Tensor, *, beam: int = 1, prior=None) -> list[dict]:
+def nll_bounds(model, x: torch.Tensor, *, policy=None, prior=None, beam: int | None = None) -> list[dict]:
     """The single-code and marginal bounds for every prefix n = 1..N over data `x` (B, C, *S)
     (see the module docstring): one dict per prefix with ``stages``, ``nats_single``,
     ``nats_marginal``, ``bits_per_dim_single``, ``bits_per_dim_marginal`` (means over the items),
@@ -80,7 +82,15 @@ def nll_bounds(model, x: torch.Tensor, *, beam: int = 1, prior=None) -> list[dic
     ``bits_per_dim_*_prior`` and ``nats_code_prior`` (mean -log p(c*)).
 
     Raises InputError (or ConfigError) when the model's likelihood has no discretisation rule for
-    these data (bernoulli: data not 0/1; the others: data not on their grid)."""
+    these data (bernoulli: data not 0/1; the others: data not on their grid).
+
+    ``policy``: ``Greedy()`` (the default) or ``Beam(B)``, whose width B sets the searches that make
+    up S (:func:`ladder`); ``beam=B`` is the deprecated spelling."""
+    policy = check_policy(policy, beam, "nll_bounds")
+    if policy is not None and not isinstance(policy, (Greedy, Beam)):
+        raise InputError(f"the bounds search with beams: policy must be Greedy() or Beam(width), "
+                         f"got {type(policy).__name__:.40}")
+    beam = policy.width if isinstance(policy, Beam) else 1
     widths = ladder(beam)
     x = check_data(model.config, x, model.device)
     model.likelihood.check_levels(x)

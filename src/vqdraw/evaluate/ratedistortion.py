@@ -52,6 +52,8 @@ import torch
 from ..compress.bitstream import bits_per_image, header_size
 from ..compress.codec import compress_codes, decompress, encode_images, read_file
 from ..compress.codecs_classical import JPEG, JPEG_QUALITIES, WEBP_QUALITIES, WebP
+from ..core.inputs import check_policy
+from ..core.stageloop import Beam
 from ..errors import InputError
 from .metrics import distortion as dm
 
@@ -124,7 +126,7 @@ def _sync(device) -> None:
 
 
 def vqdraw_curves(
-    model, images: torch.Tensor, batch_size: int = 256, beam: int = 1, prior=None
+    model, images: torch.Tensor, batch_size: int = 256, beam: int | None = None, prior=None, *, policy=None
 ) -> tuple[list[dict], torch.Tensor]:
     """VQ-DRAW at every code prefix n = 1..N: three curves (payload, one-image .vqd file,
     all-images .vqd file) and the full-code reconstructions (B, C, H, W) on the CPU. With
@@ -132,10 +134,13 @@ def vqdraw_curves(
     images, decoded back (the codes must come back unchanged), beside the prior's cross-entropy.
 
     The images go through the real pipeline, timed: encode with n stages -> .vqd bytes ->
-    :func:`decompress`. (With ``beam`` = 1 the n-stage codes are the first n of the N-stage
+    :func:`decompress`, each stage choosing by ``policy`` (greedy by default; ``beam=W`` is the
+    deprecated spelling of ``policy=Beam(W)``). (Greedy n-stage codes are the first n of the N-stage
     codes, since greedy choices do not look ahead; they are still encoded once per n, so that
     ``encoding_time`` is what n stages cost.)
     """
+    policy = check_policy(policy, beam, "vqdraw_curves")
+    width = policy.width if isinstance(policy, Beam) else 1
     count = images.shape[0]
     if count == 0:
         raise InputError("no images to evaluate")
@@ -146,7 +151,7 @@ def vqdraw_curves(
     def encode(stages: int) -> tuple[torch.Tensor, bytes, float]:
         start = time.perf_counter()
         codes = torch.cat([
-            encode_images(model, images[i : i + batch_size].to(model.device), stages=stages, beam=beam)
+            encode_images(model, images[i : i + batch_size].to(model.device), stages=stages, policy=policy)
             for i in range(0, count, batch_size)
         ])
         data = compress_codes(model, codes)
@@ -187,7 +192,8 @@ def vqdraw_curves(
         if n == N:
             recon_full = recon
     common = {k: rows[k] for k in ("stages", *_MEASURES, "mse_unrounded", "encoding_time", "decoding_time")}
-    how = "greedy" if beam == 1 else f"beam search, width {beam}"
+    how = (f"beam search, width {width}" if width > 1 else "greedy" if policy is None or isinstance(policy, Beam)
+           else f"policy {type(policy).__name__}")
     curves = [
         _curve("VQ-DRAW", f"VQ-DRAW code prefixes n = 1..{N} (K = {K}, {how}); size: the payload, "
                "ceil(n*log2 K) bits per image, no file overhead", h * w,
@@ -282,16 +288,19 @@ def evaluate(
     webp_qualities=WEBP_QUALITIES,
     webp_lossless: bool = True,
     batch_size: int = 256,
-    beam: int = 1,
+    beam: int | None = None,
     source: str = "",
     prior=None,
+    policy=None,
 ) -> tuple[dict, torch.Tensor]:
     """The rate–distortion report for ``images`` (B, C, H, W) in [0, 1]: a dict with the
     settings and definitions and ``curves`` (a list of CompressAI-style curves), plus the
-    VQ-DRAW full-code reconstructions (B, C, H, W) on the CPU."""
+    VQ-DRAW full-code reconstructions (B, C, H, W) on the CPU. ``policy`` as in
+    :func:`vqdraw_curves` (``beam=W``: deprecated)."""
+    policy = check_policy(policy, beam, "evaluate")
     images = images.detach().cpu().float()
     c, h, w = model.config.data_shape
-    vq, recon = vqdraw_curves(model, images, batch_size=batch_size, beam=beam, prior=prior)
+    vq, recon = vqdraw_curves(model, images, batch_size=batch_size, prior=prior, policy=policy)
     curves = vq + codec_curves(images, jpeg_qualities, webp_qualities, webp_lossless)
     report = {
         "format": "vqdraw-rd",
@@ -300,7 +309,7 @@ def evaluate(
         "count": int(images.shape[0]),
         "image_shape": [c, h, w],
         "model": {"fingerprint": model.fingerprint().hex(), "K": model.options, "N": model.stages,
-                  "beam": beam, "device": str(model.device)},
+                  "beam": policy.width if isinstance(policy, Beam) else 1, "device": str(model.device)},
         "definitions": {
             "bits_per_image": "the curve's size measure in bits, averaged over the images (see description)",
             "bpp": f"bits_per_image / (H*W) = bits_per_image / {h * w}",

@@ -221,27 +221,29 @@ def bits_per_second(model, stages: int | None = None) -> float:
     return bits_per_image(model.options, stages or model.stages) * model.config.sample_rate / model.config.data_shape[-1]
 
 
-def compress_audio(model, samples: np.ndarray, *, stages: int | None = None, beam: int = 1, batch: int = 64,
+def compress_audio(model, samples: np.ndarray, *, stages: int | None = None, beam: int | None = None, batch: int = 64,
                    progress=None, policy=None) -> bytes:
     """One ``.vqd`` file for a waveform (float samples in [-1, 1] at the model's rate): its clips'
     codes, its length in samples and the sample rate. The clips are held as mu-law bytes and
     turned into the model's data ``batch`` at a time; ``progress(k)`` (optional) is called after
-    each batch of ``k`` clips. ``policy`` (a :class:`~vqdraw.core.stageloop.Policy`) instead of ``beam``."""
+    each batch of ``k`` clips. ``policy``: a :class:`~vqdraw.core.stageloop.Policy` (greedy by
+    default; ``beam=W`` is the deprecated spelling of ``policy=Beam(W)``)."""
     import torch
 
     from ..compress.bitstream import write_vqd
     from ..compress.codec import encode_images
-    from ..core.inputs import check_batch, check_stages
+    from ..core.inputs import check_batch, check_policy, check_stages
     from ..data.audio import to_clips
 
     stages, batch = check_stages(model.config, stages, low=1), check_batch(batch)
+    policy = check_policy(policy, beam, "compress_audio")
 
     length = model.config.data_shape[-1]
     clips = torch.from_numpy(to_clips(np.asarray(samples), length, pad=True)).permute(0, 2, 1)  # uint8
     codes = []
     for i in range(0, len(clips), batch):
         part = clips[i: i + batch].float().div_(255).to(model.device)
-        codes.append(encode_images(model, part, stages, beam, policy=policy))
+        codes.append(encode_images(model, part, stages, policy=policy))
         if progress is not None:
             progress(len(part))
     codes = torch.cat(codes) if codes else torch.zeros((0, stages or model.stages), dtype=torch.int64)
