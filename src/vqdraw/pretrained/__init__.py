@@ -4,6 +4,7 @@
                         its model card is mnist.md beside this file
     pretrained:fashion  the `fashion` preset trained on Fashion-MNIST (fashion.md)
     pretrained:text     the `text-cpu` preset trained on the embedded English prose (text.md)
+    pretrained:speech   the `speech` preset trained on Debian's English prompts (speech.md)
 
 A name ``pretrained:NAME`` is accepted wherever a model folder is (every CLI verb's MODEL,
 :meth:`vqdraw.VQDraw.load`), and ``VQDraw.from_pretrained("mnist")`` is the same model.
@@ -18,7 +19,7 @@ from pathlib import Path
 from ..errors import CheckpointError, InputError
 
 PREFIX = "pretrained:"
-NAMES = ("mnist", "fashion", "text")
+NAMES = ("mnist", "fashion", "text", "speech")
 """The shipped models: each a model folder (config.json, model.safetensors, train.json) named so here."""
 
 _HERE = Path(__file__).resolve().parent
