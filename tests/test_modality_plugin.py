@@ -1,10 +1,14 @@
 """A new kind of data is one class: a modality defined here, outside src/, registered through
 vqdraw.modalities.register, trains (its own metric in metrics.jsonl and the summary), writes .vqd
-files and decodes them, and its model folder loads again, with no change under src/."""
+files and decodes them, and its model folder loads again, with no change under src/. A second one
+has settings of its own (ModelConfig.modality_options, checked by it) and a .vqd layout of its own
+(its modality byte and a header block only it reads), used through the command line."""
 
 from __future__ import annotations
 
 import json
+import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +18,7 @@ from vqdraw import ConfigError, ModelConfig, RefinerConfig, TrainConfig, VQDraw,
 from vqdraw.compress.codec import compress, decompress
 from vqdraw.data.base import Dataset
 from vqdraw.modalities import ImageModality, modality_for, register
+from vqdraw.modalities.sequence import SequenceModality
 from vqdraw.modalities.base import evaluation_loss
 
 
@@ -82,3 +87,116 @@ def test_register_refuses_a_taken_name():
 
     with pytest.raises(InputError, match="new"):
         register(Again(), stored_as="image")
+
+
+
+class Series(SequenceModality):
+    """Sensor readings, one number a line in a .csv file, of any length and range. The model sees
+    chunks of its length scaled to [0, 1]; the file records how many readings there were and their
+    range in the modality's own header block, so decoding gives back the readings in their units.
+    Its setting: the sampling rate, ``modality_options={"rate_hz": ...}``."""
+
+    name = "series"
+    noun = "chunk"
+    file_suffixes = (".csv",)
+    BLOCK = struct.Struct("<Qdd")  # readings, lowest, highest
+
+    def check_config(self, config):
+        if len(config.data_shape) != 2 or config.data_shape[0] != 1:
+            raise ConfigError(f"a series model takes chunks of shape (1, L), got {config.data_shape}")
+        rate = config.modality_options.get("rate_hz")
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 1:
+            raise ConfigError(f"a series model needs modality_options rate_hz >= 1, got {rate!r}")
+
+    def encode(self, model, files, out, options):
+        from vqdraw.compress.codec import compress_codes, encode_images
+
+        values = np.loadtxt(files[0], ndmin=1)
+        lo, hi = float(values.min()), float(values.max())
+        length = model.config.data_shape[-1]
+        padded = np.full(-(-len(values) // length) * length, lo)
+        padded[: len(values)] = values
+        x = torch.from_numpy((padded - lo) / ((hi - lo) or 1.0)).float().view(-1, 1, length)
+        codes = encode_images(model, x, options.stages, policy=options.policy)
+        Path(out).write_bytes(compress_codes(model, codes, extra=self.BLOCK.pack(len(values), lo, hi)))
+        return f"{out}: {len(values)} readings at {model.config.modality_options['rate_hz']} Hz"
+
+    def decode(self, model, data, out, options, *, source):
+        from vqdraw.compress.codec import read_file
+
+        vqd = read_file(model, data)
+        count, lo, hi = self.BLOCK.unpack(vqd.extra)
+        recon = model.decode(torch.from_numpy(vqd.codes)).flatten()[:count].double().numpy()
+        Path(out).mkdir(parents=True, exist_ok=True)
+        np.savetxt(Path(out) / "000000.csv", lo + recon * (hi - lo))
+        return f"{out}: {count} readings decoded from {source}"
+
+
+@pytest.fixture(scope="module")
+def series():
+    return register(Series(), code=200, dims=2)
+
+
+def _series_config(**options):
+    return ModelConfig((1, 16), 4, 3, 3, refiner=RefinerConfig(down=(), body=(8,), up=()), modality="series",
+                       modality_options=options)
+
+
+def test_a_modality_with_its_own_settings_and_vqd_layout(series, tmp_path, monkeypatch):
+    from vqdraw.cli import main
+    from vqdraw.compress.bitstream import read_header
+
+    with pytest.raises(ConfigError, match="rate_hz >= 1"):  # its settings are checked by it
+        _series_config(rate_hz=0)
+    with pytest.raises(ConfigError, match="rate_hz"):
+        _series_config()
+    torch.manual_seed(0)
+    model = VQDraw(_series_config(rate_hz=50, unit="mV"))
+    t = np.arange(64 * 16)
+    waves = Dataset((127.5 + 120 * np.sin(t / 7.0)).round().astype(np.uint8).reshape(64, 16, 1))
+    fit(model, waves, waves, TrainConfig(steps=2, batch=8, eval_every=2, save_every=2, eval_size=8),
+        tmp_path / "run", progress=False)
+    loaded = VQDraw.load(tmp_path / "run")
+    assert loaded.config.modality_options == {"rate_hz": 50, "unit": "mV"}
+    assert loaded.fingerprint() == model.fingerprint()
+
+    monkeypatch.chdir(tmp_path)
+    readings = 3.0 + 2.5 * np.sin(np.arange(37) / 4.0)  # 37 readings in volts: 3 chunks, the last padded
+    np.savetxt("in.csv", readings)
+    assert main(["encode", "run", "in.csv", "-o", "s.vqd"]) == 0
+    data = Path("s.vqd").read_bytes()
+    header = read_header(data)
+    assert (data[4], data[22], header.modality) == (2, 200, "series")  # version 2, its own modality byte
+    assert struct.unpack("<Qdd", header.extra) == (37, readings.min(), readings.max())
+    assert header.count == 3 and header.header_bytes == 24 + 2 * 2 + 8 + 2 + 24 + 4  # ... the block, CRC
+    assert main(["decode", "run", "s.vqd", "-o", "back"]) == 0
+    back = np.loadtxt("back/000000.csv")
+    assert back.shape == (37,) and readings.min() - 1e-9 <= back.min() and back.max() <= readings.max() + 1e-9
+    x = torch.from_numpy(np.concatenate([(readings - readings.min()) / np.ptp(readings),
+                                         np.zeros(11)])).float().view(3, 1, 16)
+    expected = loaded.decode(loaded.encode(x)).flatten()[:37].double().numpy() * np.ptp(readings) + readings.min()
+    assert np.allclose(back, expected, atol=1e-6)  # what the model reconstructs, in the file's units
+
+    broken = bytearray(data)
+    at = 24 + 2 * 2 + 8  # magic .. r, the shape, K n count: then the block's length
+    broken[at: at + 2] = struct.pack("<H", 5000)  # a header block longer than allowed
+    from vqdraw.compress.bitstream import VqdFormatError
+
+    with pytest.raises(VqdFormatError, match="header block of 5000 bytes"):
+        read_header(bytes(broken))
+
+
+def test_register_refuses_a_bad_layout(series):
+    from vqdraw.errors import InputError
+
+    class Other(SequenceModality):
+        name = "other_series"
+
+    with pytest.raises(InputError, match="code 200 is taken"):
+        register(Other(), code=200, dims=2)
+    with pytest.raises(InputError, match="128..255"):
+        register(Other(), code=6, dims=2)
+    with pytest.raises(InputError, match="one of the two"):
+        register(Other(), stored_as="sequence", code=201, dims=2)
+    with pytest.raises(ConfigError, match="modality_options"):  # the built-in modalities have none
+        ModelConfig((1, 8, 8), modality_options={"rate_hz": 5})

@@ -13,7 +13,7 @@ from ..core.fields import field_range
 from .common import (HelpFormatter, add_dataclass_flags, add_device_arg, dataclass_overrides, finite_float, output_dir,
                      ranged_type)
 
-MODEL_SKIP = {"mean", "std", "refiner", "modality"}
+MODEL_SKIP = {"mean", "std", "refiner", "modality", "modality_options"}  # a plug-in modality is Python API
 TRAIN_SKIP = {"dataset"}
 
 def preset_values(section: str, cls) -> dict[str, str]:

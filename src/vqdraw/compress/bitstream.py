@@ -145,6 +145,7 @@ __all__ = [
     "payload_size",
     "read_header",
     "read_vqd",
+    "register_layout",
     "unpack_codes",
     "write_vqd",
 ]
@@ -159,6 +160,7 @@ MODALITY_CODES = {"image": 1, "volume": 2, "sequence": 3, "text": 4, "audio": 5,
 """Version 2's modality byte; the names are :data:`vqdraw.core.modality.MODALITIES`."""
 _MODALITY_DIMS = {"image": 3, "volume": 4, "sequence": 2, "text": 2, "audio": 2, "speech": 3}  # channels first
 _MODALITY_NAMES = {code: name for name, code in MODALITY_CODES.items()}
+_BUILT_IN_CODES = ", ".join(f"{c} {m}" for m, c in MODALITY_CODES.items())  # for messages: the same in every process
 
 _HEADER = struct.Struct("<4sBB16sHHHHHI")  # version 1: magic, version, flags, fingerprint, C, H, W, K, n, count
 _HEADER2 = struct.Struct("<4sBB16sBB")  # version 2: magic, version, flags, fingerprint, modality, r
@@ -172,6 +174,12 @@ SPEECH_HOP = 64
 _HEADER3 = struct.Struct("<4sBB16s16sBB")  # version 3: magic, version, flags, model fp, prior fp, modality, r
 _TAIL3 = struct.Struct("<HHIH")  # version 3, after the sizes: K, n, count, block
 _CRC = struct.Struct("<I")
+_EXTRA = struct.Struct("<H")  # version 2, a plug-in layout, after the tail: the byte length of its own block
+PLUGIN_CODES = range(128, 256)
+"""Modality codes for layouts registered from outside the package (:func:`register_layout`)."""
+MAX_EXTRA_BYTES = 4096
+"""A plug-in modality's own header block holds at most this many bytes."""
+_PLUGIN_LAYOUTS: set[str] = set()  # registered names whose files carry their own header block
 MAX_BLOCK_CELLS = 1 << 22
 """Version 3: block * K is at most this (bounds a decoder's memory per block)."""
 SYMBOLS_PER_BIT = 3
@@ -190,26 +198,52 @@ class VqdFormatError(VQDrawError, ValueError):
     """Bytes that are not a valid ``.vqd`` file: wrong magic, truncated, corrupt, or from another model."""
 
 
+def register_layout(name: str, code: int, dims: int) -> None:
+    """A new ``.vqd`` layout for a modality defined outside the package: version-2 files whose
+    modality byte is ``code`` (one of :data:`PLUGIN_CODES`, 128..255), data of ``dims`` dimensions
+    (channels first, 2..4), and after ``count`` the modality's own header block, opaque to this
+    module: a u16 byte length (at most :data:`MAX_EXTRA_BYTES`) and that many bytes, which the
+    modality writes (``write_vqd(..., extra=...)``) and reads back (``VqdFile.extra``). Called by
+    :func:`vqdraw.modalities.register`."""
+    if not isinstance(name, str) or not name.isidentifier() or name in MODALITY_CODES:
+        raise InputError(f"a new .vqd layout needs a new identifier-like name, got {name!r:.40}")
+    if isinstance(code, bool) or not isinstance(code, int) or code not in PLUGIN_CODES:
+        raise InputError(f"a plug-in modality's code must be a whole number in "
+                         f"{PLUGIN_CODES.start}..{PLUGIN_CODES.stop - 1}, got {code!r:.40}")
+    if code in _MODALITY_NAMES:
+        raise InputError(f"modality code {code} is taken by {_MODALITY_NAMES[code]!r}")
+    if isinstance(dims, bool) or not isinstance(dims, int) or not 2 <= dims <= 4:
+        raise InputError(f"a .vqd layout holds data of 2-4 dimensions (channels first), got {dims!r:.40}")
+    MODALITY_CODES[name] = code
+    _MODALITY_DIMS[name] = dims
+    _MODALITY_NAMES[code] = name
+    _PLUGIN_LAYOUTS.add(name)
+
+
 def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None = None, *,
-                coded: bool = False) -> int:
+                coded: bool = False, extra: bytes = b"") -> int:
     """Fixed bytes per ``.vqd`` file besides the payload: the header plus the 4-byte CRC.
 
     40 for images (version 1; also with no arguments); ``36 + 2 * len(data_shape)`` for data
     written as version 2 (a volume (1, D, H, W): 44). ``coded``: version 3 (entropy-coded),
-    ``54 + 2 * len(data_shape)`` (images 60), 8 more for text."""
+    ``54 + 2 * len(data_shape)`` (images 60), 8 more for text. A plug-in layout's files
+    (:func:`register_layout`) add 2 bytes and its ``extra`` block."""
     if coded:
         shape = (1, 1, 1) if data_shape is None else tuple(data_shape)
         extra = _LENGTH.size if modality == "text" else 0
         return _HEADER3.size + 2 * len(shape) + _TAIL3.size + extra + _CRC.size
     if data_shape is None or _version_for(tuple(data_shape), modality) == 1:
         return _HEADER.size + _CRC.size
-    return _version2_size(tuple(data_shape), modality)
+    return _version2_size(tuple(data_shape), modality, len(extra))
 
 
-def _version2_size(shape: tuple[int, ...], modality: str | None) -> int:
+def _version2_size(shape: tuple[int, ...], modality: str | None, extra_bytes: int = 0) -> int:
     """A version-2 file's header plus CRC (images too: a version-2 image file is valid, though
-    vqdraw writes images as version 1)."""
-    extra = {"text": _LENGTH.size, "audio": _AUDIO.size, "speech": _AUDIO.size}.get(modality, 0)
+    vqdraw writes images as version 1); a plug-in layout's holds its block of ``extra_bytes``."""
+    if modality in _PLUGIN_LAYOUTS:
+        extra = _EXTRA.size + extra_bytes
+    else:
+        extra = {"text": _LENGTH.size, "audio": _AUDIO.size, "speech": _AUDIO.size}.get(modality, 0)
     return _HEADER2.size + 2 * len(shape) + _TAIL2.size + extra + _CRC.size
 
 
@@ -220,7 +254,7 @@ def _version_for(shape: tuple[int, ...], modality: str | None) -> int:
 
 def _modality_for(shape: tuple[int, ...], modality: str | None) -> str:
     if modality is None:
-        modality = {dims: name for name, dims in _MODALITY_DIMS.items() if name not in _LENGTHS}.get(len(shape))
+        modality = {2: "sequence", 3: "image", 4: "volume"}.get(len(shape))
         if modality is None:
             raise InputError(f"data shape {shape!r} has 2-4 dimensions (channels first) in a .vqd file")
     if modality not in MODALITY_CODES:
@@ -462,6 +496,7 @@ class VqdFile:
     length: int | None = None  # text: the number of characters (the rest of the last chunk is padding); audio: samples
     sample_rate: int | None = None  # audio only: samples per second
     prior_fingerprint: bytes | None = None  # version 3: the prior the codes were entropy-coded with
+    extra: bytes | None = None  # a plug-in layout's own header block (register_layout); None for the others
 
     @property
     def count(self) -> int:
@@ -471,7 +506,7 @@ class VqdFile:
 
 def write_vqd(codes: np.ndarray, K: int, data_shape: tuple[int, ...], fingerprint: bytes, *,
               modality: str | None = None, length: int | None = None, sample_rate: int | None = None,
-              coder=None, block: int | None = None) -> bytes:
+              coder=None, block: int | None = None, extra: bytes | None = None) -> bytes:
     """Serialise ``codes`` (``(B, n)`` in ``[0, K)``) for data of ``data_shape`` as ``.vqd`` bytes.
 
     ``data_shape`` is (C, H, W) for images, (C, D, H, W) for volumes, (C, L) for sequences;
@@ -481,7 +516,8 @@ def write_vqd(codes: np.ndarray, K: int, data_shape: tuple[int, ...], fingerprin
     Audio records its length in samples the same way, and its ``sample_rate`` (Hz, required there).
     ``coder`` (a :class:`vqdraw.prior.Prior`): write version 3, the codes range-coded with it in
     blocks of ``block`` items (default: 1024, fewer when ``block * K`` would pass
-    :data:`MAX_BLOCK_CELLS`).
+    :data:`MAX_BLOCK_CELLS`). ``extra`` (bytes, required for and only for a layout registered with
+    :func:`register_layout`): the modality's own header block, stored as given.
     """
     if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 2 <= K <= _U16_MAX:
         raise InputError(f"K must be an integer in 2..{_U16_MAX} for a .vqd file, got {K!r}")
@@ -512,7 +548,15 @@ def write_vqd(codes: np.ndarray, K: int, data_shape: tuple[int, ...], fingerprin
     if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer))
                                     or not 1 <= sample_rate <= _U32_MAX):
         raise InputError(f"sample rate must be an integer in 1..{_U32_MAX}, got {sample_rate!r}")
+    if (modality in _PLUGIN_LAYOUTS) != (extra is not None):
+        raise InputError(f"the .vqd header block (extra=) is for modalities with their own layout; "
+                         f"{modality} {'needs one' if modality in _PLUGIN_LAYOUTS else 'has none'}")
+    if extra is not None and (not isinstance(extra, (bytes, bytearray)) or len(extra) > MAX_EXTRA_BYTES):
+        raise InputError(f"a modality's header block must be at most {MAX_EXTRA_BYTES} bytes, "
+                         f"got {len(extra) if isinstance(extra, (bytes, bytearray)) else type(extra).__name__}")
     if coder is not None:
+        if modality in _PLUGIN_LAYOUTS:
+            raise InputError(f"entropy-coded (version 3) .vqd files do not hold {modality}; write it at fixed length")
         if modality in _RATES:
             raise InputError(f"entropy-coded (version 3) .vqd files do not hold {modality}; write it at fixed length")
         return _write_coded(arr, int(K), shape, bytes(fingerprint), modality, length, coder, block)
@@ -525,6 +569,8 @@ def write_vqd(codes: np.ndarray, K: int, data_shape: tuple[int, ...], fingerprin
             header += _AUDIO.pack(int(length), int(sample_rate))
         elif length is not None:
             header += _LENGTH.pack(int(length))
+        elif extra is not None:
+            header += _EXTRA.pack(len(extra)) + bytes(extra)
     body = header + pack_codes(arr, int(K))
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -592,6 +638,7 @@ class VqdHeader:
     sample_rate: int | None = None  # audio only: Hz
     prior_fingerprint: bytes | None = None  # version 3 only
     block: int | None = None  # version 3 only: items per block of the range-coded stream
+    extra: bytes | None = None  # a plug-in layout's own header block
 
 
 def read_header(data: bytes) -> VqdHeader:
@@ -622,7 +669,7 @@ def read_header(data: bytes) -> VqdHeader:
 
     if version == 3:
         return _read_header3(data)
-    modality, length, rate = "image", None, None
+    modality, length, rate, extra = "image", None, None, None
     if version == 1:
         _, _, flags, fingerprint, C, H, W, K, n, count = _HEADER.unpack_from(data)
         shape = (C, H, W)
@@ -631,7 +678,7 @@ def read_header(data: bytes) -> VqdHeader:
         modality = _MODALITY_NAMES.get(code)
         if modality is None:
             raise VqdFormatError(f"invalid .vqd header: unknown modality code {code} "
-                                 f"(known: {', '.join(f'{c} {m}' for m, c in MODALITY_CODES.items())})")
+                                 f"(known: {_BUILT_IN_CODES})")
         if dims != _MODALITY_DIMS[modality]:
             raise VqdFormatError(f"invalid .vqd header: {modality} data with {dims} dimensions "
                                  f"(must be {_MODALITY_DIMS[modality]})")
@@ -640,6 +687,15 @@ def read_header(data: bytes) -> VqdHeader:
             raise VqdFormatError(f"truncated .vqd file: expected at least {fixed} bytes, got {len(data)}")
         shape = struct.unpack_from(f"<{dims}H", data, _HEADER2.size)
         K, n, count = _TAIL2.unpack_from(data, _HEADER2.size + 2 * dims)
+        if modality in _PLUGIN_LAYOUTS:  # the modality's own block: a u16 length, then that many bytes
+            at = _HEADER2.size + 2 * dims + _TAIL2.size
+            (size,) = _EXTRA.unpack_from(data, at)
+            if size > MAX_EXTRA_BYTES:
+                raise VqdFormatError(f"invalid .vqd header: a {modality} header block of {size} bytes "
+                                     f"(at most {MAX_EXTRA_BYTES})")
+            if len(data) < fixed + size:
+                raise VqdFormatError(f"truncated .vqd file: expected at least {fixed + size} bytes, got {len(data)}")
+            extra = bytes(data[at + _EXTRA.size: at + _EXTRA.size + size])
         if modality == "text":
             (length,) = _LENGTH.unpack_from(data, _HEADER2.size + 2 * dims + _TAIL2.size)
         elif modality in _RATES:
@@ -656,14 +712,16 @@ def read_header(data: bytes) -> VqdHeader:
         raise VqdFormatError("invalid .vqd header: stage count 0 (must be at least 1)")
     if 0 in shape:
         raise VqdFormatError(f"invalid .vqd header: {modality} shape {tuple(shape)} has a zero dimension")
-    fixed = header_size(shape, modality) if version == 1 else _version2_size(tuple(shape), modality)
+    fixed = header_size(shape, modality) if version == 1 else \
+        _version2_size(tuple(shape), modality, len(extra) if extra is not None else 0)
     payload_len = payload_size(count, K, n)
     expected = fixed + payload_len
     if len(data) < expected:
         raise VqdFormatError(f"truncated .vqd file: expected {expected} bytes, got {len(data)}")
     if len(data) > expected:
         raise VqdFormatError(f"trailing garbage after .vqd data: expected {expected} bytes, got {len(data)}")
-    return VqdHeader(fingerprint, tuple(shape), K, n, count, payload_len, modality, version, fixed, length, rate)
+    return VqdHeader(fingerprint, tuple(shape), K, n, count, payload_len, modality, version, fixed, length, rate,
+                     extra=extra)
 
 
 def _read_header3(data: memoryview) -> VqdHeader:
@@ -677,9 +735,9 @@ def _read_header3(data: memoryview) -> VqdHeader:
     modality = _MODALITY_NAMES.get(code)
     if modality is None:
         raise VqdFormatError(f"invalid .vqd header: unknown modality code {code} "
-                             f"(known: {', '.join(f'{c} {m}' for m, c in MODALITY_CODES.items())})")
-    if modality == "audio":
-        raise VqdFormatError("invalid .vqd header: version 3 (entropy-coded) files hold no audio")
+                             f"(known: {_BUILT_IN_CODES})")
+    if modality in _RATES or modality in _PLUGIN_LAYOUTS:
+        raise VqdFormatError(f"invalid .vqd header: version 3 (entropy-coded) files hold no {modality}")
     if dims != _MODALITY_DIMS[modality]:
         raise VqdFormatError(f"invalid .vqd header: {modality} data with {dims} dimensions "
                              f"(must be {_MODALITY_DIMS[modality]})")
@@ -824,6 +882,7 @@ def read_vqd(
         length=header.length,
         sample_rate=header.sample_rate,
         prior_fingerprint=header.prior_fingerprint,
+        extra=header.extra,
     )
 
 

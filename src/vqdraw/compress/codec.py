@@ -120,11 +120,13 @@ def encode_images(model, images: torch.Tensor, stages: int | None = None, beam: 
     return codes.detach().to("cpu", torch.int64)
 
 
-def compress_codes(model, codes, prior=None, block: int | None = None) -> bytes:
+def compress_codes(model, codes, prior=None, block: int | None = None, *, extra: bytes | None = None) -> bytes:
     """``.vqd`` bytes for ``codes`` (B, n), integers in ``[0, K)``, made by ``model``.
 
     ``prior`` (a :class:`vqdraw.prior.Prior` trained for ``model``): entropy-code them with it
-    (``.vqd`` version 3, blocks of ``block`` items); otherwise fixed length (versions 1 and 2)."""
+    (``.vqd`` version 3, blocks of ``block`` items); otherwise fixed length (versions 1 and 2).
+    ``extra``: the header block of a modality with its own layout (:func:`vqdraw.modalities.register`
+    with ``code=``), which it reads back from ``read_file(...).extra``."""
     arr = codes.detach().cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
     if arr.ndim != 2:
         raise InputError(f"codes must have shape (images, stages), got {tuple(arr.shape)}")
@@ -133,7 +135,7 @@ def compress_codes(model, codes, prior=None, block: int | None = None) -> bytes:
     if prior is not None:
         prior.check_model(model)
     return write_vqd(arr, int(model.options), tuple(model.config.data_shape), model.fingerprint(),
-                     modality=stored_as(model.config), coder=prior, block=block)
+                     modality=stored_as(model.config), coder=prior, block=block, extra=extra)
 
 
 def smaller_file(coded: bytes, fixed: bytes) -> bytes:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..errors import ConfigError
 from .fields import check_ranges, ranged
-from .modality import known_modalities
+from .modality import check_config, known_modalities
 from .validate import check_model_dict, check_train_dict
 
 # Bounds shared by several fields (and by the CLI's other flags): sanity bounds, far above real use.
@@ -160,6 +160,9 @@ class ModelConfig:
     Griffin-Lim; docs/audio.md), or the name of a modality registered with :func:`vqdraw.modalities.register`."""
     sample_rate: int = ranged(0, low=0, high=MAX_SAMPLE_RATE)
     """Samples per second of an audio or speech model's waveforms (0: neither)."""
+    modality_options: dict[str, int | float | str | bool] = field(default_factory=dict, hash=False)
+    """A registered modality's own settings (:func:`vqdraw.modalities.register`), checked by it: up to
+    64 names with numbers, strings or booleans. Empty for the built-in modalities."""
 
     def __post_init__(self) -> None:
         shape = tuple(self.data_shape)
@@ -188,6 +191,13 @@ class ModelConfig:
                               f"1..{MAX_SAMPLE_RATE} Hz; got data_shape {shape} at {self.sample_rate} Hz")
         if self.modality not in ("audio", "speech") and self.sample_rate:
             raise ConfigError("sample_rate is for audio and speech models (modality \"audio\" or \"speech\")")
+        if not isinstance(self.modality_options, dict):
+            raise ConfigError(f"modality_options must be a dict, got {type(self.modality_options).__name__}")
+        object.__setattr__(self, "modality_options", dict(self.modality_options))  # the config's own copy
+        if self.modality_options and self.modality in ("", "audio", "speech"):
+            raise ConfigError("modality_options are a registered modality's settings; "
+                              f"{self.modality or 'this'} model has none")
+        check_config(self)  # a registered modality's own check of its shape and settings
         scale = 2 ** len(self.refiner.down)
         if any(n % scale for n in shape[1:]):
             raise ConfigError(
@@ -246,7 +256,7 @@ class ModelConfig:
 
 
 _LATER_FIELDS = {
-    "model": {"stage_conditioning": True, "residual": True, "modality": "", "sample_rate": 0},
+    "model": {"stage_conditioning": True, "residual": True, "modality": "", "sample_rate": 0, "modality_options": {}},
     "refiner": {"norm_groups": (), "mask_down": True, "raw_body": False, "progressive": 0,
                 "dilations": (), "softmax_input": False},
 }

@@ -31,17 +31,36 @@ _BY_RANK = {1: "sequence", 2: "image", 3: "volume"}
 
 _PLUGINS: dict[str, str] = {}
 """Modalities registered from outside (:func:`vqdraw.modalities.register`): name -> the built-in
-modality whose ``.vqd`` layout they use (``stored_as``)."""
+modality whose ``.vqd`` layout they use (``stored_as``), or the name itself for one with its own."""
+
+_CONFIG_CHECKS: dict[str, object] = {}
+"""A registered modality's check of a config that names it (its shape, its ``modality_options``)."""
 
 
-def register_name(name: str, stored_as: str) -> None:
+def check_new_name(name) -> None:
+    """Refuse a name a new modality cannot take: not identifier-like, or taken."""
+    if not isinstance(name, str) or not name.isidentifier() or name in MODALITIES or name in _PLUGINS:
+        raise InputError(f"a new modality needs a new identifier-like name, got {name!r:.40}")
+
+
+def register_name(name: str, stored_as: str | None, check=None) -> None:
     """Make ``name`` a modality a ``ModelConfig.modality`` may name; its ``.vqd`` files are laid out
-    as ``stored_as``'s (one of :data:`MODALITIES`). Called by :func:`vqdraw.modalities.register`."""
-    if not isinstance(name, str) or not name.isidentifier() or name in MODALITIES:
-        raise InputError(f"a new modality needs a new identifier-like name, got {name!r}")
-    if stored_as not in MODALITIES:
-        raise InputError(f"stored_as must be one of {', '.join(MODALITIES)}, got {stored_as!r}")
-    _PLUGINS[name] = stored_as
+    as ``stored_as``'s (one of :data:`MODALITIES`), or with ``stored_as=None`` in its own layout
+    (registered with the bitstream first). ``check(config)``: raises ConfigError for a config of this
+    modality it cannot serve. Called by :func:`vqdraw.modalities.register`."""
+    check_new_name(name)
+    if stored_as is not None and stored_as not in MODALITIES:
+        raise InputError(f"stored_as must be one of {', '.join(MODALITIES)}, got {stored_as!r:.40}")
+    _PLUGINS[name] = stored_as or name
+    if check is not None:
+        _CONFIG_CHECKS[name] = check
+
+
+def check_config(config) -> None:
+    """The registered modality's own check of a config that names it (nothing for the others)."""
+    check = _CONFIG_CHECKS.get(getattr(config, "modality", ""))
+    if check is not None:
+        check(config)
 
 
 def known_modalities() -> tuple[str, ...]:

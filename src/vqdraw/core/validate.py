@@ -155,6 +155,16 @@ def _check_value(value, tp, where: str, key: str, rng: Range | None = None) -> N
             raise ConfigError(f"{where}: must be a JSON object, got {_kind(value)}")
         check_fields(value, tp, where)
         return
+    if origin is dict:  # a JSON object of scalars (ModelConfig.modality_options)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: must be a JSON object, got {_kind(value)}")
+        if len(value) > MAX_TUPLE_LENGTH:
+            raise ConfigError(f"{where}: at most {MAX_TUPLE_LENGTH} entries, got {len(value)}")
+        key_type, value_type = args or (str, str)
+        for name, item in value.items():
+            _check_value(name, key_type, f"{where} key", key)
+            _check_value(item, value_type, f"{where}.{str(name)[:40]}", key)
+        return
     if origin is tuple or tp is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: must be a list, got {_kind(value)}")

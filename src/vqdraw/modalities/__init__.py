@@ -14,6 +14,12 @@ Adding a kind of data is adding one class here, or, from outside the package, re
         name = "heatmap"
     vqdraw.modalities.register(Heatmap(), stored_as="image")
     ModelConfig((1, 32, 32), modality="heatmap")   # its models; .vqd files laid out as images
+
+A modality whose files must record something no built-in layout holds registers its own layout
+instead: ``register(Series(), code=200, dims=2)`` gives its ``.vqd`` files modality byte 200 and
+a header block it writes and reads itself (``compress_codes(..., extra=bytes)``, ``VqdFile.extra``),
+and its settings live in ``ModelConfig.modality_options``, checked by its ``check_config``
+(tests/test_modality_plugin.py defines one outside the package).
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ REGISTRY: dict[str, Modality] = {m.name: m for m in (ImageModality(), VolumeModa
 """Every modality by name."""
 
 _PATH_ORDER = ("text", "volume", "audio", "image")  # what a file or folder given on the command line holds
+_BUILT_IN = frozenset(REGISTRY)
 
 
 def modality_for(config) -> Modality:
@@ -43,18 +50,30 @@ def modality_for(config) -> Modality:
     return REGISTRY[modality_of(config)]
 
 
-def register(modality: Modality, *, stored_as: str) -> Modality:
+def register(modality: Modality, *, stored_as: str | None = None, code: int | None = None,
+             dims: int | None = None) -> Modality:
     """Add a kind of data from outside the package: ``modality`` (a :class:`Modality` instance
     whose ``name`` is new) serves every model whose ``ModelConfig.modality`` names it — training's
-    metrics and pictures, the verbs' inputs and outputs — and its ``.vqd`` files use the layout of
-    the built-in modality ``stored_as`` ("image", "volume", "sequence", "text" or "audio").
-    Returns ``modality``."""
-    from ..core.modality import register_name
+    metrics and pictures, the verbs' inputs and outputs, the check of its configs
+    (:meth:`Modality.check_config`, which also reads ``ModelConfig.modality_options``).
+
+    Its ``.vqd`` files use the layout of the built-in modality ``stored_as`` ("image", "volume",
+    "sequence", "text", "audio" or "speech"), or, with ``code`` (128..255) and ``dims`` (its data's
+    dimensions, channels first) instead, a layout of its own with a header block the modality
+    writes and reads (:func:`vqdraw.compress.bitstream.register_layout`). Returns ``modality``."""
+    from ..compress.bitstream import register_layout
+    from ..core.modality import check_new_name, register_name
     from ..errors import InputError
 
     if not isinstance(modality, Modality):
         raise InputError(f"register() takes a Modality instance, got {type(modality).__name__}")
-    register_name(modality.name, stored_as)
+    if (stored_as is None) == (code is None) or (code is None) != (dims is None):
+        raise InputError("register() takes stored_as= (a built-in layout) or code= and dims= (its own), "
+                         "one of the two")
+    check_new_name(modality.name)
+    if code is not None:
+        register_layout(modality.name, code, dims)
+    register_name(modality.name, stored_as, check=modality.check_config)
     REGISTRY[modality.name] = modality
     return modality
 
@@ -81,7 +100,10 @@ def check_inputs(config, paths=(), dataset: str | None = None) -> None:
     from ..data import dataset_modality
     from ..core.modality import check_modality
 
+    ours = modality_for(config)
     for p in paths or ():
+        if ours.name not in _BUILT_IN and ours.holds_path(p):
+            continue  # a registered modality's own files (say .csv), which no built-in one claims
         check_modality(config, path_modality(p), str(p))
     if dataset:
         check_modality(config, dataset_modality(dataset), f"dataset {dataset}")

@@ -50,6 +50,12 @@ class Modality:
     supports_eval = False
     """Whether ``vqdraw eval`` (rate–distortion against image codecs) applies."""
 
+    # -------------------------------------------------------------- its models
+    def check_config(self, config) -> None:
+        """Refuse (ConfigError, one line) a ``ModelConfig`` naming this modality that it cannot
+        serve: its data shape, its ``modality_options``. Run when the config is made; the built-in
+        modalities' checks live in :class:`vqdraw.core.config.ModelConfig` itself."""
+
     # -------------------------------------------------------------- recognising the modality
     def holds_path(self, path: Path) -> bool:
         """Whether a file, or a folder's files, given on the command line hold this modality's data."""

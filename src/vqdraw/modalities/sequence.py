@@ -12,11 +12,6 @@ class SequenceModality(Modality):
     file_suffixes = ()
     run_outputs = ("samples.png", "reconstructions.png", "stages.png")
 
-
-    def holds_path(self, path) -> bool:
-        return False
-
-
     def write_pairs(self, model, data, recon, out, *, stages, title=""):
         from ..compress.bitstream import bits_per_image
         from ..evaluate.metrics import mse
