@@ -402,17 +402,12 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, train
         net.train()
         return -lp.mean(0) / math.log(2)
 
-    start = time.monotonic()
-    best = heldout_bits()
-    best_state = {k: v.clone() for k, v in net.state_dict().items()}
-    best_step, bad, step, stopped = 0, 0, 0, False
     from .progress import Progress  # reported through vqdraw.progress; the command shows it
+    from .training.loop import Cadence, DataOrder, Hooks, run_steps
+    from .training.schedule import TimeBudget
 
-    bar = Progress(steps, desc="prior", unit="step", enabled=progress)
-    net.train()
-    while step < steps:
-        idx = torch.randint(0, train.shape[0], (min(batch, train.shape[0]),), generator=g)
-        x = train[idx]
+    def one_step(step: int, indices: torch.Tensor) -> dict:
+        x = train[indices]
         loss = nn.functional.cross_entropy(net(x).reshape(-1, config.options), x.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -422,24 +417,33 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, train
         with torch.no_grad():
             for p in net.parameters():
                 p.clamp_(-MAX_WEIGHT, MAX_WEIGHT)
-        step += 1
-        out_of_time = time_budget is not None and time.monotonic() - start > time_budget
-        if not (step % eval_every == 0 or step == steps or out_of_time):
-            bar.update(1)
+        return {"loss": float(loss.detach())}
+
+    best = {"bits": heldout_bits(), "state": {k: v.clone() for k, v in net.state_dict().items()},
+            "step": 0, "bad": 0}
+
+    def evaluate(step: int) -> dict:
+        """Keep the weights with the lowest held-out cross-entropy; count evaluations without one."""
+        bits = heldout_bits()
+        if float(bits.sum()) < float(best["bits"].sum()) - 1e-4:
+            best.update(bits=bits, step=step, bad=0, state={k: v.clone() for k, v in net.state_dict().items()})
         else:
-            bits = heldout_bits()
-            bar.update(1, postfix={"heldout_bits": f"{float(bits.sum()):.2f}"})
-            if float(bits.sum()) < float(best.sum()) - 1e-4:
-                best, best_step, bad = bits, step, 0
-                best_state = {k: v.clone() for k, v in net.state_dict().items()}
-            else:
-                bad += 1
-                if bad >= patience:
-                    stopped = True
-                    break
-        if out_of_time:
-            break
-    bar.close()
+            best["bad"] += 1
+        return {"heldout_bits": float(bits.sum())}
+
+    start = time.monotonic()
+    net.train()
+    hooks = Hooks(evaluate=evaluate, progress=Progress(steps, desc="prior", unit="step", enabled=progress),
+                  postfix=lambda record, _: {"heldout_bits": f"{record['heldout_bits']:.2f}"}
+                  if "heldout_bits" in record else None,
+                  stop=lambda record: best["bad"] >= patience)
+    budget = TimeBudget(time_budget, steps) if time_budget is not None else None
+    history = run_steps(one_step, DataOrder(int(train.shape[0]), min(batch, int(train.shape[0])), seed),
+                        stop=steps, cadence=Cadence(log_every=None, eval_every=eval_every), hooks=hooks,
+                        budget=budget)
+    step = history[-1]["step"] if history else 0
+    stopped = best["bad"] >= patience
+    best_state, best_step, best = best["state"], best["step"], best["bits"]
     net.load_state_dict(best_state)
     report = PriorReport(step, time.monotonic() - start, int(train.shape[0]), int(held.shape[0]),
                          config.stages * math.log2(config.options), float(best.sum()),

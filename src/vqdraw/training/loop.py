@@ -1,5 +1,5 @@
 """The training loop every trainer shares: VQ-DRAW's ``fit``, distillation and its fine-tuning,
-and the VQ-VAE baseline.
+the learned prior (:func:`vqdraw.prior.train_prior`) and the VQ-VAE baseline.
 
     for step in start .. stop-1:
         indices = order(step)                  the data order: a pure function of (seed, step)
@@ -93,7 +93,8 @@ class Hooks:
     """What the loop calls besides the step, all optional: ``evaluate(step) -> dict`` (merged into
     the record), ``checkpoint(step, history)``, a :class:`~vqdraw.progress.Progress` with
     ``postfix(record, history) -> dict`` for its line, ``on_log(record)`` for each logged record,
-    and ``metrics_dir``, whose metrics.jsonl gets each logged record."""
+    ``metrics_dir``, whose metrics.jsonl gets each logged record, and ``stop(record) -> bool``, asked
+    after each evaluation: True ends the run there (early stopping)."""
 
     evaluate: Callable[[int], dict] | None = None
     checkpoint: Callable[[int, list[dict]], None] | None = None
@@ -101,6 +102,7 @@ class Hooks:
     postfix: Callable[[dict, list[dict]], dict] | None = None
     on_log: Callable[[dict], None] | None = None
     metrics_dir: str | Path | None = None
+    stop: Callable[[dict], bool] | None = None
 
 
 def run_steps(
@@ -153,9 +155,11 @@ def run_steps(
                 if budget is not None:
                     progress.set_total(step if out_of_time else budget.total(step))
                 progress.update(1, hooks.postfix(record, history) if hooks.postfix is not None else None)
-            if hooks.checkpoint is not None and (_due(step, cadence.save_every) or step == stop or out_of_time):
+            stopped = evaluated and hooks.stop is not None and hooks.stop(record)
+            if hooks.checkpoint is not None and (_due(step, cadence.save_every) or step == stop or out_of_time
+                                                 or stopped):
                 hooks.checkpoint(step, history)
-            if out_of_time:
+            if out_of_time or stopped:
                 break
     finally:
         if progress is not None:
