@@ -403,7 +403,7 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, train
         return -lp.mean(0) / math.log(2)
 
     from .progress import Progress  # reported through vqdraw.progress; the command shows it
-    from .training.loop import Cadence, DataOrder, Hooks, run_steps
+    from .training.loop import Cadence, Hooks, run_steps
     from .training.schedule import TimeBudget
 
     def one_step(step: int, indices: torch.Tensor) -> dict:
@@ -438,7 +438,10 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, train
                   if "heldout_bits" in record else None,
                   stop=lambda record: best["bad"] >= patience)
     budget = TimeBudget(time_budget, steps) if time_budget is not None else None
-    history = run_steps(one_step, DataOrder(int(train.shape[0]), min(batch, int(train.shape[0])), seed),
+    def draw(step: int) -> torch.Tensor:  # a batch drawn with replacement, from the generator that split the codes
+        return torch.randint(0, train.shape[0], (min(batch, train.shape[0]),), generator=g)
+
+    history = run_steps(one_step, draw,
                         stop=steps, cadence=Cadence(log_every=None, eval_every=eval_every), hooks=hooks,
                         budget=budget)
     step = history[-1]["step"] if history else 0
