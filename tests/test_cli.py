@@ -38,12 +38,13 @@ def test_train_writes_a_run_that_other_commands_accept(run_dir, tmp_path, capsys
     assert (tmp_path / "st.png").exists()
 
 
-def test_resume_extends_a_run(run_dir, tmp_path):
+def test_resume_extends_a_run(run_dir, tmp_path, capsys):
     import shutil
 
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)
     assert main(["train", "--run", str(copy), "--resume", "--steps", "3", "--no-progress"]) == 0
+    assert "vqdraw train: resuming the run, dataset" in capsys.readouterr().err  # not the default preset's name
     rows = [json.loads(x) for x in (copy / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["step"] == 3
 

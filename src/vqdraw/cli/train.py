@@ -138,7 +138,8 @@ def run(args) -> int:
     if train_cfg.time_budget is not None:
         length = f"{train_cfg.time_budget:g} minutes (at most {train_cfg.steps} steps)"
     say(
-        f"vqdraw train: preset {args.preset}, dataset {train_cfg.dataset} ({len(train_set)} train / "
+        f"vqdraw train: {'resuming the run' if args.resume else f'preset {args.preset}'}, dataset "
+        f"{train_cfg.dataset} ({len(train_set)} train / "
         f"{len(test_set)} test), K={model_cfg.options} N={model_cfg.stages} "
         f"({model_cfg.code_bits:g}-bit codes), batch {train_cfg.batch}, {length}, "
         f"device {runtime.describe()}, run folder {run_dir}",
