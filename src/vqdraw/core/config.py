@@ -183,21 +183,10 @@ class ModelConfig:
             raise ConfigError(f"modality must be \"\" (by the data's shape), \"audio\" or a registered one "
                               f"(vqdraw.modalities.register; known: {', '.join(known_modalities())}), "
                               f"got {self.modality!r}")
-        if self.modality == "audio" and (len(shape) != 2 or c != 1 or not 1 <= self.sample_rate <= MAX_SAMPLE_RATE):
-            raise ConfigError(f"an audio model takes mono clips (1, L) at a sample rate of 1..{MAX_SAMPLE_RATE} Hz; "
-                              f"got data_shape {shape} at {self.sample_rate} Hz")
-        if self.modality == "speech" and (len(shape) != 3 or c != 1 or not 1 <= self.sample_rate <= MAX_SAMPLE_RATE):
-            raise ConfigError(f"a speech model takes log-mel blocks (1, bands, frames) of audio at a sample rate of "
-                              f"1..{MAX_SAMPLE_RATE} Hz; got data_shape {shape} at {self.sample_rate} Hz")
-        if self.modality not in ("audio", "speech") and self.sample_rate:
-            raise ConfigError("sample_rate is for audio and speech models (modality \"audio\" or \"speech\")")
         if not isinstance(self.modality_options, dict):
             raise ConfigError(f"modality_options must be a dict, got {type(self.modality_options).__name__}")
         object.__setattr__(self, "modality_options", dict(self.modality_options))  # the config's own copy
-        if self.modality_options and self.modality in ("", "audio", "speech"):
-            raise ConfigError("modality_options are a registered modality's settings; "
-                              f"{self.modality or 'this'} model has none")
-        check_config(self)  # a registered modality's own check of its shape and settings
+        check_config(self, MAX_SAMPLE_RATE)  # the modality's own rules: its shape, rate and settings
         scale = 2 ** len(self.refiner.down)
         if any(n % scale for n in shape[1:]):
             raise ConfigError(

@@ -15,7 +15,7 @@ No torch here: plain names and shapes.
 
 from __future__ import annotations
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 
 MODALITIES = ("sequence", "image", "volume", "text", "audio", "speech")
 """The known modalities: by the data's spatial rank 1, 2, 3, text (rank 1, categorical), audio
@@ -56,9 +56,37 @@ def register_name(name: str, stored_as: str | None, check=None) -> None:
         _CONFIG_CHECKS[name] = check
 
 
-def check_config(config) -> None:
-    """The registered modality's own check of a config that names it (nothing for the others)."""
-    check = _CONFIG_CHECKS.get(getattr(config, "modality", ""))
+def _check_audio(config, max_rate: int) -> None:
+    shape = tuple(config.data_shape)
+    if len(shape) != 2 or shape[0] != 1 or not 1 <= config.sample_rate <= max_rate:
+        raise ConfigError(f"an audio model takes mono clips (1, L) at a sample rate of 1..{max_rate} Hz; "
+                          f"got data_shape {shape} at {config.sample_rate} Hz")
+
+
+def _check_speech(config, max_rate: int) -> None:
+    shape = tuple(config.data_shape)
+    if len(shape) != 3 or shape[0] != 1 or not 1 <= config.sample_rate <= max_rate:
+        raise ConfigError(f"a speech model takes log-mel blocks (1, bands, frames) of audio at a sample rate of "
+                          f"1..{max_rate} Hz; got data_shape {shape} at {config.sample_rate} Hz")
+
+
+_BUILT_IN_CHECKS = {"audio": _check_audio, "speech": _check_speech}
+"""The rules of the built-in modalities a config names: their shape and sample rate."""
+
+
+def check_config(config, max_rate: int) -> None:
+    """A config's modality rules, in one place: the built-in audio and speech ones (shape, a sample
+    rate in 1..``max_rate``), ``sample_rate`` only for those two, ``modality_options`` only for a
+    registered modality, whose own check (:meth:`vqdraw.modalities.Modality.check_config`) runs last."""
+    name = getattr(config, "modality", "")
+    if name in _BUILT_IN_CHECKS:
+        _BUILT_IN_CHECKS[name](config, max_rate)
+    elif config.sample_rate:
+        raise ConfigError("sample_rate is for audio and speech models (modality \"audio\" or \"speech\")")
+    if config.modality_options and name not in _PLUGINS:
+        raise ConfigError("modality_options are a registered modality's settings; "
+                          f"{name or 'this'} model has none")
+    check = _CONFIG_CHECKS.get(name)
     if check is not None:
         check(config)
 
