@@ -338,3 +338,15 @@ def test_a_version_2_image_file_reads_as_the_format_says():
     got = read_vqd(v2)
     assert got.version == 2 and got.modality == "image" and got.data_shape == (1, 28, 28)
     assert np.array_equal(got.codes, codes)
+
+
+@pytest.mark.parametrize("code,name,shape", [(5, "audio", (1, 1024)), (6, "speech", (1, 40, 16))])
+def test_version_3_headers_of_audio_and_speech_are_refused(code, name, shape):
+    """Entropy-coded files hold neither (the writer refuses them); a header that declares one is refused
+    in one line, before any size arithmetic."""
+    body = (struct.pack("<4sBB16s16sBB", MAGIC, 3, 0, bytes(16), bytes(16), code, len(shape))
+            + struct.pack(f"<{len(shape)}H", *shape) + struct.pack("<HHIH", 64, 20, 0, 1))
+    with pytest.raises(VqdFormatError, match=f"version 3 \\(entropy-coded\\) files hold no {name}"):
+        from vqdraw.compress.bitstream import read_header
+
+        read_header(with_crc(body))
