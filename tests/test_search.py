@@ -14,7 +14,7 @@ from vqdraw.core.config import ModelConfig, RefinerConfig
 from vqdraw.errors import InputError
 from vqdraw.core.model import EncodeResult, VQDraw
 from vqdraw.core.search import beam_search, final_losses
-from vqdraw.core.stageloop import Beam, Policy, beam_stages
+from vqdraw.core.stageloop import Beam, Greedy, Policy, beam_stages
 
 TINY = ModelConfig(
     (1, 28, 28), options=8, stages=4, segment=2,
@@ -251,3 +251,5 @@ def test_the_library_takes_policies_and_warns_on_beam_integers(tiny_model, digit
 
     curves, _ = vqdraw_curves(tiny_model, x, policy=Beam(2))
     assert "beam search, width 2" in curves[0]["description"]
+    for greedy in (None, Greedy(), Beam(1)):  # what the CLI passes for --beam 1, named as greedy
+        assert "greedy)" in vqdraw_curves(tiny_model, x[:1], policy=greedy)[0][0]["description"]

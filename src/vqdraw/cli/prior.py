@@ -71,15 +71,16 @@ def _train_and_save(args, model, out_dir) -> int:
     import math
 
     from ..prior import PriorConfig, train_prior
-    from .common import train_test_splits
+    from .common import policy_of, train_test_splits
 
     name, train_set, test_set = train_test_splits(args, model)
     progress = not args.no_progress
     print(f"vqdraw prior: {args.model} (K={model.options} N={model.stages}), dataset {name}; encoding "
           f"{args.train_items or len(train_set)} train items ({'greedy' if args.beam == 1 else f'beam {args.beam}'})",
           file=sys.stderr)
-    train_codes = split_codes(model, train_set, args.train_items, args.beam, progress, "train codes")
-    test_codes = split_codes(model, test_set, args.test_items, args.beam, progress, "test codes")
+    policy = policy_of(args)
+    train_codes = split_codes(model, train_set, args.train_items, policy, progress, "train codes")
+    test_codes = split_codes(model, test_set, args.test_items, policy, progress, "test codes")
     config = PriorConfig(int(model.options), int(model.stages), args.embed, args.hidden, args.dropout)
     budget = None if args.time_budget is None else args.time_budget * 60
     prior, report = train_prior(train_codes, model.options, config=config, steps=args.steps, batch=args.batch,
@@ -101,23 +102,24 @@ def _train_and_save(args, model, out_dir) -> int:
     return 0
 
 
-def split_codes(model, items, limit, beam: int, progress: bool, desc: str):
-    """Codes (M, N) on the CPU of the first ``limit`` items of a split (greedy or beam)."""
+def split_codes(model, items, limit, policy, progress: bool, desc: str):
+    """Codes (M, N) on the CPU of the first ``limit`` items of a split, each stage choosing by
+    ``policy`` (greedy or a beam)."""
     import torch
 
     from ..compress.codec import encode_images
-    from ..core.stageloop import Beam, Greedy
+    from ..core.stageloop import Beam
     from ..modalities.base import progress_bar  # a bar on a terminal, plain lines in a log
 
     n = len(items) if limit is None else min(limit, len(items))
-    batch = 250 if beam == 1 else max(1, 2000 // beam)
+    batch = max(1, 2000 // policy.width) if isinstance(policy, Beam) and policy.width > 1 else 250
     out = []
     bar = progress_bar(n, chunk=batch, desc=desc, unit="item", enabled=progress)
     try:
         with torch.no_grad():
             for start in range(0, n, batch):
                 x = items.batch(range(start, min(n, start + batch)), model.device)
-                out.append(encode_images(model, x, policy=Beam(beam) if beam > 1 else Greedy()))
+                out.append(encode_images(model, x, policy=policy))
                 bar.update(len(x))
     finally:
         bar.close()

@@ -53,7 +53,7 @@ from ..compress.bitstream import bits_per_image, header_size
 from ..compress.codec import compress_codes, decompress, encode_images, read_file
 from ..compress.codecs_classical import JPEG, JPEG_QUALITIES, WEBP_QUALITIES, WebP
 from ..core.inputs import check_policy
-from ..core.stageloop import Beam
+from ..core.stageloop import Beam, Greedy
 from ..errors import InputError
 from .metrics import distortion as dm
 
@@ -192,7 +192,7 @@ def vqdraw_curves(
         if n == N:
             recon_full = recon
     common = {k: rows[k] for k in ("stages", *_MEASURES, "mse_unrounded", "encoding_time", "decoding_time")}
-    how = (f"beam search, width {width}" if width > 1 else "greedy" if policy is None or isinstance(policy, Beam)
+    how = (f"beam search, width {width}" if width > 1 else "greedy" if policy is None or isinstance(policy, (Beam, Greedy))
            else f"policy {type(policy).__name__}")
     curves = [
         _curve("VQ-DRAW", f"VQ-DRAW code prefixes n = 1..{N} (K = {K}, {how}); size: the payload, "
