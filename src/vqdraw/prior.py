@@ -406,6 +406,9 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, train
     from .training.loop import Cadence, Hooks, run_steps
     from .training.schedule import TimeBudget
 
+    def draw(step: int) -> torch.Tensor:  # a batch drawn with replacement, from the generator that split the codes
+        return torch.randint(0, train.shape[0], (min(batch, train.shape[0]),), generator=g)
+
     def one_step(step: int, indices: torch.Tensor) -> dict:
         x = train[indices]
         loss = nn.functional.cross_entropy(net(x).reshape(-1, config.options), x.reshape(-1))
@@ -438,17 +441,11 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, train
                   if "heldout_bits" in record else None,
                   stop=lambda record: best["bad"] >= patience)
     budget = TimeBudget(time_budget, steps) if time_budget is not None else None
-    def draw(step: int) -> torch.Tensor:  # a batch drawn with replacement, from the generator that split the codes
-        return torch.randint(0, train.shape[0], (min(batch, train.shape[0]),), generator=g)
-
-    history = run_steps(one_step, draw,
-                        stop=steps, cadence=Cadence(log_every=None, eval_every=eval_every), hooks=hooks,
-                        budget=budget)
+    history = run_steps(one_step, draw, stop=steps, cadence=Cadence(log_every=None, eval_every=eval_every),
+                        hooks=hooks, budget=budget)
     step = history[-1]["step"] if history else 0
-    stopped = best["bad"] >= patience
-    best_state, best_step, best = best["state"], best["step"], best["bits"]
-    net.load_state_dict(best_state)
+    net.load_state_dict(best["state"])
     report = PriorReport(step, time.monotonic() - start, int(train.shape[0]), int(held.shape[0]),
-                         config.stages * math.log2(config.options), float(best.sum()),
-                         [float(b) for b in best], best_step, stopped)
+                         config.stages * math.log2(config.options), float(best["bits"].sum()),
+                         [float(b) for b in best["bits"]], best["step"], best["bad"] >= patience)
     return Prior(net, model_fingerprint, {"training": asdict(report)}), report
