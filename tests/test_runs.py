@@ -1,6 +1,6 @@
 """Model and run folders (vqdraw.runs): one save/load for the four kinds of network, the run lock,
 hostile folders (LATEST, NaN weights), crash debris, metrics.jsonl rewritten atomically, and the
-training loop's progress output (vqdraw.training.loop)."""
+training loop's progress output (vqdraw.loop)."""
 
 from __future__ import annotations
 

@@ -403,7 +403,7 @@ def train_prior(codes, options: int, *, config: PriorConfig | None = None, train
         return -lp.mean(0) / math.log(2)
 
     from .progress import Progress  # reported through vqdraw.progress; the command shows it
-    from .training.loop import Cadence, Hooks, run_steps
+    from .loop import Cadence, Hooks, run_steps
     from .training.schedule import TimeBudget
 
     def draw(step: int) -> torch.Tensor:  # a batch drawn with replacement, from the generator that split the codes

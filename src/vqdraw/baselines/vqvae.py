@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from .. import runs
 from ..errors import CheckpointError, ConfigError, InputError
-from ..training.loop import Cadence, DataOrder, Hooks, Progress, adam, run_steps
+from ..loop import Cadence, DataOrder, Hooks, Progress, adam, run_steps
 from ..evaluate.metrics.distortion import psnr_from_mse
 
 STORED = runs.Format("vqdraw-vqvae", 1)  # config.json + model.safetensors, like VQ-DRAW's
@@ -289,7 +289,7 @@ def train_vqvae(
     overwrite: bool = False,
 ) -> dict:
     """Train for ``cfg.steps`` steps with Adam on the same data order as VQ-DRAW's ``fit``
-    (:mod:`vqdraw.training.loop`). With `run_dir` (locked for the call; a folder already holding a model
+    (:mod:`vqdraw.loop`). With `run_dir` (locked for the call; a folder already holding a model
     is refused unless ``overwrite``), writes metrics.jsonl as it goes, then config.json +
     model.safetensors (a loadable model folder), train.json (same layout as a VQ-DRAW run, so
     tools find the dataset) and samples/reconstructions PNGs. Returns {"losses", "final"}."""

@@ -1,1 +1,1 @@
-"""Training: fit, the shared loop, schedule, weight averaging, data parallelism, logging, distillation."""
+"""Training: fit, schedule and time budgets, weight averaging, data parallelism, logging, distillation (the loop they share: :mod:`vqdraw.loop`)."""

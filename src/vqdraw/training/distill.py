@@ -75,7 +75,7 @@ from ..core.config import DISTILLED_KINDS as KINDS
 from ..core.config import DistillConfig, override
 from ..errors import CheckpointError, ConfigError, InputError
 from ..core.layers import conv_classes
-from .loop import DataOrder, Hooks, Progress, adam, run_steps
+from ..loop import DataOrder, Hooks, Progress, adam, run_steps
 from ..evaluate.metrics.distortion import psnr_from_mse
 
 STORED = runs.Format("vqdraw-distilled", 3, key="encoder", config_file="distilled.json",
@@ -558,7 +558,7 @@ def distill(
        ``prior_fraction > 0``.
     2. `steps` Adam steps of cross-entropy (mean over stages) on batches of `batch` images, a
        share `prior_fraction` of them prior samples with their codes, the rest train images
-       in the seeded order of :func:`vqdraw.training.loop.batch_indices`. The autoregressive kind reads
+       in the seeded order of :func:`vqdraw.loop.batch_indices`. The autoregressive kind reads
        the target codes (teacher forcing).
     3. ``segments=S``: the steps are split over ceil(N / S) rounds; before round r > 0 the train
        images are labelled again with the encoder's own codes for stages < r·S and the greedy

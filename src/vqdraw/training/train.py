@@ -8,7 +8,7 @@
       samples.png reconstructions.png stages.png curves.png
 
 The run folder's layout and its lock are :mod:`vqdraw.runs`'s; the loop itself (data order as a
-pure function of (seed, step), logging, progress, checkpoints) is :mod:`vqdraw.training.loop`'s. A run
+pure function of (seed, step), logging, progress, checkpoints) is :mod:`vqdraw.loop`'s. A run
 resumed from a checkpoint reaches the same parameters as one that was never interrupted.
 """
 
@@ -34,7 +34,7 @@ from ..data import Dataset
 from ..data.binarize import BinarizedSet, batch_epochs, binarize
 from .ema import WeightAverage
 from ..errors import CheckpointError, ConfigError, TrainingDiverged
-from .loop import Cadence, DataOrder, Hooks, Progress, adam, batch_indices, micro_batches, run_steps
+from ..loop import Cadence, DataOrder, Hooks, Progress, adam, batch_indices, micro_batches, run_steps
 from ..core.losses import code_usage
 from ..core.model import VQDraw
 from .runtime import Runtime, autocast, native_bf16, pick_device, resolve_precision

@@ -41,6 +41,7 @@ from ... import runs
 from ...data import DatasetError, Dataset, load_dataset
 from ...data.download import default_data_dir
 from ...errors import VQDrawError
+from ...loop import Cadence, Hooks, run_steps
 from ...progress import Progress
 
 STORED = runs.Format("vqdraw-features", 2, key="recipe", config_file="features.json",
@@ -176,22 +177,26 @@ def train_feature_net(
     gen = torch.Generator().manual_seed(recipe.seed + 1)
     labels = torch.from_numpy(train_set.labels)
     opt = torch.optim.Adam(net.parameters(), lr=recipe.lr)
-    bar = Progress(recipe.steps, desc="feature net", enabled=progress)
+
+    def draw(step: int) -> torch.Tensor:  # a batch drawn with replacement from the recipe's generator
+        return torch.randint(0, len(train_set), (recipe.batch,), generator=gen)
+
+    def one_step(step: int, idx: torch.Tensor) -> dict:
+        for g in opt.param_groups:
+            g["lr"] = recipe.lr * (0.1 + 0.9 * (1 - step / recipe.steps))  # linear decay to lr/10
+        x = _shift(train_set.batch(idx), recipe.shift, gen).to(device)
+        loss = F.cross_entropy(net(x), labels[idx].to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return {"loss": float(loss.detach())}
+
+    hooks = Hooks(progress=Progress(recipe.steps, desc="feature net", enabled=progress),
+                  postfix=lambda record, _: {"loss": f"{record['loss']:.3f}"})
     net.train()
     with torch.random.fork_rng(devices=[]):  # dropout draws from the global RNG: keep it seeded
         torch.manual_seed(recipe.seed + 2)
-        for step in range(recipe.steps):
-            lr = recipe.lr * (0.1 + 0.9 * (1 - step / recipe.steps))  # linear decay to lr/10
-            for g in opt.param_groups:
-                g["lr"] = lr
-            idx = torch.randint(0, len(train_set), (recipe.batch,), generator=gen)
-            x = _shift(train_set.batch(idx), recipe.shift, gen).to(device)
-            loss = F.cross_entropy(net(x), labels[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            bar.update(1, {"loss": f"{loss.item():.3f}"} if bar.enabled else None)
-    bar.close()
+        run_steps(one_step, draw, stop=recipe.steps, cadence=Cadence(log_every=None), hooks=hooks)
     net.eval()
     raw = net.raw_features(train_set.batch(range(len(train_set))))
     net.feature_mean.copy_(raw.mean(0))

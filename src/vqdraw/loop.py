@@ -1,5 +1,8 @@
 """The training loop every trainer shares: VQ-DRAW's ``fit``, distillation and its fine-tuning,
-the learned prior (:func:`vqdraw.prior.train_prior`) and the VQ-VAE baseline.
+the learned prior (:func:`vqdraw.prior.train_prior`), the VQ-VAE baseline and the FID/KID feature
+net (:func:`vqdraw.evaluate.metrics.features.train_feature_net`). It sits below all of them in the
+package layers (it needs only run folders and progress reporting), so that measuring code may
+train through it too.
 
     for step in start .. stop-1:
         indices = order(step)                  the data order: a pure function of (seed, step)
@@ -24,8 +27,8 @@ from typing import Callable, Iterable, Iterator
 
 import torch
 
-from .. import runs
-from ..progress import Progress  # noqa: F401 (its home is vqdraw.progress; trainers import it from here too)
+from . import runs
+from .progress import Progress  # noqa: F401 (its home is vqdraw.progress; trainers import it from here too)
 
 
 def batch_indices(step: int, batch: int, n: int, seed: int) -> torch.Tensor:
