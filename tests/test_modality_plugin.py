@@ -75,7 +75,7 @@ def test_a_registered_modality_trains_codes_and_decodes(heatmap, tmp_path):
 
 
 def test_an_unregistered_modality_is_refused_in_one_line():
-    with pytest.raises(ConfigError, match="registered one"):
+    with pytest.raises(ConfigError, match="vqdraw.modalities.register"):
         ModelConfig((1, 8, 8), modality="not-registered")
 
 
@@ -200,3 +200,50 @@ def test_register_refuses_a_bad_layout(series):
         register(Other(), stored_as="sequence", code=201, dims=2)
     with pytest.raises(ConfigError, match="modality_options"):  # the built-in modalities have none
         ModelConfig((1, 8, 8), modality_options={"rate_hz": 5})
+
+
+# --- every config names its modality -------------------------------------------------------------
+
+def test_a_config_records_the_modality_its_shape_implies_and_writes_the_same_bytes_as_before():
+    from vqdraw.core.config import get_preset
+
+    assert ModelConfig((1, 28, 28)).modality == "image"
+    assert ModelConfig((1, 64), refiner=RefinerConfig(down=(8,), up=(8,)), mean=(0.5,), std=(0.5,)).modality == "sequence"
+    assert get_preset("voxels32").model.modality == "volume"
+    text = get_preset("text").model
+    assert text.modality == "text" and "modality" not in text.to_dict()  # implied: written as before
+    old = text.to_dict()  # a config file from before the modality was recorded
+    assert ModelConfig.from_dict(json.loads(json.dumps(old))).modality == "text"
+    mnist = VQDraw.from_preset("mnist")
+    assert "modality" not in mnist.config.to_dict()
+    assert ModelConfig.from_dict(mnist.config.to_dict()) == mnist.config
+
+
+def test_a_named_modality_the_shape_does_not_imply_is_kept_through_the_config_file():
+    from vqdraw.core.config import get_preset
+
+    text = get_preset("text").model
+    seq = ModelConfig(**{**{f: getattr(text, f) for f in ("data_shape", "options", "stages", "segment", "mean", "std",
+                                                           "refiner", "likelihood", "categories")},
+                         "modality": "sequence"})
+    assert seq.modality == "sequence" and seq.to_dict()["modality"] == "sequence"
+    again = ModelConfig.from_dict(json.loads(json.dumps(seq.to_dict())))
+    assert again.modality == "sequence" and modality_for(again).name == "sequence"
+    assert modality_for(text).name == "text"
+
+
+def test_a_modality_that_does_not_fit_the_shape_is_refused_and_preset_overrides_follow_the_shape():
+    from dataclasses import replace
+
+    image = ModelConfig((1, 28, 28))
+    with pytest.raises(ConfigError, match=r"image model takes data of shape \(C, H, W\)"):
+        replace(image, data_shape=(1, 64))
+    with pytest.raises(ConfigError, match="volume model"):
+        ModelConfig((1, 28, 28), modality="volume")
+    with pytest.raises(ConfigError, match="categorical"):
+        ModelConfig((1, 64), refiner=RefinerConfig(down=(8,), up=(8,)), mean=(0.5,), std=(0.5,), modality="text")
+    # from_preset / override re-derive an implied modality from the new shape, or keep a named one
+    assert VQDraw.from_preset("mnist", data_shape=(1, 64)).config.modality == "sequence"
+    assert VQDraw.from_preset("mnist", data_shape=(1, 16, 16, 16)).config.modality == "volume"
+    with pytest.raises(ConfigError, match="image model"):
+        VQDraw.from_preset("mnist", data_shape=(1, 64), modality="image")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..errors import ConfigError
 from .fields import check_ranges, ranged
-from .modality import check_config, known_modalities
+from .modality import check_config, implied_modality, known_modalities
 from .validate import check_model_dict, check_train_dict
 
 # Bounds shared by several fields (and by the CLI's other flags): sanity bounds, far above real use.
@@ -154,8 +154,9 @@ class ModelConfig:
     """Proposals are canvas + the refiner's outputs. --no-residual: the paper's §3.4 ablation,
     proposals are the outputs themselves."""
     modality: str = ""
-    """What the data are when their shape alone does not say: "" (by rank and likelihood: sequence,
-    text, image, volume), "audio" (mono 8-bit mu-law waveforms of shape (1, L), see docs/audio.md),
+    """What the data are: "sequence", "text", "image", "volume" (the one the shape implies when
+    left "": by rank, and text for rank 1 with the categorical likelihood; the config records
+    it, so ``config.modality`` always names one), "audio" (mono 8-bit mu-law waveforms of shape (1, L), see docs/audio.md),
     "speech" (log-mel spectrogram blocks (1, bands, frames) of mono audio, resynthesised by
     Griffin-Lim; docs/audio.md), or the name of a modality registered with :func:`vqdraw.modalities.register`."""
     sample_rate: int = ranged(0, low=0, high=MAX_SAMPLE_RATE)
@@ -179,9 +180,11 @@ class ModelConfig:
         if self.refiner.softmax_input and self.likelihood != "categorical":
             raise ConfigError("refiner.softmax_input reads a categorical canvas; the likelihood is "
                               f"{self.likelihood!r}")
-        if self.modality and self.modality not in known_modalities():
-            raise ConfigError(f"modality must be \"\" (by the data's shape), \"audio\" or a registered one "
-                              f"(vqdraw.modalities.register; known: {', '.join(known_modalities())}), "
+        if not self.modality:  # none named: the one the shape implies, recorded
+            object.__setattr__(self, "modality", implied_modality(shape, self.likelihood))
+        if self.modality not in known_modalities():
+            raise ConfigError(f"modality must be one of {', '.join(known_modalities())} (a new one: "
+                              f"vqdraw.modalities.register), or \"\" for the one the shape implies; "
                               f"got {self.modality!r}")
         if not isinstance(self.modality_options, dict):
             raise ConfigError(f"modality_options must be a dict, got {type(self.modality_options).__name__}")
@@ -220,8 +223,10 @@ class ModelConfig:
         if self.likelihood != "categorical":  # only the categorical likelihood reads it
             del d["categories"]
         # fields added later are written only when set, so older configs keep their bytes
+        if d["modality"] == implied_modality(self.data_shape, self.likelihood):
+            del d["modality"]  # configs written before it was recorded meant this one: same bytes
         for name, default in _LATER_FIELDS["model"].items():
-            if d[name] == default:
+            if name in d and d[name] == default:
                 del d[name]
         for name, default in _LATER_FIELDS["refiner"].items():
             if d["refiner"][name] == default:
@@ -605,12 +610,18 @@ class DistillConfig:
 
 
 def override(cfg, **changes):
-    """`dataclasses.replace` that ignores None values and reports unknown fields clearly."""
+    """`dataclasses.replace` that ignores None values and reports unknown fields clearly. A model
+    config whose modality is the one its shape implies takes the one its new shape or likelihood
+    implies (``from_preset("mnist", data_shape=(1, 64))`` is a sequence model), unless the
+    changes name one."""
     changes = {k: v for k, v in changes.items() if v is not None}
     known = {f.name for f in fields(cfg)}
     unknown = set(changes) - known
     if unknown:
         raise ConfigError(f"unknown {type(cfg).__name__} field(s): {', '.join(sorted(unknown))}")
+    if (isinstance(cfg, ModelConfig) and {"data_shape", "likelihood"} & set(changes) and "modality" not in changes
+            and cfg.modality == implied_modality(cfg.data_shape, cfg.likelihood)):
+        changes["modality"] = ""
     return replace(cfg, **changes)
 
 

@@ -1,16 +1,20 @@
 """What kind of data a model makes: its modality, and the one check that refuses the wrong kind.
 
+Every ``ModelConfig`` names its modality (``config.modality``): "sequence", "image", "volume",
+"text", "audio", "speech", or one registered with :func:`vqdraw.modalities.register`. A config
+built without one, or read from a file written before configs recorded it, takes the one its
+shape implies (:func:`implied_modality`, the only place that guesses):
+
     data_shape (C, L)        -> "sequence", or "text" with the categorical likelihood
     data_shape (C, H, W)     -> "image"
     data_shape (C, D, H, W)  -> "volume"
-    modality "audio"         -> "audio" (mono clips (1, L) with a sample rate)
-    modality "speech"        -> "speech" (log-mel blocks (1, bands, frames) of mono audio)
 
-The modality follows from the rank of ``ModelConfig.data_shape``; a rank-1 model with the
-categorical likelihood is a text model (characters as classes, :mod:`vqdraw.data.text`). Every place that takes data for a model (the CLI verbs, the ``.vqd`` header
-via :mod:`vqdraw.compress.codec`) asks :func:`check_modality`, so a voxel folder given to an image model,
-or an image folder given to a voxel model, is refused with one line that says what to give instead.
-No torch here: plain names and shapes.
+and records it; audio and speech models are always named ("audio": mono clips (1, L) with a sample
+rate; "speech": log-mel blocks (1, bands, frames) of mono audio). Every place that takes data for
+a model (the CLI verbs, the ``.vqd`` header via :mod:`vqdraw.compress.codec`) asks
+:func:`check_modality`, so a voxel folder given to an image model, or an image folder given to a
+voxel model, is refused with one line that says what to give instead. No torch here: plain names
+and shapes.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ MODALITIES = ("sequence", "image", "volume", "text", "audio", "speech")
 (rank 1) and speech (rank 2), the last two named by the config's ``modality``."""
 
 _NAMED = ("audio", "speech")
-"""The built-in modalities a config names (its data's shape alone does not say)."""
+"""The built-in modalities a shape never implies: a config names them."""
 
 _READS = {"speech": "audio"}
 """Modalities whose models read another modality's files: a speech model reads WAV/FLAC audio."""
@@ -70,30 +74,43 @@ def _check_speech(config, max_rate: int) -> None:
                           f"1..{max_rate} Hz; got data_shape {shape} at {config.sample_rate} Hz")
 
 
-_BUILT_IN_CHECKS = {"audio": _check_audio, "speech": _check_speech}
-"""The rules of the built-in modalities a config names: their shape and sample rate."""
+def _check_rank(config, name: str) -> None:
+    shape = tuple(config.data_shape)
+    if _BY_RANK.get(len(shape) - 1) != ("sequence" if name == "text" else name):
+        raise ConfigError(f"{_article(name)} {name} model takes data of shape {_SHAPES[name]}; got data_shape {shape}")
+    if name == "text" and config.likelihood != "categorical":
+        raise ConfigError(f"a text model scores characters with the categorical likelihood, got {config.likelihood!r}")
+
+
+_SHAPES = {"sequence": "(C, L)", "text": "(1, L)", "image": "(C, H, W)", "volume": "(C, D, H, W)"}
+
+_BUILT_IN_CHECKS = {"audio": _check_audio, "speech": _check_speech,
+                    **{name: (lambda config, _, name=name: _check_rank(config, name)) for name in _SHAPES}}
+"""The rules of the built-in modalities: their shape (and likelihood for text, sample rate for
+audio and speech)."""
 
 
 def check_config(config, max_rate: int) -> None:
-    """A config's modality rules, in one place: the built-in audio and speech ones (shape, a sample
-    rate in 1..``max_rate``), ``sample_rate`` only for those two, ``modality_options`` only for a
-    registered modality, whose own check (:meth:`vqdraw.modalities.Modality.check_config`) runs last."""
-    name = getattr(config, "modality", "")
+    """A config's modality rules, in one place: the built-in ones (the shape each takes, the
+    categorical likelihood for text, a sample rate in 1..``max_rate`` for audio and speech and for
+    no other), ``modality_options`` only for a registered modality, whose own check
+    (:meth:`vqdraw.modalities.Modality.check_config`) runs last."""
+    name = config.modality
     if name in _BUILT_IN_CHECKS:
         _BUILT_IN_CHECKS[name](config, max_rate)
-    elif config.sample_rate:
+    if config.sample_rate and name not in _NAMED:
         raise ConfigError("sample_rate is for audio and speech models (modality \"audio\" or \"speech\")")
     if config.modality_options and name not in _PLUGINS:
         raise ConfigError("modality_options are a registered modality's settings; "
-                          f"{name or 'this'} model has none")
+                          f"{_article(name)} {name} model has none")
     check = _CONFIG_CHECKS.get(name)
     if check is not None:
         check(config)
 
 
 def known_modalities() -> tuple[str, ...]:
-    """What ``ModelConfig.modality`` may name: "audio" and every registered plug-in."""
-    return (*_NAMED, *_PLUGINS)
+    """What ``ModelConfig.modality`` may name: the built-in modalities and every registered plug-in."""
+    return (*MODALITIES, *_PLUGINS)
 
 
 def stored_as(config) -> str:
@@ -120,15 +137,20 @@ def modality_of_shape(data_shape) -> str:
     return _BY_RANK[rank]
 
 
-def modality_of(config) -> str:
-    """The modality of a model config (anything with a ``data_shape``; ``likelihood`` optional)."""
-    named = getattr(config, "modality", "")
-    if named in _NAMED or named in _PLUGINS:
-        return named
-    modality = modality_of_shape(config.data_shape)
-    if modality == "sequence" and getattr(config, "likelihood", None) == "categorical":
+def implied_modality(data_shape, likelihood: str | None = None) -> str:
+    """The modality a shape (and likelihood) implies: what a config that names none takes, and
+    what configs written before the modality was recorded meant. Sequence, image or volume by
+    the rank; a rank-1 model with the categorical likelihood is a text model."""
+    modality = modality_of_shape(data_shape)
+    if modality == "sequence" and likelihood == "categorical":
         return "text"
     return modality
+
+
+def modality_of(config) -> str:
+    """The modality of a model config: its ``modality``; for other configs with a ``data_shape``
+    (``likelihood`` optional) and none named, the one their shape implies."""
+    return getattr(config, "modality", "") or implied_modality(config.data_shape, getattr(config, "likelihood", None))
 
 
 def describe_shape(data_shape, modality: str | None = None) -> str:
