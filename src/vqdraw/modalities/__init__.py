@@ -6,8 +6,8 @@
 
 A :class:`~vqdraw.modalities.base.Modality` reads its inputs (files, or a dataset's test split),
 writes its outputs (original/reconstruction pairs, samples, stages, decoded files, a training
-run's outputs) and reports on them. A model's modality is its config's ``modality`` (:func:`vqdraw.core.modality.modality_of`
-(from its config); a dataset's by :func:`vqdraw.data.dataset_modality` (from its name).
+run's outputs) and reports on them. A model's modality is its config's ``modality``
+(:func:`vqdraw.core.modality.modality_of`); a dataset's by :func:`vqdraw.data.dataset_modality` (from its name).
 Adding a kind of data is adding one class here, or, from outside the package, registering one:
 
     class Heatmap(ImageModality):        # any Modality subclass; `name` is new
