@@ -350,3 +350,19 @@ def test_version_3_headers_of_audio_and_speech_are_refused(code, name, shape):
         from vqdraw.compress.bitstream import read_header
 
         read_header(with_crc(body))
+
+
+def test_every_modality_has_one_layout_row_and_a_registered_layout_is_read_by_the_same_code():
+    from vqdraw.compress.bitstream import LAYOUTS, MODALITY_CODES, Layout, register_layout
+    from vqdraw.core.modality import MODALITIES
+
+    assert set(MODALITIES) <= set(LAYOUTS)
+    assert len({layout.code for layout in LAYOUTS.values()}) == len(LAYOUTS)  # one byte per modality
+    assert {name: layout.code for name, layout in LAYOUTS.items()} == MODALITY_CODES
+    register_layout("layout_row_test", 231, 3)
+    row = LAYOUTS["layout_row_test"]
+    assert row == Layout("layout_row_test", 231, 3, coded=False, own_block=True)
+    fp = bytes(range(16))
+    data = write_vqd(np.zeros((2, 3), np.int64), 4, (1, 8, 8), fp, modality="layout_row_test", extra=b"abc")
+    f = read_vqd(data)
+    assert (f.modality, f.extra, f.header_bytes) == ("layout_row_test", b"abc", header_size((1, 8, 8), "layout_row_test", extra=b"abc"))

@@ -74,6 +74,11 @@ Speech (modality 6, shape (1, B, F): ``count`` blocks of F log-mel frames of B b
 audio does; a waveform of ``length`` samples has ``1 + length // 64`` frames, which must lie in
 ``((count - 1) * F, count * F]``.
 
+Each modality's layout (its byte, dimensions and fields after ``count``) is one row of
+:data:`LAYOUTS`; a modality defined outside the package adds a row with :func:`register_layout`
+(code 128..255, its own opaque header block), read and written by the same code as the built-in
+rows.
+
 so a volume file has ``header_size((1, 32, 32, 32), "volume")`` = 44 bytes of overhead.
 
 Version 3 (entropy-coded, written only when a prior is given: ``write_vqd(..., coder=prior)``)
@@ -127,6 +132,8 @@ from vqdraw.errors import InputError, VQDrawError
 
 __all__ = [
     "FORMAT_VERSION",
+    "LAYOUTS",
+    "Layout",
     "MAGIC",
     "MODALITY_CODES",
     "VERSIONS",
@@ -156,30 +163,21 @@ FORMAT_VERSION = 3
 data as version 2; version 3 only when entropy-coded with a prior)."""
 VERSIONS = (1, 2, 3)
 FINGERPRINT_SIZE = 16
-MODALITY_CODES = {"image": 1, "volume": 2, "sequence": 3, "text": 4, "audio": 5, "speech": 6}
-"""Version 2's modality byte; the names are :data:`vqdraw.core.modality.MODALITIES`."""
-_MODALITY_DIMS = {"image": 3, "volume": 4, "sequence": 2, "text": 2, "audio": 2, "speech": 3}  # channels first
-_MODALITY_NAMES = {code: name for name, code in MODALITY_CODES.items()}
-_BUILT_IN_CODES = ", ".join(f"{c} {m}" for m, c in MODALITY_CODES.items())  # for messages: the same in every process
-
 _HEADER = struct.Struct("<4sBB16sHHHHHI")  # version 1: magic, version, flags, fingerprint, C, H, W, K, n, count
 _HEADER2 = struct.Struct("<4sBB16sBB")  # version 2: magic, version, flags, fingerprint, modality, r
 _TAIL2 = struct.Struct("<HHI")  # version 2, after the r u16 sizes: K, n, count
-_LENGTH = struct.Struct("<Q")  # version 2, text only, after the tail: the text's length in characters
-_AUDIO = struct.Struct("<QI")  # version 2, audio and speech, after the tail: length in samples, sample rate (Hz)
-_LENGTHS = ("text", "audio", "speech")  # the modalities whose files record a length
-_RATES = ("audio", "speech")  # the modalities whose files record a sample rate
-SPEECH_HOP = 64
-"""Samples between a speech model's spectrogram frames (:data:`vqdraw.data.spectral.HOP`)."""
 _HEADER3 = struct.Struct("<4sBB16s16sBB")  # version 3: magic, version, flags, model fp, prior fp, modality, r
 _TAIL3 = struct.Struct("<HHIH")  # version 3, after the sizes: K, n, count, block
 _CRC = struct.Struct("<I")
-_EXTRA = struct.Struct("<H")  # version 2, a plug-in layout, after the tail: the byte length of its own block
+_LENGTH = struct.Struct("<Q")  # a layout's length field (text, audio, speech), after the tail
+_RATE = struct.Struct("<I")  # a layout's sample rate (audio, speech), after the length
+_EXTRA = struct.Struct("<H")  # a plug-in layout's own block, after the tail: its byte length, then the bytes
 PLUGIN_CODES = range(128, 256)
 """Modality codes for layouts registered from outside the package (:func:`register_layout`)."""
 MAX_EXTRA_BYTES = 4096
 """A plug-in modality's own header block holds at most this many bytes."""
-_PLUGIN_LAYOUTS: set[str] = set()  # registered names whose files carry their own header block
+SPEECH_HOP = 64
+"""Samples between a speech model's spectrogram frames (:data:`vqdraw.data.spectral.HOP`)."""
 MAX_BLOCK_CELLS = 1 << 22
 """Version 3: block * K is at most this (bounds a decoder's memory per block)."""
 SYMBOLS_PER_BIT = 3
@@ -198,6 +196,65 @@ class VqdFormatError(VQDrawError, ValueError):
     """Bytes that are not a valid ``.vqd`` file: wrong magic, truncated, corrupt, or from another model."""
 
 
+@dataclass(frozen=True)
+class Layout:
+    """One modality's version-2 (and 3) files: the modality byte, the data's dimensions (channels
+    first), and the fields after ``count`` — a length (``length_unit``: what it counts), then a
+    sample rate, or (a plug-in's) an opaque block of its own. Every modality's layout is a row of
+    :data:`LAYOUTS`, the built-in ones and those :func:`register_layout` adds alike."""
+
+    name: str
+    code: int
+    dims: int
+    length_unit: str | None = None
+    """The length field (u64): what it counts ("characters", "samples"); None: no length."""
+    rate: bool = False
+    """A sample rate in Hz (u32, at least 1) after the length."""
+    hop: int = 1
+    """Samples per chunk element: a waveform of L samples fills ``1 + L // hop`` elements (speech's
+    frames) when ``hop`` > 1, else L elements."""
+    coded: bool = True
+    """Whether entropy-coded (version 3) files may hold it (with its length field, no rate or block)."""
+    own_block: bool = False
+    """A plug-in's own header block: a u16 byte length, then that many bytes (``extra``)."""
+
+    def fields_size(self, extra_bytes: int = 0) -> int:
+        """Bytes after ``count``: the length, the rate, or the block's length and ``extra_bytes``."""
+        if self.own_block:
+            return _EXTRA.size + extra_bytes
+        return (_LENGTH.size if self.length_unit else 0) + (_RATE.size if self.rate else 0)
+
+    def check_length(self, length, count: int, chunk: int, error) -> None:
+        """The length must fill ``count`` chunks of ``chunk`` elements, the last one partly."""
+        if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
+            raise error(f"{self.name} length must be a whole number, got {length!r}")
+        unit = self.length_unit
+        if self.hop > 1:  # L samples make 1 + L // hop elements: (count - 1) * chunk < 1 + L // hop <= count * chunk
+            low, high = ((count - 1) * chunk * self.hop, count * chunk * self.hop - 1) if count else (0, -1)
+            unit = f"frames ({self.hop} samples each)"
+        else:
+            low, high = ((count - 1) * chunk + 1, count * chunk) if count else (0, 0)
+        if not low <= length <= high:
+            raise error(f"{self.name} length {length} does not fit {count} chunks of {chunk} {unit} "
+                        f"(must be {low}..{high})")
+
+
+LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
+    Layout("image", 1, 3),
+    Layout("volume", 2, 4),
+    Layout("sequence", 3, 2),
+    Layout("text", 4, 2, length_unit="characters"),
+    Layout("audio", 5, 2, length_unit="samples", rate=True, coded=False),
+    Layout("speech", 6, 3, length_unit="samples", rate=True, hop=SPEECH_HOP, coded=False),
+)}
+"""Every modality a ``.vqd`` file may hold, by name (:data:`vqdraw.core.modality.MODALITIES` and
+the registered ones): the format's one table of layouts."""
+_BY_CODE = {layout.code: layout for layout in LAYOUTS.values()}
+MODALITY_CODES = {name: layout.code for name, layout in LAYOUTS.items()}
+"""Version 2's modality byte by modality name."""
+_BUILT_IN_CODES = ", ".join(f"{c} {m}" for m, c in MODALITY_CODES.items())  # for messages: the same in every process
+
+
 def register_layout(name: str, code: int, dims: int) -> None:
     """A new ``.vqd`` layout for a modality defined outside the package: version-2 files whose
     modality byte is ``code`` (one of :data:`PLUGIN_CODES`, 128..255), data of ``dims`` dimensions
@@ -205,19 +262,18 @@ def register_layout(name: str, code: int, dims: int) -> None:
     module: a u16 byte length (at most :data:`MAX_EXTRA_BYTES`) and that many bytes, which the
     modality writes (``write_vqd(..., extra=...)``) and reads back (``VqdFile.extra``). Called by
     :func:`vqdraw.modalities.register`."""
-    if not isinstance(name, str) or not name.isidentifier() or name in MODALITY_CODES:
+    if not isinstance(name, str) or not name.isidentifier() or name in LAYOUTS:
         raise InputError(f"a new .vqd layout needs a new identifier-like name, got {name!r:.40}")
     if isinstance(code, bool) or not isinstance(code, int) or code not in PLUGIN_CODES:
         raise InputError(f"a plug-in modality's code must be a whole number in "
                          f"{PLUGIN_CODES.start}..{PLUGIN_CODES.stop - 1}, got {code!r:.40}")
-    if code in _MODALITY_NAMES:
-        raise InputError(f"modality code {code} is taken by {_MODALITY_NAMES[code]!r}")
+    if code in _BY_CODE:
+        raise InputError(f"modality code {code} is taken by {_BY_CODE[code].name!r}")
     if isinstance(dims, bool) or not isinstance(dims, int) or not 2 <= dims <= 4:
         raise InputError(f"a .vqd layout holds data of 2-4 dimensions (channels first), got {dims!r:.40}")
+    layout = Layout(name, code, dims, coded=False, own_block=True)
+    LAYOUTS[name] = _BY_CODE[code] = layout
     MODALITY_CODES[name] = code
-    _MODALITY_DIMS[name] = dims
-    _MODALITY_NAMES[code] = name
-    _PLUGIN_LAYOUTS.add(name)
 
 
 def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None = None, *,
@@ -230,8 +286,9 @@ def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None 
     (:func:`register_layout`) add 2 bytes and its ``extra`` block."""
     if coded:
         shape = (1, 1, 1) if data_shape is None else tuple(data_shape)
-        extra = _LENGTH.size if modality == "text" else 0
-        return _HEADER3.size + 2 * len(shape) + _TAIL3.size + extra + _CRC.size
+        layout = LAYOUTS.get(modality or "image")
+        fields = _LENGTH.size if layout is not None and layout.length_unit else 0
+        return _HEADER3.size + 2 * len(shape) + _TAIL3.size + fields + _CRC.size
     if data_shape is None or _version_for(tuple(data_shape), modality) == 1:
         return _HEADER.size + _CRC.size
     return _version2_size(tuple(data_shape), modality, len(extra))
@@ -240,11 +297,9 @@ def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None 
 def _version2_size(shape: tuple[int, ...], modality: str | None, extra_bytes: int = 0) -> int:
     """A version-2 file's header plus CRC (images too: a version-2 image file is valid, though
     vqdraw writes images as version 1); a plug-in layout's holds its block of ``extra_bytes``."""
-    if modality in _PLUGIN_LAYOUTS:
-        extra = _EXTRA.size + extra_bytes
-    else:
-        extra = {"text": _LENGTH.size, "audio": _AUDIO.size, "speech": _AUDIO.size}.get(modality, 0)
-    return _HEADER2.size + 2 * len(shape) + _TAIL2.size + extra + _CRC.size
+    layout = LAYOUTS.get(modality or "image")
+    fields = layout.fields_size(extra_bytes) if layout is not None else 0
+    return _HEADER2.size + 2 * len(shape) + _TAIL2.size + fields + _CRC.size
 
 
 def _version_for(shape: tuple[int, ...], modality: str | None) -> int:
@@ -252,17 +307,17 @@ def _version_for(shape: tuple[int, ...], modality: str | None) -> int:
     return 1 if (modality or "image") == "image" and len(shape) == 3 else 2
 
 
-def _modality_for(shape: tuple[int, ...], modality: str | None) -> str:
+def _layout_for(shape: tuple[int, ...], modality: str | None) -> Layout:
     if modality is None:
         modality = {2: "sequence", 3: "image", 4: "volume"}.get(len(shape))
         if modality is None:
             raise InputError(f"data shape {shape!r} has 2-4 dimensions (channels first) in a .vqd file")
-    if modality not in MODALITY_CODES:
-        raise InputError(f"unknown modality {modality!r}; a .vqd file knows {', '.join(MODALITY_CODES)}")
-    if len(shape) != _MODALITY_DIMS[modality]:
-        raise InputError(f"{modality} data have {_MODALITY_DIMS[modality]} dimensions (channels first); "
-                         f"got shape {shape!r}")
-    return modality
+    layout = LAYOUTS.get(modality)
+    if layout is None:
+        raise InputError(f"unknown modality {modality!r}; a .vqd file knows {', '.join(LAYOUTS)}")
+    if len(shape) != layout.dims:
+        raise InputError(f"{modality} data have {layout.dims} dimensions (channels first); got shape {shape!r}")
+    return layout
 
 
 def bits_per_image(K: int, n: int) -> int:
@@ -525,7 +580,8 @@ def write_vqd(codes: np.ndarray, K: int, data_shape: tuple[int, ...], fingerprin
     if not 2 <= len(shape) <= 4 or not all(isinstance(d, (int, np.integer)) and 1 <= d <= _U16_MAX for d in shape):
         raise InputError(f"image shape must be (C, H, W) (volumes (C, D, H, W), sequences (C, L)) with each "
                          f"in 1..{_U16_MAX}, got {data_shape!r}")
-    modality = _modality_for(shape, modality)
+    layout = _layout_for(shape, modality)
+    modality = layout.name
     if not isinstance(fingerprint, (bytes, bytearray)) or len(fingerprint) != FINGERPRINT_SIZE:
         raise InputError(f"model fingerprint must be {FINGERPRINT_SIZE} bytes, got {fingerprint!r}")
     arr = _check_codes(codes, int(K))
@@ -539,38 +595,33 @@ def write_vqd(codes: np.ndarray, K: int, data_shape: tuple[int, ...], fingerprin
             f"{n} codes with K={K} take {bits_per_image(int(K), n)} bits per image; a .vqd file holds at "
             f"most {MAX_MIXED_RADIX_BITS} when K is not a power of two"
         )
-    if (modality in _LENGTHS) != (length is not None):
-        raise InputError("a text or audio .vqd file needs the data's length (and only those have one)")
-    if (modality in _RATES) != (sample_rate is not None):
-        raise InputError("an audio or speech .vqd file needs the sample rate (and only those have one)")
+    if bool(layout.length_unit) != (length is not None):
+        raise InputError(f"a .vqd file of {modality} {'needs' if layout.length_unit else 'has no'} length "
+                         "(text, audio and speech files record the data's length, the others none)")
+    if layout.rate != (sample_rate is not None):
+        raise InputError(f"a .vqd file of {modality} {'needs' if layout.rate else 'has no'} sample rate "
+                         "(audio and speech files record one, the others none)")
     if length is not None:
-        _check_length(length, count, shape[-1], InputError, modality)
+        layout.check_length(length, count, shape[-1], InputError)
     if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer))
                                     or not 1 <= sample_rate <= _U32_MAX):
         raise InputError(f"sample rate must be an integer in 1..{_U32_MAX}, got {sample_rate!r}")
-    if (modality in _PLUGIN_LAYOUTS) != (extra is not None):
+    if layout.own_block != (extra is not None):
         raise InputError(f"the .vqd header block (extra=) is for modalities with their own layout; "
-                         f"{modality} {'needs one' if modality in _PLUGIN_LAYOUTS else 'has none'}")
+                         f"{modality} {'needs one' if layout.own_block else 'has none'}")
     if extra is not None and (not isinstance(extra, (bytes, bytearray)) or len(extra) > MAX_EXTRA_BYTES):
         raise InputError(f"a modality's header block must be at most {MAX_EXTRA_BYTES} bytes, "
                          f"got {len(extra) if isinstance(extra, (bytes, bytearray)) else type(extra).__name__}")
     if coder is not None:
-        if modality in _PLUGIN_LAYOUTS:
-            raise InputError(f"entropy-coded (version 3) .vqd files do not hold {modality}; write it at fixed length")
-        if modality in _RATES:
+        if not layout.coded:
             raise InputError(f"entropy-coded (version 3) .vqd files do not hold {modality}; write it at fixed length")
         return _write_coded(arr, int(K), shape, bytes(fingerprint), modality, length, coder, block)
     if _version_for(shape, modality) == 1:
         header = _HEADER.pack(MAGIC, 1, 0, bytes(fingerprint), *map(int, shape), int(K), n, count)
     else:
-        header = (_HEADER2.pack(MAGIC, 2, 0, bytes(fingerprint), MODALITY_CODES[modality], len(shape))
-                  + struct.pack(f"<{len(shape)}H", *map(int, shape)) + _TAIL2.pack(int(K), n, count))
-        if modality in _RATES:
-            header += _AUDIO.pack(int(length), int(sample_rate))
-        elif length is not None:
-            header += _LENGTH.pack(int(length))
-        elif extra is not None:
-            header += _EXTRA.pack(len(extra)) + bytes(extra)
+        header = (_HEADER2.pack(MAGIC, 2, 0, bytes(fingerprint), layout.code, len(shape))
+                  + struct.pack(f"<{len(shape)}H", *map(int, shape)) + _TAIL2.pack(int(K), n, count)
+                  + _pack_fields(layout, length, sample_rate, extra))
     body = header + pack_codes(arr, int(K))
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -592,10 +643,9 @@ def _write_coded(arr: np.ndarray, K: int, shape: tuple[int, ...], fingerprint: b
     if len(payload) % 4 or not _coded_count_ok(count, n, len(payload)):
         raise InputError(f"these {count * n} codes cannot be entropy-coded within the format's limit "
                          f"({len(payload)} payload bytes); write them at fixed length (no prior)")
-    header = (_HEADER3.pack(MAGIC, 3, 0, fingerprint, prior_fp, MODALITY_CODES[modality], len(shape))
-              + struct.pack(f"<{len(shape)}H", *map(int, shape)) + _TAIL3.pack(K, n, count, int(block)))
-    if length is not None:
-        header += _LENGTH.pack(int(length))
+    header = (_HEADER3.pack(MAGIC, 3, 0, fingerprint, prior_fp, LAYOUTS[modality].code, len(shape))
+              + struct.pack(f"<{len(shape)}H", *map(int, shape)) + _TAIL3.pack(K, n, count, int(block))
+              + _pack_fields(LAYOUTS[modality], length, None, None))
     body = header + payload
     return body + _CRC.pack(zlib.crc32(body))
 
@@ -604,21 +654,36 @@ def _coded_count_ok(count: int, n: int, payload_bytes: int) -> bool:
     return count * n <= SYMBOLS_PER_BIT * (8 * payload_bytes + SLACK_BITS)
 
 
-def _check_length(length, count: int, chunk: int, error, modality: str = "text") -> None:
-    """A text's (audio's) length must fill ``count`` chunks of ``chunk`` characters (samples), the
-    last one partly."""
-    unit = "samples" if modality == "audio" else "characters"
-    if isinstance(length, bool) or not isinstance(length, (int, np.integer)):
-        raise error(f"{modality} length must be a whole number, got {length!r}")
-    low, high = (count - 1) * chunk + 1 if count else 0, count * chunk
-    if modality == "speech":  # blocks of `chunk` frames; a waveform of L samples has 1 + L // 64 frames
-        low, high = (max(count - 1, 0) * chunk) * SPEECH_HOP if count else 0, count * chunk * SPEECH_HOP - 1
-        if length < 0 or not count:
-            low, high = 0, -1
-        unit = f"frames ({SPEECH_HOP} samples each)"
-    if not low <= length <= high:
-        raise error(f"{modality} length {length} does not fit {count} chunks of {chunk} {unit} "
-                    f"(must be {low}..{high})")
+def _pack_fields(layout: Layout, length, rate, extra) -> bytes:
+    """A layout's fields after ``count``, as the caller has checked them."""
+    if layout.own_block:
+        return _EXTRA.pack(len(extra)) + bytes(extra)
+    return ((_LENGTH.pack(int(length)) if layout.length_unit else b"")
+            + (_RATE.pack(int(rate)) if layout.rate else b""))
+
+
+def _unpack_fields(layout: Layout, data: memoryview, at: int, need: int, count: int, chunk: int):
+    """A layout's fields after ``count`` (at offset ``at``; the file holds at least ``need`` bytes
+    counting them, their block's bytes not yet): (length, rate, extra), each None where absent."""
+    def invalid(message: str) -> VqdFormatError:
+        return VqdFormatError(f"invalid .vqd header: {message}")
+
+    if layout.own_block:
+        (size,) = _EXTRA.unpack_from(data, at)
+        if size > MAX_EXTRA_BYTES:
+            raise invalid(f"a {layout.name} header block of {size} bytes (at most {MAX_EXTRA_BYTES})")
+        if len(data) < need + size:
+            raise VqdFormatError(f"truncated .vqd file: expected at least {need + size} bytes, got {len(data)}")
+        return None, None, bytes(data[at + _EXTRA.size: at + _EXTRA.size + size])
+    length = rate = None
+    if layout.length_unit:
+        (length,) = _LENGTH.unpack_from(data, at)
+        layout.check_length(length, count, chunk, invalid)
+    if layout.rate:
+        (rate,) = _RATE.unpack_from(data, at + _LENGTH.size)
+        if rate == 0:
+            raise invalid(f"{layout.name} sample rate 0")
+    return length, rate, None
 
 
 @dataclass(frozen=True)
@@ -639,6 +704,20 @@ class VqdHeader:
     prior_fingerprint: bytes | None = None  # version 3 only
     block: int | None = None  # version 3 only: items per block of the range-coded stream
     extra: bytes | None = None  # a plug-in layout's own header block
+
+
+def _layout_of_code(code: int, dims: int, coded: bool = False) -> Layout:
+    """The layout a header's modality byte names, refused if unknown, with other dimensions, or
+    (``coded``) one that version 3 does not hold."""
+    layout = _BY_CODE.get(code)
+    if layout is None:
+        raise VqdFormatError(f"invalid .vqd header: unknown modality code {code} (known: {_BUILT_IN_CODES})")
+    if coded and not layout.coded:
+        raise VqdFormatError(f"invalid .vqd header: version 3 (entropy-coded) files hold no {layout.name}")
+    if dims != layout.dims:
+        raise VqdFormatError(f"invalid .vqd header: {layout.name} data with {dims} dimensions "
+                             f"(must be {layout.dims})")
+    return layout
 
 
 def read_header(data: bytes) -> VqdHeader:
@@ -675,35 +754,15 @@ def read_header(data: bytes) -> VqdHeader:
         shape = (C, H, W)
     else:
         _, _, flags, fingerprint, code, dims = _HEADER2.unpack_from(data)
-        modality = _MODALITY_NAMES.get(code)
-        if modality is None:
-            raise VqdFormatError(f"invalid .vqd header: unknown modality code {code} "
-                                 f"(known: {_BUILT_IN_CODES})")
-        if dims != _MODALITY_DIMS[modality]:
-            raise VqdFormatError(f"invalid .vqd header: {modality} data with {dims} dimensions "
-                                 f"(must be {_MODALITY_DIMS[modality]})")
+        layout = _layout_of_code(code, dims)
+        modality = layout.name
         fixed = _version2_size((1,) * dims, modality)
         if len(data) < fixed:
             raise VqdFormatError(f"truncated .vqd file: expected at least {fixed} bytes, got {len(data)}")
         shape = struct.unpack_from(f"<{dims}H", data, _HEADER2.size)
         K, n, count = _TAIL2.unpack_from(data, _HEADER2.size + 2 * dims)
-        if modality in _PLUGIN_LAYOUTS:  # the modality's own block: a u16 length, then that many bytes
-            at = _HEADER2.size + 2 * dims + _TAIL2.size
-            (size,) = _EXTRA.unpack_from(data, at)
-            if size > MAX_EXTRA_BYTES:
-                raise VqdFormatError(f"invalid .vqd header: a {modality} header block of {size} bytes "
-                                     f"(at most {MAX_EXTRA_BYTES})")
-            if len(data) < fixed + size:
-                raise VqdFormatError(f"truncated .vqd file: expected at least {fixed + size} bytes, got {len(data)}")
-            extra = bytes(data[at + _EXTRA.size: at + _EXTRA.size + size])
-        if modality == "text":
-            (length,) = _LENGTH.unpack_from(data, _HEADER2.size + 2 * dims + _TAIL2.size)
-        elif modality in _RATES:
-            length, rate = _AUDIO.unpack_from(data, _HEADER2.size + 2 * dims + _TAIL2.size)
-            if rate == 0:
-                raise VqdFormatError(f"invalid .vqd header: {modality} sample rate 0")
-        if length is not None:
-            _check_length(length, count, shape[-1], lambda m: VqdFormatError(f"invalid .vqd header: {m}"), modality)
+        length, rate, extra = _unpack_fields(layout, data, _HEADER2.size + 2 * dims + _TAIL2.size, fixed, count,
+                                             shape[-1])
     if flags != 0:
         raise VqdFormatError(f"unsupported .vqd flags 0x{flags:02x} (version {version} requires 0)")
     if K < 2:
@@ -732,24 +791,14 @@ def _read_header3(data: memoryview) -> VqdHeader:
     _, _, flags, fingerprint, prior_fp, code, dims = _HEADER3.unpack_from(data)
     if flags != 0:
         raise VqdFormatError(f"unsupported .vqd flags 0x{flags:02x} (version 3 requires 0)")
-    modality = _MODALITY_NAMES.get(code)
-    if modality is None:
-        raise VqdFormatError(f"invalid .vqd header: unknown modality code {code} "
-                             f"(known: {_BUILT_IN_CODES})")
-    if modality in _RATES or modality in _PLUGIN_LAYOUTS:
-        raise VqdFormatError(f"invalid .vqd header: version 3 (entropy-coded) files hold no {modality}")
-    if dims != _MODALITY_DIMS[modality]:
-        raise VqdFormatError(f"invalid .vqd header: {modality} data with {dims} dimensions "
-                             f"(must be {_MODALITY_DIMS[modality]})")
+    layout = _layout_of_code(code, dims, coded=True)
+    modality = layout.name
     fixed = header_size((1,) * dims, modality, coded=True)
     if len(data) < fixed:
         raise VqdFormatError(f"truncated .vqd file: expected at least {fixed} bytes, got {len(data)}")
     shape = struct.unpack_from(f"<{dims}H", data, _HEADER3.size)
     K, n, count, block = _TAIL3.unpack_from(data, _HEADER3.size + 2 * dims)
-    length = None
-    if modality == "text":
-        (length,) = _LENGTH.unpack_from(data, _HEADER3.size + 2 * dims + _TAIL3.size)
-        _check_length(length, count, shape[-1], lambda m: VqdFormatError(f"invalid .vqd header: {m}"))
+    length, _, _ = _unpack_fields(layout, data, _HEADER3.size + 2 * dims + _TAIL3.size, fixed, count, shape[-1])
     if K < 2:
         raise VqdFormatError(f"invalid .vqd header: K={K} (must be 2..{_U16_MAX})")
     if n < 1:
