@@ -198,3 +198,13 @@ def test_python_m_vqdraw_and_lazy_package():
         import vqdraw
 
         vqdraw.not_a_name  # noqa: B018
+
+
+def test_decode_rate_is_refused_for_a_model_that_writes_no_waveforms(model_dir, tmp_path, capsys):
+    from vqdraw.compress.codec import compress
+
+    model = VQDraw.load(model_dir)
+    vqd = tmp_path / "x.vqd"
+    vqd.write_bytes(compress(model, torch.rand(2, 1, 28, 28)))
+    assert main(["decode", str(model_dir), str(vqd), "-o", str(tmp_path / "out"), "--rate", "16000"]) == 2
+    assert "--rate is for audio and speech models; this model makes image data" in one_error_line(capsys)

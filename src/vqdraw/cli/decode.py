@@ -51,9 +51,10 @@ def run(args) -> int:
     _name_the_checkpoint(args.model, model, data)
     options = DecodeOptions(stages=args.stages, batch=args.batch, prior=_prior_for(args.model, model, data),
                             progress=not args.no_progress, rate=args.rate)
-    if args.rate is not None and modality_for(model.config).name not in ("audio", "speech"):
-        raise InputError(f"--rate is for audio and speech models; this model makes {modality_for(model.config).name} data")
-    print(modality_for(model.config).decode(model, data, out, options, source=args.input))
+    modality = modality_for(model.config)
+    if args.rate is not None and not modality.decodes_at_rate:
+        raise InputError(f"--rate is for audio and speech models; this model makes {modality.name} data")
+    print(modality.decode(model, data, out, options, source=args.input))
     return 0
 
 

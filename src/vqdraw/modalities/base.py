@@ -49,12 +49,15 @@ class Modality:
     """Files training writes into a run folder for this modality (besides curves.png)."""
     supports_eval = False
     """Whether ``vqdraw eval`` (rate–distortion against image codecs) applies."""
+    decodes_at_rate = False
+    """Whether decoding writes waveforms at a chosen sample rate (``vqdraw decode --rate``,
+    ``DecodeOptions.rate``)."""
 
     # -------------------------------------------------------------- its models
     def check_config(self, config) -> None:
         """Refuse (ConfigError, one line) a ``ModelConfig`` naming this modality that it cannot
         serve: its data shape, its ``modality_options``. Run when the config is made; the built-in
-        modalities' checks live in :class:`vqdraw.core.config.ModelConfig` itself."""
+        modalities' rules are rows of :func:`vqdraw.core.modality.check_config`'s table."""
 
     # -------------------------------------------------------------- recognising the modality
     def holds_path(self, path: Path) -> bool:
