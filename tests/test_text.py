@@ -16,7 +16,8 @@ from vqdraw.data.base import DatasetError
 from vqdraw.data.text import decode_characters, encode_characters, read_text_file, sequences_to_text
 from vqdraw.errors import InputError
 from vqdraw.core.model import VQDraw
-from vqdraw.core.modality import check_modality, modality_of
+from vqdraw.core.modality import modality_of
+from vqdraw.modalities import check_modality
 from vqdraw.compress.text import compress_text, decompress_text, lossless_bits_per_char, stage_report, text_data_for
 
 SRC = Path(__file__).resolve().parents[1] / "src"

@@ -15,7 +15,8 @@ from vqdraw.core.config import get_preset
 from vqdraw.data import DatasetError, dataset_modality, load_dataset
 from vqdraw.data.voxels import binvox_bytes, load_voxel_folder, read_binvox, read_grids
 from vqdraw.errors import InputError
-from vqdraw.core.modality import check_modality, modality_of
+from vqdraw.core.modality import modality_of
+from vqdraw.modalities import check_modality
 from vqdraw.core.model import VQDraw
 
 FP = bytes(range(16))

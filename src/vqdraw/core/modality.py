@@ -10,11 +10,9 @@ shape implies (:func:`implied_modality`, the only place that guesses):
     data_shape (C, D, H, W)  -> "volume"
 
 and records it; audio and speech models are always named ("audio": mono clips (1, L) with a sample
-rate; "speech": log-mel blocks (1, bands, frames) of mono audio). Every place that takes data for
-a model (the CLI verbs, the ``.vqd`` header via :mod:`vqdraw.compress.codec`) asks
-:func:`check_modality`, so a voxel folder given to an image model, or an image folder given to a
-voxel model, is refused with one line that says what to give instead. No torch here: plain names
-and shapes.
+rate; "speech": log-mel blocks (1, bands, frames) of mono audio). What data of another kind
+given to a model says is the modality's own (:func:`vqdraw.modalities.check_inputs`). No torch
+here: plain names and shapes.
 """
 
 from __future__ import annotations
@@ -27,9 +25,6 @@ MODALITIES = ("sequence", "image", "volume", "text", "audio", "speech")
 
 _NAMED = ("audio", "speech")
 """The built-in modalities a shape never implies: a config names them."""
-
-_READS = {"speech": "audio"}
-"""Modalities whose models read another modality's files: a speech model reads WAV/FLAC audio."""
 
 _BY_RANK = {1: "sequence", 2: "image", 3: "volume"}
 
@@ -119,15 +114,6 @@ def stored_as(config) -> str:
     name = modality_of(config)
     return _PLUGINS.get(name, name)
 
-_WHAT_TO_GIVE = {
-    "image": "PNG/JPEG images (files, a folder:DIR, or an image dataset such as mnist)",
-    "volume": "occupancy grids (.npy or .binvox files, or voxels:DIR)",
-    "sequence": "sequences",
-    "text": "UTF-8 text files (or text:PATH, text-embedded, wikitext2)",
-    "audio": "WAV/FLAC files (or audio:PATH, asterisk-en)",
-    "speech": "WAV/FLAC files (or audio:PATH, asterisk-en)",
-}
-
 
 def modality_of_shape(data_shape) -> str:
     """The modality of data of shape (C, *S): by the number of spatial dimensions."""
@@ -157,21 +143,6 @@ def describe_shape(data_shape, modality: str | None = None) -> str:
     """``"1x32x32x32 volume"``, ``"3x32x32 image"``: a shape with its modality, for messages."""
     shape = tuple(data_shape)
     return f"{'x'.join(map(str, shape))} {modality or modality_of_shape(shape)}"
-
-
-def check_modality(config, modality: str, source: str) -> None:
-    """Refuse data of ``modality`` (from ``source``, named in the message) for a model of another.
-
-    One line, e.g. ``voxels:runs/grids holds volume data, but this model is an image model
-    (1x28x28 image); give it PNG/JPEG images (...)``.
-    """
-    ours = modality_of(config)
-    if modality != ours and modality != _PLUGINS.get(ours) and modality != _READS.get(ours):
-        # a plug-in reads what its layout's modality reads; a speech model reads audio files
-        raise InputError(
-            f"{source} holds {modality} data, but this model is {_article(ours)} {ours} model "
-            f"({describe_shape(config.data_shape, ours)}); give it {_WHAT_TO_GIVE.get(ours, ours)}"
-        )
 
 
 def _article(word: str) -> str:

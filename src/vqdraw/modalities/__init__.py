@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import InputError
 from .audio import AudioModality
 from .base import DecodeOptions, EncodeOptions, Inputs, Modality
 from .image import ImageModality
@@ -63,7 +64,6 @@ def register(modality: Modality, *, stored_as: str | None = None, code: int | No
     writes and reads (:func:`vqdraw.compress.bitstream.register_layout`). Returns ``modality``."""
     from ..compress.bitstream import register_layout
     from ..core.modality import check_new_name, register_name
-    from ..errors import InputError
 
     if not isinstance(modality, Modality):
         raise InputError(f"register() takes a Modality instance, got {type(modality).__name__}")
@@ -98,7 +98,6 @@ def path_modality(path) -> str:
 def check_inputs(config, paths=(), dataset: str | None = None) -> None:
     """Refuse input files or a dataset name of another modality than the model's (one line)."""
     from ..data import dataset_modality
-    from ..core.modality import check_modality
 
     ours = modality_for(config)
     for p in paths or ():
@@ -109,10 +108,26 @@ def check_inputs(config, paths=(), dataset: str | None = None) -> None:
         check_modality(config, dataset_modality(dataset), f"dataset {dataset}")
 
 
+def check_modality(config, modality: str, source: str) -> None:
+    """Refuse data of ``modality`` (from ``source``, named in the message) for a model of another:
+    one line that says what to give instead (the model's :attr:`Modality.give`), e.g.
+    ``voxels:runs/grids holds volume data, but this model is an image model (1x28x28 image); give
+    it PNG/JPEG images (...)``. A model reads its own modality's data, what its modality
+    :attr:`~Modality.reads` (speech: audio files), and a plug-in what its layout's modality reads."""
+    from ..core.modality import describe_shape, stored_as
+
+    ours = modality_for(config)
+    if modality not in {ours.name, ours.reads, stored_as(config)}:
+        article = "an" if ours.name[:1] in "aeiou" else "a"
+        raise InputError(f"{source} holds {modality} data, but this model is {article} {ours.name} model "
+                         f"({describe_shape(config.data_shape, ours.name)}); give it {ours.give or ours.name + ' data'}")
+
+
 def run_outputs() -> tuple[str, ...]:
     """Every file any modality's training writes into a run folder (cleared by --overwrite)."""
     return tuple(sorted({name for m in REGISTRY.values() for name in m.run_outputs}))
 
 
-__all__ = ["REGISTRY", "DecodeOptions", "EncodeOptions", "Inputs", "Modality", "by_name", "check_inputs", "modality_for", "path_modality",
+__all__ = ["REGISTRY", "DecodeOptions", "EncodeOptions", "Inputs", "Modality", "by_name", "check_inputs",
+           "check_modality", "modality_for", "path_modality",
            "register", "run_outputs"]

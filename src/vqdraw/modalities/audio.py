@@ -24,6 +24,7 @@ from .base import Modality, plural
 class AudioModality(Modality):
     name = "audio"
     noun = "clip"
+    give = "WAV/FLAC files (or audio:PATH, asterisk-en)"
     decodes_at_rate = True
     pair_suffix = ""  # a folder: NNN-original.wav, NNN-reconstructed.wav, pairs.png
     run_outputs = ("samples", "reconstructions", "samples.png", "reconstructions.png", "stages.png")

@@ -49,6 +49,11 @@ class Modality:
     """Files training writes into a run folder for this modality (besides curves.png)."""
     supports_eval = False
     """Whether ``vqdraw eval`` (rate–distortion against image codecs) applies."""
+    give = ""
+    """What to give a model of this modality, said when it is given another kind of data
+    ("PNG/JPEG images (files, a folder:DIR, ...)"; empty: "<name> data")."""
+    reads = ""
+    """Another modality whose files and datasets this one's models read (speech reads "audio")."""
     decodes_at_rate = False
     """Whether decoding writes waveforms at a chosen sample rate (``vqdraw decode --rate``,
     ``DecodeOptions.rate``)."""

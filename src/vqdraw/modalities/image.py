@@ -8,6 +8,7 @@ from .base import Modality, decode_to_folder, is_entropy_coded, plural, progress
 class ImageModality(Modality):
     name = "image"
     noun = "image"
+    give = "PNG/JPEG images (files, a folder:DIR, or an image dataset such as mnist)"
     run_outputs = ("samples.png", "reconstructions.png", "stages.png")
     supports_eval = True
     element = "pixel"

@@ -9,6 +9,7 @@ from .base import Modality, decode_to_folder, plural
 class SequenceModality(Modality):
     name = "sequence"
     noun = "sequence"
+    give = "sequences"
     file_suffixes = ()
     run_outputs = ("samples.png", "reconstructions.png", "stages.png")
 

@@ -30,6 +30,7 @@ def _bands_frames(model) -> tuple[int, int]:
 class SpeechModality(AudioModality):
     name = "speech"
     noun = "block"
+    reads = "audio"  # WAV/FLAC files, as audio models do (give: the same)
     run_outputs = ("samples", "reconstructions", "samples.png", "reconstructions.png", "stages.png")
     element = "level"
     headline = ("test_lsd_db", "lsd", ".2f")

@@ -13,6 +13,7 @@ TEXT_SUFFIXES = (".txt", ".text", ".md", ".rst", ".raw")
 class TextModality(Modality):
     name = "text"
     noun = "sequence"
+    give = "UTF-8 text files (or text:PATH, text-embedded, wikitext2)"
     file_suffixes = TEXT_SUFFIXES
     pair_suffix = ".txt"
     run_outputs = ("samples.txt", "reconstructions.txt", "stages.txt", "stages.png")

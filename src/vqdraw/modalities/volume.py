@@ -9,6 +9,7 @@ from .base import Modality, decode_to_folder, plural, write_codes_file
 class VolumeModality(Modality):
     name = "volume"
     noun = "volume"
+    give = "occupancy grids (.npy or .binvox files, or voxels:DIR)"
     run_outputs = ("samples.png", "reconstructions.png", "stages.png")
     element = "voxel"
     headline = ("test_iou", "iou", ".3f")
