@@ -1,4 +1,4 @@
-"""What kind of data a model makes: its modality, and the one check that refuses the wrong kind.
+"""What kind of data a model makes: its modality, and the rules a config of each kind follows.
 
 Every ``ModelConfig`` names its modality (``config.modality``): "sequence", "image", "volume",
 "text", "audio", "speech", or one registered with :func:`vqdraw.modalities.register`. A config
@@ -77,7 +77,7 @@ def _check_rank(config, name: str) -> None:
         raise ConfigError(f"a text model scores characters with the categorical likelihood, got {config.likelihood!r}")
 
 
-_SHAPES = {"sequence": "(C, L)", "text": "(1, L)", "image": "(C, H, W)", "volume": "(C, D, H, W)"}
+_SHAPES = {"sequence": "(C, L)", "text": "(C, L)", "image": "(C, H, W)", "volume": "(C, D, H, W)"}
 
 _BUILT_IN_CHECKS = {"audio": _check_audio, "speech": _check_speech,
                     **{name: (lambda config, _, name=name: _check_rank(config, name)) for name in _SHAPES}}
