@@ -235,14 +235,18 @@ def test_a_named_modality_the_shape_does_not_imply_is_kept_through_the_config_fi
 def test_a_modality_that_does_not_fit_the_shape_is_refused_and_preset_overrides_follow_the_shape():
     from dataclasses import replace
 
-    image = ModelConfig((1, 28, 28))
+    image = ModelConfig((1, 28, 28))  # names none: a copy with another shape takes that shape's
+    assert replace(image, data_shape=(1, 64)).modality == "sequence"
+    assert replace(image, data_shape=(1, 16, 16, 16)).modality == "volume"
+    named = ModelConfig((1, 28, 28), modality="image")
+    assert named == image and named.to_dict() == image.to_dict()
     with pytest.raises(ConfigError, match=r"image model takes data of shape \(C, H, W\)"):
-        replace(image, data_shape=(1, 64))
+        replace(named, data_shape=(1, 64))
     with pytest.raises(ConfigError, match="volume model"):
         ModelConfig((1, 28, 28), modality="volume")
     with pytest.raises(ConfigError, match="categorical"):
         ModelConfig((1, 64), refiner=RefinerConfig(down=(8,), up=(8,)), mean=(0.5,), std=(0.5,), modality="text")
-    # from_preset / override re-derive an implied modality from the new shape, or keep a named one
+    # presets name none: their overrides take the new shape's modality; a named one is kept
     assert VQDraw.from_preset("mnist", data_shape=(1, 64)).config.modality == "sequence"
     assert VQDraw.from_preset("mnist", data_shape=(1, 16, 16, 16)).config.modality == "volume"
     with pytest.raises(ConfigError, match="image model"):

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..errors import ConfigError
 from .fields import check_ranges, ranged
-from .modality import check_config, implied_modality, known_modalities
+from .modality import Implied, check_config, implied_modality, known_modalities
 from .validate import check_model_dict, check_train_dict
 
 # Bounds shared by several fields (and by the CLI's other flags): sanity bounds, far above real use.
@@ -156,7 +156,7 @@ class ModelConfig:
     modality: str = ""
     """What the data are: "sequence", "text", "image", "volume" (the one the shape implies when
     left "": by rank, and text for rank 1 with the categorical likelihood; the config records
-    it, so ``config.modality`` always names one), "audio" (mono 8-bit mu-law waveforms of shape (1, L), see docs/audio.md),
+    it, so ``config.modality`` always names one, and a copy with another shape takes that shape's), "audio" (mono 8-bit mu-law waveforms of shape (1, L), see docs/audio.md),
     "speech" (log-mel spectrogram blocks (1, bands, frames) of mono audio, resynthesised by
     Griffin-Lim; docs/audio.md), or the name of a modality registered with :func:`vqdraw.modalities.register`."""
     sample_rate: int = ranged(0, low=0, high=MAX_SAMPLE_RATE)
@@ -180,8 +180,8 @@ class ModelConfig:
         if self.refiner.softmax_input and self.likelihood != "categorical":
             raise ConfigError("refiner.softmax_input reads a categorical canvas; the likelihood is "
                               f"{self.likelihood!r}")
-        if not self.modality:  # none named: the one the shape implies, recorded
-            object.__setattr__(self, "modality", implied_modality(shape, self.likelihood))
+        if not self.modality or isinstance(self.modality, Implied):  # none named: the one the shape implies
+            object.__setattr__(self, "modality", Implied(implied_modality(shape, self.likelihood)))
         if self.modality not in known_modalities():
             raise ConfigError(f"modality must be one of {', '.join(known_modalities())} (a new one: "
                               f"vqdraw.modalities.register), or \"\" for the one the shape implies; "
@@ -610,18 +610,12 @@ class DistillConfig:
 
 
 def override(cfg, **changes):
-    """`dataclasses.replace` that ignores None values and reports unknown fields clearly. A model
-    config whose modality is the one its shape implies takes the one its new shape or likelihood
-    implies (``from_preset("mnist", data_shape=(1, 64))`` is a sequence model), unless the
-    changes name one."""
+    """`dataclasses.replace` that ignores None values and reports unknown fields clearly."""
     changes = {k: v for k, v in changes.items() if v is not None}
     known = {f.name for f in fields(cfg)}
     unknown = set(changes) - known
     if unknown:
         raise ConfigError(f"unknown {type(cfg).__name__} field(s): {', '.join(sorted(unknown))}")
-    if (isinstance(cfg, ModelConfig) and {"data_shape", "likelihood"} & set(changes) and "modality" not in changes
-            and cfg.modality == implied_modality(cfg.data_shape, cfg.likelihood)):
-        changes["modality"] = ""
     return replace(cfg, **changes)
 
 

@@ -9,7 +9,8 @@ shape implies (:func:`implied_modality`, the only place that guesses):
     data_shape (C, H, W)     -> "image"
     data_shape (C, D, H, W)  -> "volume"
 
-and records it; audio and speech models are always named ("audio": mono clips (1, L) with a sample
+and records it (as an :class:`Implied` name, re-derived when the config is copied with another
+shape); audio and speech models are always named ("audio": mono clips (1, L) with a sample
 rate; "speech": log-mel blocks (1, bands, frames) of mono audio). What data of another kind
 given to a model says is the modality's own (:func:`vqdraw.modalities.check_inputs`). No torch
 here: plain names and shapes.
@@ -121,6 +122,14 @@ def modality_of_shape(data_shape) -> str:
     if rank not in _BY_RANK:
         raise InputError(f"data of shape {tuple(data_shape)} has no known modality (1-3 spatial dimensions)")
     return _BY_RANK[rank]
+
+
+class Implied(str):
+    """A modality name a config took from its shape, not one its maker named: a config copied
+    with another shape or likelihood (``dataclasses.replace``) takes the one those imply, as a
+    config that names none does. Compares, hashes and serialises as the plain name."""
+
+    __slots__ = ()
 
 
 def implied_modality(data_shape, likelihood: str | None = None) -> str:
