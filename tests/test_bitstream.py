@@ -20,6 +20,7 @@ from vqdraw.compress.bitstream import (
     header_size,
     pack_codes,
     payload_size,
+    read_header,
     read_vqd,
     unpack_codes,
     write_vqd,
@@ -366,3 +367,32 @@ def test_every_modality_has_one_layout_row_and_a_registered_layout_is_read_by_th
     data = write_vqd(np.zeros((2, 3), np.int64), 4, (1, 8, 8), fp, modality="layout_row_test", extra=b"abc")
     f = read_vqd(data)
     assert (f.modality, f.extra, f.header_bytes) == ("layout_row_test", b"abc", header_size((1, 8, 8), "layout_row_test", extra=b"abc"))
+
+
+def test_an_audio_header_with_rate_0_is_refused_for_the_rate_first():
+    fp = bytes(range(16))
+    data = bytearray(write_vqd(np.zeros((2, 3), np.int64), 4, (1, 16), fp, modality="audio", length=20,
+                               sample_rate=8000))
+    at = 24 + 2 * 2 + 8  # version-2 header, the shape (1, 16), K, n and count: then length u64, rate u32
+    assert struct.unpack_from("<QI", data, at) == (20, 8000)
+    struct.pack_into("<I", data, at + 8, 0)
+    with pytest.raises(VqdFormatError, match="invalid .vqd header: audio sample rate 0$"):
+        read_header(bytes(data))
+    struct.pack_into("<Q", data, at, 10**6)  # a length that fits no count as well: still the rate first
+    with pytest.raises(VqdFormatError, match="audio sample rate 0$"):
+        read_header(bytes(data))
+    struct.pack_into("<IQ", data, at - 4, 2, 20)  # count 2 and a fitting length again, rate still 0
+    with pytest.raises(VqdFormatError, match="audio sample rate 0$"):
+        read_header(bytes(data))
+
+
+def test_write_vqd_asks_for_a_length_and_rate_where_the_layout_has_them():
+    fp, codes = bytes(range(16)), np.zeros((1, 3), np.int64)
+    with pytest.raises(InputError, match="needs the data's length"):
+        write_vqd(codes, 4, (1, 16), fp, modality="text")
+    with pytest.raises(InputError, match="needs the sample rate"):
+        write_vqd(codes, 4, (1, 16), fp, modality="audio", length=10)
+    with pytest.raises(InputError, match=r"speech length -1 does not fit .* \(must be 0\.\.-1\)"):
+        write_vqd(codes, 4, (1, 40, 16), fp, modality="speech", length=-1, sample_rate=8000)
+    assert header_size((1, 16), "audio", coded=True) == header_size((1, 16), "sequence", coded=True)
+    assert header_size((1, 16), "text", coded=True) == header_size((1, 16), "sequence", coded=True) + 8

@@ -251,3 +251,33 @@ def test_a_modality_that_does_not_fit_the_shape_is_refused_and_preset_overrides_
     assert VQDraw.from_preset("mnist", data_shape=(1, 16, 16, 16)).config.modality == "volume"
     with pytest.raises(ConfigError, match="image model"):
         VQDraw.from_preset("mnist", data_shape=(1, 64), modality="image")
+
+
+def test_a_plug_in_says_what_to_give_it_in_its_own_words_and_reads_what_its_layout_reads():
+    from vqdraw.errors import InputError
+    from vqdraw.modalities import check_modality
+
+    class Quiet(SequenceModality):  # says nothing: its files may not be the built-in class's
+        name = "quiet_series"
+
+    class Chatty(SequenceModality):
+        name = "chatty_series"
+        give = "CSV files of readings"
+
+    class Thermal(ImageModality):
+        name = "thermal"
+
+    register(Quiet(), code=211, dims=2)
+    register(Chatty(), code=212, dims=2)
+    register(Thermal(), stored_as="image")
+    small = dict(refiner=RefinerConfig(down=(8,), up=(8,)), mean=(0.5,), std=(0.5,))
+    with pytest.raises(InputError, match="give it quiet_series data$"):
+        check_modality(ModelConfig((1, 64), modality="quiet_series", **small), "image", "photos")
+    with pytest.raises(InputError, match="give it CSV files of readings$"):
+        check_modality(ModelConfig((1, 64), modality="chatty_series", **small), "image", "photos")
+    thermal = ModelConfig((1, 8, 8), modality="thermal")
+    check_modality(thermal, "image", "photos")  # the image layout's files
+    with pytest.raises(InputError, match="holds volume data, but this model is a thermal model"):
+        check_modality(thermal, "volume", "grids")
+    with pytest.raises(InputError, match="holds  data"):  # no modality at all is no modality of ours
+        check_modality(ModelConfig((1, 28, 28)), "", "x")

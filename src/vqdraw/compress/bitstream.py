@@ -74,12 +74,12 @@ Speech (modality 6, shape (1, B, F): ``count`` blocks of F log-mel frames of B b
 audio does; a waveform of ``length`` samples has ``1 + length // 64`` frames, which must lie in
 ``((count - 1) * F, count * F]``.
 
+A volume file has ``header_size((1, 32, 32, 32), "volume")`` = 44 bytes of overhead.
+
 Each modality's layout (its byte, dimensions and fields after ``count``) is one row of
 :data:`LAYOUTS`; a modality defined outside the package adds a row with :func:`register_layout`
 (code 128..255, its own opaque header block), read and written by the same code as the built-in
 rows.
-
-so a volume file has ``header_size((1, 32, 32, 32), "volume")`` = 44 bytes of overhead.
 
 Version 3 (entropy-coded, written only when a prior is given: ``write_vqd(..., coder=prior)``)
 holds the same header fields as version 2 plus the prior's fingerprint and a block size, and a
@@ -230,7 +230,8 @@ class Layout:
             raise error(f"{self.name} length must be a whole number, got {length!r}")
         unit = self.length_unit
         if self.hop > 1:  # L samples make 1 + L // hop elements: (count - 1) * chunk < 1 + L // hop <= count * chunk
-            low, high = ((count - 1) * chunk * self.hop, count * chunk * self.hop - 1) if count else (0, -1)
+            low, high = ((count - 1) * chunk * self.hop, count * chunk * self.hop - 1) if count and length >= 0 \
+                else (0, -1)
             unit = f"frames ({self.hop} samples each)"
         else:
             low, high = ((count - 1) * chunk + 1, count * chunk) if count else (0, 0)
@@ -287,7 +288,7 @@ def header_size(data_shape: tuple[int, ...] | None = None, modality: str | None 
     if coded:
         shape = (1, 1, 1) if data_shape is None else tuple(data_shape)
         layout = LAYOUTS.get(modality or "image")
-        fields = _LENGTH.size if layout is not None and layout.length_unit else 0
+        fields = _LENGTH.size if layout is not None and layout.coded and layout.length_unit else 0  # text's length
         return _HEADER3.size + 2 * len(shape) + _TAIL3.size + fields + _CRC.size
     if data_shape is None or _version_for(tuple(data_shape), modality) == 1:
         return _HEADER.size + _CRC.size
@@ -596,11 +597,9 @@ def write_vqd(codes: np.ndarray, K: int, data_shape: tuple[int, ...], fingerprin
             f"most {MAX_MIXED_RADIX_BITS} when K is not a power of two"
         )
     if bool(layout.length_unit) != (length is not None):
-        raise InputError(f"a .vqd file of {modality} {'needs' if layout.length_unit else 'has no'} length "
-                         "(text, audio and speech files record the data's length, the others none)")
+        raise InputError("a text, audio or speech .vqd file needs the data's length (and only those have one)")
     if layout.rate != (sample_rate is not None):
-        raise InputError(f"a .vqd file of {modality} {'needs' if layout.rate else 'has no'} sample rate "
-                         "(audio and speech files record one, the others none)")
+        raise InputError("an audio or speech .vqd file needs the sample rate (and only those have one)")
     if length is not None:
         layout.check_length(length, count, shape[-1], InputError)
     if sample_rate is not None and (isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, np.integer))
@@ -676,13 +675,13 @@ def _unpack_fields(layout: Layout, data: memoryview, at: int, need: int, count: 
             raise VqdFormatError(f"truncated .vqd file: expected at least {need + size} bytes, got {len(data)}")
         return None, None, bytes(data[at + _EXTRA.size: at + _EXTRA.size + size])
     length = rate = None
-    if layout.length_unit:
-        (length,) = _LENGTH.unpack_from(data, at)
-        layout.check_length(length, count, chunk, invalid)
-    if layout.rate:
+    if layout.rate:  # checked before the length (a rate of 0 is the plainer message)
         (rate,) = _RATE.unpack_from(data, at + _LENGTH.size)
         if rate == 0:
             raise invalid(f"{layout.name} sample rate 0")
+    if layout.length_unit:
+        (length,) = _LENGTH.unpack_from(data, at)
+        layout.check_length(length, count, chunk, invalid)
     return length, rate, None
 
 

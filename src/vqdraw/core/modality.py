@@ -127,7 +127,9 @@ def modality_of_shape(data_shape) -> str:
 class Implied(str):
     """A modality name a config took from its shape, not one its maker named: a config copied
     with another shape or likelihood (``dataclasses.replace``) takes the one those imply, as a
-    config that names none does. Compares, hashes and serialises as the plain name."""
+    config that names none does. Compares, hashes and serialises as the plain name. A config file
+    records the modality only where it differs from the implied one (so files keep their bytes):
+    a named modality equal to the implied one reads back as implied."""
 
     __slots__ = ()
 

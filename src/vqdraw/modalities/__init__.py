@@ -41,6 +41,7 @@ REGISTRY: dict[str, Modality] = {m.name: m for m in (ImageModality(), VolumeModa
 
 _PATH_ORDER = ("text", "volume", "audio", "image")  # what a file or folder given on the command line holds
 _BUILT_IN = frozenset(REGISTRY)
+_BUILT_IN_CLASSES = frozenset(type(m) for m in REGISTRY.values())
 
 
 def modality_for(config) -> Modality:
@@ -112,15 +113,28 @@ def check_modality(config, modality: str, source: str) -> None:
     """Refuse data of ``modality`` (from ``source``, named in the message) for a model of another:
     one line that says what to give instead (the model's :attr:`Modality.give`), e.g.
     ``voxels:runs/grids holds volume data, but this model is an image model (1x28x28 image); give
-    it PNG/JPEG images (...)``. A model reads its own modality's data, what its modality
-    :attr:`~Modality.reads` (speech: audio files), and a plug-in what its layout's modality reads."""
+    it PNG/JPEG images (...)``. A model reads its own modality's data and what its modality
+    :attr:`~Modality.reads` (speech: audio files); a plug-in also what its layout's modality reads."""
     from ..core.modality import describe_shape, stored_as
 
     ours = modality_for(config)
-    if modality not in {ours.name, ours.reads, stored_as(config)}:
+    layout = REGISTRY.get(stored_as(config), ours)
+    if modality not in {ours.name, ours.reads, layout.name, layout.reads} - {""}:
         article = "an" if ours.name[:1] in "aeiou" else "a"
         raise InputError(f"{source} holds {modality} data, but this model is {article} {ours.name} model "
-                         f"({describe_shape(config.data_shape, ours.name)}); give it {ours.give or ours.name + ' data'}")
+                         f"({describe_shape(config.data_shape, ours.name)}); give it {_give(ours)}")
+
+
+def _give(modality: Modality) -> str:
+    """What to give a model of ``modality``: its own ``give``; a plug-in that says none (its files
+    may differ from the built-in class it extends) is given "<name> data"."""
+    if type(modality) not in _BUILT_IN_CLASSES:
+        for cls in type(modality).__mro__:  # the plug-in's own classes, up to the built-in one it extends
+            if cls in _BUILT_IN_CLASSES:
+                return f"{modality.name} data"
+            if "give" in vars(cls):
+                break
+    return modality.give or f"{modality.name} data"
 
 
 def run_outputs() -> tuple[str, ...]:
