@@ -73,7 +73,7 @@ def _check_speech(config, max_rate: int) -> None:
 def _check_rank(config, name: str) -> None:
     shape = tuple(config.data_shape)
     if _BY_RANK.get(len(shape) - 1) != ("sequence" if name == "text" else name):
-        raise ConfigError(f"{_article(name)} {name} model takes data of shape {_SHAPES[name]}; got data_shape {shape}")
+        raise ConfigError(f"{article(name)} {name} model takes data of shape {_SHAPES[name]}; got data_shape {shape}")
     if name == "text" and config.likelihood != "categorical":
         raise ConfigError(f"a text model scores characters with the categorical likelihood, got {config.likelihood!r}")
 
@@ -98,7 +98,7 @@ def check_config(config, max_rate: int) -> None:
         raise ConfigError("sample_rate is for audio and speech models (modality \"audio\" or \"speech\")")
     if config.modality_options and name not in _PLUGINS:
         raise ConfigError("modality_options are a registered modality's settings; "
-                          f"{_article(name)} {name} model has none")
+                          f"{article(name)} {name} model has none")
     check = _CONFIG_CHECKS.get(name)
     if check is not None:
         check(config)
@@ -156,5 +156,6 @@ def describe_shape(data_shape, modality: str | None = None) -> str:
     return f"{'x'.join(map(str, shape))} {modality or modality_of_shape(shape)}"
 
 
-def _article(word: str) -> str:
+def article(word: str) -> str:
+    """"a" or "an" before ``word``, for messages ("an image model", "a volume model")."""
     return "an" if word[:1] in "aeiou" else "a"

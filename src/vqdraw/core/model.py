@@ -25,7 +25,7 @@ import torch.nn as nn
 from .. import runs
 from .config import Contrastive, ModelConfig, get_preset, override
 from ..errors import ConfigError, InputError
-from .inputs import check_beam, check_codes, check_policy, check_count, check_data, check_output, check_stages
+from .inputs import check_codes, check_policy, check_count, check_data, check_output, check_stages
 from .likelihood import make_likelihood
 from .losses import choice_agreement_nce, objective, shifted_view
 from .refiner import make_refiner

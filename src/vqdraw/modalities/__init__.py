@@ -115,13 +115,12 @@ def check_modality(config, modality: str, source: str) -> None:
     ``voxels:runs/grids holds volume data, but this model is an image model (1x28x28 image); give
     it PNG/JPEG images (...)``. A model reads its own modality's data and what its modality
     :attr:`~Modality.reads` (speech: audio files); a plug-in also what its layout's modality reads."""
-    from ..core.modality import describe_shape, stored_as
+    from ..core.modality import article, describe_shape, stored_as
 
     ours = modality_for(config)
     layout = REGISTRY.get(stored_as(config), ours)
     if modality not in {ours.name, ours.reads, layout.name, layout.reads} - {""}:
-        article = "an" if ours.name[:1] in "aeiou" else "a"
-        raise InputError(f"{source} holds {modality} data, but this model is {article} {ours.name} model "
+        raise InputError(f"{source} holds {modality} data, but this model is {article(ours.name)} {ours.name} model "
                          f"({describe_shape(config.data_shape, ours.name)}); give it {_give(ours)}")
 
 
